@@ -1,0 +1,131 @@
+"""All configuration, read from the environment in one place.
+
+Every environment variable the project reads is listed in ``ENVIRONMENT`` so the
+README table and ``stripe-pipeline --help`` can never drift from the code.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_ENDPOINT = "default"
+ENDPOINT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+ENVIRONMENT: dict[str, str] = {
+    "STRIPE_PIPELINE_DATABASE_URL": "SQLAlchemy URL of the app database "
+    "(default: SQLite file `<data dir>/stripe_pipeline.db`; production: "
+    "`postgresql+psycopg://user@host/db`).",
+    "STRIPE_PIPELINE_DATA_DIR": "Folder for the embedded SQLite database and local state "
+    "(default `./data`).",
+    "STRIPE_WEBHOOK_SECRET": "Signing secret(s) of the default endpoint, comma-separated "
+    "while rolling secrets (`whsec_new,whsec_old`).",
+    "STRIPE_WEBHOOK_SECRET_<NAME>": "Secret(s) of the extra endpoint `/webhooks/stripe/<name>` "
+    "(for example `STRIPE_WEBHOOK_SECRET_CONNECT`). An endpoint exists once it has a secret.",
+    "STRIPE_WEBHOOK_TOLERANCE": "Maximum signature age in seconds (default 300).",
+    "STRIPE_WEBHOOK_MAX_BYTES": "Largest accepted webhook body in bytes (default 1048576).",
+    "STRIPE_WEBHOOK_LIVEMODE": "Optional guard: `live` or `test` rejects events of the other mode.",
+    "STRIPE_WEBHOOK_INVALID_LIMIT": "Invalid requests per minute one address may send before "
+    "it is answered 429 (default 120).",
+    "STRIPE_API_KEY": "Stripe secret key for the API client (reconciliation, recovery).",
+    "STRIPE_API_BASE": "Override of the Stripe API base URL (e.g. a local fake such as "
+    "localstripe on `http://127.0.0.1:8420`).",
+    "DAGSTER_HOME": "Dagster instance folder (default `<data dir>/dagster_home` for `dev`).",
+    "STRIPE_PIPELINE_LOG_LEVEL": "Log level of the JSON logs (default INFO).",
+}
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def split_secrets(raw: str | None) -> tuple[str, ...]:
+    """Parse a comma-separated secret list, so a secret can be rolled without downtime."""
+    if not raw:
+        return ()
+    return tuple(s.strip() for s in raw.split(",") if s.strip())
+
+
+class ConfigError(ValueError):
+    """A setting is present but unusable; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    data_dir: Path
+    webhook_secrets: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    webhook_tolerance: int = 300
+    webhook_max_bytes: int = 1024 * 1024
+    webhook_livemode: bool | None = None
+    invalid_requests_per_minute: int = 120
+    stripe_api_key: str | None = None
+    stripe_api_base: str | None = None
+    log_level: str = "INFO"
+
+    @property
+    def is_embedded_sqlite(self) -> bool:
+        """True for the default local SQLite file, which may migrate itself."""
+        return self.database_url == default_database_url(self.data_dir)
+
+    def __repr__(self) -> str:  # never print secrets
+        endpoints = {name: f"<{len(s)} secret(s)>" for name, s in self.webhook_secrets.items()}
+        return (
+            f"Settings(database_url={redact_url(self.database_url)!r}, endpoints={endpoints}, "
+            f"tolerance={self.webhook_tolerance}, max_bytes={self.webhook_max_bytes})"
+        )
+
+
+def default_database_url(data_dir: Path) -> str:
+    return f"sqlite:///{(data_dir / 'stripe_pipeline.db').resolve()}"
+
+
+def redact_url(url: str) -> str:
+    """Hide the password of a database URL before it reaches a log line."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build settings from the environment (or a given mapping, for tests)."""
+    env = os.environ if env is None else env
+    data_dir = Path(env.get("STRIPE_PIPELINE_DATA_DIR") or "data")
+    database_url = env.get("STRIPE_PIPELINE_DATABASE_URL") or default_database_url(data_dir)
+
+    secrets: dict[str, tuple[str, ...]] = {}
+    default = split_secrets(env.get("STRIPE_WEBHOOK_SECRET"))
+    if default:
+        secrets[DEFAULT_ENDPOINT] = default
+    prefix = "STRIPE_WEBHOOK_SECRET_"
+    for key, value in env.items():
+        if key.startswith(prefix) and split_secrets(value):
+            name = key[len(prefix) :].lower()
+            if not ENDPOINT_NAME.match(name) or name == DEFAULT_ENDPOINT:
+                raise ConfigError(f"{key}: endpoint name {name!r} is not allowed")
+            secrets[name] = split_secrets(value)
+
+    livemode_raw = (env.get("STRIPE_WEBHOOK_LIVEMODE") or "").strip().lower()
+    if livemode_raw not in ("", "live", "test"):
+        raise ConfigError("STRIPE_WEBHOOK_LIVEMODE must be 'live' or 'test'")
+    livemode = None if not livemode_raw else livemode_raw == "live"
+
+    return Settings(
+        database_url=database_url,
+        data_dir=data_dir,
+        webhook_secrets=secrets,
+        webhook_tolerance=_int(env, "STRIPE_WEBHOOK_TOLERANCE", 300),
+        webhook_max_bytes=_int(env, "STRIPE_WEBHOOK_MAX_BYTES", 1024 * 1024),
+        webhook_livemode=livemode,
+        invalid_requests_per_minute=_int(env, "STRIPE_WEBHOOK_INVALID_LIMIT", 120),
+        stripe_api_key=env.get("STRIPE_API_KEY") or None,
+        stripe_api_base=env.get("STRIPE_API_BASE") or None,
+        log_level=(env.get("STRIPE_PIPELINE_LOG_LEVEL") or "INFO").upper(),
+    )

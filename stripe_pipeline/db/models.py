@@ -1,0 +1,404 @@
+"""The app database, as typed SQLAlchemy tables.
+
+Table and column names follow the architecture plan (``stripe_events``,
+``payment_recovery_attempts``, ``stripe_refunds``, ``stripe_disputes``,
+``payment_support_tickets``). Alembic migrations create exactly this schema; a test
+compares the two so they never drift.
+
+Domain tables share one ordering guard: ``last_event_created`` and ``last_event_id``
+record the newest Stripe event applied to a row, so an older or repeated event
+changes nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from stripe_pipeline.db.types import BigIntPK, JSONDoc, derived_amount
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# Event queue states. ``processing`` rows carry a lease; ``retry`` rows wait for
+# ``next_retry_at``; ``dead_letter`` rows were escalated to a support ticket.
+EVENT_STATUSES = ("pending", "processing", "retry", "processed", "ignored", "dead_letter")
+TICKET_STATUSES = ("open", "investigating", "resolved")
+TICKET_PRIORITIES = ("low", "medium", "high", "critical")
+
+
+def _now():
+    return mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class EventVersionMixin:
+    """Newest-event-wins guard shared by every table built from Stripe events."""
+
+    stripe_created: Mapped[int | None] = mapped_column(BigInteger)
+    livemode: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    last_event_id: Mapped[str | None] = mapped_column(String(255))
+    last_event_created: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class StripeEvent(Base):
+    """Raw Stripe events: the durable queue and the source of truth for processing."""
+
+    __tablename__ = "stripe_events"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    stripe_event_id: Mapped[str] = mapped_column(String(255), nullable=False, unique=True)
+    event_type: Mapped[str] = mapped_column(String(255), nullable=False)
+    api_version: Mapped[str | None] = mapped_column(String(64))
+    livemode: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    account: Mapped[str | None] = mapped_column(String(255))
+    object_id: Mapped[str | None] = mapped_column(String(255))
+    stripe_created: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    received_at: Mapped[datetime] = _now()
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONDoc, nullable=False)
+    status: Mapped[str] = mapped_column(String(32), nullable=False, server_default="pending")
+    source: Mapped[str] = mapped_column(String(32), nullable=False, server_default="webhook")
+    endpoint: Mapped[str | None] = mapped_column(String(64))
+    processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # plan enhancements
+    retry_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    next_retry_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    error_context: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
+    # claim lease of the processing run that holds the event
+    claimed_by: Mapped[str | None] = mapped_column(String(255))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("ix_stripe_events_queue", "status", "next_retry_at"),
+        Index("ix_stripe_events_object", "object_id", "stripe_created"),
+        Index("ix_stripe_events_type_created", "event_type", "stripe_created"),
+    )
+
+
+class WebhookDelivery(Base):
+    """Every request the receiver answered, valid or not (bodies of invalid ones never kept)."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    received_at: Mapped[datetime] = _now()
+    endpoint: Mapped[str | None] = mapped_column(String(64))
+    remote_addr: Mapped[str | None] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(32), nullable=False)
+    status_code: Mapped[int] = mapped_column(Integer, nullable=False)
+    reason: Mapped[str | None] = mapped_column(String(255))
+    stripe_event_id: Mapped[str | None] = mapped_column(String(255))
+    event_type: Mapped[str | None] = mapped_column(String(255))
+    body_bytes: Mapped[int | None] = mapped_column(Integer)
+    repeat_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("1"))
+
+    __table_args__ = (Index("ix_webhook_deliveries_received_at", "received_at"),)
+
+
+class PaymentSupportTicket(Base):
+    """Escalations a person must look at; one open ticket per issue and object."""
+
+    __tablename__ = "payment_support_tickets"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    payment_intent_id: Mapped[str | None] = mapped_column(String(255))
+    subscription_id: Mapped[str | None] = mapped_column(String(255))
+    customer_id: Mapped[str | None] = mapped_column(String(255))
+    stripe_event_id: Mapped[str | None] = mapped_column(String(255))
+    issue_type: Mapped[str] = mapped_column(String(64), nullable=False)
+    status: Mapped[str] = mapped_column(String(32), nullable=False, server_default="open")
+    priority: Mapped[str] = mapped_column(String(16), nullable=False)
+    dedupe_key: Mapped[str] = mapped_column(String(512), nullable=False)
+    title: Mapped[str] = mapped_column(String(512), nullable=False)
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
+    occurrences: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("1"))
+    resolution: Mapped[str | None] = mapped_column(String(32))
+    resolution_note: Mapped[str | None] = mapped_column(Text)
+    resolved_by: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        # at most one unresolved ticket per issue and object
+        Index(
+            "uq_payment_support_tickets_open_dedupe",
+            "dedupe_key",
+            unique=True,
+            postgresql_where=text("status <> 'resolved'"),
+            sqlite_where=text("status <> 'resolved'"),
+        ),
+        Index("ix_payment_support_tickets_status_priority", "status", "priority"),
+    )
+
+
+class PaymentRecoveryAttempt(Base):
+    """Dunning state of one failed payment (invoice or PaymentIntent)."""
+
+    __tablename__ = "payment_recovery_attempts"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    payment_intent_id: Mapped[str | None] = mapped_column(String(255))
+    invoice_id: Mapped[str | None] = mapped_column(String(255))
+    customer_id: Mapped[str | None] = mapped_column(String(255))
+    payment_method_id: Mapped[str | None] = mapped_column(String(255))
+    stripe_event_id: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(32), nullable=False, server_default="open")
+    attempt_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    failure_code: Mapped[str | None] = mapped_column(String(255))
+    decline_code: Mapped[str | None] = mapped_column(String(255))
+    amount_minor: Mapped[int | None] = mapped_column(BigInteger)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    amount = derived_amount("amount_minor")
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+    # plan enhancements
+    recovery_strategy: Mapped[str | None] = mapped_column(String(64))
+    last_error_type: Mapped[str | None] = mapped_column(String(64))
+    support_ticket_id: Mapped[int | None] = mapped_column(
+        BigInteger,
+        ForeignKey("payment_support_tickets.id", name="fk_recovery_attempts_support_ticket"),
+    )
+
+    __table_args__ = (
+        Index("ix_payment_recovery_attempts_due", "status", "next_attempt_at"),
+        Index("ix_payment_recovery_attempts_payment_intent_id", "payment_intent_id"),
+        Index("ix_payment_recovery_attempts_invoice_id", "invoice_id"),
+    )
+
+
+class StripePayment(EventVersionMixin, Base):
+    """Payment records: one row per PaymentIntent (or per legacy charge without one).
+
+    ``payment_intent_id`` holds the PaymentIntent id, or the charge id for a charge
+    created without a PaymentIntent, so refunds and disputes always find their payment.
+    """
+
+    __tablename__ = "stripe_payments"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    payment_intent_id: Mapped[str] = mapped_column(String(255), nullable=False, unique=True)
+    charge_id: Mapped[str | None] = mapped_column(String(255))
+    customer_id: Mapped[str | None] = mapped_column(String(255))
+    invoice_id: Mapped[str | None] = mapped_column(String(255))
+    payment_method_id: Mapped[str | None] = mapped_column(String(255))
+    card_fingerprint: Mapped[str | None] = mapped_column(String(255))
+    amount_minor: Mapped[int | None] = mapped_column(BigInteger)
+    amount_received_minor: Mapped[int | None] = mapped_column(BigInteger)
+    amount_refunded_minor: Mapped[int] = mapped_column(
+        BigInteger, nullable=False, server_default=text("0")
+    )
+    currency: Mapped[str | None] = mapped_column(String(3))
+    amount = derived_amount("amount_minor")
+    status: Mapped[str] = mapped_column(String(64), nullable=False)
+    failure_code: Mapped[str | None] = mapped_column(String(255))
+    failure_message: Mapped[str | None] = mapped_column(Text)
+    decline_code: Mapped[str | None] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        Index("ix_stripe_payments_customer_id", "customer_id"),
+        Index("ix_stripe_payments_charge_id", "charge_id"),
+    )
+
+
+class StripeRefund(EventVersionMixin, Base):
+    __tablename__ = "stripe_refunds"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    stripe_refund_id: Mapped[str] = mapped_column(String(255), nullable=False, unique=True)
+    payment_intent_id: Mapped[str] = mapped_column(String(255), nullable=False)
+    charge_id: Mapped[str | None] = mapped_column(String(255))
+    amount_minor: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    currency: Mapped[str] = mapped_column(String(3), nullable=False)
+    amount = derived_amount("amount_minor")
+    status: Mapped[str] = mapped_column(String(64), nullable=False)
+    reason: Mapped[str | None] = mapped_column(String(255))
+    failure_reason: Mapped[str | None] = mapped_column(String(255))
+
+    __table_args__ = (Index("ix_stripe_refunds_payment_intent_id", "payment_intent_id"),)
+
+
+class StripeDispute(EventVersionMixin, Base):
+    __tablename__ = "stripe_disputes"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    stripe_dispute_id: Mapped[str] = mapped_column(String(255), nullable=False, unique=True)
+    payment_intent_id: Mapped[str] = mapped_column(String(255), nullable=False)
+    charge_id: Mapped[str | None] = mapped_column(String(255))
+    amount_minor: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    currency: Mapped[str] = mapped_column(String(3), nullable=False)
+    amount = derived_amount("amount_minor")
+    status: Mapped[str] = mapped_column(String(64), nullable=False)
+    reason: Mapped[str | None] = mapped_column(String(255))
+    evidence: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
+    due_by: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    has_evidence: Mapped[bool | None] = mapped_column(Boolean)
+    is_charge_refundable: Mapped[bool | None] = mapped_column(Boolean)
+    funds_withdrawn_minor: Mapped[int] = mapped_column(
+        BigInteger, nullable=False, server_default=text("0")
+    )
+    funds_reinstated_minor: Mapped[int] = mapped_column(
+        BigInteger, nullable=False, server_default=text("0")
+    )
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("ix_stripe_disputes_payment_intent_id", "payment_intent_id"),
+        Index("ix_stripe_disputes_status_due_by", "status", "due_by"),
+    )
+
+
+class StripeCustomer(EventVersionMixin, Base):
+    __tablename__ = "stripe_customers"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    stripe_customer_id: Mapped[str] = mapped_column(String(255), nullable=False, unique=True)
+    email: Mapped[str | None] = mapped_column(String(512))
+    name: Mapped[str | None] = mapped_column(String(512))
+    default_payment_method_id: Mapped[str | None] = mapped_column(String(255))
+    delinquent: Mapped[bool | None] = mapped_column(Boolean)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    fraud_flagged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    fraud_reason: Mapped[str | None] = mapped_column(String(255))
+
+
+class StripeSubscription(EventVersionMixin, Base):
+    __tablename__ = "stripe_subscriptions"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    stripe_subscription_id: Mapped[str] = mapped_column(String(255), nullable=False, unique=True)
+    customer_id: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(64), nullable=False)
+    price_id: Mapped[str | None] = mapped_column(String(255))
+    product_id: Mapped[str | None] = mapped_column(String(255))
+    quantity: Mapped[int | None] = mapped_column(Integer)
+    unit_amount_minor: Mapped[int | None] = mapped_column(BigInteger)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    billing_interval: Mapped[str | None] = mapped_column(String(16))
+    billing_interval_count: Mapped[int | None] = mapped_column(Integer)
+    items: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONDoc)
+    trial_start: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    trial_end: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    current_period_start: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    current_period_end: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cancel_at_period_end: Mapped[bool | None] = mapped_column(Boolean)
+    cancel_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    canceled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    trial_will_end_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("ix_stripe_subscriptions_customer_id", "customer_id"),
+        Index("ix_stripe_subscriptions_status", "status"),
+    )
+
+
+class StripeInvoice(EventVersionMixin, Base):
+    __tablename__ = "stripe_invoices"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    stripe_invoice_id: Mapped[str] = mapped_column(String(255), nullable=False, unique=True)
+    customer_id: Mapped[str | None] = mapped_column(String(255))
+    subscription_id: Mapped[str | None] = mapped_column(String(255))
+    payment_intent_id: Mapped[str | None] = mapped_column(String(255))
+    charge_id: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[str | None] = mapped_column(String(64))
+    billing_reason: Mapped[str | None] = mapped_column(String(64))
+    currency: Mapped[str | None] = mapped_column(String(3))
+    amount_due_minor: Mapped[int | None] = mapped_column(BigInteger)
+    amount_paid_minor: Mapped[int | None] = mapped_column(BigInteger)
+    amount_remaining_minor: Mapped[int | None] = mapped_column(BigInteger)
+    amount = derived_amount("amount_due_minor")
+    attempt_count: Mapped[int | None] = mapped_column(Integer)
+    next_payment_attempt: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    period_start: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    period_end: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    due_date: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    paid_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    marked_uncollectible_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("ix_stripe_invoices_customer_id", "customer_id"),
+        Index("ix_stripe_invoices_subscription_id", "subscription_id"),
+    )
+
+
+class StripePaymentMethod(EventVersionMixin, Base):
+    __tablename__ = "stripe_payment_methods"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    stripe_payment_method_id: Mapped[str] = mapped_column(
+        String(255), nullable=False, unique=True
+    )
+    customer_id: Mapped[str | None] = mapped_column(String(255))
+    type: Mapped[str | None] = mapped_column(String(64))
+    card_brand: Mapped[str | None] = mapped_column(String(32))
+    card_last4: Mapped[str | None] = mapped_column(String(4))
+    card_exp_month: Mapped[int | None] = mapped_column(Integer)
+    card_exp_year: Mapped[int | None] = mapped_column(Integer)
+    card_fingerprint: Mapped[str | None] = mapped_column(String(255))
+    attached: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    detached_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("ix_stripe_payment_methods_customer_id", "customer_id"),
+        Index("ix_stripe_payment_methods_card_fingerprint", "card_fingerprint"),
+    )
+
+
+class AuditLog(Base):
+    """Append-only trail of payment operations and state changes.
+
+    Database triggers refuse UPDATE and DELETE, so no code path can rewrite history.
+    """
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    occurred_at: Mapped[datetime] = _now()
+    actor: Mapped[str] = mapped_column(String(255), nullable=False)
+    action: Mapped[str] = mapped_column(String(64), nullable=False)
+    object_type: Mapped[str] = mapped_column(String(64), nullable=False)
+    object_id: Mapped[str | None] = mapped_column(String(255))
+    stripe_event_id: Mapped[str | None] = mapped_column(String(255))
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
+
+    __table_args__ = (
+        Index("ix_audit_log_object", "object_type", "object_id"),
+        Index("ix_audit_log_occurred_at", "occurred_at"),
+    )
+
+
+metadata = Base.metadata

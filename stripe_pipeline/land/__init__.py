@@ -1,0 +1,1 @@
+"""Landing raw Stripe events: signature check, envelope validation, durable insert."""
