@@ -11,10 +11,10 @@ from decimal import Decimal
 
 # https://docs.stripe.com/currencies#zero-decimal
 ZERO_DECIMAL_CURRENCIES = frozenset(
-    "bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf".split()
+    ["bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv", "xaf", "xof", "xpf"]
 )
 # https://docs.stripe.com/currencies#three-decimal
-THREE_DECIMAL_CURRENCIES = frozenset("bhd jod kwd omr tnd".split())
+THREE_DECIMAL_CURRENCIES = frozenset(["bhd", "jod", "kwd", "omr", "tnd"])
 
 
 def currency_exponent(currency: str) -> int:

@@ -1,0 +1,38 @@
+"""The append-only audit trail of payment operations and state changes.
+
+Only inserts exist here; the database refuses UPDATE and DELETE on ``audit_log``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sqlalchemy import Connection, insert
+
+from stripe_pipeline.db.models import AuditLog
+
+AUDIT_LOG = AuditLog.__table__
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One state change or operation: who (an event id, an operator, a job), what, before/after."""
+
+    actor: str
+    action: str
+    object_type: str
+    object_id: str | None = None
+    stripe_event_id: str | None = None
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+    details: dict[str, Any] | None = None
+
+
+def record(conn: Connection, entries: Sequence[AuditEntry]) -> int:
+    """Append entries in one statement; returns how many were written."""
+    if not entries:
+        return 0
+    conn.execute(insert(AUDIT_LOG), [asdict(e) for e in entries])
+    return len(entries)

@@ -1,0 +1,1 @@
+"""Dagster wiring (the orchestration layer): thin definitions over the domain core."""

@@ -1,0 +1,1 @@
+"""Processing landed events into domain tables: claim, apply, retry, escalate."""

@@ -1,0 +1,1 @@
+"""Support escalation: tickets a person looks at, and how they are notified."""
