@@ -33,7 +33,9 @@ def _pg_url(dbname: str) -> str:
 @pytest.fixture(scope="session")
 def pg_admin() -> Iterator[Engine]:
     """An autocommit engine on the server's ``test`` database, for CREATE DATABASE."""
-    engine = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
+    engine = create_engine(
+        PG_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3}
+    )
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))

@@ -80,7 +80,9 @@ def test_derived_amount_uses_currency_exponent(engine) -> None:
                 " ('pi_kwd', 'succeeded', 1234, 'KWD')"
             )
         )
-        rows = dict(conn.execute(text("SELECT payment_intent_id, amount FROM stripe_payments")).all())
+        rows = dict(
+            conn.execute(text("SELECT payment_intent_id, amount FROM stripe_payments")).all()
+        )
     assert float(rows["pi_jpy"]) == 1234
     assert float(rows["pi_usd"]) == 12.34
     assert float(rows["pi_kwd"]) == 1.234

@@ -357,9 +357,7 @@ class StripePaymentMethod(EventVersionMixin, Base):
     __tablename__ = "stripe_payment_methods"
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
-    stripe_payment_method_id: Mapped[str] = mapped_column(
-        String(255), nullable=False, unique=True
-    )
+    stripe_payment_method_id: Mapped[str] = mapped_column(String(255), nullable=False, unique=True)
     customer_id: Mapped[str | None] = mapped_column(String(255))
     type: Mapped[str | None] = mapped_column(String(64))
     card_brand: Mapped[str | None] = mapped_column(String(32))

@@ -90,7 +90,11 @@ def _params(envelope: EventEnvelope, source: str, endpoint: str | None) -> dict:
 
 
 def insert_event(
-    conn: Connection, envelope: EventEnvelope, *, source: str = "webhook", endpoint: str | None = None
+    conn: Connection,
+    envelope: EventEnvelope,
+    *,
+    source: str = "webhook",
+    endpoint: str | None = None,
 ) -> bool:
     """Insert one event as ``pending``; False when it was already stored."""
     dialect = conn.dialect.name
@@ -102,7 +106,11 @@ def insert_event(
 
 
 def insert_events(
-    conn: Connection, envelopes: Sequence[EventEnvelope], *, source: str, endpoint: str | None = None
+    conn: Connection,
+    envelopes: Sequence[EventEnvelope],
+    *,
+    source: str,
+    endpoint: str | None = None,
 ) -> int:
     """Insert many events (reconciliation backfill); returns how many were new."""
     return sum(insert_event(conn, e, source=source, endpoint=endpoint) for e in envelopes)

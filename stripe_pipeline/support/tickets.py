@@ -44,7 +44,9 @@ class TicketResult:
     created: bool
 
 
-def open_ticket(conn: Connection, request: TicketRequest, *, actor: str = "pipeline") -> TicketResult:
+def open_ticket(
+    conn: Connection, request: TicketRequest, *, actor: str = "pipeline"
+) -> TicketResult:
     """Open a ticket, or count one more occurrence of the open ticket with the same key."""
     values = {
         "issue_type": request.issue_type,
@@ -134,10 +136,19 @@ def resolve_ticket(
     return True
 
 
-def resolve_by_key(conn: Connection, dedupe_key: str, *, resolution: str, note: str | None = None, actor: str = "pipeline") -> int | None:
+def resolve_by_key(
+    conn: Connection,
+    dedupe_key: str,
+    *,
+    resolution: str,
+    note: str | None = None,
+    actor: str = "pipeline",
+) -> int | None:
     """Close the open ticket with this key, if any (a check that passes again)."""
     ticket_id = conn.execute(
-        select(TICKETS.c.id).where(TICKETS.c.dedupe_key == dedupe_key, TICKETS.c.status != "resolved")
+        select(TICKETS.c.id).where(
+            TICKETS.c.dedupe_key == dedupe_key, TICKETS.c.status != "resolved"
+        )
     ).scalar()
     if ticket_id is None:
         return None

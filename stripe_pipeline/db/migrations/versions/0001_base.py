@@ -24,6 +24,7 @@ down_revision = None
 branch_labels = None
 depends_on = None
 
+
 def upgrade() -> None:
     op.create_table(
         "stripe_events",
@@ -35,7 +36,9 @@ def upgrade() -> None:
         sa.Column("account", sa.String(255), nullable=True),
         sa.Column("object_id", sa.String(255), nullable=True),
         sa.Column("stripe_created", sa.BigInteger(), nullable=False),
-        sa.Column("received_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+        sa.Column(
+            "received_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
+        ),
         sa.Column("payload", JSONDoc, nullable=False),
         sa.Column("status", sa.String(32), server_default="pending", nullable=False),
         sa.Column("source", sa.String(32), server_default="webhook", nullable=False),
@@ -70,7 +73,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_payment_recovery_attempts")),
     )
     op.create_index(
-        "ix_payment_recovery_attempts_due", "payment_recovery_attempts", ["status", "next_attempt_at"]
+        "ix_payment_recovery_attempts_due",
+        "payment_recovery_attempts",
+        ["status", "next_attempt_at"],
     )
     op.create_index(
         "ix_payment_recovery_attempts_invoice_id", "payment_recovery_attempts", ["invoice_id"]
@@ -92,7 +97,9 @@ def upgrade() -> None:
         sa.Column("card_fingerprint", sa.String(255), nullable=True),
         sa.Column("amount_minor", sa.BigInteger(), nullable=True),
         sa.Column("amount_received_minor", sa.BigInteger(), nullable=True),
-        sa.Column("amount_refunded_minor", sa.BigInteger(), server_default=sa.text("0"), nullable=False),
+        sa.Column(
+            "amount_refunded_minor", sa.BigInteger(), server_default=sa.text("0"), nullable=False
+        ),
         sa.Column("currency", sa.String(3), nullable=True),
         amount_column(),
         sa.Column("status", sa.String(64), nullable=False),

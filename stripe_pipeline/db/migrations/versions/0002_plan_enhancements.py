@@ -93,14 +93,20 @@ def upgrade() -> None:
         sa.Column("due_by", sa.DateTime(timezone=True), nullable=True),
         sa.Column("has_evidence", sa.Boolean(), nullable=True),
         sa.Column("is_charge_refundable", sa.Boolean(), nullable=True),
-        sa.Column("funds_withdrawn_minor", sa.BigInteger(), server_default=sa.text("0"), nullable=False),
-        sa.Column("funds_reinstated_minor", sa.BigInteger(), server_default=sa.text("0"), nullable=False),
+        sa.Column(
+            "funds_withdrawn_minor", sa.BigInteger(), server_default=sa.text("0"), nullable=False
+        ),
+        sa.Column(
+            "funds_reinstated_minor", sa.BigInteger(), server_default=sa.text("0"), nullable=False
+        ),
         sa.Column("closed_at", sa.DateTime(timezone=True), nullable=True),
         *base.version_columns(),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_stripe_disputes")),
         sa.UniqueConstraint("stripe_dispute_id", name=op.f("uq_stripe_disputes_stripe_dispute_id")),
     )
-    op.create_index("ix_stripe_disputes_payment_intent_id", "stripe_disputes", ["payment_intent_id"])
+    op.create_index(
+        "ix_stripe_disputes_payment_intent_id", "stripe_disputes", ["payment_intent_id"]
+    )
     op.create_index("ix_stripe_disputes_status_due_by", "stripe_disputes", ["status", "due_by"])
 
     op.add_column(

@@ -90,9 +90,7 @@ def upgrade() -> None:
         sa.Column("trial_will_end_at", TS, nullable=True),
         sa.Column("deleted_at", TS, nullable=True),
     )
-    op.create_index(
-        "ix_stripe_subscriptions_customer_id", "stripe_subscriptions", ["customer_id"]
-    )
+    op.create_index("ix_stripe_subscriptions_customer_id", "stripe_subscriptions", ["customer_id"])
     op.create_index("ix_stripe_subscriptions_status", "stripe_subscriptions", ["status"])
 
     _keyed_table(
