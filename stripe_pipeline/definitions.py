@@ -1,7 +1,9 @@
 """The Dagster code location: ``stripe_pipeline.definitions:defs``.
 
-Thin assembly only; each area's assets, checks, sensors, schedules and jobs live in
-``stripe_pipeline/defs/<area>/``.
+Thin assembly only. Each area keeps its assets, checks, sensors, schedules and jobs
+in ``stripe_pipeline/defs/<area>/`` and exposes them as one ``Definitions`` object in
+``stripe_pipeline/defs/<area>/definitions.py``; this file merges the areas and binds
+the shared resources.
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ from dagster import Definitions
 
 from stripe_pipeline.defs.common.resources import DatabaseResource
 
-defs = Definitions(
-    resources={"database": DatabaseResource()},
+AREAS: list[Definitions] = []
+
+defs = Definitions.merge(
+    Definitions(resources={"database": DatabaseResource()}),
+    *AREAS,
 )
