@@ -1,0 +1,144 @@
+"""The ``stripe-pipeline`` command line.
+
+Each subcommand is a thin shell over a domain function; errors become a clear
+message and a non-zero exit, never a traceback, for bad arguments or an
+unreachable database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+from stripe_pipeline import __version__
+from stripe_pipeline.config import ENVIRONMENT, ConfigError, load_settings, redact_url
+from stripe_pipeline.db import migrate
+from stripe_pipeline.db.engine import make_engine
+
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+
+
+class CommandError(Exception):
+    """A failure the user can act on; printed without a traceback."""
+
+
+def _engine():
+    return make_engine(load_settings().database_url)
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    engine = _engine()
+    migrate.upgrade(engine, args.revision)
+    print(f"database at {migrate.current_revision(engine)}")
+    return 0
+
+
+def cmd_db_downgrade(args: argparse.Namespace) -> int:
+    engine = _engine()
+    migrate.downgrade(engine, args.revision)
+    print(f"database at {migrate.current_revision(engine) or 'base (empty)'}")
+    return 0
+
+
+def cmd_db_current(args: argparse.Namespace) -> int:  # noqa: ARG001
+    engine = _engine()
+    current = migrate.current_revision(engine)
+    head = migrate.head_revision()
+    state = "up to date" if current == head else f"behind head {head}"
+    print(f"{current or 'base (empty)'} ({state})")
+    return 0 if current == head else EXIT_FAILURE
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from receiver.server import serve
+
+    serve(host=args.host, port=args.port, workers=args.workers, threads=args.threads)
+    return 0
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    env_help = "\n".join(f"  {name}: {text}" for name, text in ENVIRONMENT.items())
+    parser = argparse.ArgumentParser(
+        prog="stripe-pipeline",
+        description="Stripe webhook and reconciliation pipeline.",
+        epilog=f"environment:\n{env_help}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    db = commands.add_parser("db", help="database schema migrations (Alembic)")
+    db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    up = db_commands.add_parser("upgrade", help="migrate the schema up (default: to head)")
+    up.add_argument("revision", nargs="?", default="head")
+    up.set_defaults(func=cmd_db_upgrade)
+    down = db_commands.add_parser("downgrade", help="migrate the schema down (default: one step)")
+    down.add_argument("revision", nargs="?", default="-1")
+    down.set_defaults(func=cmd_db_downgrade)
+    current = db_commands.add_parser("current", help="show the schema revision (exit 1 if behind)")
+    current.set_defaults(func=cmd_db_current)
+
+    serve = commands.add_parser("serve", help="run the webhook receiver under gunicorn")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=_positive, default=8000)
+    serve.add_argument("--workers", type=_positive, default=2)
+    serve.add_argument("--threads", type=_positive, default=4)
+    serve.set_defaults(func=cmd_serve)
+
+    for register in _extension_commands():
+        register(commands)
+    return parser
+
+
+def _extension_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
+    """Subcommands owned by other areas (processing, support, reconciliation, demo)."""
+    registrars: list[Callable[[argparse._SubParsersAction], None]] = []
+    try:
+        from stripe_pipeline import cli_support
+    except ImportError:  # pragma: no cover - during development only
+        return registrars
+    for name in ("add_process_command", "add_events_commands", "add_tickets_commands"):
+        if hasattr(cli_support, name):
+            registrars.append(getattr(cli_support, name))
+    return registrars
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except migrate.SchemaNotReady as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except OperationalError as exc:
+        url = redact_url(load_settings().database_url)
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        print(f"error: database unreachable ({url}): {reason}", file=sys.stderr)
+        return EXIT_FAILURE
+    except SQLAlchemyError as exc:
+        print(f"error: database error: {exc.__class__.__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
