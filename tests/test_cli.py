@@ -1,0 +1,78 @@
+"""The ``stripe-pipeline`` command: migrations and clear errors with non-zero exits."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def run_cli(
+    *args: str, env_extra: dict[str, str] | None = None, data_dir: Path
+) -> subprocess.CompletedProcess:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "DAGSTER_"))}
+    env["STRIPE_PIPELINE_DATA_DIR"] = str(data_dir)
+    env.update(env_extra or {})
+    return subprocess.run(
+        [sys.executable, "-m", "stripe_pipeline.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+
+
+def test_db_upgrade_current_downgrade_on_embedded_sqlite(tmp_path: Path) -> None:
+    before = run_cli("db", "current", data_dir=tmp_path)
+    assert before.returncode == 1 and "behind head" in before.stdout
+
+    up = run_cli("db", "upgrade", data_dir=tmp_path)
+    assert up.returncode == 0, up.stderr
+    assert (tmp_path / "stripe_pipeline.db").exists()
+    current = run_cli("db", "current", data_dir=tmp_path)
+    assert current.returncode == 0 and "up to date" in current.stdout
+
+    down = run_cli("db", "downgrade", "base", data_dir=tmp_path)
+    assert down.returncode == 0 and "base (empty)" in down.stdout
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("empty_database_url", ["postgresql"], indirect=True)
+def test_db_upgrade_on_postgresql(empty_database_url: str, tmp_path: Path) -> None:
+    env = {"STRIPE_PIPELINE_DATABASE_URL": empty_database_url}
+    assert run_cli("db", "upgrade", env_extra=env, data_dir=tmp_path).returncode == 0
+    current = run_cli("db", "current", env_extra=env, data_dir=tmp_path)
+    assert current.returncode == 0 and "up to date" in current.stdout
+
+
+def test_unreachable_database_is_a_clear_error(tmp_path: Path) -> None:
+    env = {"STRIPE_PIPELINE_DATABASE_URL": "postgresql+psycopg://nobody:secret@127.0.0.1:1/none"}
+    result = run_cli("db", "current", env_extra=env, data_dir=tmp_path)
+    assert result.returncode == 1
+    assert "database unreachable" in result.stderr
+    assert "secret" not in result.stderr  # the password never reaches the terminal
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_arguments_exit_2_with_usage(tmp_path: Path) -> None:
+    result = run_cli("db", "sideways", data_dir=tmp_path)
+    assert result.returncode == 2 and "invalid choice" in result.stderr
+    result = run_cli("serve", "--port", "0", data_dir=tmp_path)
+    assert result.returncode == 2 and "must be >= 1" in result.stderr
+
+
+def test_help_lists_every_environment_variable(tmp_path: Path) -> None:
+    result = run_cli("--help", data_dir=tmp_path)
+    assert result.returncode == 0
+    for name in (
+        "STRIPE_PIPELINE_DATABASE_URL",
+        "STRIPE_WEBHOOK_SECRET",
+        "STRIPE_API_KEY",
+        "STRIPE_API_BASE",
+        "DAGSTER_HOME",
+    ):
+        assert name in result.stdout
