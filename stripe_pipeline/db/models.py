@@ -400,3 +400,73 @@ class AuditLog(Base):
 
 
 metadata = Base.metadata
+
+
+# --- payment recovery (dunning), payment-attempt limits, fraud rules (0004_recovery) ---
+
+# Recovery states: ``open`` waits for a scheduled retry; ``awaiting_customer`` waits for
+# the customer to fix their card; ``blocked`` must never be retried; ``exhausted`` ran
+# out of retries; ``recovered`` and ``canceled`` are closed.
+RECOVERY_STATUSES = ("open", "awaiting_customer", "blocked", "exhausted", "recovered", "canceled")
+PaymentRecoveryAttempt.recovery_key = mapped_column(String(255))  # type: ignore[attr-defined]
+PaymentRecoveryAttempt.closed_at = mapped_column(DateTime(timezone=True))  # type: ignore[attr-defined]
+PaymentRecoveryAttempt.__table__.append_constraint(  # one live recovery per payment/invoice
+    Index(
+        "uq_payment_recovery_attempts_live_key",
+        PaymentRecoveryAttempt.__table__.c.recovery_key,
+        unique=True,
+        postgresql_where=text("status NOT IN ('recovered', 'canceled')"),
+        sqlite_where=text("status NOT IN ('recovered', 'canceled')"),
+    )
+)
+
+
+class PaymentAttempt(Base):
+    """Ledger of payment attempts per card and customer: the shared, database-enforced
+    rate limit. Refused attempts stay in the ledger with their reason."""
+
+    __tablename__ = "payment_attempts"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    card_key: Mapped[str] = mapped_column(String(255), nullable=False)
+    customer_id: Mapped[str | None] = mapped_column(String(255))
+    recovery_id: Mapped[int | None] = mapped_column(
+        BigInteger,
+        ForeignKey("payment_recovery_attempts.id", name="fk_payment_attempts_recovery"),
+    )
+    payment_intent_id: Mapped[str | None] = mapped_column(String(255))
+    invoice_id: Mapped[str | None] = mapped_column(String(255))
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    decision: Mapped[str] = mapped_column(String(16), nullable=False)  # allowed | refused
+    reason: Mapped[str | None] = mapped_column(String(255))
+    outcome: Mapped[str | None] = mapped_column(String(32))  # succeeded | failed | error
+    attempted_at: Mapped[datetime] = _now()
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("ix_payment_attempts_card_window", "card_key", "decision", "attempted_at"),
+        Index("ix_payment_attempts_customer_window", "customer_id", "decision", "attempted_at"),
+        Index("ix_payment_attempts_recovery_id", "recovery_id"),
+    )
+
+
+class FraudRuleHit(Base):
+    """One fraud rule firing for one customer and window; the key keeps rescans idempotent."""
+
+    __tablename__ = "fraud_rule_hits"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    rule: Mapped[str] = mapped_column(String(64), nullable=False)
+    customer_id: Mapped[str | None] = mapped_column(String(255))
+    dedupe_key: Mapped[str] = mapped_column(String(512), nullable=False, unique=True)
+    stripe_event_id: Mapped[str | None] = mapped_column(String(255))
+    observed: Mapped[int | None] = mapped_column(Integer)
+    threshold: Mapped[int | None] = mapped_column(Integer)
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
+    support_ticket_id: Mapped[int | None] = mapped_column(
+        BigInteger,
+        ForeignKey("payment_support_tickets.id", name="fk_fraud_rule_hits_support_ticket"),
+    )
+    detected_at: Mapped[datetime] = _now()
+
+    __table_args__ = (Index("ix_fraud_rule_hits_customer_id", "customer_id"),)
