@@ -1,0 +1,443 @@
+"""Process the event queue: claim a batch, apply it, record outcomes, escalate failures.
+
+This is the whole processing step; the Dagster asset only calls ``process_pending``
+and publishes its ``ProcessingReport`` as metadata. Per batch:
+
+* claim (committed) -> apply + outcomes + tickets in one transaction (see ``queue``);
+* processed / ignored events get ``processed_at``;
+* a temporary failure schedules a retry by ``RetryPolicy`` (``retry_count`` + 1,
+  ``next_retry_at``, ``error_context``); past ``max_retries`` it is dead-lettered;
+* a permanent failure is dead-lettered at once;
+* every dead-lettered event gets a (deduplicated) support ticket; critical tickets
+  are sent through the notifier after the commit.
+
+``apply`` isolates poison events with savepoints; if it raises as a whole, its work is
+rolled back and every event of the batch is recorded as a temporary failure, so the
+run goes on with the next batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sqlalchemy import Connection, Engine
+
+from stripe_pipeline.process import queue
+from stripe_pipeline.process.backoff import RetryPolicy
+from stripe_pipeline.process.errors import classify, error_context
+from stripe_pipeline.process.events import QueuedEvent
+from stripe_pipeline.support.notify import LogNotifier, Notifier
+from stripe_pipeline.support.tickets import TicketRequest, open_ticket
+
+log = logging.getLogger(__name__)
+
+ISSUE_PERMANENT = "event_permanent_error"
+ISSUE_MAX_RETRIES = "event_max_retries_exceeded"
+
+# events that move money or carry a deadline: a dead letter here is critical and notifies
+CRITICAL_EVENT_PREFIXES = (
+    "payment_intent.",
+    "charge.",
+    "invoice.paid",
+    "invoice.payment_",
+    "refund.",
+)
+
+
+class ApplyOutcome(Protocol):
+    """What ``apply_events`` returns (``stripe_pipeline.process.apply.ApplyResult``)."""
+
+    outcomes: dict[int, str]
+    failures: dict[int, BaseException]
+    rows_written: dict[str, int]
+    notes: dict[int, str]
+
+
+ApplyFn = Callable[..., ApplyOutcome]
+
+
+def default_apply(
+    conn: Connection,
+    events: Sequence[QueuedEvent],
+    *,
+    refund_source: Any = None,
+    actor_prefix: str = "event",
+) -> ApplyOutcome:
+    """``stripe_pipeline.process.apply.apply_events``, imported on first use."""
+    from stripe_pipeline.process.apply import apply_events
+
+    return apply_events(conn, events, refund_source=refund_source, actor_prefix=actor_prefix)
+
+
+@dataclass
+class ProcessingReport:
+    """What one ``process_pending`` call did; ``as_metadata()`` feeds Dagster."""
+
+    worker_id: str
+    batches: int = 0
+    claimed: int = 0
+    processed: int = 0
+    ignored: int = 0
+    retries_scheduled: int = 0
+    dead_lettered: int = 0
+    tickets_opened: int = 0
+    notifications_sent: int = 0
+    lost_leases: int = 0
+    apply_crashes: int = 0
+    by_type: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    rows_written: Counter[str] = field(default_factory=Counter)
+    ticket_ids: list[int] = field(default_factory=list)
+    oldest_pending_age_seconds: float | None = None
+    remaining_due: int = 0
+    duration_seconds: float = 0.0
+
+    @property
+    def events_per_second(self) -> float:
+        return self.claimed / self.duration_seconds if self.duration_seconds else 0.0
+
+    def count(self, event_type: str, outcome: str) -> None:
+        self.by_type[event_type][outcome] += 1
+
+    def events_by_type_and_outcome(self) -> dict[str, dict[str, int]]:
+        return {t: dict(sorted(c.items())) for t, c in sorted(self.by_type.items())}
+
+    def as_metadata(self) -> dict[str, Any]:
+        """Plain JSON-able values (Dagster turns them into metadata entries)."""
+        return {
+            "worker_id": self.worker_id,
+            "batches": self.batches,
+            "events_claimed": self.claimed,
+            "processed": self.processed,
+            "ignored": self.ignored,
+            "retries_scheduled": self.retries_scheduled,
+            "dead_lettered": self.dead_lettered,
+            "tickets_opened": self.tickets_opened,
+            "lost_leases": self.lost_leases,
+            "apply_crashes": self.apply_crashes,
+            "events_by_type_and_outcome": self.events_by_type_and_outcome(),
+            "rows_written": dict(sorted(self.rows_written.items())),
+            "oldest_pending_age_seconds": self.oldest_pending_age_seconds,
+            "remaining_due": self.remaining_due,
+            "duration_seconds": round(self.duration_seconds, 3),
+            "events_per_second": round(self.events_per_second, 1),
+        }
+
+
+def default_worker_id() -> str:
+    """host:pid:random, unique per call so two runs in one process never share claims."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True)
+class _Escalation:
+    event: QueuedEvent
+    issue_type: str
+    context: dict[str, Any]
+
+
+def process_pending(
+    engine: Engine,
+    *,
+    policy: RetryPolicy | None = None,
+    batch_size: int = 1000,
+    max_batches: int | None = None,
+    worker_id: str | None = None,
+    lease_seconds: float = 300,
+    notifier: Notifier | None = None,
+    refund_source: Any = None,
+    apply: ApplyFn = default_apply,
+) -> ProcessingReport:
+    """Process due events batch by batch until none are due (or ``max_batches``).
+
+    Safe to run concurrently (disjoint claims) and to kill at any point (uncommitted
+    work rolls back; claims come back after ``lease_seconds``). ``lease_seconds`` must
+    exceed the time one batch takes to apply.
+    """
+    policy = policy or RetryPolicy()
+    notifier = notifier or LogNotifier()
+    report = ProcessingReport(worker_id=worker_id or default_worker_id())
+    started = time.perf_counter()
+    while max_batches is None or report.batches < max_batches:
+        claimed = queue.claim_batch(
+            engine,
+            worker_id=report.worker_id,
+            batch_size=batch_size,
+            lease_seconds=lease_seconds,
+        )
+        if not claimed:
+            break
+        report.batches += 1
+        report.claimed += len(claimed)
+        notifications = _process_batch(
+            engine, claimed, report, policy, lease_seconds, refund_source, apply
+        )
+        for title, body, priority, details in notifications:
+            try:
+                notifier.notify(title, body, priority, details)
+                report.notifications_sent += 1
+            except Exception as exc:  # notifiers should not raise; be sure anyway
+                log.error("notifier failed: %s", exc)
+        if len(claimed) < batch_size:
+            break
+    report.duration_seconds = time.perf_counter() - started
+    stats = queue.queue_stats(engine)
+    report.oldest_pending_age_seconds = stats.oldest_due_age_seconds
+    report.remaining_due = stats.due
+    log.info("processed events: %s", report.as_metadata())
+    return report
+
+
+_Notification = tuple[str, str, str, dict[str, Any]]
+
+
+def _process_batch(
+    engine: Engine,
+    claimed: list[QueuedEvent],
+    report: ProcessingReport,
+    policy: RetryPolicy,
+    lease_seconds: float,
+    refund_source: Any,
+    apply: ApplyFn,
+) -> list[_Notification]:
+    try:
+        return _apply_in_transaction(
+            engine, claimed, report, policy, lease_seconds, refund_source, apply
+        )
+    except Exception:
+        # apply (or a write) failed as a whole and its work was rolled back: go one event
+        # at a time, so the culprit fails alone and the rest of the batch goes through
+        log.exception("batch of %d events failed as a whole; retrying one by one", len(claimed))
+        report.apply_crashes += 1
+    notifications: list[_Notification] = []
+    for event in claimed:
+        try:
+            notifications += _apply_in_transaction(
+                engine, [event], report, policy, lease_seconds, refund_source, apply
+            )
+        except Exception as exc:
+            failure = exc if classify(exc) == "permanent" else _as_temporary(exc)
+            with engine.begin() as conn:  # if even this fails, the database is gone: raise
+                owned = queue.lock_owned(
+                    conn, [event.id], worker_id=report.worker_id, lease_seconds=lease_seconds
+                )
+                notifications += _record(
+                    conn, {event.id: event}, {}, dict.fromkeys(owned, failure), report, policy
+                )
+    return notifications
+
+
+def _apply_in_transaction(
+    engine: Engine,
+    claimed: list[QueuedEvent],
+    report: ProcessingReport,
+    policy: RetryPolicy,
+    lease_seconds: float,
+    refund_source: Any,
+    apply: ApplyFn,
+) -> list[_Notification]:
+    """Apply the events this worker still owns and record their outcomes, atomically."""
+    by_id = {e.id: e for e in claimed}
+    with engine.begin() as conn:
+        owned = queue.lock_owned(
+            conn, by_id, worker_id=report.worker_id, lease_seconds=lease_seconds
+        )
+        events = [e for e in claimed if e.id in owned]
+        report.lost_leases += len(claimed) - len(events)
+        # a re-claimed event that keeps killing its worker has used up its retries
+        worn_out = [e for e in events if policy.exhausted(e.retry_count)]
+        events = [e for e in events if not policy.exhausted(e.retry_count)]
+        outcomes: dict[int, str] = {}
+        failures: dict[int, BaseException] = {}
+        if events:
+            result = apply(conn, events, refund_source=refund_source)
+            outcomes = {i: o for i, o in result.outcomes.items() if i in owned}
+            failures = {i: x for i, x in result.failures.items() if i in owned}
+            report.rows_written.update(result.rows_written or {})
+        for e in events:
+            if e.id not in outcomes and e.id not in failures:
+                failures[e.id] = RuntimeError("apply returned no outcome for this event")
+        for e in worn_out:
+            failures[e.id] = _LeaseExpired(
+                f"lease expired {e.retry_count} times: a run crashed or timed out "
+                "while processing this event"
+            )
+        return _record(conn, by_id, outcomes, failures, report, policy)
+
+
+def _as_temporary(exc: BaseException) -> BaseException:
+    return exc if classify(exc) == "temporary" else _BatchFailed(f"{type(exc).__name__}: {exc}")
+
+
+class _LeaseExpired(Exception):
+    """The event's claims expired too often; treated as exhausted temporary failures."""
+
+
+class _BatchFailed(Exception):
+    """An apply failure of unknown kind; retried with backoff."""
+
+
+def _record(
+    conn: Connection,
+    by_id: Mapping[int, QueuedEvent],
+    outcomes: dict[int, str],
+    failures: dict[int, BaseException],
+    report: ProcessingReport,
+    policy: RetryPolicy,
+) -> list[_Notification]:
+    """Write outcomes and failure states, open tickets; returns notifications to send."""
+    queue.mark_finished(conn, outcomes, worker_id=report.worker_id)
+    for event_id, outcome in outcomes.items():
+        report.count(by_id[event_id].event_type, outcome)
+        if outcome == "processed":
+            report.processed += 1
+        else:
+            report.ignored += 1
+
+    updates: list[queue.FailureUpdate] = []
+    escalations: list[_Escalation] = []
+    for event_id, exc in failures.items():
+        event = by_id[event_id]
+        attempt = event.retry_count + 1
+        context = error_context(exc, attempt)
+        kind = "temporary" if isinstance(exc, _LeaseExpired) else context["kind"]
+        context["kind"] = kind
+        if kind == "permanent":
+            issue = ISSUE_PERMANENT
+        elif policy.exhausted(attempt) or isinstance(exc, _LeaseExpired):
+            issue = ISSUE_MAX_RETRIES
+        else:
+            issue = None
+        if issue is None:
+            next_at = policy.next_retry_at(attempt)
+            context["next_retry_at"] = next_at.isoformat()
+            updates.append(queue.FailureUpdate(event_id, "retry", attempt, context, next_at))
+            report.retries_scheduled += 1
+            report.count(event.event_type, "retry")
+        else:
+            updates.append(queue.FailureUpdate(event_id, "dead_letter", attempt, context))
+            escalations.append(_Escalation(event, issue, context))
+            report.dead_lettered += 1
+            report.count(event.event_type, "dead_letter")
+    queue.mark_failed(conn, updates, worker_id=report.worker_id)
+
+    notifications: list[_Notification] = []
+    for esc in escalations:
+        request = ticket_for(esc.event, esc.issue_type, esc.context)
+        result = open_ticket(conn, request, actor=f"processor:{report.worker_id}")
+        if result.created:
+            report.tickets_opened += 1
+            report.ticket_ids.append(result.ticket_id)
+            if request.priority == "critical":
+                notifications.append(_notification(result.ticket_id, request, esc))
+    return notifications
+
+
+def ticket_priority(event_type: str) -> str:
+    """``critical`` for events that move money or carry a deadline, else ``high``."""
+    return "critical" if event_type.startswith(CRITICAL_EVENT_PREFIXES) else "high"
+
+
+def ticket_for(event: QueuedEvent, issue_type: str, context: Mapping[str, Any]) -> TicketRequest:
+    """The support ticket of one dead-lettered event: deduplicated per event and issue."""
+    links = ticket_links(event.payload)
+    what = "failed permanently" if issue_type == ISSUE_PERMANENT else "exhausted its retries"
+    return TicketRequest(
+        issue_type=issue_type,
+        dedupe_key=f"{issue_type}:{event.stripe_event_id}",
+        title=f"{event.event_type} event {event.stripe_event_id} {what}",
+        priority=ticket_priority(event.event_type),
+        payment_intent_id=links.get("payment_intent_id"),
+        subscription_id=links.get("subscription_id"),
+        customer_id=links.get("customer_id"),
+        stripe_event_id=event.stripe_event_id,
+        details={
+            "event_row_id": event.id,
+            "event_type": event.event_type,
+            "object_id": links.get("object_id"),
+            "attempt": context.get("attempt"),
+            "error_kind": context.get("kind"),
+            "exception": context.get("exception"),
+            "message": context.get("message"),
+        },
+    )
+
+
+def _notification(ticket_id: int, request: TicketRequest, esc: _Escalation) -> _Notification:
+    # ids and classes only: no payload, no message text (it may quote payload values)
+    details = {
+        "ticket_id": ticket_id,
+        "issue_type": request.issue_type,
+        "event_type": esc.event.event_type,
+        "stripe_event_id": esc.event.stripe_event_id,
+        "payment_intent_id": request.payment_intent_id,
+        "subscription_id": request.subscription_id,
+        "exception": esc.context.get("exception"),
+        "attempt": esc.context.get("attempt"),
+    }
+    body = (
+        f"Support ticket #{ticket_id} ({request.issue_type}): {request.title}. "
+        f"Re-queue with `stripe-pipeline tickets retry {ticket_id}` once the cause is fixed."
+    )
+    return (request.title, body, request.priority, details)
+
+
+def _id_of(value: Any) -> str | None:
+    """A Stripe reference given as an id or as an expanded object."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Mapping) and isinstance(value.get("id"), str):
+        return value["id"]
+    return None
+
+
+def ticket_links(payload: Any) -> dict[str, str]:
+    """Payment, subscription and customer ids derivable from an event payload.
+
+    Tolerant by design: the payload may be the very thing that is broken.
+    """
+    links: dict[str, str] = {}
+    try:
+        obj = payload.get("data", {}).get("object", {}) if isinstance(payload, Mapping) else {}
+        if not isinstance(obj, Mapping):
+            return links
+        kind, oid = obj.get("object"), _id_of(obj)
+        if oid:
+            links["object_id"] = oid
+        if kind == "payment_intent" and oid:
+            links["payment_intent_id"] = oid
+        elif kind == "subscription" and oid:
+            links["subscription_id"] = oid
+        elif kind == "customer" and oid:
+            links["customer_id"] = oid
+        pi = _id_of(obj.get("payment_intent"))
+        if pi:
+            links.setdefault("payment_intent_id", pi)
+        if kind == "charge" and oid:
+            links.setdefault("payment_intent_id", oid)  # legacy charge without a PI
+        if kind in ("dispute", "refund"):
+            charge = _id_of(obj.get("charge"))
+            if charge:
+                links.setdefault("payment_intent_id", charge)
+        sub = _id_of(obj.get("subscription"))
+        if not sub:
+            parent = obj.get("parent")
+            if isinstance(parent, Mapping):
+                details = parent.get("subscription_details")
+                if isinstance(details, Mapping):
+                    sub = _id_of(details.get("subscription"))
+        if sub:
+            links.setdefault("subscription_id", sub)
+        customer = _id_of(obj.get("customer"))
+        if customer:
+            links.setdefault("customer_id", customer)
+    except Exception:  # never let a broken payload stop the escalation itself
+        log.debug("could not derive ticket links", exc_info=True)
+    return links
