@@ -470,3 +470,90 @@ class FraudRuleHit(Base):
     detected_at: Mapped[datetime] = _now()
 
     __table_args__ = (Index("ix_fraud_rule_hits_customer_id", "customer_id"),)
+
+
+# Reconciliation against the Stripe API (issue 5). A discrepancy is "unresolved" while
+# open or ticketed; only one unresolved row may exist per object, kind and field, so
+# a nightly run updates the row it found before instead of adding a duplicate.
+RECONCILIATION_RUN_STATUSES = ("running", "succeeded", "failed")
+DISCREPANCY_KINDS = ("missing_locally", "missing_in_stripe", "field_mismatch")
+DISCREPANCY_STATUSES = ("open", "repaired", "ticketed", "resolved")
+UNRESOLVED_DISCREPANCY = "status IN ('open', 'ticketed')"
+
+
+class ReconciliationRun(Base):
+    """One reconciliation run: its window, outcome, counts and, when it failed, why."""
+
+    __tablename__ = "reconciliation_runs"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    started_at: Mapped[datetime] = _now()
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(16), nullable=False, server_default="running")
+    full_run: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    window_start: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    window_end: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    triggered_by: Mapped[str | None] = mapped_column(String(255))
+    counts: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_reconciliation_runs_status_started_at", "status", "started_at"),)
+
+
+class ReconciliationDiscrepancy(Base):
+    """A difference between a local table and the Stripe API, and what became of it.
+
+    ``field`` is '' for missing objects (not NULL: NULLs never collide in a unique
+    index, which would let duplicates of one discrepancy pile up).
+    """
+
+    __tablename__ = "reconciliation_discrepancies"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(
+        BigInteger,
+        ForeignKey("reconciliation_runs.id", name="fk_reconciliation_discrepancies_run"),
+        nullable=False,
+    )
+    object_type: Mapped[str] = mapped_column(String(64), nullable=False)
+    object_id: Mapped[str] = mapped_column(String(255), nullable=False)
+    kind: Mapped[str] = mapped_column(String(32), nullable=False)
+    field: Mapped[str] = mapped_column(String(64), nullable=False, server_default="")
+    local_value: Mapped[Any | None] = mapped_column(JSONDoc)
+    remote_value: Mapped[Any | None] = mapped_column(JSONDoc)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, server_default="open")
+    ticket_id: Mapped[int | None] = mapped_column(
+        BigInteger,
+        ForeignKey("payment_support_tickets.id", name="fk_reconciliation_discrepancies_ticket"),
+    )
+    first_seen_run_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    resolved_run_id: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index(
+            "uq_reconciliation_discrepancies_unresolved",
+            "object_type",
+            "object_id",
+            "kind",
+            "field",
+            unique=True,
+            postgresql_where=text(UNRESOLVED_DISCREPANCY),
+            sqlite_where=text(UNRESOLVED_DISCREPANCY),
+        ),
+        Index("ix_reconciliation_discrepancies_run_id", "run_id"),
+        Index("ix_reconciliation_discrepancies_status", "status"),
+    )
+
+
+class ReconciliationWatermark(Base):
+    """Per listed resource, the end of the last fully reconciled window."""
+
+    __tablename__ = "reconciliation_watermarks"
+
+    resource: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_window_end: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    last_run_id: Mapped[int | None] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = _now()
