@@ -11,8 +11,9 @@ from __future__ import annotations
 from dagster import Definitions
 
 from stripe_pipeline.defs.common.resources import DatabaseResource
+from stripe_pipeline.defs.processing.definitions import defs as processing_defs
 
-AREAS: list[Definitions] = []
+AREAS: list[Definitions] = [processing_defs]
 
 defs = Definitions.merge(
     Definitions(resources={"database": DatabaseResource()}),

@@ -1,8 +1,10 @@
-"""Resources shared by every area: the app database (and, later, Stripe and notifiers)."""
+"""Resources shared by every area: the app database, processing settings, the notifier."""
 
 from __future__ import annotations
 
+import os
 from functools import cached_property
+from typing import Any
 
 from dagster import ConfigurableResource
 from pydantic import PrivateAttr
@@ -31,6 +33,70 @@ class DatabaseResource(ConfigurableResource):
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
+
+
+def _env_int(name: str, default: int | None) -> int | None:
+    raw = os.environ.get(name, "").strip()
+    return int(raw) if raw else default
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    return float(raw) if raw else default
+
+
+class ProcessingSettings(ConfigurableResource):
+    """Deployment defaults of event processing; a run's config may override any of them.
+
+    Every field can be bound to an ``EnvVar`` (``EnvVar.int("...")``); ``from_env()``
+    reads the documented ``STRIPE_PIPELINE_*`` variables with these defaults, so an
+    unset variable never breaks loading the code location.
+    """
+
+    batch_size: int = 1000
+    # bounded runs: a long backlog is drained by successive runs, so a run never
+    # outlives its lease and the sensor stays in charge of pacing
+    max_batches: int = 100
+    lease_seconds: int = 300
+    retry_base_seconds: float = 30.0
+    retry_factor: float = 2.0
+    retry_cap_seconds: float = 6 * 3600.0
+    retry_max_retries: int = 8
+    retry_jitter: str = "equal"
+
+    @classmethod
+    def from_env(cls) -> ProcessingSettings:
+        return cls(
+            batch_size=_env_int("STRIPE_PIPELINE_BATCH_SIZE", 1000) or 1000,
+            max_batches=_env_int("STRIPE_PIPELINE_MAX_BATCHES", 100) or 100,
+            lease_seconds=_env_int("STRIPE_PIPELINE_LEASE_SECONDS", 300) or 300,
+            retry_base_seconds=_env_float("STRIPE_PIPELINE_RETRY_BASE_SECONDS", 30.0),
+            retry_factor=_env_float("STRIPE_PIPELINE_RETRY_FACTOR", 2.0),
+            retry_cap_seconds=_env_float("STRIPE_PIPELINE_RETRY_CAP_SECONDS", 6 * 3600.0),
+            retry_max_retries=_env_int("STRIPE_PIPELINE_RETRY_MAX_RETRIES", 8) or 0,
+            retry_jitter=os.environ.get("STRIPE_PIPELINE_RETRY_JITTER", "equal") or "equal",
+        )
+
+
+class NotifierResource(ConfigurableResource):
+    """Where critical support tickets are announced (apprise URLs or plain webhooks).
+
+    ``urls`` is comma-separated; empty means ``STRIPE_PIPELINE_NOTIFY_URLS`` and, when
+    that is unset too, log only.
+    """
+
+    urls: str = ""
+
+    @property
+    def resolved_urls(self) -> list[str]:
+        raw = self.urls or os.environ.get("STRIPE_PIPELINE_NOTIFY_URLS", "")
+        return [u.strip() for u in raw.split(",") if u.strip()]
+
+    def get_notifier(self) -> Any:
+        """The domain core's notifier (imported lazily: optional transports stay optional)."""
+        from stripe_pipeline.support.notify import build_notifier
+
+        return build_notifier(self.resolved_urls)
 
 
 class StripeApiResource(ConfigurableResource):

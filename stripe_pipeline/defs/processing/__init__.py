@@ -1,0 +1,1 @@
+"""Dagster wiring of event processing: the domain-table assets, their job and sensor."""

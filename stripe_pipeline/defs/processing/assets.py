@@ -1,0 +1,171 @@
+"""The domain tables as Dagster assets, materialized by one processing step.
+
+The step is ``stripe_pipeline.process.runner.process_pending``; this module only
+builds its arguments from config and resources and publishes its report.
+"""
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetSpec,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    multi_asset,
+)
+from pydantic import Field
+
+from stripe_pipeline.defs.common.resources import (
+    DatabaseResource,
+    NotifierResource,
+    ProcessingSettings,
+)
+from stripe_pipeline.process.backoff import RetryPolicy
+from stripe_pipeline.process.runner import ProcessingReport, process_pending
+
+DOMAIN_GROUP = "stripe_domain"
+
+stripe_events = AssetSpec(
+    key="stripe_events",
+    group_name="landing",
+    description=(
+        "Raw Stripe events landed by the webhook receiver (and by reconciliation "
+        "backfills): the durable queue processing reads from."
+    ),
+    kinds={"sql"},
+)
+
+DOMAIN_TABLES: dict[str, str] = {
+    "stripe_payments": "One row per PaymentIntent (or legacy charge): status, amounts, "
+    "amount refunded, failure and decline codes.",
+    "stripe_refunds": "Every refund, from refund events and charge.refunded refund lists.",
+    "stripe_disputes": "Disputes through their lifecycle: status, reason, evidence, due_by.",
+    "stripe_subscriptions": "Subscriptions: status, trial, current period, cancellation.",
+    "stripe_invoices": "Invoices: status, amounts, attempts, paid and uncollectible times.",
+    "stripe_customers": "Customers, including deleted ones (deleted_at).",
+    "stripe_payment_methods": "Payment methods and whether they are attached to a customer.",
+    "payment_support_tickets": "Escalations a person must look at (dead-lettered events, "
+    "failed checks), deduplicated per issue and object.",
+}
+DOMAIN_TABLE_KEYS: list[AssetKey] = [AssetKey(name) for name in DOMAIN_TABLES]
+
+
+class ProcessingConfig(Config):
+    """Per-run overrides; unset fields take the ``ProcessingSettings`` resource's value."""
+
+    batch_size: int | None = Field(default=None, description="Events claimed per batch.")
+    max_batches: int | None = Field(
+        default=None, description="Stop after this many batches (the sensor starts another run)."
+    )
+    lease_seconds: int | None = Field(
+        default=None, description="Claim lease; must exceed the time one batch takes."
+    )
+    retry_base_seconds: float | None = None
+    retry_factor: float | None = None
+    retry_cap_seconds: float | None = None
+    retry_max_retries: int | None = None
+
+
+def _pick(override: Any, default: Any) -> Any:
+    return default if override is None else override
+
+
+def retry_policy(config: ProcessingConfig, settings: ProcessingSettings) -> RetryPolicy:
+    return RetryPolicy(
+        base_seconds=_pick(config.retry_base_seconds, settings.retry_base_seconds),
+        factor=_pick(config.retry_factor, settings.retry_factor),
+        cap_seconds=_pick(config.retry_cap_seconds, settings.retry_cap_seconds),
+        max_retries=_pick(config.retry_max_retries, settings.retry_max_retries),
+        jitter=settings.retry_jitter,  # type: ignore[arg-type]
+    )
+
+
+def events_table_markdown(by_type: Mapping[str, Mapping[str, int]]) -> str:
+    """Events by type and outcome as a markdown table (one column per outcome)."""
+    outcomes = sorted({o for counts in by_type.values() for o in counts})
+    if not by_type:
+        return "_no events processed in this run_"
+    lines = [
+        "| event type | " + " | ".join(outcomes) + " | total |",
+        "|---|" + "---:|" * (len(outcomes) + 1),
+    ]
+    for event_type, counts in sorted(by_type.items()):
+        cells = [str(counts.get(o, 0)) for o in outcomes]
+        lines.append(f"| {event_type} | " + " | ".join(cells) + f" | {sum(counts.values())} |")
+    return "\n".join(lines)
+
+
+def run_metadata(report: ProcessingReport) -> dict[str, Any]:
+    """The run summary every domain asset carries (the step materializes them together)."""
+    age = report.oldest_pending_age_seconds
+    return {
+        "events_by_type_and_outcome": MetadataValue.md(
+            events_table_markdown(report.events_by_type_and_outcome())
+        ),
+        "events_claimed": report.claimed,
+        "processed": report.processed,
+        "ignored": report.ignored,
+        "retries_scheduled": report.retries_scheduled,
+        "dead_lettered": report.dead_lettered,
+        "tickets_opened": report.tickets_opened,
+        "oldest_pending_age_seconds": MetadataValue.float(float(age) if age is not None else 0.0),
+        "remaining_due": report.remaining_due,
+        "batches": report.batches,
+        "duration_seconds": MetadataValue.float(round(report.duration_seconds, 3)),
+        "worker_id": report.worker_id,
+    }
+
+
+@multi_asset(
+    name="stripe_domain_tables",
+    specs=[
+        AssetSpec(
+            key=key,
+            deps=[stripe_events],
+            group_name=DOMAIN_GROUP,
+            description=DOMAIN_TABLES[key.path[-1]],
+            kinds={"sql"},
+            skippable=False,
+        )
+        for key in DOMAIN_TABLE_KEYS
+    ],
+    description="Claim due events from stripe_events and apply them to the domain tables.",
+)
+def stripe_domain_tables(
+    context: AssetExecutionContext,
+    config: ProcessingConfig,
+    database: DatabaseResource,
+    processing_settings: ProcessingSettings,
+    notifier: NotifierResource,
+) -> Iterator[MaterializeResult]:
+    settings = processing_settings
+    report = process_pending(
+        database.get_engine(),
+        policy=retry_policy(config, settings),
+        batch_size=_pick(config.batch_size, settings.batch_size),
+        max_batches=_pick(config.max_batches, settings.max_batches),
+        worker_id=f"dagster:{context.run_id}",
+        lease_seconds=_pick(config.lease_seconds, settings.lease_seconds),
+        notifier=notifier.get_notifier(),
+    )
+    context.log.info(
+        "processed %d events in %d batch(es): %d processed, %d ignored, %d retries, "
+        "%d dead-lettered, %d ticket(s) opened",
+        report.claimed,
+        report.batches,
+        report.processed,
+        report.ignored,
+        report.retries_scheduled,
+        report.dead_lettered,
+        report.tickets_opened,
+    )
+    summary = run_metadata(report)
+    for key in DOMAIN_TABLE_KEYS:
+        table = key.path[-1]
+        yield MaterializeResult(
+            asset_key=key,
+            metadata={"rows_written": report.rows_written.get(table, 0), **summary},
+        )
