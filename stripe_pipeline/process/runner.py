@@ -36,6 +36,7 @@ from stripe_pipeline.process.errors import classify, error_context
 from stripe_pipeline.process.events import QueuedEvent
 from stripe_pipeline.support.notify import LogNotifier, Notifier
 from stripe_pipeline.support.tickets import TicketRequest, open_ticket
+from stripe_pipeline.support.workflow import resolve_requeued_tickets
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ class ProcessingReport:
     retries_scheduled: int = 0
     dead_lettered: int = 0
     tickets_opened: int = 0
+    tickets_resolved: int = 0
     notifications_sent: int = 0
     lost_leases: int = 0
     apply_crashes: int = 0
@@ -120,6 +122,7 @@ class ProcessingReport:
             "retries_scheduled": self.retries_scheduled,
             "dead_lettered": self.dead_lettered,
             "tickets_opened": self.tickets_opened,
+            "tickets_resolved": self.tickets_resolved,
             "lost_leases": self.lost_leases,
             "apply_crashes": self.apply_crashes,
             "events_by_type_and_outcome": self.events_by_type_and_outcome(),
@@ -294,6 +297,10 @@ def _record(
 ) -> list[_Notification]:
     """Write outcomes and failure states, open tickets; returns notifications to send."""
     queue.mark_finished(conn, outcomes, worker_id=report.worker_id)
+    # AutoRetry tickets close when their re-queued events go through
+    report.tickets_resolved += len(
+        resolve_requeued_tickets(conn, [by_id[i].stripe_event_id for i in outcomes])
+    )
     for event_id, outcome in outcomes.items():
         report.count(by_id[event_id].event_type, outcome)
         if outcome == "processed":

@@ -1,0 +1,337 @@
+"""CLI subcommands for processing and the support workflow, registered by ``cli.py``.
+
+``process`` runs the same ``process_pending`` the Dagster asset runs (one-shot, for
+cron-less setups and debugging); ``events`` and ``tickets`` are the operator's side
+of the error-recovery diagram (replay, AutoRetry, ManualResolution). Handlers return
+an exit code; database errors propagate to ``cli.main``, which prints them cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import Engine
+
+from stripe_pipeline.config import load_settings
+from stripe_pipeline.db import migrate
+from stripe_pipeline.db.engine import make_engine
+from stripe_pipeline.db.models import EVENT_STATUSES, TICKET_STATUSES
+from stripe_pipeline.process.queue import FINAL_STATUSES
+
+EXIT_FAILURE = 1
+
+
+def _engine() -> Engine:
+    """The configured database; the embedded SQLite one migrates itself."""
+    settings = load_settings()
+    engine = make_engine(settings.database_url)
+    migrate.ensure_schema(engine, auto_migrate=settings.is_embedded_sqlite)
+    return engine
+
+
+def _default_actor() -> str:
+    try:
+        return f"operator:{getpass.getuser()}"
+    except Exception:  # no user name in some containers
+        return "operator:cli"
+
+
+def _timestamp(value: str) -> int:
+    """Epoch seconds or an ISO date/time (UTC unless it says otherwise)."""
+    if value.isdigit():
+        return int(value)
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        try:
+            parsed = datetime.combine(date.fromisoformat(value), datetime.min.time())
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{value!r} is not a Unix time or ISO date (e.g. 2025-01-31T12:00:00Z)"
+            ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp())
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return number
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, default=str, indent=2, sort_keys=True))
+
+
+def _print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
+    if not rows:
+        print("(none)")
+        return
+    cells = [[("" if r.get(c) is None else str(r.get(c))) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return EXIT_FAILURE
+
+
+# ---- process ----
+
+
+def _env_number(name: str, cast: type, default: Any) -> Any:
+    raw = os.environ.get(name, "").strip()
+    return cast(raw) if raw else default
+
+
+def retry_policy_from_env():
+    """The retry policy of the ``STRIPE_PIPELINE_RETRY_*`` variables (same as Dagster's)."""
+    from stripe_pipeline.process.backoff import RetryPolicy
+
+    return RetryPolicy(
+        base_seconds=_env_number("STRIPE_PIPELINE_RETRY_BASE_SECONDS", float, 30.0),
+        factor=_env_number("STRIPE_PIPELINE_RETRY_FACTOR", float, 2.0),
+        cap_seconds=_env_number("STRIPE_PIPELINE_RETRY_CAP_SECONDS", float, 6 * 3600.0),
+        max_retries=_env_number("STRIPE_PIPELINE_RETRY_MAX_RETRIES", int, 8),
+        jitter=os.environ.get("STRIPE_PIPELINE_RETRY_JITTER") or "equal",  # type: ignore[arg-type]
+    )
+
+
+def cmd_process(args: argparse.Namespace) -> int:
+    from stripe_pipeline.process.runner import process_pending
+    from stripe_pipeline.support.notify import build_notifier
+
+    try:
+        policy = retry_policy_from_env()
+    except ValueError as exc:
+        return _fail(f"retry settings: {exc}")
+    report = process_pending(
+        _engine(),
+        policy=policy,
+        batch_size=args.batch_size,
+        max_batches=args.max_batches,
+        lease_seconds=args.lease_seconds,
+        notifier=build_notifier(),
+    )
+    if args.json:
+        _print_json(report.as_metadata())
+    else:
+        print(
+            f"claimed {report.claimed} events in {report.batches} batch(es), "
+            f"{report.duration_seconds:.2f}s: processed {report.processed}, ignored "
+            f"{report.ignored}, retries scheduled {report.retries_scheduled}, dead-lettered "
+            f"{report.dead_lettered}, tickets opened {report.tickets_opened}; "
+            f"still due {report.remaining_due}"
+        )
+    return 0
+
+
+def add_process_command(commands: argparse._SubParsersAction) -> None:
+    process = commands.add_parser(
+        "process",
+        help="process due events once (what the Dagster job runs), then exit",
+        description="Claim due events in batches and apply them until none are due "
+        "(or --max-batches). Safe to run beside Dagster: claims never overlap.",
+    )
+    process.add_argument("--batch-size", type=_positive, default=1000, help="events per batch")
+    process.add_argument("--max-batches", type=_positive, default=None, help="stop after N")
+    process.add_argument(
+        "--lease-seconds", type=_positive, default=300, help="claim lease (default 300)"
+    )
+    process.add_argument("--json", action="store_true", help="print the report as JSON")
+    process.set_defaults(func=cmd_process)
+
+
+# ---- events ----
+
+
+def _event_filters(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "ids": args.id or None,
+        "event_type": args.type,
+        "since": args.since,
+        "until": args.until,
+    }
+
+
+def cmd_events_list(args: argparse.Namespace) -> int:
+    from stripe_pipeline.support.workflow import list_events
+
+    rows = list_events(_engine(), status=args.status, limit=args.limit, **_event_filters(args))
+    if args.json:
+        _print_json(rows)
+    else:
+        _print_table(
+            rows,
+            ["id", "stripe_event_id", "event_type", "stripe_created", "status", "retry_count"],
+        )
+    return 0
+
+
+def cmd_events_replay(args: argparse.Namespace) -> int:
+    from stripe_pipeline.support.workflow import WorkflowError, replay_events
+
+    try:
+        count = replay_events(
+            _engine(),
+            status=args.status,
+            actor=args.actor,
+            dry_run=args.dry_run,
+            **_event_filters(args),
+        )
+    except WorkflowError as exc:
+        return _fail(str(exc))
+    verb = "would re-queue" if args.dry_run else "re-queued"
+    print(f"{verb} {count} event(s)")
+    return 0
+
+
+def _add_event_filters(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--id", action="append", metavar="ID", help="row id or Stripe event id (repeatable)"
+    )
+    parser.add_argument("--type", help="event type, or a family such as 'charge.dispute.*'")
+    parser.add_argument("--since", type=_timestamp, help="Stripe created >= (ISO or Unix)")
+    parser.add_argument("--until", type=_timestamp, help="Stripe created < (ISO or Unix)")
+
+
+def add_events_commands(commands: argparse._SubParsersAction) -> None:
+    events = commands.add_parser("events", help="inspect and replay stored Stripe events")
+    actions = events.add_subparsers(dest="events_command", required=True, metavar="ACTION")
+
+    ls = actions.add_parser("list", help="list stored events, newest first (no payloads)")
+    _add_event_filters(ls)
+    ls.add_argument("--status", choices=EVENT_STATUSES, help="queue status")
+    ls.add_argument("--limit", type=_positive, default=50)
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_events_list)
+
+    replay = actions.add_parser(
+        "replay",
+        help="re-queue finished events (processing is idempotent, so this is safe)",
+        description="Put processed, ignored or dead-lettered events back to pending. "
+        "At least one filter is required; all given filters must match.",
+    )
+    _add_event_filters(replay)
+    replay.add_argument("--status", choices=FINAL_STATUSES, help="only events in this status")
+    replay.add_argument("--actor", default=_default_actor(), help="who, for the audit log")
+    replay.add_argument("--dry-run", action="store_true", help="count, change nothing")
+    replay.set_defaults(func=cmd_events_replay)
+
+
+# ---- tickets ----
+
+
+def cmd_tickets_list(args: argparse.Namespace) -> int:
+    from stripe_pipeline.support.workflow import list_tickets
+
+    status = None if args.status == "all" else (args.status or ("open", "investigating"))
+    rows = list_tickets(_engine(), status=status, issue_type=args.issue_type, limit=args.limit)
+    if args.json:
+        _print_json(rows)
+    else:
+        _print_table(
+            rows, ["id", "status", "priority", "issue_type", "occurrences", "updated_at", "title"]
+        )
+    return 0
+
+
+def cmd_tickets_show(args: argparse.Namespace) -> int:
+    from stripe_pipeline.support.workflow import WorkflowError, show_ticket
+
+    try:
+        ticket = show_ticket(_engine(), args.ticket_id)
+    except WorkflowError as exc:
+        return _fail(str(exc))
+    if args.json:
+        _print_json(ticket)
+        return 0
+    for key in ("id", "status", "priority", "issue_type", "title", "stripe_event_id"):
+        print(f"{key}: {ticket[key]}")
+    for key in ("payment_intent_id", "subscription_id", "customer_id", "resolution"):
+        if ticket.get(key):
+            print(f"{key}: {ticket[key]}")
+    print(f"occurrences: {ticket['occurrences']}  created: {ticket['created_at']}")
+    if ticket.get("details"):
+        print("details: " + json.dumps(ticket["details"], default=str, sort_keys=True))
+    print("events:")
+    for e in ticket["events"]:
+        error = (e.get("error_context") or {}).get("exception", "")
+        print(
+            f"  {e['id']} {e['stripe_event_id']} {e['event_type']} {e['status']} "
+            f"retries={e['retry_count']} {error}".rstrip()
+        )
+    print("history:")
+    for h in ticket["history"]:
+        print(f"  {h['occurred_at']} {h['actor']} {h['action']} {h['after']}")
+    return 0
+
+
+def cmd_tickets_resolve(args: argparse.Namespace) -> int:
+    from stripe_pipeline.support.workflow import WorkflowError, resolve
+
+    try:
+        resolve(_engine(), args.ticket_id, args.note, args.actor)
+    except WorkflowError as exc:
+        return _fail(str(exc))
+    print(f"ticket {args.ticket_id} resolved")
+    return 0
+
+
+def cmd_tickets_retry(args: argparse.Namespace) -> int:
+    from stripe_pipeline.support.workflow import WorkflowError, requeue_ticket_events
+
+    try:
+        result = requeue_ticket_events(_engine(), args.ticket_id, args.actor)
+    except WorkflowError as exc:
+        return _fail(str(exc))
+    print(
+        f"ticket {result.ticket_id}: re-queued {result.events_requeued} event(s); "
+        f"ticket is {result.ticket_status}"
+    )
+    return 0
+
+
+def add_tickets_commands(commands: argparse._SubParsersAction) -> None:
+    tickets = commands.add_parser("tickets", help="payment support tickets (the support workflow)")
+    actions = tickets.add_subparsers(dest="tickets_command", required=True, metavar="ACTION")
+
+    ls = actions.add_parser("list", help="list tickets, newest first (default: unresolved)")
+    ls.add_argument("--status", choices=[*TICKET_STATUSES, "all"])
+    ls.add_argument("--issue-type")
+    ls.add_argument("--limit", type=_positive, default=50)
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_tickets_list)
+
+    show = actions.add_parser("show", help="a ticket with its events and history")
+    show.add_argument("ticket_id", type=_positive)
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(func=cmd_tickets_show)
+
+    res = actions.add_parser("resolve", help="close a ticket with a note (ManualResolution)")
+    res.add_argument("ticket_id", type=_positive)
+    res.add_argument("--note", required=True, help="what was done; kept in the audit log")
+    res.add_argument("--actor", default=_default_actor(), help="who, for the audit log")
+    res.set_defaults(func=cmd_tickets_resolve)
+
+    retry = actions.add_parser(
+        "retry", help="re-queue the ticket's dead-lettered events (AutoRetry)"
+    )
+    retry.add_argument("ticket_id", type=_positive)
+    retry.add_argument("--actor", default=_default_actor(), help="who, for the audit log")
+    retry.set_defaults(func=cmd_tickets_retry)
