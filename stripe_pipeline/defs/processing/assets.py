@@ -22,8 +22,10 @@ from stripe_pipeline.defs.common.resources import (
     DatabaseResource,
     NotifierResource,
     ProcessingSettings,
+    StripeApiResource,
 )
 from stripe_pipeline.process.backoff import RetryPolicy
+from stripe_pipeline.process.errors import TemporaryError
 from stripe_pipeline.process.runner import ProcessingReport, process_pending
 
 DOMAIN_GROUP = "stripe_domain"
@@ -83,6 +85,25 @@ def retry_policy(config: ProcessingConfig, settings: ProcessingSettings) -> Retr
     )
 
 
+class LazyRefundSource:
+    """Builds the Stripe client only when a ``charge.refunded`` lacks its refund list.
+
+    Most runs never need the API; a missing key then fails only those events, as a
+    temporary error (retried, then ticketed), never the whole run.
+    """
+
+    def __init__(self, api: StripeApiResource, database: DatabaseResource) -> None:
+        self.api = api
+        self.database = database
+
+    def list_charge_refunds(self, charge_id: str) -> list[dict[str, Any]]:
+        try:
+            client = self.api.get_client(self.database.get_engine(), actor="processor")
+        except ValueError as exc:
+            raise TemporaryError(f"cannot list refunds of {charge_id}: {exc}") from exc
+        return client.list_charge_refunds(charge_id)
+
+
 def events_table_markdown(by_type: Mapping[str, Mapping[str, int]]) -> str:
     """Events by type and outcome as a markdown table (one column per outcome)."""
     outcomes = sorted({o for counts in by_type.values() for o in counts})
@@ -140,6 +161,7 @@ def stripe_domain_tables(
     database: DatabaseResource,
     processing_settings: ProcessingSettings,
     notifier: NotifierResource,
+    stripe_api: StripeApiResource,
 ) -> Iterator[MaterializeResult]:
     settings = processing_settings
     report = process_pending(
@@ -150,6 +172,7 @@ def stripe_domain_tables(
         worker_id=f"dagster:{context.run_id}",
         lease_seconds=_pick(config.lease_seconds, settings.lease_seconds),
         notifier=notifier.get_notifier(),
+        refund_source=LazyRefundSource(stripe_api, database),
     )
     context.log.info(
         "processed %d events in %d batch(es): %d processed, %d ignored, %d retries, "

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from dagster import Definitions
 
-from stripe_pipeline.defs.common.resources import NotifierResource, ProcessingSettings
+from stripe_pipeline.defs.common.resources import (
+    STRIPE_API_RESOURCE_KEY,
+    NotifierResource,
+    ProcessingSettings,
+    stripe_api_resource,
+)
 from stripe_pipeline.defs.processing.assets import stripe_domain_tables, stripe_events
 from stripe_pipeline.defs.processing.checks import every_dead_letter_has_a_ticket, queue_keeps_up
 from stripe_pipeline.defs.processing.jobs import (
@@ -22,5 +27,6 @@ defs = Definitions(
     resources={
         "processing_settings": ProcessingSettings.from_env(),
         "notifier": NotifierResource(),
+        STRIPE_API_RESOURCE_KEY: stripe_api_resource,
     },
 )
