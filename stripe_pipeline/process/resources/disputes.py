@@ -1,0 +1,158 @@
+"""Disputes (``stripe_disputes``) through their whole lifecycle.
+
+https://docs.stripe.com/api/disputes/object
+
+created -> updated (evidence) -> funds_withdrawn -> closed (won / lost / warning_closed),
+with funds_reinstated after a win. ``evidence_details.due_by`` is a Unix time, ``0``
+when no response is allowed (stored as NULL). Withdrawn and reinstated amounts come
+from the dispute's balance transactions when present (in the dispute's currency),
+else from the dispute amount on the funds_* events; they only grow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from stripe_pipeline.db.models import StripeDispute
+from stripe_pipeline.process.registry import EventContext, RowWrite, handles
+from stripe_pipeline.process.resources.fields import (
+    boolean,
+    currency,
+    dig,
+    integer,
+    object_id,
+    ref_id,
+    required_integer,
+    text,
+    unix_time,
+)
+from stripe_pipeline.process.upsert import Policy, TableSpec
+
+N, K, G = Policy.NEWEST, Policy.NEWEST_KNOWN, Policy.GREATEST
+
+SPEC = TableSpec(
+    table=StripeDispute.__table__,
+    key="stripe_dispute_id",
+    policies={
+        "payment_intent_id": K,
+        "charge_id": K,
+        "amount_minor": N,
+        "currency": K,
+        "status": N,
+        "reason": N,
+        "evidence": N,
+        "due_by": N,
+        "has_evidence": N,
+        "is_charge_refundable": N,
+        "funds_withdrawn_minor": G,
+        "funds_reinstated_minor": G,
+        "closed_at": K,
+        "stripe_created": K,
+        "livemode": N,
+    },
+    object_type="dispute",
+    audit_fields=(
+        "status",
+        "reason",
+        "amount_minor",
+        "currency",
+        "due_by",
+        "has_evidence",
+        "funds_withdrawn_minor",
+        "funds_reinstated_minor",
+        "closed_at",
+    ),
+    insert_defaults={"funds_withdrawn_minor": 0, "funds_reinstated_minor": 0},
+)
+
+# Statuses as of today; a status Stripe adds later is stored as it comes.
+DISPUTE_STATUSES = frozenset(
+    {
+        "needs_response",
+        "under_review",
+        "won",
+        "lost",
+        "warning_needs_response",
+        "warning_under_review",
+        "warning_closed",
+        "prevented",
+        "charge_refunded",  # historic status, still found in old accounts
+    }
+)
+
+
+def _funds_moved(dispute: dict[str, Any], code: str) -> tuple[int | None, int | None]:
+    """(withdrawn, reinstated) from balance transactions in the dispute's currency."""
+    withdrawn = reinstated = None
+    for txn in dispute.get("balance_transactions") or []:
+        if not isinstance(txn, dict):
+            continue
+        if currency(txn.get("currency")) not in (None, code):
+            continue  # settled in another currency: not comparable with the dispute amount
+        amount = integer(txn.get("amount")) or 0
+        if amount < 0:
+            withdrawn = (withdrawn or 0) - amount
+        elif amount > 0:
+            reinstated = (reinstated or 0) + amount
+    return withdrawn, reinstated
+
+
+def _evidence(value: Any) -> dict[str, Any] | None:
+    if value is None or isinstance(value, dict):
+        return value
+    if isinstance(value, str):  # API versions before 2014-12-08: free text
+        return {"uncategorized_text": value}
+    raise TypeError(f"dispute evidence of type {type(value).__name__}")
+
+
+def dispute_row(dispute: dict[str, Any], *, event_type: str, created: int, livemode: bool):
+    """A dispute object of any API version, with what the event type itself tells."""
+    charge = dispute.get("charge")
+    charge_id = ref_id(charge)
+    payment_intent_id = (
+        ref_id(dispute.get("payment_intent"))
+        or (ref_id(charge.get("payment_intent")) if isinstance(charge, dict) else None)
+        or charge_id
+    )
+    if payment_intent_id is None:
+        raise ValueError("dispute without a charge or PaymentIntent")
+    amount = required_integer(dispute, "amount")
+    code = currency(dispute.get("currency"))
+    if code is None:
+        raise ValueError("dispute without a currency")
+    status = text(dispute.get("status"))
+    if not status:
+        raise ValueError("dispute without a status")
+    withdrawn, reinstated = _funds_moved(dispute, code)
+    if event_type == "charge.dispute.funds_withdrawn" and withdrawn is None:
+        withdrawn = amount
+    if event_type == "charge.dispute.funds_reinstated" and reinstated is None:
+        reinstated = amount
+    details = dispute.get("evidence_details") or {}
+    values = {
+        "payment_intent_id": payment_intent_id,
+        "charge_id": charge_id,
+        "amount_minor": amount,
+        "currency": code,
+        "status": status,
+        "reason": text(dispute.get("reason")),
+        "evidence": _evidence(dispute.get("evidence")),
+        "due_by": unix_time(dig(details, "due_by")),
+        "has_evidence": boolean(dig(details, "has_evidence")),
+        "is_charge_refundable": boolean(dispute.get("is_charge_refundable")),
+        "funds_withdrawn_minor": withdrawn,
+        "funds_reinstated_minor": reinstated,
+        "closed_at": unix_time(created) if event_type == "charge.dispute.closed" else None,
+        "stripe_created": integer(dispute.get("created")),
+        "livemode": livemode,
+    }
+    return RowWrite(SPEC.name, object_id(dispute), values)
+
+
+@handles("charge.dispute.*")
+def apply_dispute_event(ctx: EventContext) -> Iterable[RowWrite]:
+    """created, updated, closed, funds_withdrawn, funds_reinstated."""
+    return [
+        dispute_row(ctx.obj, event_type=ctx.event_type, created=ctx.created, livemode=ctx.livemode)
+    ]

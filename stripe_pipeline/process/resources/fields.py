@@ -1,0 +1,121 @@
+"""Tolerant readers for Stripe payload fields, across API versions.
+
+Stripe gives nested objects as ids or as expanded objects, drops optional fields,
+and moves fields between versions. These readers turn a missing optional field into
+``None``; a field of the wrong type is a payload shape error (``TypeError`` /
+``ValueError``), which the applier reports as a permanent failure of that event.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+
+def ref_id(value: Any) -> str | None:
+    """Id of a reference given as an id string or as an expanded object."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        found = value.get("id")
+        if found is None or isinstance(found, str):
+            return found
+    raise TypeError(f"expected an id or an object with an id, got {type(value).__name__}")
+
+
+def dig(obj: Any, *path: str) -> Any:
+    """``obj[path[0]][path[1]]...``, or ``None`` where a level is missing or not an object."""
+    for key in path:
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
+def unix_time(value: Any) -> datetime | None:
+    """Timezone-aware UTC datetime of a Unix time; ``None`` and ``0`` mean "not set"."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"expected a Unix time, got {value!r}")
+    if value == 0:
+        return None
+    return datetime.fromtimestamp(value, UTC)
+
+
+def integer(value: Any) -> int | None:
+    """An integer field (amounts are integers of minor units in every API version)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise TypeError(f"expected an integer, got {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise TypeError(f"expected an integer, got {value!r}")
+
+
+def required_integer(obj: dict[str, Any], key: str) -> int:
+    value = integer(obj.get(key))
+    if value is None:
+        raise ValueError(f"{obj.get('object', 'object')} has no {key}")
+    return value
+
+
+def boolean(value: Any) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    raise TypeError(f"expected a boolean, got {value!r}")
+
+
+def currency(value: Any) -> str | None:
+    """Lower-case ISO 4217 code; anything else is a shape error."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) != 3 or not value.isalpha():
+        raise ValueError(f"not a currency code: {value!r}")
+    return value.lower()
+
+
+def text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise TypeError(f"expected a string, got {type(value).__name__}")
+
+
+def list_data(value: Any) -> list[Any]:
+    """Items of a Stripe list object (``{"object": "list", "data": [...]}``) or a plain list."""
+    if value is None:
+        return []
+    if isinstance(value, dict):
+        value = value.get("data") or []
+    if not isinstance(value, list):
+        raise TypeError(f"expected a list, got {type(value).__name__}")
+    return value
+
+
+def object_id(obj: dict[str, Any]) -> str:
+    """The object's own id: without it nothing can be stored."""
+    found = obj.get("id")
+    if not isinstance(found, str) or not found:
+        raise ValueError(f"{obj.get('object', 'object')} without an id")
+    return found
+
+
+def card_fingerprint(payment_method_or_charge: Any) -> str | None:
+    """Card fingerprint of an expanded payment method, charge, or legacy card source."""
+    if not isinstance(payment_method_or_charge, dict):
+        return None
+    return text(
+        dig(payment_method_or_charge, "card", "fingerprint")
+        or dig(payment_method_or_charge, "payment_method_details", "card", "fingerprint")
+        or dig(payment_method_or_charge, "source", "fingerprint")
+        or (
+            payment_method_or_charge.get("fingerprint")
+            if payment_method_or_charge.get("object") == "card"
+            else None
+        )
+    )

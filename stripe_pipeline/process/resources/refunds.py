@@ -1,0 +1,127 @@
+"""Refunds (``stripe_refunds``) from refund events and from ``charge.refunded``.
+
+https://docs.stripe.com/api/refunds/object
+
+``charge.refunded`` carries the charge: its ``refunds`` list when the API version
+includes it (before 2022-11-15, or expanded), each refund stored once; otherwise the
+refunds are fetched through a :class:`~stripe_pipeline.process.refunds.RefundSource`,
+or, without one, only the payment's refunded amount is updated and the refund rows
+arrive with ``refund.created`` / ``refund.updated`` / ``refund.failed`` and
+``charge.refund.updated``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from stripe_pipeline.db.models import StripeRefund
+from stripe_pipeline.process.registry import EventContext, RowWrite, handles
+from stripe_pipeline.process.resources.fields import (
+    currency,
+    integer,
+    list_data,
+    object_id,
+    ref_id,
+    required_integer,
+    text,
+)
+from stripe_pipeline.process.resources.payments import payment_from_charge
+from stripe_pipeline.process.upsert import Policy, TableSpec
+
+N, K = Policy.NEWEST, Policy.NEWEST_KNOWN
+
+SPEC = TableSpec(
+    table=StripeRefund.__table__,
+    key="stripe_refund_id",
+    policies={
+        "payment_intent_id": K,
+        "charge_id": K,
+        "amount_minor": K,
+        "currency": K,
+        "status": N,
+        "reason": N,
+        "failure_reason": N,
+        "stripe_created": K,
+        "livemode": N,
+    },
+    object_type="refund",
+    audit_fields=("status", "amount_minor", "currency", "reason", "failure_reason"),
+)
+
+
+class RefundSourceFailed(Exception):
+    """Carries the refund source's own exception out of parsing, unchanged."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def refund_row(
+    refund: dict[str, Any], *, livemode: bool, charge: dict[str, Any] | None = None
+) -> RowWrite:
+    """A refund; its payment is its PaymentIntent, else its charge's, else the charge itself."""
+    charge_ref = refund.get("charge") or charge
+    charge_id = ref_id(charge_ref)
+    payment_intent_id = (
+        ref_id(refund.get("payment_intent"))
+        or (ref_id(charge_ref.get("payment_intent")) if isinstance(charge_ref, dict) else None)
+        or (ref_id(charge.get("payment_intent")) if charge else None)
+        or charge_id
+    )
+    if payment_intent_id is None:
+        raise ValueError("refund without a charge or PaymentIntent")
+    values = {
+        "payment_intent_id": payment_intent_id,
+        "charge_id": charge_id,
+        "amount_minor": required_integer(refund, "amount"),
+        "currency": currency(refund.get("currency")),
+        # refunds of API versions before 2016-07-06 had no status: they had succeeded
+        "status": text(refund.get("status")) or "succeeded",
+        "reason": text(refund.get("reason")),
+        "failure_reason": text(refund.get("failure_reason")),
+        "stripe_created": integer(refund.get("created")),
+        "livemode": bool(refund.get("livemode", livemode)),
+    }
+    if values["currency"] is None:
+        raise ValueError("refund without a currency")
+    return RowWrite(SPEC.name, object_id(refund), values)
+
+
+@handles("refund.*", "charge.refund.updated")
+def apply_refund_event(ctx: EventContext) -> Iterable[RowWrite]:
+    """refund.created / refund.updated / refund.failed and charge.refund.updated."""
+    return [refund_row(ctx.obj, livemode=ctx.livemode)]
+
+
+@handles("charge.refunded")
+def apply_charge_refunded(ctx: EventContext) -> Iterable[RowWrite]:
+    """The payment's refunded amount, plus every refund of the charge, each once."""
+    charge = ctx.obj
+    writes = [payment_from_charge(charge, livemode=ctx.livemode)]
+    listed = charge.get("refunds")
+    refunds: list[Any] = list_data(listed)
+    complete = isinstance(listed, dict | list) and not (
+        isinstance(listed, dict) and listed.get("has_more")
+    )
+    if not complete:
+        if ctx.refund_source is not None:
+            try:
+                refunds = ctx.refund_source.list_charge_refunds(object_id(charge))
+            except Exception as exc:
+                raise RefundSourceFailed(exc) from exc
+        elif listed is None:
+            ctx.notes.append("refunds not expanded: refund rows come from refund.* events")
+        else:
+            ctx.notes.append("refund list truncated (has_more): the rest from refund.* events")
+    seen: set[str] = set()
+    for refund in refunds:
+        if not isinstance(refund, dict):
+            # an unexpanded id says nothing storable (amount, status)
+            continue
+        row = refund_row(refund, livemode=ctx.livemode, charge=charge)
+        if row.key not in seen:
+            seen.add(row.key)
+            writes.append(row)
+    return writes

@@ -1,0 +1,148 @@
+"""Subscriptions (``stripe_subscriptions``), old and new shapes.
+
+https://docs.stripe.com/api/subscriptions/object
+
+Old API versions carry ``plan``, ``quantity`` and ``current_period_*`` on the
+subscription; today's carry them per item (``items.data[].price`` and the item's
+``current_period_*``). Every item goes into the ``items`` JSON list (for MRR); the
+first item also fills the flat price columns. ``trial_will_end`` records when Stripe
+warned (3 days before the trial ends); ``customer.subscription.deleted`` marks the
+row deleted for good.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from stripe_pipeline.db.models import StripeSubscription
+from stripe_pipeline.process.registry import EventContext, RowWrite, handles
+from stripe_pipeline.process.resources.fields import (
+    boolean,
+    currency,
+    dig,
+    integer,
+    list_data,
+    object_id,
+    ref_id,
+    text,
+    unix_time,
+)
+from stripe_pipeline.process.upsert import Policy, TableSpec
+
+N, K, L = Policy.NEWEST, Policy.NEWEST_KNOWN, Policy.LEAST
+
+SPEC = TableSpec(
+    table=StripeSubscription.__table__,
+    key="stripe_subscription_id",
+    policies={
+        "customer_id": K,
+        "status": N,
+        "price_id": N,
+        "product_id": N,
+        "quantity": N,
+        "unit_amount_minor": N,
+        "currency": K,
+        "billing_interval": N,
+        "billing_interval_count": N,
+        "items": N,
+        "trial_start": N,
+        "trial_end": N,
+        "current_period_start": N,
+        "current_period_end": N,
+        "cancel_at_period_end": N,
+        "cancel_at": N,
+        "canceled_at": N,
+        "ended_at": N,
+        "trial_will_end_at": K,
+        "deleted_at": L,
+        "stripe_created": K,
+        "livemode": N,
+    },
+    object_type="subscription",
+    audit_fields=(
+        "status",
+        "price_id",
+        "quantity",
+        "unit_amount_minor",
+        "currency",
+        "trial_end",
+        "current_period_end",
+        "cancel_at_period_end",
+        "cancel_at",
+        "canceled_at",
+        "ended_at",
+        "deleted_at",
+    ),
+    deleted_marker="deleted_at",
+)
+
+
+def _item(item: dict[str, Any], fallback_currency: str | None) -> dict[str, Any]:
+    """One item as the MRR models read it: price, product, quantity, amount, interval."""
+    price = item.get("price") or item.get("plan")
+    price_obj = price if isinstance(price, dict) else {}
+    recurring = price_obj.get("recurring") or {}
+    unit_amount = price_obj.get("unit_amount")
+    if unit_amount is None:
+        unit_amount = price_obj.get("amount")  # a plan
+    code = price_obj.get("currency")
+    return {
+        "price_id": ref_id(price),
+        "product_id": ref_id(price_obj.get("product")),
+        "quantity": integer(item.get("quantity")),
+        "unit_amount_minor": integer(unit_amount),
+        "currency": currency(code) if code is not None else fallback_currency,
+        "interval": text(recurring.get("interval") or price_obj.get("interval")),
+        "interval_count": integer(
+            recurring.get("interval_count") or price_obj.get("interval_count")
+        ),
+    }
+
+
+def subscription_items(sub: dict[str, Any]) -> list[dict[str, Any]]:
+    fallback_currency = currency(sub.get("currency"))
+    raw = [i for i in list_data(sub.get("items")) if isinstance(i, dict)]
+    if not raw and sub.get("plan"):  # the oldest shape: one plan on the subscription
+        raw = [{"plan": sub["plan"], "quantity": sub.get("quantity")}]
+    return [_item(item, fallback_currency) for item in raw]
+
+
+@handles("customer.subscription.*")
+def apply_subscription_event(ctx: EventContext) -> Iterable[RowWrite]:
+    """created, updated, deleted, trial_will_end, paused, resumed, ..."""
+    sub = ctx.obj
+    items = subscription_items(sub)
+    first = items[0] if items else {}
+    raw_items = list_data(sub.get("items"))
+    first_raw = raw_items[0] if raw_items and isinstance(raw_items[0], dict) else {}
+    deleted = ctx.event_type == "customer.subscription.deleted"
+    period_start = sub.get("current_period_start", dig(first_raw, "current_period_start"))
+    period_end = sub.get("current_period_end", dig(first_raw, "current_period_end"))
+    values = {
+        "customer_id": ref_id(sub.get("customer")),
+        "status": text(sub.get("status")) or ("canceled" if deleted else "unknown"),
+        "price_id": first.get("price_id"),
+        "product_id": first.get("product_id"),
+        "quantity": first.get("quantity", integer(sub.get("quantity"))),
+        "unit_amount_minor": first.get("unit_amount_minor"),
+        "currency": first.get("currency") or currency(sub.get("currency")),
+        "billing_interval": first.get("interval"),
+        "billing_interval_count": first.get("interval_count"),
+        "items": items,
+        "trial_start": unix_time(sub.get("trial_start")),
+        "trial_end": unix_time(sub.get("trial_end")),
+        "current_period_start": unix_time(period_start),
+        "current_period_end": unix_time(period_end),
+        "cancel_at_period_end": boolean(sub.get("cancel_at_period_end")),
+        "cancel_at": unix_time(sub.get("cancel_at")),
+        "canceled_at": unix_time(sub.get("canceled_at")),
+        "ended_at": unix_time(sub.get("ended_at")),
+        "trial_will_end_at": unix_time(ctx.created)
+        if ctx.event_type == "customer.subscription.trial_will_end"
+        else None,
+        "deleted_at": unix_time(ctx.created) if deleted else None,
+        "stripe_created": integer(sub.get("created")),
+        "livemode": ctx.livemode,
+    }
+    return [RowWrite(SPEC.name, object_id(sub), values)]

@@ -1,0 +1,178 @@
+"""Set-based, newest-event-wins upserts into the domain tables.
+
+Every domain row carries the version of the newest event applied to it
+(``last_event_created``, then ``last_event_id`` as a stable tie-break). One
+``INSERT ... ON CONFLICT DO UPDATE`` per table and batch merges the incoming rows
+into the stored ones, column by column, with a merge policy that makes the result
+independent of delivery order (Stripe delivers at least once, in no order):
+
+- ``NEWEST``: the newest event's value, ``NULL`` included (status, failure fields).
+- ``NEWEST_KNOWN``: the newest non-``NULL`` value; an older event only fills a
+  ``NULL`` (ids and amounts that some event families do not carry).
+- ``GREATEST`` / ``LEAST``: monotone facts, whatever the order (refunded and
+  withdrawn amounts grow; a deletion time, once known, stays).
+
+The same merge runs in Python (:func:`merge_row`) to fold several events about one
+object within a batch into one row before the statement: PostgreSQL refuses to
+update a row twice in one ``ON CONFLICT`` statement.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+from sqlalchemy import Connection, Table, and_, case, func, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.elements import ColumnElement
+
+Version = tuple[int, str]
+GUARD_COLUMNS = ("last_event_created", "last_event_id")
+# SQLite caps bound parameters per statement; stay well below for IN lists.
+_IN_CHUNK = 2000
+
+
+class Policy(enum.Enum):
+    NEWEST = "newest"
+    NEWEST_KNOWN = "newest_known"
+    GREATEST = "greatest"
+    LEAST = "least"
+
+
+@dataclass(frozen=True, eq=False)  # hashed by identity: compiled statements are cached
+class TableSpec:
+    """How events write one domain table: its key, each column's merge policy, audit fields."""
+
+    table: Table
+    key: str
+    policies: Mapping[str, Policy]
+    object_type: str
+    audit_fields: tuple[str, ...]
+    # values used on INSERT when an event does not know a NOT NULL column
+    insert_defaults: Mapping[str, Any] = field(default_factory=dict)
+    # a column whose first non-NULL value means "deleted" (audit action "delete")
+    deleted_marker: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.table.name
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return (self.key, *self.policies, *GUARD_COLUMNS)
+
+
+def merge_row(
+    spec: TableSpec,
+    stored: dict[str, Any],
+    stored_version: Version,
+    incoming: dict[str, Any],
+    incoming_version: Version,
+) -> tuple[dict[str, Any], Version]:
+    """Python twin of the SQL merge, used to fold one batch's events per object."""
+    newer = incoming_version > stored_version
+    merged: dict[str, Any] = {}
+    for column, policy in spec.policies.items():
+        old, new = stored.get(column), incoming.get(column)
+        if policy is Policy.NEWEST:
+            merged[column] = new if newer else old
+        elif policy is Policy.NEWEST_KNOWN:
+            merged[column] = (
+                (new if new is not None else old) if newer else (old if old is not None else new)
+            )
+        elif policy is Policy.GREATEST:
+            merged[column] = new if old is None else old if new is None else max(old, new)
+        else:
+            merged[column] = new if old is None else old if new is None else min(old, new)
+    return merged, max(stored_version, incoming_version)
+
+
+def _insert_for(dialect_name: str):
+    if dialect_name == "postgresql":
+        return postgresql.insert
+    if dialect_name == "sqlite":
+        return sqlite.insert
+    raise NotImplementedError(f"no upsert for dialect {dialect_name!r}")
+
+
+@cache
+def _upsert_statement(spec: TableSpec, dialect_name: str):
+    """``INSERT ... ON CONFLICT (key) DO UPDATE SET <merge> WHERE <something changes>``."""
+    table = spec.table
+    stmt = _insert_for(dialect_name)(table)
+    ex, cur = stmt.excluded, table.c
+    new_id: ColumnElement = ex.last_event_id
+    cur_id: ColumnElement = func.coalesce(cur.last_event_id, "")
+    if dialect_name == "postgresql":
+        # compare event ids bytewise, as Python does when folding a batch
+        new_id, cur_id = new_id.collate("C"), cur_id.collate("C")
+    cur_created = func.coalesce(cur.last_event_created, -1)
+    newer = or_(
+        ex.last_event_created > cur_created,
+        and_(ex.last_event_created == cur_created, new_id > cur_id),
+    )
+
+    set_: dict[str, Any] = {}
+    changes: list[ColumnElement] = [newer]
+    for column, policy in spec.policies.items():
+        old, new = cur[column], ex[column]
+        if policy is Policy.NEWEST:
+            set_[column] = case((newer, new), else_=old)
+        elif policy is Policy.NEWEST_KNOWN:
+            set_[column] = case((newer, func.coalesce(new, old)), else_=func.coalesce(old, new))
+            changes.append(and_(old.is_(None), new.is_not(None)))
+        else:
+            wins = new > old if policy is Policy.GREATEST else new < old
+            set_[column] = case((old.is_(None), new), (new.is_(None), old), (wins, new), else_=old)
+            changes.append(and_(new.is_not(None), or_(old.is_(None), wins)))
+    set_["last_event_created"] = case((newer, ex.last_event_created), else_=cur.last_event_created)
+    set_["last_event_id"] = case((newer, ex.last_event_id), else_=cur.last_event_id)
+    set_["updated_at"] = func.now()
+
+    returning = [cur[spec.key], *(cur[c] for c in spec.audit_fields)]
+    return stmt.on_conflict_do_update(
+        index_elements=[cur[spec.key]], set_=set_, where=or_(*changes)
+    ).returning(*returning)
+
+
+def select_current(
+    conn: Connection, spec: TableSpec, keys: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """Stored audit fields of the given keys (the "before" of the audit log)."""
+    table = spec.table
+    columns = [table.c[spec.key], *(table.c[c] for c in spec.audit_fields)]
+    found: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(keys), _IN_CHUNK):
+        chunk = keys[start : start + _IN_CHUNK]
+        for row in conn.execute(select(*columns).where(table.c[spec.key].in_(chunk))):
+            mapping = row._mapping
+            found[mapping[spec.key]] = {c: mapping[c] for c in spec.audit_fields}
+    return found
+
+
+def upsert_rows(
+    conn: Connection, spec: TableSpec, rows: Sequence[dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Merge rows into the table in one statement; returns key -> audit fields of rows changed.
+
+    Rows must have unique keys and every column of ``spec.columns``. Unchanged rows
+    (older or repeated events) are not returned.
+    """
+    if not rows:
+        return {}
+    stmt = _upsert_statement(spec, conn.dialect.name)
+    params = []
+    for row in rows:
+        values = {c: row.get(c) for c in spec.columns}
+        for column, default in spec.insert_defaults.items():
+            if values[column] is None:
+                values[column] = default
+        params.append(values)
+    changed: dict[str, dict[str, Any]] = {}
+    for row in conn.execute(stmt, params):
+        mapping = row._mapping
+        changed[mapping[spec.key]] = {c: mapping[c] for c in spec.audit_fields}
+    return changed
