@@ -78,10 +78,12 @@ def to_db_time(conn: Connection | Engine, value: datetime) -> datetime:
     return value if _is_pg(conn) else value.replace(tzinfo=None)
 
 
-def from_db_time(value: datetime | None) -> datetime | None:
-    """Read back a timestamp as aware UTC (SQLite returns naive UTC)."""
+def from_db_time(value: datetime | str | None) -> datetime | None:
+    """Read back a timestamp as aware UTC (SQLite returns naive UTC, raw SQL text)."""
     if value is None:
         return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
@@ -281,7 +283,7 @@ def queue_stats(engine: Engine | Connection) -> QueueStats:
         ).one()
         oldest = conn.execute(select(func.min(E.received_at)).where(due)).scalar()
     age = None
-    oldest_utc = from_db_time(_parse_time(oldest))
+    oldest_utc = from_db_time(oldest)
     if oldest_utc is not None:
         age = max(0.0, (utcnow() - oldest_utc).total_seconds())
     return QueueStats(
@@ -310,13 +312,6 @@ def has_due_events(engine: Engine | Connection) -> bool:
             )
         )
         return bool(conn.execute(stmt).scalar())
-
-
-def _parse_time(value: Any) -> datetime | None:
-    # min() over a DateTime column on SQLite comes back as text
-    if isinstance(value, str):
-        return datetime.fromisoformat(value)
-    return value
 
 
 class _connection:

@@ -1,0 +1,284 @@
+"""process_pending: outcomes, retries with backoff, dead letters, tickets, isolation.
+
+Most tests drive the runner with ``MarkingApply`` (tests/support/queue_events.py): the
+real appliers never fail on purpose, and these tests need temporary and permanent
+failures, an apply that raises as a whole, and countable applications.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, text
+
+from stripe_pipeline.process.backoff import RetryPolicy
+from stripe_pipeline.process.errors import PermanentError, TemporaryError
+from stripe_pipeline.process.queue import claim_batch, from_db_time
+from stripe_pipeline.process.runner import (
+    ISSUE_MAX_RETRIES,
+    ISSUE_PERMANENT,
+    process_pending,
+    ticket_links,
+)
+from tests.support.queue_events import (
+    MarkingApply,
+    event_doc,
+    load,
+    make_due,
+    marks,
+    real_apply_available,
+    statuses,
+)
+
+FAST = RetryPolicy(base_seconds=30, factor=2, cap_seconds=3600, max_retries=2, jitter="equal")
+
+
+def raised(exc: BaseException) -> BaseException:
+    """The exception with a traceback, as an applier would catch it."""
+    try:
+        raise exc
+    except BaseException as caught:
+        return caught
+
+
+class Recorder:
+    """A notifier that keeps what it was asked to send."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, str, dict[str, Any]]] = []
+
+    def notify(self, title: str, body: str, priority: str, details: dict[str, Any]) -> None:
+        self.sent.append((title, body, priority, dict(details)))
+
+
+def _rows(engine: Engine, sql: str, **params: Any) -> list[dict[str, Any]]:
+    """Raw rows; JSON columns decoded (SQLite hands raw SQL JSON back as text)."""
+    with engine.connect() as conn:
+        rows = [dict(r) for r in conn.execute(text(sql), params).mappings()]
+    for row in rows:
+        for key in ("error_context", "details"):
+            if isinstance(row.get(key), str):
+                row[key] = json.loads(row[key])
+    return rows
+
+
+def test_processed_and_ignored_events_get_processed_at(engine: Engine) -> None:
+    load(engine, [event_doc(n) for n in range(5)])
+    load(engine, [event_doc(9, event_type="balance.available", obj={"id": "bal", "object": "x"})])
+    apply = MarkingApply(
+        decide=lambda e: "ignored" if e.event_type == "balance.available" else "processed"
+    )
+    report = process_pending(engine, policy=FAST, batch_size=2, apply=apply)
+    assert (report.processed, report.ignored, report.claimed, report.batches) == (5, 1, 6, 3)
+    assert report.events_by_type_and_outcome() == {
+        "balance.available": {"ignored": 1},
+        "payment_intent.succeeded": {"processed": 5},
+    }
+    # events arrive at apply oldest first
+    assert [i for call in apply.calls for i in call] == sorted(i for c in apply.calls for i in c)
+    rows = _rows(engine, "SELECT status, processed_at, claimed_by FROM stripe_events")
+    assert all(r["processed_at"] is not None and r["claimed_by"] is None for r in rows)
+    meta = report.as_metadata()
+    assert meta["processed"] == 5 and meta["remaining_due"] == 0
+    assert meta["oldest_pending_age_seconds"] is None
+
+
+def test_temporary_failure_schedules_a_retry_with_backoff(engine: Engine) -> None:
+    load(engine, [event_doc(1), event_doc(2)])
+    apply = MarkingApply(
+        decide=lambda e: (
+            raised(TemporaryError("database is locked"))
+            if e.stripe_event_id == "evt_000001"
+            else "processed"
+        )
+    )
+    before = datetime.now(UTC)
+    report = process_pending(engine, policy=FAST, apply=apply)
+    assert (report.processed, report.retries_scheduled, report.tickets_opened) == (1, 1, 0)
+    (row,) = _rows(
+        engine,
+        "SELECT status, retry_count, next_retry_at, error_context, claimed_by "
+        "FROM stripe_events WHERE stripe_event_id = 'evt_000001'",
+    )
+    assert row["status"] == "retry" and row["retry_count"] == 1 and row["claimed_by"] is None
+    due = from_db_time(row["next_retry_at"])
+    assert before + timedelta(seconds=14) <= due <= datetime.now(UTC) + timedelta(seconds=31)
+    ctx = row["error_context"]
+    assert ctx["exception"].endswith("TemporaryError")
+    assert ctx["message"] == "database is locked"
+    assert "Traceback" in ctx["traceback"] and ctx["attempt"] == 1 and ctx["kind"] == "temporary"
+    # not due yet: a second run takes nothing
+    assert process_pending(engine, policy=FAST, apply=apply).claimed == 0
+
+
+def test_permanent_failure_opens_a_ticket_at_once_and_notifies(engine: Engine) -> None:
+    charge = {
+        "id": "ch_1",
+        "object": "charge",
+        "payment_intent": {"id": "pi_77", "object": "payment_intent"},
+        "customer": "cus_9",
+    }
+    load(engine, [event_doc(1, event_type="charge.succeeded", obj=charge), event_doc(2)])
+    notifier = Recorder()
+    apply = MarkingApply(
+        decide=lambda e: (
+            PermanentError("amount is not an integer")
+            if e.event_type == "charge.succeeded"
+            else "processed"
+        )
+    )
+    report = process_pending(engine, policy=FAST, notifier=notifier, apply=apply)
+    assert (report.processed, report.dead_lettered, report.tickets_opened) == (1, 1, 1)
+    assert statuses(engine)["evt_000001"] == "dead_letter"
+    (ticket,) = _rows(engine, "SELECT * FROM payment_support_tickets")
+    assert ticket["issue_type"] == ISSUE_PERMANENT and ticket["status"] == "open"
+    assert ticket["priority"] == "critical"  # a charge: money moved
+    assert (ticket["payment_intent_id"], ticket["customer_id"]) == ("pi_77", "cus_9")
+    assert ticket["stripe_event_id"] == "evt_000001"
+    assert ticket["details"]["exception"].endswith("PermanentError")
+    (_title, body, priority, details) = notifier.sent[0]
+    assert priority == "critical" and details["ticket_id"] == ticket["id"]
+    assert "amount is not an integer" not in body + str(details)  # no message text
+    audit = _rows(engine, "SELECT action FROM audit_log WHERE object_type = 'support_ticket'")
+    assert [a["action"] for a in audit] == ["ticket_opened"]
+
+
+def test_temporary_failures_past_max_retries_open_a_ticket(engine: Engine) -> None:
+    sub = {"id": "sub_1", "object": "subscription", "customer": "cus_1"}
+    load(engine, [event_doc(1, event_type="customer.subscription.updated", obj=sub)])
+    apply = MarkingApply(decide=lambda e: TemporaryError("Stripe returned 503"))
+    notifier = Recorder()
+    for _ in range(FAST.max_retries + 1):
+        report = process_pending(engine, policy=FAST, notifier=notifier, apply=apply)
+        assert report.claimed == 1
+        make_due(engine)
+    assert report.dead_lettered == 1 and report.tickets_opened == 1
+    (row,) = _rows(engine, "SELECT status, retry_count, error_context FROM stripe_events")
+    assert row["status"] == "dead_letter" and row["retry_count"] == FAST.max_retries + 1
+    assert row["error_context"]["attempt"] == FAST.max_retries + 1
+    (ticket,) = _rows(engine, "SELECT * FROM payment_support_tickets")
+    assert ticket["issue_type"] == ISSUE_MAX_RETRIES and ticket["subscription_id"] == "sub_1"
+    assert ticket["priority"] == "high" and notifier.sent == []  # high: ticket, no page
+    assert process_pending(engine, policy=FAST, apply=apply).claimed == 0
+
+
+def test_a_poison_event_does_not_hold_back_its_batch(engine: Engine) -> None:
+    load(engine, [event_doc(n) for n in range(50)])
+    apply = MarkingApply(
+        decide=lambda e: (
+            PermanentError("poison") if e.stripe_event_id == "evt_000025" else "processed"
+        )
+    )
+    report = process_pending(engine, policy=FAST, batch_size=50, apply=apply)
+    assert report.processed == 49 and report.dead_lettered == 1 and len(apply.calls) == 1
+    assert len(marks(engine)) == 49
+
+
+def test_apply_raising_as_a_whole_isolates_the_culprit(engine: Engine) -> None:
+    load(engine, [event_doc(n) for n in range(6)])
+
+    class Explodes(MarkingApply):
+        def __call__(self, conn, events, **kw):  # type: ignore[override]
+            result = super().__call__(conn, events, **kw)  # writes marks, then fails
+            if any(e.stripe_event_id == "evt_000003" for e in events):
+                raise KeyError("data")  # an applier bug nobody isolated
+            return result
+
+    apply = Explodes()
+    report = process_pending(engine, policy=FAST, batch_size=10, apply=apply)
+    assert report.apply_crashes == 1
+    assert report.processed == 5 and report.dead_lettered == 1
+    assert len(apply.calls) == 1 + 6  # the batch, then one event at a time
+    counts = marks(engine)
+    assert len(counts) == 5 and set(counts.values()) == {1}  # the failed try rolled back
+    assert statuses(engine)["evt_000003"] == "dead_letter"
+
+
+def test_unknown_failure_of_a_whole_batch_is_retried(engine: Engine) -> None:
+    load(engine, [event_doc(n) for n in range(3)])
+
+    def always_down(conn, events, **kw):
+        raise ConnectionResetError("peer went away")
+
+    report = process_pending(engine, policy=FAST, apply=always_down)
+    assert report.retries_scheduled == 3 and report.dead_lettered == 0
+    assert set(statuses(engine).values()) == {"retry"}
+
+
+def test_a_run_that_lost_its_lease_writes_nothing(engine: Engine) -> None:
+    load(engine, [event_doc(n) for n in range(4)])
+    stolen = claim_batch(engine, worker_id="other", batch_size=2, lease_seconds=600)
+    with engine.begin() as conn:  # simulate: our claim expired and "other" took two events
+        conn.execute(text("UPDATE stripe_events SET claimed_by = 'me' WHERE claimed_by = 'other'"))
+    mine = claim_batch(engine, worker_id="me", batch_size=10, lease_seconds=600)
+    assert len(mine) == 2
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE stripe_events SET claimed_by = 'other' WHERE id IN (:a, :b)"),
+            {"a": stolen[0].id, "b": stolen[1].id},
+        )
+    # now "me" pretends it still holds all four, via a re-run of its batch logic
+    from stripe_pipeline.process import runner
+
+    report = runner.ProcessingReport(worker_id="me")
+    runner._process_batch(engine, stolen + mine, report, FAST, 600, None, MarkingApply())
+    assert report.lost_leases == 2 and report.processed == 2
+    assert {s for k, s in statuses(engine).items()} == {"processing", "processed"}
+    assert len(marks(engine)) == 2
+
+
+def test_repeated_crashes_of_one_event_end_in_a_ticket(engine: Engine) -> None:
+    load(engine, [event_doc(1)])
+    for _ in range(FAST.max_retries + 1):
+        claim_batch(engine, worker_id="dying", batch_size=1, lease_seconds=0)
+    with engine.begin() as conn:  # lease already expired
+        conn.execute(text("UPDATE stripe_events SET claimed_by = 'dying'"))
+    report = process_pending(engine, policy=FAST, apply=MarkingApply())
+    assert report.dead_lettered == 1 and report.tickets_opened == 1
+    (row,) = _rows(engine, "SELECT error_context FROM stripe_events")
+    assert "lease expired" in row["error_context"]["message"]
+    assert marks(engine) == {}
+
+
+def test_max_batches_bounds_a_run(engine: Engine) -> None:
+    load(engine, [event_doc(n) for n in range(10)])
+    report = process_pending(engine, policy=FAST, batch_size=3, max_batches=2, apply=MarkingApply())
+    assert report.claimed == 6 and report.remaining_due == 4
+    assert report.oldest_pending_age_seconds is not None
+
+
+def test_ticket_links_tolerate_every_shape() -> None:
+    assert ticket_links(None) == {}
+    assert ticket_links({"data": {"object": "oops"}}) == {}
+    invoice = {
+        "data": {
+            "object": {
+                "id": "in_1",
+                "object": "invoice",
+                "customer": {"id": "cus_1", "object": "customer"},
+                "parent": {"subscription_details": {"subscription": "sub_9"}},
+            }
+        }
+    }
+    assert ticket_links(invoice) == {
+        "object_id": "in_1",
+        "subscription_id": "sub_9",
+        "customer_id": "cus_1",
+    }
+    dispute = {"data": {"object": {"id": "dp_1", "object": "dispute", "charge": "ch_1"}}}
+    assert ticket_links(dispute)["payment_intent_id"] == "ch_1"
+
+
+@pytest.mark.skipif(not real_apply_available(), reason="stripe_pipeline.process.apply not landed")
+def test_real_apply_end_to_end(engine: Engine, stripe_fixtures: dict) -> None:
+    pi = dict(stripe_fixtures["payment_intent"], id="pi_e2e", status="succeeded")
+    load(engine, [event_doc(1, event_type="payment_intent.succeeded", obj=pi)])
+    load(
+        engine, [event_doc(2, event_type="balance.available", obj={"id": "b", "object": "balance"})]
+    )
+    report = process_pending(engine, policy=FAST)
+    assert report.processed == 1 and report.ignored == 1
+    assert _rows(engine, "SELECT status FROM stripe_payments WHERE payment_intent_id = 'pi_e2e'")
