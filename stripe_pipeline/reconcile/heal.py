@@ -1,0 +1,386 @@
+"""Self-healing where it is deterministic; everything else becomes a ticket.
+
+A missing or stale local object is rebuilt from its API object through the
+processing parsers and written newest-wins: the API answer observed at time T is
+the object's full state at T, so it replaces what events older than T said, and an
+event newer than T still wins afterwards. Each repair is an audit row
+(``reconciliation_repair``). Objects the API no longer has, and differences that
+are not staleness (a currency), are left open for the discrepancy check, which
+raises one deduplicated ticket per discrepancy and closes it when the difference
+is gone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, bindparam, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from stripe_pipeline.audit import AuditEntry, record
+from stripe_pipeline.db.models import PaymentSupportTicket, ReconciliationDiscrepancy
+from stripe_pipeline.process.upsert import Policy, TableSpec
+from stripe_pipeline.reconcile.compare import IN_CHUNK, seen_ids
+from stripe_pipeline.reconcile.parse import row_from_api_object
+from stripe_pipeline.reconcile.specs import SPECS
+from stripe_pipeline.reconcile.spool import Finding, Repair, Spool
+from stripe_pipeline.support.tickets import TicketRequest, open_ticket, resolve_ticket
+
+log = logging.getLogger(__name__)
+
+DISCREPANCIES = ReconciliationDiscrepancy.__table__
+TICKETS = PaymentSupportTicket.__table__
+UNRESOLVED = ("open", "ticketed")
+REPAIR_ACTION = "reconciliation_repair"
+ISSUE_TYPE = "reconciliation_discrepancy"
+
+
+@dataclass(slots=True)
+class HealResult:
+    repaired_objects: int = 0
+    repair_failed: int = 0
+    repair_skipped_newer: int = 0
+    discrepancies: Counter = field(default_factory=Counter)  # status -> rows written
+    resolved: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "repaired_objects": self.repaired_objects,
+            "repair_failed": self.repair_failed,
+            "repair_skipped_newer": self.repair_skipped_newer,
+            "discrepancies": dict(self.discrepancies),
+            "resolved_since_last_run": self.resolved,
+        }
+
+
+def _table_specs() -> dict[str, TableSpec]:
+    from stripe_pipeline.process.resources import TABLE_SPECS
+
+    return TABLE_SPECS
+
+
+def repair_event_id(run_id: int) -> str:
+    """The ``last_event_id`` of a repaired row: says where its state came from."""
+    return f"reconciliation:{run_id}"
+
+
+def _insert(conn: Connection):
+    return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert
+
+
+def _repair_one(
+    conn: Connection, run_id: int, repair: Repair, fields: list[str], actor: str
+) -> str:
+    """Rebuild one row from its API object; returns repaired / newer_locally / failed."""
+    try:
+        write = row_from_api_object(
+            repair.resource,
+            repair.obj,
+            observed_at=repair.observed_at,
+            event_id=repair_event_id(run_id),
+        )
+    except (LookupError, TypeError, ValueError) as exc:
+        log.warning("cannot repair %s %s: %s", repair.object_type, repair.object_id, exc)
+        return "failed"
+    spec = _table_specs()[write.table]
+    table = spec.table
+    key_col = table.c[spec.key]
+    current = conn.execute(select(table).where(key_col == write.key)).mappings().first()
+    version = {"last_event_created": repair.observed_at, "last_event_id": repair_event_id(run_id)}
+    now = datetime.now(UTC)
+    if current is None:
+        values = {c: write.values.get(c) for c in spec.policies}
+        for column, default in spec.insert_defaults.items():
+            if values.get(column) is None:
+                values[column] = default
+        stmt = (
+            _insert(conn)(table)
+            .values({spec.key: write.key, **values, **version})
+            .on_conflict_do_nothing(index_elements=[spec.key])
+        )
+        if conn.execute(stmt).rowcount == 0:
+            return "newer_locally"  # processing created it meanwhile; the next run verifies
+        before = None
+    else:
+        stored = current["last_event_created"]
+        if stored is not None and stored > repair.observed_at:
+            return "newer_locally"
+        values = {}
+        for column, policy in spec.policies.items():
+            new = write.values.get(column)
+            # the API state is the whole truth at observed_at, so it may also lower a
+            # "growing" value that a corrupted row got wrong; unknowns keep what we had
+            values[column] = new if policy is Policy.NEWEST or new is not None else current[column]
+        guard = (table.c.last_event_created.is_(None)) | (
+            table.c.last_event_created <= repair.observed_at
+        )
+        done = conn.execute(
+            update(table)
+            .where(key_col == write.key, guard)
+            .values(**values, **version, updated_at=now)
+        )
+        if done.rowcount == 0:
+            return "newer_locally"
+        before = {c: _jsonable(current[c]) for c in spec.audit_fields}
+    after = {c: _jsonable(values.get(c)) for c in spec.audit_fields}
+    record(
+        conn,
+        [
+            AuditEntry(
+                actor=actor,
+                action=REPAIR_ACTION,
+                object_type=repair.object_type,
+                object_id=write.key,
+                before=before,
+                after=after,
+                details={
+                    "run_id": run_id,
+                    "resource": repair.resource,
+                    "observed_at": repair.observed_at,
+                    "fields": fields,
+                },
+            )
+        ],
+    )
+    return "repaired"
+
+
+def _jsonable(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def _unresolved(conn: Connection, keys: Sequence[tuple[str, str, str, str]]) -> dict:
+    """Existing unresolved rows of these discrepancy keys: key -> (id, status)."""
+    found: dict[tuple[str, str, str, str], tuple[int, str]] = {}
+    d = DISCREPANCIES.c
+    for start in range(0, len(keys), 500):
+        part = keys[start : start + 500]
+        rows = conn.execute(
+            select(d.id, d.status, d.object_type, d.object_id, d.kind, d.field).where(
+                d.status.in_(UNRESOLVED),
+                tuple_(d.object_type, d.object_id, d.kind, d.field).in_(part),
+            )
+        )
+        for row in rows:
+            found[(row.object_type, row.object_id, row.kind, row.field)] = (row.id, row.status)
+    return found
+
+
+def _write_findings(
+    conn: Connection,
+    run_id: int,
+    items: list[tuple[Finding, bool]],
+    result: HealResult,
+) -> None:
+    """Insert new discrepancies, refresh the unresolved ones found again (set-based)."""
+    if not items:
+        return
+    now = datetime.now(UTC)
+    existing = _unresolved(conn, [f.key for f, _ in items])
+    inserts, updates = [], []
+    for finding, repaired in items:
+        values = {
+            "run_id": run_id,
+            "local_value": finding.local_value,
+            "remote_value": finding.remote_value,
+            "updated_at": now,
+            "resolved_run_id": run_id if repaired else None,
+            "resolved_at": now if repaired else None,
+        }
+        found = existing.get(finding.key)
+        if found is None:
+            status = "repaired" if repaired else "open"
+            inserts.append(
+                {
+                    **values,
+                    "object_type": finding.object_type,
+                    "object_id": finding.object_id,
+                    "kind": finding.kind,
+                    "field": finding.field,
+                    "first_seen_run_id": run_id,
+                    "status": status,
+                }
+            )
+        else:
+            status = "repaired" if repaired else found[1]
+            updates.append({**values, "_id": found[0], "status": status})
+        result.discrepancies[status] += 1
+    if inserts:
+        conn.execute(DISCREPANCIES.insert(), inserts)
+    if updates:
+        d = DISCREPANCIES.c
+        conn.execute(
+            update(DISCREPANCIES)
+            .where(d.id == bindparam("_id"))
+            .values(
+                run_id=bindparam("run_id"),
+                status=bindparam("status"),
+                local_value=bindparam("local_value"),
+                remote_value=bindparam("remote_value"),
+                updated_at=bindparam("updated_at"),
+                resolved_run_id=bindparam("resolved_run_id"),
+                resolved_at=bindparam("resolved_at"),
+            ),
+            updates,
+        )
+
+
+def record_findings(
+    conn: Connection, run_id: int, spool: Spool, *, repair: bool = True, actor: str
+) -> HealResult:
+    """Repair what is deterministic, then write every finding with its outcome.
+
+    Runs inside the run's final transaction: nothing here is visible unless the whole
+    run commits.
+    """
+    result = HealResult()
+    for chunk in spool.chunks():
+        items: list[tuple[Finding, bool]] = []
+        for group in chunk:
+            repaired = False
+            if repair and group.repair is not None:
+                fields = sorted({f.field or f.kind for f in group.findings})
+                outcome = _repair_one(conn, run_id, group.repair, fields, actor)
+                repaired = outcome == "repaired"
+                if repaired:
+                    result.repaired_objects += 1
+                elif outcome == "failed":
+                    result.repair_failed += 1
+                else:
+                    result.repair_skipped_newer += 1
+            items.extend((f, repaired) for f in group.findings)
+        _write_findings(conn, run_id, items, result)
+    return result
+
+
+def _local_keys(conn: Connection, object_type: str, ids: list[str]) -> set[str]:
+    spec = SPECS[object_type]
+    column = spec.table.c[spec.key]
+    found: set[str] = set()
+    for start in range(0, len(ids), IN_CHUNK):
+        part = ids[start : start + IN_CHUNK]
+        found.update(conn.execute(select(column).where(column.in_(part))).scalars())
+    return found
+
+
+def resolve_vanished(
+    conn: Connection, run_id: int, object_types: Iterable[str], *, full_run: bool
+) -> int:
+    """Close unresolved discrepancies this run checked again and no longer found.
+
+    "Checked again" depends on the kind: a missing local object is gone once the row
+    exists; a field difference or an object missing in Stripe once the API listed the
+    object again (or the local row is gone). Objects outside this run's window keep
+    their discrepancies open until a run covers them.
+    """
+    d = DISCREPANCIES.c
+    now = datetime.now(UTC)
+    resolved = 0
+    for object_type in object_types:
+        rows = conn.execute(
+            select(d.id, d.object_id, d.kind).where(
+                d.object_type == object_type, d.status.in_(UNRESOLVED), d.run_id != run_id
+            )
+        ).all()
+        if not rows:
+            continue
+        ids = sorted({r.object_id for r in rows})
+        local = _local_keys(conn, object_type, ids)
+        seen = seen_ids(conn, object_type, ids)
+        gone = []
+        for row in rows:
+            if row.kind == "missing_locally":
+                vanished = row.object_id in local or full_run
+            else:
+                vanished = row.object_id in seen or row.object_id not in local
+            if vanished:
+                gone.append(row.id)
+        for start in range(0, len(gone), IN_CHUNK):
+            conn.execute(
+                update(DISCREPANCIES)
+                .where(d.id.in_(gone[start : start + IN_CHUNK]))
+                .values(status="resolved", resolved_run_id=run_id, resolved_at=now, updated_at=now)
+            )
+        resolved += len(gone)
+    return resolved
+
+
+# --- tickets (driven by the discrepancy asset check) ------------------------------------
+
+
+def dedupe_key(object_type: str, object_id: str, kind: str, field_name: str) -> str:
+    return f"reconciliation:{object_type}:{object_id}:{kind}:{field_name}"
+
+
+def _ticket_request(row: Any) -> TicketRequest:
+    what = {
+        "missing_locally": "exists in Stripe but not locally",
+        "missing_in_stripe": "exists locally but not in Stripe",
+        "field_mismatch": f"{row.field} differs from Stripe",
+    }[row.kind]
+    money = row.object_type in ("payment", "refund", "dispute")
+    high = (row.kind == "missing_in_stripe" and money) or row.field == "currency"
+    return TicketRequest(
+        issue_type=ISSUE_TYPE,
+        dedupe_key=dedupe_key(row.object_type, row.object_id, row.kind, row.field),
+        title=f"Reconciliation: {row.object_type} {row.object_id} {what}",
+        priority="high" if high else "medium",
+        payment_intent_id=row.object_id if row.object_type == "payment" else None,
+        subscription_id=row.object_id if row.object_type == "subscription" else None,
+        details={
+            "discrepancy_id": row.id,
+            "run_id": row.run_id,
+            "first_seen_run_id": row.first_seen_run_id,
+            "object_type": row.object_type,
+            "object_id": row.object_id,
+            "kind": row.kind,
+            "field": row.field,
+            "local_value": row.local_value,
+            "remote_value": row.remote_value,
+        },
+    )
+
+
+def ticket_open_discrepancies(conn: Connection, *, actor: str = "reconciliation") -> list[int]:
+    """One deduplicated ticket per open discrepancy; the discrepancy becomes ``ticketed``."""
+    d = DISCREPANCIES.c
+    rows = conn.execute(select(DISCREPANCIES).where(d.status == "open").order_by(d.id)).all()
+    ticket_ids = []
+    for row in rows:
+        ticket = open_ticket(conn, _ticket_request(row), actor=actor)
+        conn.execute(
+            update(DISCREPANCIES)
+            .where(d.id == row.id)
+            .values(status="ticketed", ticket_id=ticket.ticket_id, updated_at=datetime.now(UTC))
+        )
+        ticket_ids.append(ticket.ticket_id)
+    return ticket_ids
+
+
+def close_tickets_of_resolved(conn: Connection, *, actor: str = "reconciliation") -> list[int]:
+    """Close the open tickets whose discrepancy a later run found gone (or repaired)."""
+    d, t = DISCREPANCIES.c, TICKETS.c
+    rows = conn.execute(
+        select(d.ticket_id, d.status, d.resolved_run_id)
+        .select_from(DISCREPANCIES.join(TICKETS, t.id == d.ticket_id))
+        .where(and_(d.status.in_(("resolved", "repaired")), t.status != "resolved"))
+        .distinct()
+    ).all()
+    still_open = set(
+        conn.execute(
+            select(d.ticket_id).where(d.status.in_(UNRESOLVED), d.ticket_id.is_not(None))
+        ).scalars()
+    )
+    closed = []
+    for row in rows:
+        if row.ticket_id in still_open:
+            continue  # the same difference came back: its ticket stays open
+        note = f"discrepancy {row.status} by reconciliation run {row.resolved_run_id}"
+        if resolve_ticket(conn, row.ticket_id, resolution="auto_closed", note=note, actor=actor):
+            closed.append(row.ticket_id)
+    return closed

@@ -1,0 +1,95 @@
+"""Findings of a run, spooled to a temporary file until the run commits them.
+
+Why a file: a run writes nothing to the discrepancy tables until every listing has
+succeeded (all-or-nothing), yet the number of findings is unbounded (a wiped local
+table means N of them). Memory stays at one chunk whatever N is.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from itertools import islice
+from typing import Any
+
+KINDS = ("missing_locally", "missing_in_stripe", "field_mismatch")
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One difference; ``field`` is '' for a missing object."""
+
+    object_type: str
+    object_id: str
+    kind: str
+    field: str = ""
+    local_value: Any = None
+    remote_value: Any = None
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        return (self.object_type, self.object_id, self.kind, self.field)
+
+
+@dataclass(frozen=True, slots=True)
+class Repair:
+    """An object to rebuild from its API state, as observed at ``observed_at``."""
+
+    object_type: str
+    object_id: str
+    resource: str
+    observed_at: int
+    obj: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectFindings:
+    """Everything one listing found about one object, kept together so a chunk of the
+    spool never separates an object's findings from its repair."""
+
+    findings: list[Finding]
+    repair: Repair | None = None
+
+
+class Spool:
+    """Append an object's findings while comparing; read them back in chunks."""
+
+    def __init__(self) -> None:
+        # closed by close() / __exit__: the spool outlives any single with-block
+        self._file = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
+        self.findings = 0
+        self.repairs = 0
+
+    def add(self, findings: list[Finding], repair: Repair | None = None) -> None:
+        doc = {
+            "f": [asdict(f) for f in findings],
+            "r": asdict(repair) if repair is not None else None,
+        }
+        self._file.write(json.dumps(doc, default=str) + "\n")
+        self.findings += len(findings)
+        self.repairs += repair is not None
+
+    def _records(self) -> Iterator[ObjectFindings]:
+        self._file.flush()
+        self._file.seek(0)
+        for line in self._file:
+            doc = json.loads(line)
+            repair = Repair(**doc["r"]) if doc["r"] is not None else None
+            yield ObjectFindings([Finding(**f) for f in doc["f"]], repair)
+        self._file.seek(0, 2)
+
+    def chunks(self, size: int = 2000) -> Iterator[list[ObjectFindings]]:
+        records = self._records()
+        while chunk := list(islice(records, size)):
+            yield chunk
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> Spool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
