@@ -1,0 +1,411 @@
+"""Seed data for the SQL models and checks: plain Core inserts into the domain tables.
+
+Fixed-day rows (1-2 March 2026) give the hand-computed daily overview; rows relative
+to ``now`` exercise the windows (evidence due in 72 h, trials ending in 3 days).
+Expected values live in ``EXPECTED_*`` beside the data they come from.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, insert
+
+from stripe_pipeline.db.models import metadata
+
+T = metadata.tables
+DAY1 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+DAY2 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+def epoch(moment: datetime) -> int:
+    return int(moment.timestamp())
+
+
+def insert_rows(conn: Connection, table: str, rows: list[dict[str, Any]], **common: Any) -> None:
+    """One INSERT per row: an executemany would silently drop keys the first row lacks."""
+    for row in rows:
+        conn.execute(insert(T[table]).values({**common, **row}))
+
+
+def seed_all(engine: Engine, now: datetime | None = None) -> datetime:
+    """Insert the full data set; returns the ``now`` the relative rows were built from."""
+    now = now or datetime.now(UTC)
+    with engine.begin() as conn:
+        seed_payments(conn)
+        seed_subscriptions(conn, now)
+        seed_disputes(conn, now)
+        seed_recovery(conn)
+        seed_tickets(conn, now)
+        seed_events(conn)
+    return now
+
+
+def seed_payments(conn: Connection) -> None:
+    def pay(pi: str, status: str, amount: int, currency: str, **extra: Any) -> dict[str, Any]:
+        row = {
+            "payment_intent_id": pi,
+            "status": status,
+            "amount_minor": amount,
+            "amount_received_minor": amount if status == "succeeded" else 0,
+            "currency": currency,
+            "stripe_created": epoch(DAY1),
+            "failure_code": None,
+        }
+        row.update(extra)
+        return row
+
+    insert_rows(
+        conn,
+        "stripe_payments",
+        [
+            pay("pi_usd_1", "succeeded", 5000, "usd"),
+            pay("pi_usd_2", "succeeded", 2500, "USD"),
+            pay("pi_usd_3", "requires_payment_method", 1000, "usd", failure_code="card_declined"),
+            pay("pi_usd_4", "processing", 700, "usd"),
+            pay("pi_jpy_1", "succeeded", 12000, "jpy"),
+            pay("pi_jpy_2", "failed", 3000, "jpy", failure_code="expired_card"),
+        ],
+    )
+    insert_rows(
+        conn,
+        "stripe_refunds",
+        [
+            {
+                "stripe_refund_id": "re_1",
+                "payment_intent_id": "pi_usd_1",
+                "amount_minor": 1500,
+                "currency": "usd",
+                "status": "succeeded",
+                "stripe_created": epoch(DAY1 + timedelta(hours=2)),
+            },
+            {
+                "stripe_refund_id": "re_failed",
+                "payment_intent_id": "pi_usd_2",
+                "amount_minor": 100,
+                "currency": "usd",
+                "status": "failed",
+                "stripe_created": epoch(DAY1),
+            },
+        ],
+    )
+
+
+# day, currency -> the hand-computed row of payments_daily (disputes are seeded by
+# seed_disputes: dp_lost is opened on DAY2 for 3000 usd, the others on other days)
+EXPECTED_PAYMENTS_DAILY = {
+    ("2026-03-01", "usd"): {
+        "payments_count": 4,
+        "succeeded_count": 2,
+        "failed_count": 1,
+        "success_ratio": 2 / 3,
+        "failure_ratio": 1 / 3,
+        "gross_minor": 7500,
+        "refunds_count": 1,
+        "refunded_minor": 1500,
+        "disputes_count": 0,
+        "disputed_minor": 0,
+        "net_minor": 6000,
+        "gross": 75.0,
+        "net": 60.0,
+    },
+    ("2026-03-01", "jpy"): {
+        "payments_count": 2,
+        "succeeded_count": 1,
+        "failed_count": 1,
+        "success_ratio": 0.5,
+        "failure_ratio": 0.5,
+        "gross_minor": 12000,
+        "refunds_count": 0,
+        "refunded_minor": 0,
+        "net_minor": 12000,
+        "gross": 12000.0,
+        "net": 12000.0,
+    },
+    ("2026-03-02", "usd"): {
+        "payments_count": 0,
+        "succeeded_count": 0,
+        "failed_count": 0,
+        "success_ratio": None,
+        "gross_minor": 0,
+        "disputes_count": 1,
+        "disputed_minor": 3000,
+        "net_minor": -3000,
+        "net": -30.0,
+    },
+}
+
+
+def _item(unit: int, interval: str, currency: str, qty: int = 1, count: int = 1) -> dict:
+    return {
+        "price_id": f"price_{interval}_{unit}",
+        "product_id": "prod_1",
+        "quantity": qty,
+        "unit_amount_minor": unit,
+        "currency": currency,
+        "interval": interval,
+        "interval_count": count,
+    }
+
+
+def seed_subscriptions(conn: Connection, now: datetime) -> None:
+    def sub(sid: str, status: str, items: list[dict] | None, **extra: Any) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "stripe_subscription_id": sid,
+            "customer_id": "cus_1",
+            "status": status,
+            "items": items,
+            "currency": None,
+            "stripe_created": epoch(now - timedelta(days=60)),
+            "price_id": None,
+            "unit_amount_minor": None,
+            "billing_interval": None,
+            "billing_interval_count": None,
+            "quantity": None,
+            "trial_end": None,
+            "ended_at": None,
+            "canceled_at": None,
+        }
+        row.update(extra)
+        return row
+
+    insert_rows(
+        conn,
+        "stripe_subscriptions",
+        [
+            sub("sub_month", "active", [_item(2000, "month", "usd", qty=2)]),
+            sub("sub_year", "active", [_item(12000, "year", "usd")]),
+            sub("sub_week", "past_due", [_item(1000, "week", "usd")]),
+            sub("sub_quarter", "active", [_item(3000, "month", "usd", count=3)]),
+            sub(
+                "sub_jpy",
+                "active",
+                [_item(120000, "year", "jpy"), _item(500, "month", "jpy", qty=3)],
+                stripe_created=epoch(now - timedelta(days=2)),
+            ),
+            sub(
+                "sub_trial_soon",
+                "trialing",
+                [_item(5000, "month", "usd")],
+                trial_end=now + timedelta(days=2),
+                stripe_created=epoch(now - timedelta(days=5)),
+            ),
+            sub(
+                "sub_trial_later",
+                "trialing",
+                [_item(5000, "month", "usd")],
+                trial_end=now + timedelta(days=10),
+            ),
+            sub(
+                "sub_canceled",
+                "canceled",
+                [_item(9900, "month", "usd")],
+                ended_at=now - timedelta(days=5),
+                canceled_at=now - timedelta(days=5),
+            ),
+            # an old-style row: no items list, one plan in the top-level columns
+            sub(
+                "sub_legacy",
+                "active",
+                None,
+                currency="usd",
+                price_id="price_legacy",
+                unit_amount_minor=1500,
+                billing_interval="month",
+                billing_interval_count=1,
+                quantity=1,
+            ),
+        ],
+    )
+
+
+# month 2x2000 + year 12000/12 + week 1000x52/12 (past_due) + 3-month 3000/3 + legacy 1500
+EXPECTED_MRR_MINOR = {"usd": 4000 + 1000 + 1000 * 52 / 12 + 1000 + 1500, "jpy": 10000 + 1500}
+EXPECTED_SUBSCRIPTIONS_USD = {
+    "subscriptions_count": 8,
+    "active_count": 4,
+    "trialing_count": 2,
+    "past_due_count": 1,
+    "canceled_count": 1,
+    "trials_ending_3d_count": 1,
+    "new_30d_count": 1,
+    "churned_30d_count": 1,
+}
+
+
+def seed_disputes(conn: Connection, now: datetime) -> None:
+    def dispute(did: str, status: str, amount: int, due: datetime | None, **extra: Any) -> dict:
+        row = {
+            "stripe_dispute_id": did,
+            "payment_intent_id": "pi_usd_2",
+            "amount_minor": amount,
+            "currency": "usd",
+            "status": status,
+            "due_by": due,
+            "stripe_created": epoch(now - timedelta(days=1)),
+        }
+        row.update(extra)
+        return row
+
+    insert_rows(
+        conn,
+        "stripe_disputes",
+        [
+            dispute("dp_due_soon", "needs_response", 2500, now + timedelta(hours=48)),
+            dispute("dp_review", "under_review", 800, now + timedelta(days=5)),
+            dispute("dp_won", "won", 1000, None),
+            dispute("dp_lost", "lost", 3000, None, stripe_created=epoch(DAY2)),
+            dispute(
+                "dp_jpy_later",
+                "warning_needs_response",
+                4000,
+                now + timedelta(hours=200),
+                currency="jpy",
+            ),
+        ],
+    )
+
+
+EXPECTED_DISPUTES_USD = {
+    "disputes_count": 4,
+    "open_count": 2,
+    "needs_response_count": 1,
+    "evidence_due_72h_count": 1,
+    "won_count": 1,
+    "lost_count": 1,
+    "win_rate": 0.5,
+    "disputed_minor": 7300,
+    "open_minor": 3300,
+    "lost_minor": 3000,
+}
+
+
+def seed_recovery(conn: Connection) -> None:
+    insert_rows(
+        conn,
+        "payment_recovery_attempts",
+        [
+            {
+                "payment_intent_id": "pi_r1",
+                "status": "recovered",
+                "attempt_count": 2,
+                "amount_minor": 1000,
+                "currency": "usd",
+                "recovery_strategy": "smart_retry",
+            },
+            {
+                "payment_intent_id": "pi_r2",
+                "status": "exhausted",
+                "attempt_count": 4,
+                "amount_minor": 500,
+                "currency": "usd",
+                "recovery_strategy": "smart_retry",
+            },
+            {
+                "payment_intent_id": "pi_r3",
+                "status": "open",
+                "attempt_count": 1,
+                "amount_minor": 700,
+                "currency": "usd",
+                "recovery_strategy": "card_update_email",
+            },
+        ],
+        created_at=DAY1,
+    )
+
+
+def seed_tickets(conn: Connection, now: datetime) -> None:
+    def ticket(key: str, issue: str, priority: str, age_hours: float, **extra: Any) -> dict:
+        created = now - timedelta(hours=age_hours)
+        row = {
+            "issue_type": issue,
+            "priority": priority,
+            "dedupe_key": key,
+            "title": key,
+            "status": "open",
+            "created_at": created,
+            "updated_at": created,
+        }
+        row.update(extra)
+        return row
+
+    insert_rows(
+        conn,
+        "payment_support_tickets",
+        [
+            ticket("t1", "dead_letter", "high", 30),
+            ticket("t2", "dead_letter", "high", 2),
+            ticket(
+                "t3",
+                "payment_failed",
+                "medium",
+                50,
+                status="resolved",
+                resolved_at=now - timedelta(hours=40),
+                resolution="manual",
+            ),
+        ],
+    )
+
+
+EVENT_LAGS_SECONDS = (1.0, 2.0, 3.0, 10.0)  # p50 2.5, p95 3 + 0.85 x 7 = 8.95
+
+
+def seed_events(conn: Connection) -> None:
+    rows = []
+    for i, lag in enumerate(EVENT_LAGS_SECONDS):
+        received = DAY1 + timedelta(minutes=i)
+        rows.append(_event(f"evt_ok_{i}", received, "processed", received + timedelta(seconds=lag)))
+    rows.append(_event("evt_dead", DAY1 + timedelta(minutes=9), "dead_letter", None, retry_count=3))
+    rows.append(_event("evt_retry", DAY1 + timedelta(minutes=20), "retry", None, retry_count=1))
+    insert_rows(conn, "stripe_events", rows)
+    insert_rows(
+        conn,
+        "webhook_deliveries",
+        [
+            {"received_at": DAY1, "outcome": "stored", "status_code": 200},
+            {"received_at": DAY1, "outcome": "stored", "status_code": 200},
+            {
+                "received_at": DAY1,
+                "outcome": "bad_signature",
+                "status_code": 400,
+                "repeat_count": 3,
+            },
+        ],
+    )
+
+
+EXPECTED_HEALTH_DAY1_HOUR = {
+    "events_received": 6,
+    "events_processed": 4,
+    "events_open": 1,
+    "dead_letters": 1,
+    "events_with_errors": 2,
+    "retries": 4,
+    "error_rate": 2 / 6,
+    "lag_p50_seconds": 2.5,
+    "lag_p95_seconds": 8.95,
+    "deliveries": 5,
+    "deliveries_rejected": 3,
+}
+
+
+def _event(
+    event_id: str,
+    received: datetime,
+    status: str,
+    processed: datetime | None,
+    retry_count: int = 0,
+    event_type: str = "payment_intent.succeeded",
+) -> dict[str, Any]:
+    return {
+        "stripe_event_id": event_id,
+        "event_type": event_type,
+        "stripe_created": epoch(received),
+        "received_at": received,
+        "processed_at": processed,
+        "status": status,
+        "retry_count": retry_count,
+        "payload": {"id": event_id, "type": event_type},
+    }

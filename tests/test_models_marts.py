@@ -1,0 +1,121 @@
+"""Marts match hand-computed expectations on both backends (tests/support/model_seed.py)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+
+from stripe_pipeline.model import load_project, run_project
+from tests.support import model_seed as seed
+from tests.support.model_rows import fetch_rows
+
+PROJECT = load_project()
+
+
+@pytest.fixture
+def built(engine: Engine) -> Engine:
+    seed.seed_all(engine)
+    run_project(engine, PROJECT)
+    return engine
+
+
+def assert_matches(row: dict[str, Any], expected: dict[str, Any], label: str) -> None:
+    for key, want in expected.items():
+        got = row[key]
+        if want is None or isinstance(want, str):
+            assert got == want, f"{label}.{key}: {got!r} != {want!r}"
+        else:
+            assert got is not None and math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-3), (
+                f"{label}.{key}: {got!r} != {want!r}"
+            )
+
+
+def test_payments_daily(built: Engine) -> None:
+    rows = {(r["day"], r["currency"]): r for r in fetch_rows(built, "payments_daily")}
+    for key, expected in seed.EXPECTED_PAYMENTS_DAILY.items():
+        assert key in rows, f"missing payments_daily row {key}"
+        assert_matches(rows[key], expected, f"payments_daily{key}")
+    # a zero-decimal currency keeps its amount: 12000 JPY is 12000, not 120.00
+    assert rows[("2026-03-01", "jpy")]["gross"] == 12000
+
+
+def test_subscription_mrr_and_counts(built: Engine) -> None:
+    rows = {r["currency"]: r for r in fetch_rows(built, "subscriptions_summary")}
+    assert set(rows) == {"usd", "jpy"}
+    for currency, mrr_minor in seed.EXPECTED_MRR_MINOR.items():
+        assert math.isclose(rows[currency]["mrr_minor"], round(mrr_minor, 2), abs_tol=0.005)
+    assert math.isclose(rows["usd"]["mrr"], seed.EXPECTED_MRR_MINOR["usd"] / 100, abs_tol=1e-4)
+    assert rows["jpy"]["mrr"] == 11500
+    assert_matches(rows["usd"], seed.EXPECTED_SUBSCRIPTIONS_USD, "subscriptions_summary.usd")
+    assert rows["jpy"]["new_30d_count"] == 1
+
+
+def test_subscription_items_normalise_each_interval(built: Engine) -> None:
+    items = {
+        (r["subscription_id"], r["billing_interval"]): r
+        for r in fetch_rows(built, "stg_stripe__subscription_items")
+    }
+    expected = {
+        ("sub_month", "month"): 4000,
+        ("sub_year", "year"): 1000,
+        ("sub_week", "week"): 1000 * 52 / 12,
+        ("sub_quarter", "month"): 1000,
+        ("sub_jpy", "year"): 10000,
+        ("sub_legacy", "month"): 1500,
+    }
+    for key, mrr in expected.items():
+        assert math.isclose(items[key]["mrr_minor"], mrr, rel_tol=1e-9), key
+
+
+def test_subscriptions_daily_new_and_churned(built: Engine) -> None:
+    rows = fetch_rows(built, "subscriptions_daily")
+    assert sum(r["new_count"] for r in rows) == 9
+    assert sum(r["churned_count"] for r in rows) == 1
+
+
+def test_disputes_summary(built: Engine) -> None:
+    rows = {r["currency"]: r for r in fetch_rows(built, "disputes_summary")}
+    assert_matches(rows["usd"], seed.EXPECTED_DISPUTES_USD, "disputes_summary.usd")
+    assert rows["usd"]["lost"] == 30
+    # JPY evidence is due in 200 h: open, needs a response, not within 72 h
+    assert rows["jpy"]["needs_response_count"] == 1
+    assert rows["jpy"]["evidence_due_72h_count"] == 0
+
+
+def test_recovery_by_strategy(built: Engine) -> None:
+    rows = {r["recovery_strategy"]: r for r in fetch_rows(built, "recovery_by_strategy")}
+    assert_matches(
+        rows["smart_retry"],
+        {
+            "cases_count": 2,
+            "attempts_count": 6,
+            "recovered_count": 1,
+            "lost_count": 1,
+            "recovery_rate": 0.5,
+            "recovered_minor": 1000,
+            "recovered": 10.0,
+        },
+        "recovery.smart_retry",
+    )
+    assert rows["card_update_email"]["open_count"] == 1
+    assert rows["card_update_email"]["recovery_rate"] is None
+
+
+def test_support_tickets_summary(built: Engine) -> None:
+    rows = {
+        (r["issue_type"], r["priority"]): r for r in fetch_rows(built, "support_tickets_summary")
+    }
+    dead = rows[("dead_letter", "high")]
+    assert dead["open_count"] == 2 and dead["opened_24h_count"] == 1
+    assert math.isclose(dead["oldest_open_age_hours"], 30, abs_tol=0.05)
+    resolved = rows[("payment_failed", "medium")]
+    assert resolved["open_count"] == 0
+    assert math.isclose(resolved["avg_hours_to_resolve"], 10, abs_tol=0.01)
+
+
+def test_webhook_health_percentiles_and_errors(built: Engine) -> None:
+    rows = {r["hour"]: r for r in fetch_rows(built, "webhook_health_hourly")}
+    assert_matches(rows["2026-03-01 10:00:00"], seed.EXPECTED_HEALTH_DAY1_HOUR, "health")
