@@ -103,7 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extension_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
     """Subcommands owned by other areas (processing, support, reconciliation, demo)."""
-    registrars: list[Callable[[argparse._SubParsersAction], None]] = []
+    from stripe_pipeline.devtools.cli import add_dev_command  # argparse only: no demo imports
+
+    registrars: list[Callable[[argparse._SubParsersAction], None]] = [add_dev_command]
     try:
         from stripe_pipeline import cli_support
     except ImportError:  # pragma: no cover - during development only

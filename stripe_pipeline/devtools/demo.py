@@ -1,0 +1,421 @@
+"""``stripe-pipeline dev``: the whole pipeline on one machine, against a fake Stripe.
+
+Order of events: migrate the app database, start localstripe (127.0.0.1 only), the
+receiver and ``dagster dev`` as supervised children, wait until each answers,
+register the receiver as localstripe's webhook endpoint, drive traffic, then report
+progress until Ctrl-C (or ``--exit-after``). Everything lives under one data folder,
+so a second run continues with the same SQLite database, the same localstripe state
+and the same Dagster instance.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import sys
+import time
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stripe_pipeline.devtools.processes import (
+    StartupError,
+    Supervisor,
+    http_ready,
+    install_signal_handlers,
+    post_json,
+    wait_until,
+)
+
+API_KEY = "sk_test_stripe_pipeline_dev"
+WEBHOOK_ID = "stripe-pipeline-dev"
+LOCALHOST = "127.0.0.1"
+
+MINIMAL_DAGSTER_YAML = """\
+# Written by `stripe-pipeline dev` (no deploy/dagster.dev.yaml was found).
+storage:
+  sqlite:
+    base_dir:
+      env: DAGSTER_HOME
+run_coordinator:
+  module: dagster._core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    max_concurrent_runs: 1
+    dequeue_interval_seconds: 1
+telemetry:
+  enabled: false
+"""
+
+LOCATIONS_QUERY = """
+query DemoLocations {
+  workspaceOrError {
+    __typename
+    ... on Workspace {
+      locationEntries {
+        name
+        loadStatus
+        locationOrLoadError { __typename ... on PythonError { message } }
+      }
+    }
+  }
+}
+"""
+
+
+def log(message: str) -> None:
+    """One line of what the demo is doing; flushed, since a test or a pipe may read it."""
+    print(f"[dev] {message}", flush=True)
+
+
+def repo_root() -> Path:
+    """The source checkout holding ``workspace.yaml`` (the demo needs an editable install)."""
+    return Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class DemoConfig:
+    """Everything ``stripe-pipeline dev`` can be told; defaults fit a laptop."""
+
+    data_dir: Path = Path("data")
+    receiver_port: int = 8000
+    dagster_port: int = 3000
+    localstripe_port: int = 8420
+    customers: int = 6
+    traffic: bool = True
+    traffic_interval: float = 30.0
+    exit_after: float | None = None
+    receiver_workers: int = 1
+    receiver_threads: int = 4
+
+
+@dataclass
+class DemoPaths:
+    """Where the demo keeps its state, all under the data folder."""
+
+    data_dir: Path
+    logs: Path = field(init=False)
+    dagster_home: Path = field(init=False)
+    localstripe_state: Path = field(init=False)
+    settings_file: Path = field(init=False)
+    status_file: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.data_dir = self.data_dir.resolve()
+        self.logs = self.data_dir / "logs"
+        self.dagster_home = self.data_dir / "dagster_home"
+        self.localstripe_state = self.data_dir / "localstripe.pickle"
+        self.settings_file = self.data_dir / "dev.json"
+        self.status_file = self.data_dir / "dev_status.json"
+
+
+def webhook_secret(paths: DemoPaths) -> str:
+    """The demo's signing secret: created once per data folder, so reruns agree with it."""
+    try:
+        return json.loads(paths.settings_file.read_text())["webhook_secret"]
+    except (OSError, ValueError, KeyError):
+        secret = "whsec_dev_" + secrets.token_hex(16)
+        paths.settings_file.write_text(json.dumps({"webhook_secret": secret}, indent=2) + "\n")
+        paths.settings_file.chmod(0o600)
+        return secret
+
+
+def ensure_ports_free(ports: dict[str, int]) -> None:
+    """Fail before starting anything when a port is taken (a demo from an earlier run?)."""
+    for name, port in ports.items():
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((LOCALHOST, port))
+            except OSError as exc:
+                raise StartupError(
+                    f"port {port} for {name} is in use ({exc.strerror}); "
+                    f"choose another with --{name}-port"
+                ) from None
+
+
+def write_dagster_yaml(paths: DemoPaths) -> Path:
+    """Give ``dagster dev`` its instance config: the repo's dev file, else a minimal one."""
+    paths.dagster_home.mkdir(parents=True, exist_ok=True)
+    target = paths.dagster_home / "dagster.yaml"
+    source = repo_root() / "deploy" / "dagster.dev.yaml"
+    if source.is_file():
+        shutil.copyfile(source, target)
+    else:
+        target.write_text(MINIMAL_DAGSTER_YAML)
+    return target
+
+
+def localstripe_runner() -> Path:
+    """The script that runs localstripe bound to 127.0.0.1; GPL code stays out of process."""
+    runner = repo_root() / "tests" / "support" / "localstripe_runner.py"
+    if not runner.is_file():
+        raise StartupError(
+            f"{runner} not found: `stripe-pipeline dev` needs a source checkout "
+            "installed with `pip install -e '.[dev]'`"
+        )
+    return runner
+
+
+def migrate_database(database_url: str) -> str:
+    """Bring the app schema to head before any child touches it."""
+    from stripe_pipeline.db import migrate
+    from stripe_pipeline.db.engine import make_engine
+
+    engine = make_engine(database_url)
+    try:
+        migrate.upgrade(engine)
+        return migrate.current_revision(engine) or "base"
+    finally:
+        engine.dispose()
+
+
+def child_environment(
+    config: DemoConfig, paths: DemoPaths, database_url: str, secret: str
+) -> dict[str, str]:
+    """One environment for every child, so they agree on database, secret and API base."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "STRIPE_PIPELINE_DATA_DIR": str(paths.data_dir),
+            "STRIPE_PIPELINE_DATABASE_URL": database_url,
+            "STRIPE_WEBHOOK_SECRET": secret,
+            "STRIPE_API_KEY": API_KEY,
+            "STRIPE_API_BASE": f"http://{LOCALHOST}:{config.localstripe_port}",
+            "DAGSTER_HOME": str(paths.dagster_home),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    # the demo's Dagster instance must not report usage home
+    env.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+    return env
+
+
+def localstripe_ready(base_url: str) -> bool:
+    request = urllib.request.Request(
+        f"{base_url}/v1/customers?limit=1", headers={"Authorization": f"Bearer {API_KEY}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def register_webhook(localstripe_url: str, receiver_url: str, secret: str) -> None:
+    """Point localstripe's signed deliveries at the receiver (not persisted by localstripe)."""
+    body = urllib.parse.urlencode({"url": receiver_url, "secret": secret}).encode()
+    request = urllib.request.Request(
+        f"{localstripe_url}/_config/webhooks/{WEBHOOK_ID}", data=body, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        if response.status >= 300:
+            raise StartupError(f"localstripe refused the webhook registration: {response.status}")
+
+
+def dagster_locations(graphql_url: str) -> list[dict[str, Any]]:
+    try:
+        answer = post_json(graphql_url, {"query": LOCATIONS_QUERY}, timeout=5)
+    except (OSError, ValueError):
+        return []
+    workspace = (answer.get("data") or {}).get("workspaceOrError") or {}
+    return list(workspace.get("locationEntries") or [])
+
+
+def dagster_loaded(graphql_url: str) -> bool:
+    """True once every code location finished loading (successfully or not)."""
+    entries = dagster_locations(graphql_url)
+    return bool(entries) and all(e.get("loadStatus") == "LOADED" for e in entries)
+
+
+class Demo:
+    """One run of the demo: owns the supervisor, the URLs and the status file."""
+
+    def __init__(self, config: DemoConfig) -> None:
+        self.config = config
+        self.paths = DemoPaths(Path(config.data_dir))
+        self.localstripe_url = f"http://{LOCALHOST}:{config.localstripe_port}"
+        self.receiver_url = f"http://{LOCALHOST}:{config.receiver_port}"
+        self.dagster_url = f"http://{LOCALHOST}:{config.dagster_port}"
+        self.webhook_url = f"{self.receiver_url}/webhooks/stripe"
+        self.supervisor: Supervisor | None = None
+        self.database_url = ""
+
+    # -- status file: how tests (and curious people) see what is running ------------
+    def write_status(self, stage: str, **extra: Any) -> None:
+        status = {
+            "stage": stage,
+            "pid": os.getpid(),
+            "children": self.supervisor.process_groups() if self.supervisor else {},
+            "urls": {
+                "localstripe": self.localstripe_url,
+                "receiver": self.receiver_url,
+                "webhook": self.webhook_url,
+                "dagster": self.dagster_url,
+            },
+            "database_url": self.database_url,
+            "dagster_home": str(self.paths.dagster_home),
+            "logs": str(self.paths.logs),
+            **extra,
+        }
+        tmp = self.paths.status_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(status, indent=2, default=str) + "\n")
+        tmp.replace(self.paths.status_file)
+
+    def run(self) -> int:
+        """Start everything, drive traffic, report; always stop every child on the way out."""
+        config, paths = self.config, self.paths
+        paths.data_dir.mkdir(parents=True, exist_ok=True)
+        ensure_ports_free(
+            {
+                "localstripe": config.localstripe_port,
+                "receiver": config.receiver_port,
+                "dagster": config.dagster_port,
+            }
+        )
+        from stripe_pipeline.config import load_settings, redact_url
+
+        settings = load_settings({**os.environ, "STRIPE_PIPELINE_DATA_DIR": str(paths.data_dir)})
+        self.database_url = settings.database_url
+        secret = webhook_secret(paths)
+        log(f"data folder {paths.data_dir} (logs in {paths.logs})")
+        revision = migrate_database(self.database_url)
+        log(f"app database {redact_url(self.database_url)} migrated to {revision}")
+        dagster_yaml = write_dagster_yaml(paths)
+        log(f"Dagster instance DAGSTER_HOME={paths.dagster_home} ({dagster_yaml.name} ready)")
+
+        env = child_environment(config, paths, self.database_url, secret)
+        self.supervisor = Supervisor(paths.logs, env, cwd=repo_root())
+        install_signal_handlers(lambda signum: log(f"signal {signum}: stopping"))
+        started = time.monotonic()
+        try:
+            self._start_children()
+            self.write_status("starting")
+            self._wait_ready()
+            register_webhook(self.localstripe_url, self.webhook_url, secret)
+            log(f"localstripe now delivers signed webhooks to {self.webhook_url}")
+            self.write_status("ready")
+            self._print_banner()
+            return self._drive_and_watch(started)
+        except KeyboardInterrupt:
+            log("Ctrl-C: stopping")
+            return 130
+        except StartupError as exc:
+            log(f"error: {exc}")
+            return 1
+        finally:
+            self.write_status("stopping")
+            self.supervisor.stop()
+            self.write_status("stopped")
+            log("every child process stopped")
+
+    def _start_children(self) -> None:
+        assert self.supervisor is not None
+        config = self.config
+        root = repo_root()
+        workspace = root / "workspace.yaml"
+        if workspace.is_file():
+            target = ["-w", str(workspace)]
+        else:
+            target = ["-m", "stripe_pipeline.definitions"]
+        # Dagster is the slowest to come up: start it first
+        self.supervisor.start(
+            "dagster",
+            [sys.executable, "-m", "dagster", "dev", *target,
+             "-h", LOCALHOST, "-p", str(config.dagster_port)],
+        )  # fmt: skip
+        log(f"starting Dagster (webserver + daemon) on {self.dagster_url}")
+        self.supervisor.start(
+            "localstripe",
+            [sys.executable, str(localstripe_runner()), "--port", str(config.localstripe_port),
+             "--state-file", str(self.paths.localstripe_state)],
+        )  # fmt: skip
+        log(f"starting localstripe (fake Stripe API) on {self.localstripe_url}")
+        self.supervisor.start(
+            "receiver",
+            [sys.executable, "-m", "stripe_pipeline.cli", "serve", "--host", LOCALHOST,
+             "--port", str(config.receiver_port), "--workers", str(config.receiver_workers),
+             "--threads", str(config.receiver_threads)],
+        )  # fmt: skip
+        log(f"starting the receiver on {self.receiver_url}")
+
+    def _wait_ready(self) -> None:
+        assert self.supervisor is not None
+        sup = self.supervisor
+        wait_until("localstripe", lambda: localstripe_ready(self.localstripe_url), sup, 30)
+        log("localstripe ready")
+        wait_until("receiver", lambda: http_ready(f"{self.receiver_url}/healthz"), sup, 30)
+        log("receiver ready")
+        wait_until("Dagster webserver", lambda: http_ready(f"{self.dagster_url}/server_info"),
+                   sup, 120)  # fmt: skip
+        graphql = f"{self.dagster_url}/graphql"
+        wait_until("Dagster code location", lambda: dagster_loaded(graphql), sup, 120, 0.5)
+        for entry in dagster_locations(graphql):
+            error = (entry.get("locationOrLoadError") or {}).get("message")
+            if error:
+                log(f"warning: code location {entry['name']} failed to load: {error.strip()}")
+            else:
+                log(f"Dagster ready: code location {entry['name']} loaded")
+
+    def _print_banner(self) -> None:
+        lines = [
+            "",
+            "  stripe-pipeline dev is running (Ctrl-C stops everything)",
+            f"  Dagster UI        {self.dagster_url}/assets",
+            f"  receiver          {self.webhook_url}   (metrics: {self.receiver_url}/metrics)",
+            f"  fake Stripe API   {self.localstripe_url}   (STRIPE_API_KEY={API_KEY})",
+            f"  app database      {self.database_url}",
+            f"  logs              {self.paths.logs}/{{dagster,receiver,localstripe}}.log",
+            "",
+        ]
+        print("\n".join(lines), flush=True)
+
+    def _drive_and_watch(self, started: float) -> int:
+        """Send traffic, print pipeline progress, repeat a small round every interval."""
+        assert self.supervisor is not None
+        from stripe_pipeline.devtools.progress import PipelineProgress
+
+        progress = PipelineProgress(self.database_url)
+        traffic = None
+        if self.config.traffic:
+            from stripe_pipeline.devtools.traffic import TrafficDriver
+
+            traffic = TrafficDriver(
+                api_base=self.localstripe_url,
+                api_key=API_KEY,
+                webhook_url=self.webhook_url,
+                webhook_secret=webhook_secret(self.paths),
+                say=log,
+            )
+            summary = traffic.run_round(customers=self.config.customers)
+            self.write_status("traffic-sent", traffic=summary)
+        next_round = time.monotonic() + self.config.traffic_interval
+        last_line = ""
+        try:
+            while True:
+                self.supervisor.check_alive()
+                line = progress.summary_line()
+                if line != last_line:
+                    log(line)
+                    last_line = line
+                    self.write_status("running", progress=progress.last)
+                now = time.monotonic()
+                if self.config.exit_after is not None and now - started >= self.config.exit_after:
+                    log(f"--exit-after {self.config.exit_after:g} s reached")
+                    return 0
+                if traffic is not None and self.config.traffic_interval > 0 and now >= next_round:
+                    traffic.run_round(customers=1, fixture_events=False)
+                    next_round = now + self.config.traffic_interval
+                time.sleep(2)
+        finally:
+            progress.close()
+
+
+def run_demo(config: DemoConfig) -> int:
+    """Entry point of ``stripe-pipeline dev``; returns the process exit code."""
+    return Demo(config).run()

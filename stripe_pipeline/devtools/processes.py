@@ -1,0 +1,239 @@
+"""Child processes of the demo: started in their own sessions, killed by process group.
+
+A backgrounded ``dagster dev`` ignores SIGINT and SIGTERM, and a terminal's Ctrl-C
+only reaches the foreground process group. So every child gets its own session
+(``start_new_session=True``) and the supervisor, not the terminal, ends it: SIGTERM
+to the group, a short grace period, then SIGKILL to the group and to every
+descendant that moved to another group. ``atexit`` and signal handlers make sure
+this also happens when the demo dies of an exception or a SIGTERM/SIGHUP.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+GRACE_SECONDS = 3.0
+
+
+class StartupError(RuntimeError):
+    """A child exited or did not become ready; the message points at its log."""
+
+
+def descendants(pid: int) -> set[int]:
+    """All live descendants of ``pid`` (Linux ``/proc``; empty elsewhere)."""
+    children: dict[int, list[int]] = {}
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return set()
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # the command name may hold spaces and parentheses: split after the last ')'
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 1:
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found: set[int] = set()
+    stack = [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            if child not in found:
+                found.add(child)
+                stack.append(child)
+    return found
+
+
+def is_alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return state[state.rfind(")") + 2 :].split()[0] != "Z"
+
+
+def group_alive(pgid: int) -> bool:
+    """True while any process of the group ``pgid`` exists."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class Child:
+    """One supervised process: its own session, output appended to a log file."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    log_file: IO[bytes]
+    known_pids: set[int] = field(default_factory=set)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def remember_descendants(self) -> None:
+        """Note the current process tree, so a descendant that left the group dies too."""
+        self.known_pids |= descendants(self.pid)
+
+
+class Supervisor:
+    """Starts children and guarantees that every one of them is gone when it stops."""
+
+    def __init__(self, log_dir: Path, env: Mapping[str, str], cwd: Path) -> None:
+        self.log_dir = log_dir
+        self.env = dict(env)
+        self.cwd = cwd
+        self.children: list[Child] = []
+        self._stopped = False
+        log_dir.mkdir(parents=True, exist_ok=True)
+        atexit.register(self.stop)
+
+    def start(self, name: str, argv: Sequence[str], extra_env: Mapping[str, str] | None = None):
+        """Start ``argv`` in a new session; stdout and stderr go to ``<log_dir>/<name>.log``."""
+        log_path = self.log_dir / f"{name}.log"
+        log_file = log_path.open("ab")
+        log_file.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(argv)}\n".encode())
+        log_file.flush()
+        env = {**self.env, **(extra_env or {})}
+        process = subprocess.Popen(
+            list(argv),
+            cwd=self.cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        child = Child(name, process, log_path, log_file)
+        self.children.append(child)
+        return child
+
+    def check_alive(self) -> None:
+        """Raise if a child died: the demo is useless without any of its parts."""
+        for child in self.children:
+            child.remember_descendants()
+            if not child.running():
+                raise StartupError(
+                    f"{child.name} exited with code {child.process.returncode}; "
+                    f"last lines of {child.log_path}:\n{child.log_tail()}"
+                )
+
+    def process_groups(self) -> dict[str, int]:
+        return {child.name: child.pid for child in self.children}
+
+    def stop(self) -> None:
+        """SIGTERM every group, wait briefly, then SIGKILL groups and known descendants."""
+        if self._stopped:
+            return
+        self._stopped = True
+        for child in self.children:
+            child.remember_descendants()
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child.pid, signal.SIGTERM)
+        deadline = time.monotonic() + GRACE_SECONDS
+        while time.monotonic() < deadline and any(c.running() for c in self.children):
+            time.sleep(0.1)
+        for child in reversed(self.children):
+            child.remember_descendants()
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child.pid, signal.SIGKILL)
+            for pid in child.known_pids:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.process.wait(timeout=10)
+            child.log_file.close()
+        # descendants re-parented to init are reaped by it; give the kernel a moment
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(
+            group_alive(c.pid) or any(is_alive(p) for p in c.known_pids) for c in self.children
+        ):
+            time.sleep(0.05)
+
+
+def install_signal_handlers(on_signal: Callable[[int], None]) -> None:
+    """Turn SIGTERM and SIGHUP into the same orderly shutdown as Ctrl-C."""
+
+    def handler(signum: int, _frame: Any) -> None:
+        on_signal(signum)
+        raise KeyboardInterrupt
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, handler)
+
+
+def http_ready(url: str, timeout: float = 1.0) -> bool:
+    """True once ``url`` answers with any HTTP status below 500."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status < 500
+    except urllib.error.HTTPError as exc:
+        return exc.code < 500
+    except (OSError, ValueError):
+        return False
+
+
+def wait_until(
+    what: str,
+    ready: Callable[[], bool],
+    supervisor: Supervisor,
+    timeout: float,
+    interval: float = 0.25,
+) -> None:
+    """Poll ``ready`` until true; fail fast with the log tail if a child died meanwhile."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        supervisor.check_alive()
+        if ready():
+            return
+        time.sleep(interval)
+    raise StartupError(f"{what} not ready after {timeout:.0f} s")
+
+
+def post_json(url: str, body: Mapping[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+    """POST JSON and decode the JSON answer (used for Dagster's GraphQL endpoint)."""
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read())
