@@ -12,8 +12,9 @@ from dagster import Definitions
 
 from stripe_pipeline.defs.common.resources import DatabaseResource
 from stripe_pipeline.defs.processing.definitions import defs as processing_defs
+from stripe_pipeline.defs.recovery.definitions import defs as recovery_defs
 
-AREAS: list[Definitions] = [processing_defs]
+AREAS: list[Definitions] = [processing_defs, recovery_defs]
 
 defs = Definitions.merge(
     Definitions(resources={"database": DatabaseResource()}),
