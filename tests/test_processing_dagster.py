@@ -6,10 +6,12 @@ Uses Dagster's own test helpers (``build_sensor_context``, ``instance_for_test``
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ import pytest
 from dagster import (
     DagsterInstance,
     DagsterRunStatus,
+    Definitions,
     RunRequest,
     RunsFilter,
     SkipReason,
@@ -35,12 +38,20 @@ from sqlalchemy.engine import make_url
 
 from stripe_pipeline.db.engine import make_engine
 from stripe_pipeline.db.models import StripeEvent
-from stripe_pipeline.defs.common.resources import DatabaseResource
-from stripe_pipeline.defs.processing.jobs import PROCESSING_JOB_NAME
+from stripe_pipeline.defs.common.resources import DatabaseResource, StripeApiResource
+from stripe_pipeline.defs.processing.assets import DOMAIN_TABLE_KEYS
+from stripe_pipeline.defs.processing.jobs import (
+    PROCESSING_JOB_NAME,
+    parse_time,
+    replay_stripe_events_job,
+    support_ticket_action_job,
+)
 from stripe_pipeline.defs.processing.sensors import stripe_events_sensor
 from stripe_pipeline.land.envelope import envelope_from_event
 from stripe_pipeline.land.store import insert_event
 from tests.conftest import PG_ADMIN_URL
+from tests.support.dagster_processing import materialization_metadata, run_processing
+from tests.support.events import make_event
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -293,3 +304,243 @@ def test_dev_dagster_yaml_is_a_valid_sqlite_instance(tmp_path: Path, monkeypatch
         assert instance.get_run_by_id(run.run_id) is not None
     finally:
         instance.dispose()
+
+
+# ---------------------------------------------------------------- processing job
+
+T0 = 1_750_000_000
+# an API that refuses connections: a charge.refunded without its refund list fails
+# temporarily there, which must schedule a retry, not fail the run
+UNREACHABLE_API = StripeApiResource(
+    api_key="sk_test_unreachable", api_base="http://127.0.0.1:9", max_network_retries=0
+)
+
+
+def fixture_stream(fx: dict[str, Any]) -> list[dict[str, Any]]:
+    """One event of each kind, from Stripe's own fixtures, plus an unknown type, a
+    poison event and a charge.refunded whose refunds must come from the (dead) API."""
+    customer = fx["customer"]["id"]
+    succeeded = dict(
+        copy.deepcopy(fx["payment_intent"]),
+        status="succeeded",
+        customer=customer,
+        latest_charge=fx["charge"]["id"],
+        amount_received=fx["payment_intent"]["amount"],
+    )
+    failed = dict(
+        copy.deepcopy(fx["payment_intent"]),
+        id="pi_failed_job_test",
+        status="requires_payment_method",
+        customer=customer,
+        last_payment_error={
+            "type": "card_error",
+            "code": "card_declined",
+            "decline_code": "insufficient_funds",
+            "message": "Your card has insufficient funds.",
+        },
+    )
+    charge = copy.deepcopy(fx["charge"])
+    charge.pop("refunds", None)  # API >= 2022-11-15: not included unless expanded
+    charge.update(id="ch_refunded_job_test", refunded=True, amount_refunded=charge["amount"])
+    return [
+        make_event("customer.created", fx["customer"], T0),
+        make_event(
+            "payment_method.attached", dict(fx["payment_method"], customer=customer), T0 + 1
+        ),
+        make_event("payment_intent.succeeded", succeeded, T0 + 2),
+        make_event("payment_intent.payment_failed", failed, T0 + 3),
+        make_event("customer.subscription.created", fx["subscription"], T0 + 4),
+        make_event("invoice.paid", dict(fx["invoice"], status="paid"), T0 + 5),
+        make_event("charge.dispute.created", dict(fx["dispute"], status="needs_response"), T0 + 6),
+        make_event("refund.created", fx["refund"], T0 + 7),
+        make_event("balance.available", {"object": "balance", "id": "bal_job_test"}, T0 + 8),
+        make_event(
+            "payment_intent.succeeded",
+            {"object": "payment_intent", "id": "pi_poison_job_test", "amount": "lots"},
+            T0 + 9,
+        ),
+        make_event("charge.refunded", charge, T0 + 10),
+    ]
+
+
+def scalar(engine: Engine, sql: str, **params: Any) -> Any:
+    with engine.connect() as conn:
+        return conn.execute(text(sql), params).scalar()
+
+
+def test_processing_job_materializes_domain_tables(
+    engine: Engine, database_url: str, stripe_fixtures: dict, dagster_instance
+) -> None:
+    fx = stripe_fixtures
+    stream = fixture_stream(fx)
+    land(engine, stream)
+
+    result = run_processing(database_url, instance=dagster_instance, stripe_api=UNREACHABLE_API)
+    assert result.success
+
+    # the domain rows
+    with engine.connect() as conn:
+        payments = {
+            r.payment_intent_id: r
+            for r in conn.execute(
+                text(
+                    "SELECT payment_intent_id, status, amount_minor, customer_id, "
+                    "failure_code, decline_code FROM stripe_payments"
+                )
+            )
+        }
+    ok = payments[fx["payment_intent"]["id"]]
+    assert (ok.status, ok.amount_minor, ok.customer_id) == (
+        "succeeded",
+        fx["payment_intent"]["amount"],
+        fx["customer"]["id"],
+    )
+    declined = payments["pi_failed_job_test"]
+    assert (declined.failure_code, declined.decline_code) == ("card_declined", "insufficient_funds")
+    assert "pi_poison_job_test" not in payments
+    assert scalar(engine, "SELECT status FROM stripe_disputes") == "needs_response"
+    assert scalar(engine, "SELECT stripe_refund_id FROM stripe_refunds") == fx["refund"]["id"]
+    assert scalar(engine, "SELECT status FROM stripe_subscriptions") == fx["subscription"]["status"]
+    assert scalar(engine, "SELECT status FROM stripe_invoices") == "paid"
+    assert scalar(engine, "SELECT stripe_customer_id FROM stripe_customers") == fx["customer"]["id"]
+    assert scalar(engine, "SELECT customer_id FROM stripe_payment_methods") == fx["customer"]["id"]
+
+    # queue states: poison dead-lettered with a ticket, the refund fetch scheduled for retry
+    statuses = dict(
+        (r[0], r[1]) for r in _rows(engine, "SELECT stripe_event_id, status FROM stripe_events")
+    )
+    events = {e["data"]["object"]["id"]: e["id"] for e in stream}
+    assert statuses[events["pi_poison_job_test"]] == "dead_letter"
+    assert statuses[events["ch_refunded_job_test"]] == "retry"
+    assert statuses[events["bal_job_test"]] == "ignored"
+    assert scalar(engine, "SELECT count(*) FROM payment_support_tickets") == 1
+
+    # the run's metadata
+    meta = materialization_metadata(result)
+    assert set(meta) == {k.path[-1] for k in DOMAIN_TABLE_KEYS}
+    run = meta["stripe_payments"]
+    assert run["events_claimed"] == 11
+    assert run["processed"] == 8 and run["ignored"] == 1
+    assert run["retries_scheduled"] == 1
+    assert run["dead_lettered"] == 1 and run["tickets_opened"] == 1
+    assert run["oldest_pending_age_seconds"] == 0.0 and run["remaining_due"] == 0
+    table = run["events_by_type_and_outcome"]
+    assert "| payment_intent.succeeded | 1 | 0 | 1 | 0 | 2 |" in table
+    assert "| charge.refunded | 0 | 0 | 0 | 1 | 1 |" in table
+    assert meta["stripe_payments"]["rows_written"] >= 2
+    assert meta["payment_support_tickets"]["rows_written"] == 1
+    for name in ("stripe_refunds", "stripe_disputes", "stripe_customers", "stripe_invoices"):
+        assert meta[name]["rows_written"] >= 1, name
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks == {"queue_keeps_up": True, "every_dead_letter_has_a_ticket": True}
+
+    # a second run finds nothing due (the retry waits for its backoff): nothing changes
+    again = materialization_metadata(run_processing(database_url, instance=dagster_instance))
+    assert again["stripe_payments"]["events_claimed"] == 0
+
+
+def _rows(engine: Engine, sql: str) -> list[Any]:
+    with engine.connect() as conn:
+        return list(conn.execute(text(sql)))
+
+
+def test_run_config_overrides_batching(engine: Engine, database_url: str, dagster_instance) -> None:
+    land(engine, [customer_event(n) for n in range(5)])
+    result = run_processing(
+        database_url,
+        instance=dagster_instance,
+        config={"batch_size": 2, "max_batches": 2, "retry_max_retries": 3},
+    )
+    meta = materialization_metadata(result)["stripe_customers"]
+    assert meta["batches"] == 2 and meta["events_claimed"] == 4
+    assert meta["remaining_due"] == 1
+    # the leftover is what the sensor sees next
+    assert isinstance(tick(dagster_instance, database_url)[0], RunRequest)
+
+
+# ---------------------------------------------------------------- support jobs
+
+
+def support_defs(database_url: str) -> Definitions:
+    return Definitions(
+        jobs=[support_ticket_action_job, replay_stripe_events_job],
+        resources={"database": DatabaseResource(url=database_url)},
+    )
+
+
+def test_support_jobs_retry_resolve_and_replay(
+    engine: Engine, database_url: str, stripe_fixtures: dict, dagster_instance
+) -> None:
+    land(engine, fixture_stream(stripe_fixtures))
+    run_processing(database_url, instance=dagster_instance, stripe_api=UNREACHABLE_API)
+    ticket_id = scalar(engine, "SELECT id FROM payment_support_tickets")
+    defs = support_defs(database_url)
+
+    retry = defs.resolve_job_def("support_ticket_action").execute_in_process(
+        run_config={
+            "ops": {
+                "apply_ticket_action": {
+                    "config": {"ticket_id": ticket_id, "action": "retry", "actor": "alice"}
+                }
+            }
+        },
+        instance=dagster_instance,
+    )
+    assert retry.success
+    assert scalar(engine, "SELECT status FROM payment_support_tickets") == "investigating"
+    assert scalar(engine, "SELECT count(*) FROM stripe_events WHERE status = 'pending'") == 1
+
+    resolved = defs.resolve_job_def("support_ticket_action").execute_in_process(
+        run_config={
+            "ops": {
+                "apply_ticket_action": {
+                    "config": {
+                        "ticket_id": ticket_id,
+                        "action": "resolve",
+                        "note": "poison payload, confirmed with Stripe support",
+                        "actor": "alice",
+                    }
+                }
+            }
+        },
+        instance=dagster_instance,
+    )
+    assert resolved.success
+    row = _rows(engine, "SELECT status, resolution, resolved_by FROM payment_support_tickets")[0]
+    assert row.status == "resolved" and row.resolution == "manual"
+    assert row.resolved_by.startswith("alice")
+
+    replay = defs.resolve_job_def("replay_stripe_events").execute_in_process(
+        run_config={
+            "ops": {
+                "replay_selected_events": {
+                    "config": {"event_type": "customer.*", "status": ["processed"]}
+                }
+            }
+        },
+        instance=dagster_instance,
+    )
+    assert replay.success
+    pending = _rows(engine, "SELECT event_type FROM stripe_events WHERE status = 'pending'")
+    assert sorted(r.event_type for r in pending) == [
+        "customer.created",
+        "customer.subscription.created",
+        "payment_intent.succeeded",  # the re-queued poison event of the ticket
+    ]
+
+
+def test_replay_job_refuses_an_unfiltered_replay(database_url: str, dagster_instance) -> None:
+    job = support_defs(database_url).resolve_job_def("replay_stripe_events")
+    result = job.execute_in_process(
+        run_config={"ops": {"replay_selected_events": {"config": {}}}},
+        instance=dagster_instance,
+        raise_on_error=False,
+    )
+    assert not result.success
+
+
+def test_parse_time_accepts_unix_seconds_and_iso() -> None:
+    assert parse_time("1700000000") == 1_700_000_000
+    assert parse_time("2024-01-02T03:04:05Z") == datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert parse_time("2024-01-02") == datetime(2024, 1, 2, tzinfo=UTC)
+    assert parse_time(None) is None and parse_time(" ") is None
