@@ -6,6 +6,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+# stripe_created is a BIGINT column; a larger value would fail in the driver, not here
+MAX_BIGINT = 2**63
+# api_version is a VARCHAR(64) column
+MAX_API_VERSION = 64
+
 
 class MalformedEvent(ValueError):
     """The body is signed but is not a Stripe event we can store."""
@@ -55,7 +60,7 @@ def envelope_from_event(doc: Any, payload_text: str | None = None) -> EventEnvel
     event_id = _require_str(doc, "id")
     event_type = _require_str(doc, "type")
     created = doc.get("created")
-    if not isinstance(created, int) or isinstance(created, bool) or created < 0:
+    if not isinstance(created, int) or isinstance(created, bool) or not 0 <= created < MAX_BIGINT:
         raise MalformedEvent("event field 'created' must be a Unix timestamp")
     data = doc.get("data")
     if not isinstance(data, dict) or not isinstance(data.get("object"), dict):
@@ -66,9 +71,11 @@ def envelope_from_event(doc: Any, payload_text: str | None = None) -> EventEnvel
     return EventEnvelope(
         stripe_event_id=event_id,
         event_type=event_type,
-        api_version=api_version if isinstance(api_version, str) else None,
+        api_version=api_version
+        if isinstance(api_version, str) and len(api_version) <= MAX_API_VERSION
+        else None,
         livemode=doc.get("livemode") is True,
-        account=account if isinstance(account, str) else None,
+        account=account if isinstance(account, str) and len(account) <= 255 else None,
         object_id=obj_id if isinstance(obj_id, str) and len(obj_id) <= 255 else None,
         stripe_created=created,
         payload_text=payload_text if payload_text is not None else json.dumps(doc),

@@ -26,6 +26,9 @@ def verify_signature(
     """
     if not header:
         raise InvalidSignature("missing Stripe-Signature header")
+    if not header.isascii():
+        # the library's constant-time compare raises TypeError on non-ASCII input
+        raise InvalidSignature("malformed Stripe-Signature header")
     try:
         body.decode("utf-8")
     except UnicodeDecodeError as exc:
