@@ -18,14 +18,15 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime
 from decimal import Decimal
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, insert
 
-from stripe_pipeline.audit import AuditEntry, record
+from stripe_pipeline.audit import AUDIT_LOG, AuditEntry, record
 from stripe_pipeline.process import resources
 from stripe_pipeline.process.errors import PermanentError
 from stripe_pipeline.process.events import QueuedEvent
@@ -38,7 +39,14 @@ from stripe_pipeline.process.registry import (
     post_apply_hooks,
 )
 from stripe_pipeline.process.resources.refunds import RefundSourceFailed
-from stripe_pipeline.process.upsert import Version, merge_row, select_current, upsert_rows
+from stripe_pipeline.process.upsert import (
+    Version,
+    merge_row,
+    recordset,
+    recordset_param,
+    select_current,
+    upsert_rows,
+)
 
 log = logging.getLogger(__name__)
 
@@ -242,10 +250,33 @@ def _write(conn: Connection, parsed: Sequence[_Parsed], actor_prefix: str) -> _W
                     else None,
                 )
             )
-    record(conn, audit)
+    _record_audit(conn, audit)
     for hook in post_apply_hooks():
         hook(conn, changes)
     return _Written(rows_written, changed_events)
+
+
+_AUDIT_COLUMNS = tuple(f.name for f in fields(AuditEntry))
+
+
+@cache
+def _audit_insert():
+    return insert(AUDIT_LOG).from_select(list(_AUDIT_COLUMNS), recordset(AUDIT_LOG, _AUDIT_COLUMNS))
+
+
+def _record_audit(conn: Connection, entries: list[AuditEntry]) -> None:
+    """``audit.record``, but on PostgreSQL as one statement with one JSONB parameter.
+
+    ``audit.record`` (``dataclasses.asdict`` plus a row-per-row executemany) took half
+    the batch time on PostgreSQL; this keeps the same rows at a fraction of the cost.
+    """
+    if not entries:
+        return
+    if conn.dialect.name != "postgresql":
+        record(conn, entries)
+        return
+    rows = [{name: getattr(entry, name) for name in _AUDIT_COLUMNS} for entry in entries]
+    conn.execute(_audit_insert(), recordset_param(rows))
 
 
 def _record(result: ApplyResult, parsed: Sequence[_Parsed], written: _Written) -> None:

@@ -55,3 +55,72 @@ def queued(event: dict[str, Any], row_id: int | None = None, retry_count: int = 
         retry_count=retry_count,
         payload=event,
     )
+
+
+# --- applying events in tests -------------------------------------------------
+
+DOMAIN_TABLES = {
+    "stripe_payments": "payment_intent_id",
+    "stripe_refunds": "stripe_refund_id",
+    "stripe_disputes": "stripe_dispute_id",
+    "stripe_customers": "stripe_customer_id",
+    "stripe_subscriptions": "stripe_subscription_id",
+    "stripe_invoices": "stripe_invoice_id",
+    "stripe_payment_methods": "stripe_payment_method_id",
+}
+# columns that record when a row was written, not what it says
+VOLATILE_COLUMNS = frozenset({"id", "created_at", "updated_at", "amount"})
+
+
+def apply_in_transaction(engine: Any, events: list[dict[str, Any]], **kwargs: Any) -> Any:
+    """Apply event dicts in one committed transaction, as the queue's runner does."""
+    from stripe_pipeline.process.apply import apply_events
+
+    with engine.begin() as conn:
+        return apply_events(conn, [queued(e) for e in events], **kwargs)
+
+
+def fetch_row(conn_or_engine: Any, table: str, key: str) -> dict[str, Any] | None:
+    """One domain row by its Stripe key, datetimes as aware UTC (SQLite returns naive ones)."""
+    from sqlalchemy import select
+
+    from stripe_pipeline.db.models import metadata
+
+    def run(conn: Any) -> dict[str, Any] | None:
+        t = metadata.tables[table]
+        found = conn.execute(select(t).where(t.c[DOMAIN_TABLES[table]] == key)).mappings().first()
+        return _normalize(dict(found)) if found is not None else None
+
+    if hasattr(conn_or_engine, "begin") and not hasattr(conn_or_engine, "in_transaction"):
+        with conn_or_engine.connect() as conn:
+            return run(conn)
+    return run(conn_or_engine)
+
+
+def domain_state(conn: Any) -> dict[str, dict[str, dict[str, Any]]]:
+    """Every domain table's rows by key, without bookkeeping columns: for equality checks."""
+    from sqlalchemy import select
+
+    from stripe_pipeline.db.models import metadata
+
+    state: dict[str, dict[str, dict[str, Any]]] = {}
+    for table, column in DOMAIN_TABLES.items():
+        rows = conn.execute(select(metadata.tables[table])).mappings().all()
+        state[table] = {
+            row[column]: {
+                k: v for k, v in _normalize(dict(row)).items() if k not in VOLATILE_COLUMNS
+            }
+            for row in rows
+        }
+    return state
+
+
+def _normalize(row: dict[str, Any]) -> dict[str, Any]:
+    from datetime import UTC, datetime
+
+    return {
+        key: value.replace(tzinfo=UTC)
+        if isinstance(value, datetime) and value.tzinfo is None
+        else value
+        for key, value in row.items()
+    }

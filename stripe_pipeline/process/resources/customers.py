@@ -30,8 +30,8 @@ SPEC = TableSpec(
     table=StripeCustomer.__table__,
     key="stripe_customer_id",
     policies={
-        "email": K,
-        "name": K,
+        "email": N,
+        "name": N,
         "default_payment_method_id": N,
         "delinquent": N,
         "currency": K,

@@ -6,9 +6,9 @@ https://docs.stripe.com/api/charges/object
 One row per PaymentIntent, keyed by its id, or by the charge id for a legacy charge
 made without a PaymentIntent. Both event families write the same row: the newest
 event decides status and failure fields, while ids, amounts and the card
-fingerprint are "newest known" (a PaymentIntent event does not know the card
-fingerprint, a charge event of today's API does not know the invoice; neither
-erases what the other said). Refunded amounts only grow.
+ids and amounts are "newest known" (a charge event of today's API does not know the
+invoice; neither family erases what the other said). The card fingerprint follows
+the latest charge (PaymentIntent events do not carry it). Refunded amounts only grow.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ SPEC = TableSpec(
         "customer_id": K,
         "invoice_id": K,
         "payment_method_id": K,
-        "card_fingerprint": K,
+        "card_fingerprint": Policy.FOLLOWS,
         "amount_minor": K,
         "amount_received_minor": K,
         "amount_refunded_minor": G,
@@ -69,6 +69,8 @@ SPEC = TableSpec(
         "payment_method_id",
     ),
     insert_defaults={"amount_refunded_minor": 0},
+    # the card of the latest charge, whichever event about that charge arrives last
+    follows={"card_fingerprint": "charge_id"},
 )
 
 # A charge's status in the payment vocabulary (PaymentIntent statuses plus "failed").
