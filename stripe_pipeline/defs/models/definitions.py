@@ -1,0 +1,43 @@
+"""The models area: SQL model assets, their health checks, and the automation running them."""
+
+from __future__ import annotations
+
+from dagster import (
+    AssetSelection,
+    AutomationConditionSensorDefinition,
+    DefaultSensorStatus,
+    Definitions,
+    define_asset_job,
+)
+
+from stripe_pipeline.defs.models.assets import MODEL_ASSETS, MODEL_KEYS, SOURCE_SPECS
+from stripe_pipeline.defs.models.checks import HEALTH_CHECKS
+from stripe_pipeline.defs.models.resources import MonitoringResource
+
+MODEL_SELECTION = AssetSelection.assets(*MODEL_KEYS)
+
+# manual rebuild of every model and its checks (also handy after editing SQL)
+refresh_models_job = define_asset_job(
+    name="refresh_models",
+    selection=MODEL_SELECTION,
+    description="Rebuild every dbt_like_sql model (staging views, then marts) and its checks.",
+)
+
+models_automation_sensor = AutomationConditionSensorDefinition(
+    name="models_automation_sensor",
+    target=MODEL_SELECTION,
+    default_status=DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description=(
+        "Refreshes the models after processing updates their tables and nightly, and runs "
+        "the health checks every 15 minutes."
+    ),
+)
+
+defs = Definitions(
+    assets=[*SOURCE_SPECS, *MODEL_ASSETS],
+    asset_checks=HEALTH_CHECKS,
+    jobs=[refresh_models_job],
+    sensors=[models_automation_sensor],
+    resources={"monitoring": MonitoringResource.from_env()},
+)
