@@ -11,11 +11,12 @@ from __future__ import annotations
 from dagster import Definitions
 
 from stripe_pipeline.defs.common.resources import DatabaseResource
+from stripe_pipeline.defs.models.definitions import defs as models_defs
 from stripe_pipeline.defs.processing.definitions import defs as processing_defs
 from stripe_pipeline.defs.reconciliation.definitions import defs as reconciliation_defs
 from stripe_pipeline.defs.recovery.definitions import defs as recovery_defs
 
-AREAS: list[Definitions] = [processing_defs, recovery_defs, reconciliation_defs]
+AREAS: list[Definitions] = [processing_defs, recovery_defs, reconciliation_defs, models_defs]
 
 defs = Definitions.merge(
     Definitions(resources={"database": DatabaseResource()}),
