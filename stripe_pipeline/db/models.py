@@ -43,6 +43,8 @@ NAMING_CONVENTION = {
 # Event queue states. ``processing`` rows carry a lease; ``retry`` rows wait for
 # ``next_retry_at``; ``dead_letter`` rows were escalated to a support ticket.
 EVENT_STATUSES = ("pending", "processing", "retry", "processed", "ignored", "dead_letter")
+# statuses still in the queue; the literal predicate of ix_stripe_events_claim_order
+QUEUED_EVENTS = "status IN ('pending', 'retry', 'processing')"
 TICKET_STATUSES = ("open", "investigating", "resolved")
 TICKET_PRIORITIES = ("low", "medium", "high", "critical")
 
@@ -95,6 +97,14 @@ class StripeEvent(Base):
 
     __table_args__ = (
         Index("ix_stripe_events_queue", "status", "next_retry_at"),
+        # claim order of queued events; partial, so it stays small (0006_event_claim_order)
+        Index(
+            "ix_stripe_events_claim_order",
+            "stripe_created",
+            "id",
+            postgresql_where=text(QUEUED_EVENTS),
+            sqlite_where=text(QUEUED_EVENTS),
+        ),
         Index("ix_stripe_events_object", "object_id", "stripe_created"),
         Index("ix_stripe_events_type_created", "event_type", "stripe_created"),
     )

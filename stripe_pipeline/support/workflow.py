@@ -179,6 +179,12 @@ def resolve_requeued_tickets(conn: Connection, stripe_event_ids: Iterable[str]) 
     ids = list(stripe_event_ids)
     if not ids:
         return []
+    # almost always none: one index probe instead of matching a thousand event ids
+    waiting = conn.execute(
+        select(T.id).where(T.status == "investigating", T.issue_type.in_(EVENT_ISSUES)).limit(1)
+    ).first()
+    if waiting is None:
+        return []
     found = conn.execute(
         select(T.id).where(
             T.status == "investigating",
@@ -266,9 +272,7 @@ def replay_events(
     )
     with engine.begin() as conn:
         stmt = (
-            select(E.id, E.stripe_event_id, E.status, E.retry_count)
-            .where(*filters)
-            .order_by(E.id)
+            select(E.id, E.stripe_event_id, E.status, E.retry_count).where(*filters).order_by(E.id)
         )
         if conn.dialect.name == "postgresql" and not dry_run:
             stmt = stmt.with_for_update(skip_locked=True)
