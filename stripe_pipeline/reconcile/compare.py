@@ -184,14 +184,22 @@ def compare_chunk(
 
     remote = _remote_frame(spec, [p for p, _ in projected.values()])
     local = _local_rows(conn, spec, keys)
-    merged = remote.join(local, how="left", rsuffix="_local")
+    merged = pd.merge(
+        remote, local, how="left", left_index=True, right_index=True, suffixes=("", "_local")
+    )
     in_local = merged.index.isin(local.index)
 
     findings: dict[str, list[Finding]] = {}
-    owns = merged["_owns"].astype(bool)
-    for key in merged.index[~in_local & owns.to_numpy()]:
+    owns = merged["_owns"].astype(bool).to_numpy()
+    for key in merged.index[~in_local & owns]:
         findings.setdefault(key, []).append(
             Finding(spec.object_type, key, "missing_locally", "", None, projected[key][0].values)
+        )
+    for key in merged.index[~in_local & ~owns]:
+        # the owner's listing (earlier in the run) reported the object missing; this
+        # listing's facts (a charge's refunds) complete the repaired row after it
+        spool.add(
+            [], Repair(spec.object_type, key, listing.resource, observed_at, projected[key][1])
         )
 
     version = pd.to_numeric(merged["_version"], errors="coerce")
@@ -258,7 +266,8 @@ def find_missing_in_stripe(
         )
     )
     stmt = select(table.c[spec.key], *(table.c[f] for f in spec.fields)).where(in_window, not_seen)
-    result = conn.execution_options(yield_per=chunk_size).execute(stmt)
+    # on the statement, not the connection: Connection.execution_options sticks
+    result = conn.execute(stmt.execution_options(yield_per=chunk_size))
     for part in result.partitions():
         frame = pd.DataFrame(part, columns=[spec.key, *spec.fields])
         for rec in frame.astype(object).to_dict("records"):

@@ -180,6 +180,12 @@ def _write_findings(
     """Insert new discrepancies, refresh the unresolved ones found again (set-based)."""
     if not items:
         return
+    # one row per key: two listings may report the same difference of one object
+    unique: dict[tuple[str, str, str, str], tuple[Finding, bool]] = {}
+    for finding, repaired in items:
+        earlier = unique.get(finding.key)
+        unique[finding.key] = (finding, repaired or (earlier is not None and earlier[1]))
+    items = list(unique.values())
     now = datetime.now(UTC)
     existing = _unresolved(conn, [f.key for f, _ in items])
     inserts, updates = [], []

@@ -98,6 +98,7 @@ _PAYMENT_FIELDS = (
     "amount_refunded_minor",
     "currency",
 )
+_INTENT_FIELDS = tuple(f for f in _PAYMENT_FIELDS if f != "amount_refunded_minor")
 _charge_of_intent = _projector("charges", ("amount_refunded_minor",), owns_object=False)
 _legacy_charge = _projector("charges", _PAYMENT_FIELDS)
 
@@ -123,7 +124,8 @@ SPECS: dict[str, ObjectSpec] = {
             "payment_intent_id",
             _PAYMENT_FIELDS,
             (
-                Listing("payment_intents", _projector("payment_intents", _PAYMENT_FIELDS)),
+                # refunded amounts belong to the charges listing: one listing per field
+                Listing("payment_intents", _projector("payment_intents", _INTENT_FIELDS)),
                 Listing("charges", _project_charge),
             ),
         ),

@@ -1,0 +1,140 @@
+"""Stripe traffic against localstripe for reconciliation tests, plus an in-memory
+listing API (Stripe-shaped objects, pages of 100) for tests that need no HTTP."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import requests
+from sqlalchemy import Engine, text
+
+from tests.support.localstripe_peer import LocalStripe
+
+# localstripe has no /v1/disputes: disputes are covered with the in-memory API
+LOCALSTRIPE_OBJECT_TYPES = ("payment", "refund", "subscription", "invoice")
+
+
+class Traffic:
+    """Payments, refunds and subscriptions made through localstripe's API."""
+
+    def __init__(self, ls: LocalStripe) -> None:
+        self.ls = ls
+        self.headers = {"Authorization": f"Bearer {ls.api_key}"}
+        self._plan = 0
+
+    def post(self, path: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
+        r = requests.post(
+            self.ls.base_url + path, data=data or {}, headers=self.headers, timeout=10
+        )
+        r.raise_for_status()
+        return r.json()
+
+    def list(self, resource: str) -> list[dict[str, Any]]:
+        r = requests.get(
+            f"{self.ls.base_url}/v1/{resource}",
+            params={"limit": 100},
+            headers=self.headers,
+            timeout=10,
+        )
+        r.raise_for_status()
+        return r.json()["data"]
+
+    def customer_with_card(self) -> tuple[str, str]:
+        cus = self.post("/v1/customers", {"email": "payer@example.com"})
+        pm = self.post(
+            "/v1/payment_methods",
+            {
+                "type": "card",
+                "card[number]": "4242424242424242",
+                "card[exp_month]": "12",
+                "card[exp_year]": "2034",
+                "card[cvc]": "123",
+            },
+        )
+        self.post(f"/v1/payment_methods/{pm['id']}/attach", {"customer": cus["id"]})
+        self.post(
+            f"/v1/customers/{cus['id']}", {"invoice_settings[default_payment_method]": pm["id"]}
+        )
+        return cus["id"], pm["id"]
+
+    def payment(self, customer: str, pm: str, amount: int) -> str:
+        pi = self.post(
+            "/v1/payment_intents",
+            {"amount": str(amount), "currency": "usd", "customer": customer, "payment_method": pm},
+        )
+        return self.post(f"/v1/payment_intents/{pi['id']}/confirm")["id"]
+
+    def refund(self, payment_intent: str, amount: int) -> str:
+        return self.post("/v1/refunds", {"payment_intent": payment_intent, "amount": str(amount)})[
+            "id"
+        ]
+
+    def subscription(self, customer: str, amount: int = 1500) -> str:
+        self._plan += 1
+        product = self.post("/v1/products", {"name": f"plan {self._plan}"})
+        plan_id = f"plan_recon_{self._plan}_{int(time.time() * 1000)}"
+        self.post(
+            "/v1/plans",
+            {
+                "id": plan_id,
+                "product": product["id"],
+                "amount": str(amount),
+                "currency": "usd",
+                "interval": "month",
+            },
+        )
+        return self.post("/v1/subscriptions", {"customer": customer, "items[0][plan]": plan_id})[
+            "id"
+        ]
+
+
+def wait_until(what: str, probe: Callable[[], Any], timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = probe()
+        if found:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def stored_event_ids(engine: Engine) -> dict[str, str]:
+    """stripe_event_id -> source of every stored event."""
+    with engine.connect() as conn:
+        return dict(conn.execute(text("SELECT stripe_event_id, source FROM stripe_events")).all())
+
+
+class MemoryApi:
+    """Stripe-shaped listings from memory: pages of 100, newest first, created filters."""
+
+    def __init__(self, data: dict[str, list[dict[str, Any]]] | None = None) -> None:
+        self.data: dict[str, list[dict[str, Any]]] = data or {}
+        self.calls = 0
+        self.fail_on: str | None = None
+
+    def add(self, resource: str, obj: dict[str, Any]) -> dict[str, Any]:
+        self.data.setdefault(resource, []).append(obj)
+        return obj
+
+    def list_all(
+        self,
+        resource: str,
+        *,
+        created_gte: int | None = None,
+        created_lte: int | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        if resource == self.fail_on:
+            self.calls += 1
+            raise ConnectionError(f"listing {resource}: connection refused")
+        items = [
+            o
+            for o in sorted(self.data.get(resource, []), key=lambda o: -o["created"])
+            if (created_gte is None or o["created"] >= created_gte)
+            and (created_lte is None or o["created"] <= created_lte)
+        ]
+        for start in range(0, max(len(items), 1), 100):
+            self.calls += 1
+            yield from items[start : start + 100]
