@@ -13,6 +13,7 @@ from dagster import (
     AssetExecutionContext,
     AssetSpec,
     Config,
+    Failure,
     MaterializeResult,
     MetadataValue,
     multi_asset,
@@ -22,7 +23,12 @@ from sqlalchemy import Engine, select
 
 from stripe_pipeline.db.models import ReconciliationDiscrepancy
 from stripe_pipeline.defs.common.resources import DatabaseResource, StripeApiResource
-from stripe_pipeline.reconcile.run import RunConfig, RunResult, run_reconciliation
+from stripe_pipeline.reconcile.run import (
+    ReconciliationFailed,
+    RunConfig,
+    RunResult,
+    run_reconciliation,
+)
 from stripe_pipeline.reconcile.specs import OBJECT_TYPES
 from stripe_pipeline.reconcile.window import DEFAULT_OVERLAP_MINUTES
 
@@ -176,9 +182,16 @@ def nightly_reconciliation_run(
     # SQLite has one writer: audit rows of API calls would wait behind the run's writes
     audit_engine = None if engine.dialect.name == "sqlite" else engine
     api = stripe_api.get_client(audit_engine, actor="reconciliation")
-    result = run_reconciliation(
-        engine, api, run_config(config, triggered_by=f"dagster:{context.run_id}")
-    )
+    try:
+        result = run_reconciliation(
+            engine, api, run_config(config, triggered_by=f"dagster:{context.run.run_id}")
+        )
+    except ReconciliationFailed as exc:
+        # the run is rolled back and recorded; show its reason, not a bare traceback
+        raise Failure(
+            description=str(exc),
+            metadata={"reconciliation_run_id": exc.run_id, "stage": exc.stage},
+        ) from exc
     backfill = result.counts.get("backfill", {})
     context.log.info("reconciliation run %s succeeded: %s", result.run_id, result.counts)
     yield MaterializeResult(
