@@ -14,6 +14,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import sys
 import time
@@ -23,16 +24,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stripe_pipeline.devtools.dagster_api import DagsterAPI
 from stripe_pipeline.devtools.processes import (
     StartupError,
     Supervisor,
     http_ready,
     install_signal_handlers,
-    post_json,
     wait_until,
 )
 
 API_KEY = "sk_test_stripe_pipeline_dev"
+# launched once the first traffic is processed, so their assets and checks show up too
+FOLLOW_UP_JOBS = ("nightly_reconciliation", "payment_recovery")
+SETTLE_TIMEOUT = 60.0
 WEBHOOK_ID = "stripe-pipeline-dev"
 LOCALHOST = "127.0.0.1"
 
@@ -52,25 +56,13 @@ telemetry:
   enabled: false
 """
 
-LOCATIONS_QUERY = """
-query DemoLocations {
-  workspaceOrError {
-    __typename
-    ... on Workspace {
-      locationEntries {
-        name
-        loadStatus
-        locationOrLoadError { __typename ... on PythonError { message } }
-      }
-    }
-  }
-}
-"""
+
+_STARTED = time.monotonic()
 
 
 def log(message: str) -> None:
-    """One line of what the demo is doing; flushed, since a test or a pipe may read it."""
-    print(f"[dev] {message}", flush=True)
+    """One line of what the demo is doing, with seconds since start; flushed for pipes."""
+    print(f"[dev +{time.monotonic() - _STARTED:5.1f}s] {message}", flush=True)
 
 
 def repo_root() -> Path:
@@ -218,21 +210,6 @@ def register_webhook(localstripe_url: str, receiver_url: str, secret: str) -> No
             raise StartupError(f"localstripe refused the webhook registration: {response.status}")
 
 
-def dagster_locations(graphql_url: str) -> list[dict[str, Any]]:
-    try:
-        answer = post_json(graphql_url, {"query": LOCATIONS_QUERY}, timeout=5)
-    except (OSError, ValueError):
-        return []
-    workspace = (answer.get("data") or {}).get("workspaceOrError") or {}
-    return list(workspace.get("locationEntries") or [])
-
-
-def dagster_loaded(graphql_url: str) -> bool:
-    """True once every code location finished loading (successfully or not)."""
-    entries = dagster_locations(graphql_url)
-    return bool(entries) and all(e.get("loadStatus") == "LOADED" for e in entries)
-
-
 class Demo:
     """One run of the demo: owns the supervisor, the URLs and the status file."""
 
@@ -243,6 +220,7 @@ class Demo:
         self.receiver_url = f"http://{LOCALHOST}:{config.receiver_port}"
         self.dagster_url = f"http://{LOCALHOST}:{config.dagster_port}"
         self.webhook_url = f"{self.receiver_url}/webhooks/stripe"
+        self.dagster = DagsterAPI(self.dagster_url)
         self.supervisor: Supervisor | None = None
         self.database_url = ""
 
@@ -291,7 +269,7 @@ class Demo:
 
         env = child_environment(config, paths, self.database_url, secret)
         self.supervisor = Supervisor(paths.logs, env, cwd=repo_root())
-        install_signal_handlers(lambda signum: log(f"signal {signum}: stopping"))
+        install_signal_handlers(lambda signum: log(f"{signal.Signals(signum).name}: stopping"))
         started = time.monotonic()
         try:
             self._start_children()
@@ -303,7 +281,6 @@ class Demo:
             self._print_banner()
             return self._drive_and_watch(started)
         except KeyboardInterrupt:
-            log("Ctrl-C: stopping")
             return 130
         except StartupError as exc:
             log(f"error: {exc}")
@@ -353,9 +330,8 @@ class Demo:
         log("receiver ready")
         wait_until("Dagster webserver", lambda: http_ready(f"{self.dagster_url}/server_info"),
                    sup, 120)  # fmt: skip
-        graphql = f"{self.dagster_url}/graphql"
-        wait_until("Dagster code location", lambda: dagster_loaded(graphql), sup, 120, 0.5)
-        for entry in dagster_locations(graphql):
+        wait_until("Dagster code location", self.dagster.loaded, sup, 120, 0.5)
+        for entry in self.dagster.locations():
             error = (entry.get("locationOrLoadError") or {}).get("message")
             if error:
                 log(f"warning: code location {entry['name']} failed to load: {error.strip()}")
@@ -395,6 +371,8 @@ class Demo:
             summary = traffic.run_round(customers=self.config.customers)
             self.write_status("traffic-sent", traffic=summary)
         next_round = time.monotonic() + self.config.traffic_interval
+        follow_ups_due = time.monotonic() + SETTLE_TIMEOUT
+        follow_ups_done = False
         last_line = ""
         try:
             while True:
@@ -405,6 +383,9 @@ class Demo:
                     last_line = line
                     self.write_status("running", progress=progress.last)
                 now = time.monotonic()
+                if not follow_ups_done and (progress.settled() or now >= follow_ups_due):
+                    self.launch_follow_ups()
+                    follow_ups_done = True
                 if self.config.exit_after is not None and now - started >= self.config.exit_after:
                     log(f"--exit-after {self.config.exit_after:g} s reached")
                     return 0
@@ -415,7 +396,28 @@ class Demo:
         finally:
             progress.close()
 
+    def launch_follow_ups(self) -> None:
+        """Run reconciliation and recovery once now rather than at their nightly schedule."""
+        try:
+            jobs = self.dagster.jobs()
+        except (OSError, ValueError) as exc:
+            log(f"warning: cannot list Dagster jobs: {exc}")
+            return
+        for job in FOLLOW_UP_JOBS:
+            if job not in jobs:
+                continue
+            try:
+                run_id = self.dagster.launch(job, *jobs[job])
+            except (OSError, ValueError, RuntimeError) as exc:
+                log(f"warning: {exc}")
+                continue
+            log(f"launched Dagster job {job}: {self.dagster_url}/runs/{run_id}")
+
 
 def run_demo(config: DemoConfig) -> int:
     """Entry point of ``stripe-pipeline dev``; returns the process exit code."""
-    return Demo(config).run()
+    try:
+        return Demo(config).run()
+    except StartupError as exc:  # raised before any child started (a busy port)
+        print(f"error: {exc}", file=sys.stderr)
+        return 1

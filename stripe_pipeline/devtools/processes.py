@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -163,6 +164,10 @@ class Supervisor:
         if self._stopped:
             return
         self._stopped = True
+        # a second Ctrl-C must not interrupt the cleanup half-way
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                signal.signal(signum, signal.SIG_IGN)
         for child in self.children:
             child.remember_descendants()
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -189,13 +194,17 @@ class Supervisor:
 
 
 def install_signal_handlers(on_signal: Callable[[int], None]) -> None:
-    """Turn SIGTERM and SIGHUP into the same orderly shutdown as Ctrl-C."""
+    """Turn SIGINT, SIGTERM and SIGHUP into the same orderly shutdown as Ctrl-C.
+
+    SIGINT too: a shell starts background jobs with SIGINT ignored, and Python then
+    never raises KeyboardInterrupt; the demo must stop on ``kill -INT`` regardless.
+    """
 
     def handler(signum: int, _frame: Any) -> None:
         on_signal(signum)
         raise KeyboardInterrupt
 
-    for signum in (signal.SIGTERM, signal.SIGHUP):
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, handler)
 
 

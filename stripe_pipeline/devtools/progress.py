@@ -66,5 +66,10 @@ class PipelineProgress:
             f"support tickets: {tickets} ({open_tickets} open)"
         )
 
+    def settled(self) -> bool:
+        """True when events arrived and none is waiting for a first processing run."""
+        events = self.last.get("events") or {}
+        return bool(events) and not events.get("pending") and not events.get("processing")
+
     def close(self) -> None:
         self.engine.dispose()

@@ -1,0 +1,181 @@
+"""``stripe-pipeline dev``: one real demo (localstripe, receiver, dagster dev) per session.
+
+The demo runs as a subprocess on free ports with a temporary data folder. The tests
+read what it produced from the app database and Dagster's GraphQL API, then stop it
+the way a person does (Ctrl-C) and prove that no child process survives and that a
+second run continues with the same data.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import stripe
+
+from stripe_pipeline.cli import main
+from stripe_pipeline.devtools import fixture_events as fx
+from stripe_pipeline.devtools.demo import API_KEY
+from tests.support.demo import DemoManager, RunningDemo, free_port, shared_demo, wait_for
+
+RUNS_QUERY = """
+query DemoRuns($filter: RunsFilter) {
+  runsOrError(filter: $filter) { ... on Runs { results { runId status jobName } } }
+}
+"""
+
+
+@pytest.fixture(scope="session")
+def demo_manager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoManager]:
+    manager = shared_demo(tmp_path_factory.mktemp("dev_demo"))
+    yield manager
+    manager.stop()
+
+
+@pytest.fixture
+def demo(demo_manager: DemoManager) -> RunningDemo:
+    return demo_manager.running()
+
+
+def _runs(demo: RunningDemo, job: str, status: str | None = None) -> list[dict]:
+    run_filter: dict = {"pipelineName": job}
+    if status:
+        run_filter["statuses"] = [status]
+    data = demo.graphql(RUNS_QUERY, filter=run_filter)
+    return data["runsOrError"]["results"]
+
+
+def _localstripe_customers(demo: RunningDemo) -> int:
+    request = urllib.request.Request(
+        f"{demo.localstripe_url}/v1/customers?limit=100",
+        headers={"Authorization": f"Bearer {API_KEY}"},
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return len(json.loads(response.read())["data"])
+
+
+# -- fast: no demo needed -----------------------------------------------------------
+
+
+def test_dev_help_lists_the_ports(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["dev", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--receiver-port", "--dagster-port", "--localstripe-port", "--data-dir"):
+        assert flag in out
+
+
+def test_dev_rejects_a_bad_port(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["dev", "--receiver-port", "70000"])
+    assert exit_info.value.code == 2
+    assert "TCP port" in capsys.readouterr().err
+
+
+def test_busy_port_fails_before_anything_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code = main(
+            ["dev", "--data-dir", str(tmp_path / "data"), "--receiver-port", str(port),
+             "--dagster-port", str(free_port()), "--localstripe-port", str(free_port())]
+        )  # fmt: skip
+    assert code == 1
+    assert f"port {port} for receiver is in use" in capsys.readouterr().err
+    assert not (tmp_path / "data" / "logs").exists()  # no child was started
+
+
+def test_fixture_events_carry_a_signature_stripe_accepts() -> None:
+    charge = {"id": "ch_test", "amount": 1500, "currency": "usd", "payment_intent": "pi_test"}
+    dispute = fx.dispute(
+        charge, "needs_response", dispute_id="dp_x", due_in_days=3, reason="general"
+    )
+    evt = fx.event("charge.dispute.created", dispute)
+    payload = json.dumps(evt).encode()
+    verified = stripe.Webhook.construct_event(payload, fx.sign(payload, "whsec_t"), "whsec_t")
+    assert verified["data"]["object"]["charge"] == "ch_test"
+    assert verified["data"]["object"]["evidence_details"]["due_by"] > evt["created"]
+
+
+# -- the running demo -------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_receiver_stored_events_from_localstripe_and_fixtures(demo: RunningDemo) -> None:
+    def stored() -> dict[str, int]:
+        rows = {
+            kind: demo.scalar("SELECT COUNT(*) FROM stripe_events WHERE event_type = :t", t=kind)
+            for kind in ("customer.created", "payment_intent.succeeded", "charge.dispute.created")
+        }
+        # six customers in the first burst; localstripe delivers about a second later
+        return rows if all(rows.values()) and rows["customer.created"] >= 6 else {}
+
+    wait_for("events from localstripe and fixture-built events", stored, timeout=60)
+    # the fixture events were delivered twice in places: deduplicated on the event id
+    dupes = demo.scalar("SELECT COUNT(*) - COUNT(DISTINCT stripe_event_id) FROM stripe_events")
+    assert dupes == 0
+    output = demo.output_text()
+    for part in ("Dagster UI", "receiver", "fake Stripe API", "localstripe ready"):
+        assert part in output
+
+
+@pytest.mark.slow
+def test_dagster_processed_events_into_domain_tables(demo: RunningDemo) -> None:
+    tables = ["stripe_payments", "stripe_refunds", "stripe_disputes", "stripe_subscriptions",
+              "stripe_customers", "stripe_invoices"]  # fmt: skip
+
+    def filled() -> dict[str, int]:
+        counts = {t: demo.scalar(f"SELECT COUNT(*) FROM {t}") for t in tables}
+        return counts if all(counts.values()) else {}
+
+    counts = wait_for("domain rows written by Dagster runs", filled, timeout=90)
+    assert counts["stripe_disputes"] >= 2
+    wait_for("a successful process_stripe_events run",
+             lambda: _runs(demo, "process_stripe_events", "SUCCESS"), timeout=60)  # fmt: skip
+    pending = demo.scalar("SELECT COUNT(*) FROM stripe_events WHERE status = 'pending'")
+    processed = demo.scalar("SELECT COUNT(*) FROM stripe_events WHERE status = 'processed'")
+    assert processed > pending
+
+
+@pytest.mark.slow
+def test_the_unappliable_event_became_a_support_ticket(demo: RunningDemo) -> None:
+    sql = (
+        "SELECT COUNT(*) FROM payment_support_tickets t JOIN stripe_events e "
+        "ON e.stripe_event_id = t.stripe_event_id "
+        "WHERE e.event_type = 'charge.dispute.created' AND t.status = 'open'"
+    )
+    assert wait_for("a support ticket for the dispute without a charge",
+                    lambda: demo.scalar(sql), timeout=90)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_every_child_and_a_second_run_reuses_the_data(
+    demo_manager: DemoManager,
+) -> None:
+    first = demo_manager.running()
+    processed = "SELECT COUNT(*) FROM stripe_events WHERE status = 'processed'"
+    wait_for("processed events", lambda: first.scalar(processed), timeout=90)
+    events_before = first.scalar("SELECT COUNT(*) FROM stripe_events")
+    customers_before = _localstripe_customers(first)
+    runs_before = len(_runs(first, "process_stripe_events"))
+    children = first.status()["children"]
+    assert set(children) == {"dagster", "localstripe", "receiver"}
+    assert len(first.seen_pids) > len(children)  # webserver, daemon, code server, workers
+
+    assert first.stop() == 130  # the shell's code for "ended by Ctrl-C"
+    assert first.survivors() == []
+    assert first.status()["stage"] == "stopped"
+
+    second = demo_manager.start("--no-traffic")
+    second.wait_stage("running")
+    assert second.scalar("SELECT COUNT(*) FROM stripe_events") >= events_before
+    assert _localstripe_customers(second) == customers_before  # localstripe's state file
+    assert len(_runs(second, "process_stripe_events")) >= runs_before  # same DAGSTER_HOME
