@@ -13,10 +13,12 @@ def model_refresh() -> AutomationCondition:
 
     The domain tables are created by migrations, not by Dagster, so a table that was
     never materialized in Dagster is not missing and must not hold the models back.
+    A model never built is requested once (``missing``, not ``newly_missing``, so a
+    fresh deployment builds its marts); a failed build waits for the next trigger.
     """
     return (
         (
-            AutomationCondition.newly_missing()
+            AutomationCondition.missing()
             | AutomationCondition.any_deps_updated()
             | AutomationCondition.cron_tick_passed(NIGHTLY_CRON)
         ).since_last_handled()
