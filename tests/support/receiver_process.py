@@ -101,15 +101,24 @@ def start_receiver(
         )
     log_path = Path(log_name)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + startup_timeout
+    receiver = ReceiverProcess(base, secret, proc, log_path)
+    try:
+        _wait_healthy(receiver, startup_timeout)
+    except BaseException:
+        receiver.stop()  # never leave a server behind
+        raise
+    return receiver
+
+
+def _wait_healthy(receiver: ReceiverProcess, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"receiver exited: {log_path.read_text()[-3000:]}")
+        if receiver.process.poll() is not None:
+            raise RuntimeError(f"receiver exited: {receiver.log_path.read_text()[-3000:]}")
         try:
-            if requests.get(f"{base}/healthz", timeout=3).status_code == 200:
-                return ReceiverProcess(base, secret, proc, log_path)
+            if requests.get(f"{receiver.base_url}/healthz", timeout=3).status_code == 200:
+                return
         except requests.RequestException:  # not bound yet, or workers still booting
             pass
         time.sleep(0.1)
-    os.killpg(proc.pid, signal.SIGKILL)
     raise RuntimeError("receiver did not become healthy in time")
