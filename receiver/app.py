@@ -20,6 +20,7 @@ from receiver.metrics import ReceiverMetrics
 from stripe_pipeline.config import Settings, load_settings
 from stripe_pipeline.db.engine import make_engine
 from stripe_pipeline.db.migrate import head_revision
+from stripe_pipeline.monitoring.collector import PipelineCollector
 
 
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> Flask:
@@ -28,6 +29,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     logger = configure_logging(settings.log_level)
     engine = engine or make_engine(settings.database_url, pool_size=8)
     metrics = ReceiverMetrics()
+    # pipeline gauges (queue, error rate, tickets, ratios) on the same /metrics scrape
+    metrics.add_collector(PipelineCollector(engine))
 
     app = Flask("receiver")
     # Werkzeug refuses larger bodies itself, also chunked ones while they stream in

@@ -20,6 +20,7 @@ from prometheus_client import (
     multiprocess,
     values,
 )
+from prometheus_client.registry import Collector
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -55,6 +56,8 @@ class ReceiverMetrics:
             buckets=LATENCY_BUCKETS,
             registry=register,
         )
+        # collectors computed at scrape time, e.g. the pipeline gauges (see add_collector)
+        self.extra_collectors: list[Collector] = []
         self.audit_dropped = Counter(
             "stripe_webhook_audit_dropped",
             "Delivery-audit rows of invalid requests dropped (database down, buffer full).",
@@ -65,11 +68,19 @@ class ReceiverMetrics:
         self.deliveries.labels(endpoint, outcome, event_type or NO_TYPE).inc()
         self.latency.labels(outcome).observe(seconds)
 
+    def add_collector(self, collector: Collector) -> None:
+        """Expose another collector (stripe_pipeline.monitoring.collector.PipelineCollector)."""
+        self.extra_collectors.append(collector)
+        if not self.multiprocess:
+            self.registry.register(collector)
+
     def render(self) -> tuple[bytes, str]:
         """Exposition text of every worker's samples, and its content type."""
         if self.multiprocess:
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
+            for collector in self.extra_collectors:
+                registry.register(collector)
             return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 

@@ -107,7 +107,7 @@ def test_collector_sits_beside_the_receiver_metrics(engine: Engine) -> None:
     from receiver.metrics import ReceiverMetrics
 
     metrics = ReceiverMetrics()
-    metrics.registry.register(PipelineCollector(engine))
+    metrics.add_collector(PipelineCollector(engine))
     metrics.observe("default", "stored", "charge.succeeded", 0.002)
     body, _ = metrics.render()
     names = {f.name for f in text_string_to_metric_families(body.decode())}
