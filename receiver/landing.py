@@ -128,9 +128,12 @@ class EventLander:
         cursor = getattr(self._local, "cursor", None)
         if cursor is not None and not cursor.closed:
             return cursor
+        import psycopg
+
         try:
+            # Engine.raw_connection() passes the driver's connect errors through unwrapped
             pooled = self.engine.raw_connection()
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, psycopg.Error, OSError) as exc:
             raise DatabaseUnavailable(_describe(getattr(exc, "orig", None) or exc)) from exc
         conn = pooled.driver_connection
         pooled.detach()

@@ -139,3 +139,12 @@ def stripe_fixtures() -> dict:
     import json
 
     return json.loads(FIXTURES3.read_text())["resources"]
+
+
+# live receivers (one gunicorn per backend per session) for tests/test_receiver_*.py
+from tests.support.receiver_server import (  # noqa: E402, F401
+    live_receiver,
+    pg_receiver,
+    receiver_client,
+    sqlite_receiver,
+)

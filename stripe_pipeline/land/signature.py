@@ -11,6 +11,8 @@ from collections.abc import Iterable
 
 import stripe
 
+STALE = "timestamp outside the tolerance zone"
+
 
 class InvalidSignature(ValueError):
     """The request is not signed by Stripe with a current secret (or is too old)."""
@@ -39,7 +41,9 @@ def verify_signature(
             stripe.WebhookSignature.verify_header(body, header, secret, tolerance)
             return
         except stripe.SignatureVerificationError as exc:
-            last_error = _reason(str(exc))
+            # a stale but genuine signature says more than the other secrets' mismatch
+            if last_error != STALE:
+                last_error = _reason(str(exc))
     raise InvalidSignature(last_error)
 
 
@@ -47,7 +51,7 @@ def _reason(message: str) -> str:
     """Short, stable reason for logs and the delivery audit (no header echo)."""
     lowered = message.lower()
     if "tolerance" in lowered:
-        return "timestamp outside the tolerance zone"
+        return STALE
     if "extract timestamp" in lowered:
         return "malformed Stripe-Signature header"
     if "matching the expected signature" in lowered:
