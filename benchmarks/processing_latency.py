@@ -94,7 +94,9 @@ class AppDatabase:
             self.admin.dispose()
 
 
-def start_dagster_dev(workdir: Path, database_url: str, sensor_interval: int) -> subprocess.Popen:
+def start_dagster_dev(
+    workdir: Path, database_url: str, sensor_interval: int, linger: float
+) -> subprocess.Popen:
     home = workdir / "dagster_home"
     home.mkdir()
     shutil.copyfile(ROOT / "deploy" / "dagster.dev.yaml", home / "dagster.yaml")
@@ -112,6 +114,7 @@ def start_dagster_dev(workdir: Path, database_url: str, sensor_interval: int) ->
         "STRIPE_PIPELINE_DATABASE_URL": database_url,
         "STRIPE_PIPELINE_DATA_DIR": str(workdir / "data"),
         "STRIPE_PIPELINE_SENSOR_INTERVAL": str(sensor_interval),
+        "STRIPE_PIPELINE_LINGER_SECONDS": str(linger),
         "PYTHONPATH": str(ROOT),
     }
     dagster = Path(sys.executable).with_name("dagster")
@@ -173,6 +176,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20)
     parser.add_argument("--spacing", type=float, default=1.5, help="seconds between POSTs")
     parser.add_argument("--sensor-interval", type=int, default=5)
+    parser.add_argument(
+        "--linger", type=float, default=0.0, help="STRIPE_PIPELINE_LINGER_SECONDS for the runs"
+    )
     parser.add_argument("--backend", choices=("postgresql", "sqlite"), default="postgresql")
     parser.add_argument("--startup-timeout", type=float, default=180)
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
@@ -184,7 +190,7 @@ def main() -> None:
     receiver = dagster = None
     try:
         receiver = start_receiver(db.url, SECRET)
-        dagster = start_dagster_dev(workdir, db.url, args.sensor_interval)
+        dagster = start_dagster_dev(workdir, db.url, args.sensor_interval, args.linger)
         started = time.monotonic()
         # warm-up: the first event waits for the code location, daemon and first tick
         warm = customer_event(-1)
@@ -202,6 +208,7 @@ def main() -> None:
             "events": len(latencies),
             "spacing_s": args.spacing,
             "sensor_interval_s": args.sensor_interval,
+            "linger_s": args.linger,
             "p50_s": round(statistics.median(latencies), 2),
             "p95_s": round(percentile(latencies, 0.95), 2),
             "min_s": round(min(latencies), 2),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -576,3 +577,22 @@ def test_same_second_deletion_wins(engine: Engine, database_url: str, dagster_in
     row = _rows(engine, "SELECT status, deleted_at FROM stripe_subscriptions")[0]
     assert row.deleted_at is not None
     assert row.status == "canceled"
+
+
+def test_linger_takes_events_landed_during_the_run(fresh_sqlite_url: str, dagster_instance) -> None:
+    """With linger, a run that is already up applies a new event at once."""
+    engine = make_engine(fresh_sqlite_url)
+    land(engine, [customer_event(1)])
+    late = threading.Timer(1.0, land, args=(engine, [customer_event(2)]))
+    late.start()
+    try:
+        result = run_processing(
+            fresh_sqlite_url, instance=dagster_instance, config={"linger_seconds": 3.0}
+        )
+    finally:
+        late.join()
+    meta = materialization_metadata(result)["stripe_customers"]
+    assert meta["events_claimed"] == 2 and meta["processed"] == 2
+    assert meta["remaining_due"] == 0
+    assert scalar(engine, "SELECT count(*) FROM stripe_customers") == 2
+    engine.dispose()

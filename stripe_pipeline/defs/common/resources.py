@@ -58,6 +58,8 @@ class ProcessingSettings(ConfigurableResource):
     # outlives its lease and the sensor stays in charge of pacing
     max_batches: int = 100
     lease_seconds: int = 300
+    # seconds a run stays up after draining to take new events (see deploy/dagster.yaml)
+    linger_seconds: float = 0.0
     retry_base_seconds: float = 30.0
     retry_factor: float = 2.0
     retry_cap_seconds: float = 6 * 3600.0
@@ -70,6 +72,7 @@ class ProcessingSettings(ConfigurableResource):
             batch_size=_env_int("STRIPE_PIPELINE_BATCH_SIZE", 1000) or 1000,
             max_batches=_env_int("STRIPE_PIPELINE_MAX_BATCHES", 100) or 100,
             lease_seconds=_env_int("STRIPE_PIPELINE_LEASE_SECONDS", 300) or 300,
+            linger_seconds=_env_float("STRIPE_PIPELINE_LINGER_SECONDS", 0.0),
             retry_base_seconds=_env_float("STRIPE_PIPELINE_RETRY_BASE_SECONDS", 30.0),
             retry_factor=_env_float("STRIPE_PIPELINE_RETRY_FACTOR", 2.0),
             retry_cap_seconds=_env_float("STRIPE_PIPELINE_RETRY_CAP_SECONDS", 6 * 3600.0),
