@@ -182,10 +182,8 @@ def _fold(parsed: Sequence[_Parsed]) -> dict[str, dict[str, _Folded]]:
         for write in item.writes:
             spec = resources.TABLE_SPECS[write.table]
             current = folded[write.table].get(write.key)
-            if current is None:
-                folded[write.table][write.key] = _Folded(
-                    dict(write.values), item.version, [item.event]
-                )
+            if current is None:  # values are never mutated, only replaced by merges
+                folded[write.table][write.key] = _Folded(write.values, item.version, [item.event])
                 continue
             current.values, current.version = merge_row(
                 spec, current.values, current.version, write.values, item.version

@@ -13,7 +13,7 @@ independent of delivery order (Stripe delivers at least once, in no order):
   withdrawn amounts grow; a deletion time, once known, stays).
 - ``FOLLOWS``: a fact about another column's current value (a payment's card
   fingerprint belongs to its latest charge): taken from any event, old or new, that
-  names the merged value of that column.
+  names the merged value of that column; cleared when that column moves on.
 
 The same merge runs in Python (:func:`merge_row`) to fold several events about one
 object within a batch into one row before the statement: PostgreSQL refuses to
@@ -115,8 +115,12 @@ def merge_row(
             merged[column] = new if old is None else old if new is None else min(old, new)
     for column, anchor in spec.follows.items():
         new = incoming.get(column)
-        same = incoming.get(anchor) == merged[anchor]
-        merged[column] = new if new is not None and same else stored.get(column)
+        if new is not None and incoming.get(anchor) == merged[anchor]:
+            merged[column] = new
+        elif merged[anchor] == stored.get(anchor):
+            merged[column] = stored.get(column)
+        else:  # the anchor moved on: the old fact no longer applies
+            merged[column] = None
     return merged, max(stored_version, incoming_version)
 
 
@@ -187,7 +191,8 @@ def _upsert_statement(spec: TableSpec, dialect_name: str):
     for column, anchor in spec.follows.items():
         old, new = cur[column], ex[column]
         takes = and_(new.is_not(None), ex[anchor].is_not_distinct_from(set_[anchor]))
-        set_[column] = case((takes, new), else_=old)
+        kept = set_[anchor].is_not_distinct_from(cur[anchor])
+        set_[column] = case((takes, new), (kept, old), else_=None)
         changes.append(and_(takes, old.is_distinct_from(new)))
     set_["last_event_created"] = case((newer, ex.last_event_created), else_=cur.last_event_created)
     set_["last_event_id"] = case((newer, ex.last_event_id), else_=cur.last_event_id)
@@ -214,10 +219,10 @@ def select_current(
             select(*columns).where(key_column.in_(keys[start : start + _IN_CHUNK]))
             for start in range(0, len(keys), _IN_CHUNK)
         ]
+    fields = spec.audit_fields
     for query in chunks:
         for row in conn.execute(query):
-            mapping = row._mapping
-            found[mapping[spec.key]] = {c: mapping[c] for c in spec.audit_fields}
+            found[row[0]] = dict(zip(fields, row[1:], strict=True))
     return found
 
 
@@ -232,19 +237,20 @@ def upsert_rows(
     if not rows:
         return {}
     stmt = _upsert_statement(spec, conn.dialect.name)
+    columns, defaults = spec.columns, spec.insert_defaults.items()
     params = []
     for row in rows:
-        values = {c: row.get(c) for c in spec.columns}
-        for column, default in spec.insert_defaults.items():
-            if values[column] is None:
-                values[column] = default
+        values = row if len(row) == len(columns) else {c: row.get(c) for c in columns}
+        for name, default in defaults:
+            if values[name] is None:
+                values = {**values, name: default}
         params.append(values)
     changed: dict[str, dict[str, Any]] = {}
     if conn.dialect.name == "postgresql":
         result = conn.execute(stmt, recordset_param(params))
     else:
         result = conn.execute(stmt, params)
+    fields = spec.audit_fields
     for row in result:
-        mapping = row._mapping
-        changed[mapping[spec.key]] = {c: mapping[c] for c in spec.audit_fields}
+        changed[row[0]] = dict(zip(fields, row[1:], strict=True))
     return changed
