@@ -22,11 +22,15 @@ from typing import Any
 
 import pandas as pd
 from sqlalchemy import (
+    ARRAY,
     Connection,
+    String,
     and_,
-    bindparam,
+    any_,
+    cast,
     column,
     exists,
+    literal,
     literal_column,
     or_,
     select,
@@ -87,22 +91,53 @@ def drop_seen_table(conn: Connection) -> None:
     conn.execute(text(f"DROP TABLE IF EXISTS {SEEN}"))
 
 
+def chunked(items: list[str], size: int = IN_CHUNK) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def key_in(conn: Connection, column: Any, keys: list[str]) -> Any:
+    """``column IN keys``; on PostgreSQL one array parameter (``= ANY``), parsed and
+    planned once instead of once per list length."""
+    if conn.dialect.name == "postgresql":
+        return column == any_(cast(literal(keys, ARRAY(String)), ARRAY(String)))
+    return column.in_(keys)
+
+
 def _stage_seen(conn: Connection, object_type: str, keys: list[str]) -> None:
-    if keys:
+    if not keys:
+        return
+    if conn.dialect.name == "postgresql":  # one statement per chunk
+        conn.execute(
+            text(
+                f"INSERT INTO {SEEN} SELECT :t, k FROM unnest(CAST(:keys AS text[])) AS k "
+                "ON CONFLICT DO NOTHING"
+            ),
+            {"t": object_type, "keys": keys},
+        )
+    else:  # SQLite runs in-process: executemany is as good as it gets
         conn.execute(
             text(f"INSERT INTO {SEEN} VALUES (:t, :k) ON CONFLICT DO NOTHING"),
             [{"t": object_type, "k": k} for k in keys],
         )
 
 
+def analyze_seen(conn: Connection) -> None:
+    """Give PostgreSQL's planner the staged row count: temporary tables are never
+    auto-analyzed, and without statistics the anti-join may become a nested loop."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text(f"ANALYZE {SEEN}"))
+
+
 def seen_ids(conn: Connection, object_type: str, ids: list[str]) -> set[str]:
     """Which of these ids the API listed in this run (for resolving old discrepancies)."""
+    seen = sql_table(SEEN, column("object_type"), column("object_id"))
     found: set[str] = set()
-    for start in range(0, len(ids), IN_CHUNK):
-        part = ids[start : start + IN_CHUNK]
-        stmt = text(f"SELECT object_id FROM {SEEN} WHERE object_type = :t AND object_id IN :ids")
-        stmt = stmt.bindparams(bindparam("ids", expanding=True))
-        found.update(conn.execute(stmt, {"t": object_type, "ids": part}).scalars())
+    for part in chunked(ids):
+        stmt = select(seen.c.object_id).where(
+            seen.c.object_type == object_type, key_in(conn, seen.c.object_id, part)
+        )
+        found.update(conn.execute(stmt).scalars())
     return found
 
 
@@ -120,9 +155,8 @@ def _local_rows(conn: Connection, spec: ObjectSpec, keys: list[str]) -> pd.DataF
     table = spec.table
     columns = [table.c[spec.key], *(table.c[f] for f in spec.fields), table.c.last_event_created]
     records: list[dict[str, Any]] = []
-    for start in range(0, len(keys), IN_CHUNK):
-        part = keys[start : start + IN_CHUNK]
-        for row in conn.execute(select(*columns).where(table.c[spec.key].in_(part))):
+    for part in chunked(keys, 10_000 if conn.dialect.name == "postgresql" else IN_CHUNK):
+        for row in conn.execute(select(*columns).where(key_in(conn, table.c[spec.key], part))):
             m = row._mapping
             rec = {f: _normalize_local(f, m[f]) for f in spec.fields}
             rec["_key"] = m[spec.key]
@@ -255,6 +289,7 @@ def find_missing_in_stripe(
     else:
         in_window = table.c.stripe_created.between(window.start, window.end)
     seen_table = sql_table(SEEN, column("object_type"), column("object_id"))
+    analyze_seen(conn)
     not_seen = ~exists(
         select(literal_column("1"))
         .select_from(seen_table)

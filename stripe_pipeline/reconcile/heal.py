@@ -24,8 +24,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from stripe_pipeline.audit import AuditEntry, record
 from stripe_pipeline.db.models import PaymentSupportTicket, ReconciliationDiscrepancy
+from stripe_pipeline.process.registry import RowWrite
 from stripe_pipeline.process.upsert import Policy, TableSpec
-from stripe_pipeline.reconcile.compare import IN_CHUNK, seen_ids
+from stripe_pipeline.reconcile.compare import IN_CHUNK, chunked, key_in, seen_ids
 from stripe_pipeline.reconcile.parse import row_from_api_object
 from stripe_pipeline.reconcile.specs import SPECS
 from stripe_pipeline.reconcile.spool import Finding, Repair, Spool
@@ -73,10 +74,14 @@ def _insert(conn: Connection):
     return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert
 
 
-def _repair_one(
-    conn: Connection, run_id: int, repair: Repair, fields: list[str], actor: str
-) -> str:
-    """Rebuild one row from its API object; returns repaired / newer_locally / failed."""
+@dataclass(slots=True)
+class _Parsed:
+    repair: Repair
+    write: RowWrite
+    fields: list[str]
+
+
+def _parse_repair(run_id: int, repair: Repair, fields: list[str]) -> _Parsed | None:
     try:
         write = row_from_api_object(
             repair.resource,
@@ -86,11 +91,34 @@ def _repair_one(
         )
     except (LookupError, TypeError, ValueError) as exc:
         log.warning("cannot repair %s %s: %s", repair.object_type, repair.object_id, exc)
-        return "failed"
+        return None
+    return _Parsed(repair, write, fields)
+
+
+def _current_rows(conn: Connection, parsed: list[_Parsed]) -> dict[tuple[str, str], dict]:
+    """Stored rows of every object a chunk repairs: one query per table, not per row."""
+    by_table: dict[str, set[str]] = {}
+    for p in parsed:
+        by_table.setdefault(p.write.table, set()).add(p.write.key)
+    found: dict[tuple[str, str], dict] = {}
+    for table_name, keys in by_table.items():
+        spec = _table_specs()[table_name]
+        column = spec.table.c[spec.key]
+        for part in chunked(sorted(keys)):
+            rows = conn.execute(select(spec.table).where(key_in(conn, column, part)))
+            for row in rows.mappings():
+                found[(table_name, row[spec.key])] = dict(row)
+    return found
+
+
+def _repair_one(
+    conn: Connection, run_id: int, p: _Parsed, current: dict | None, actor: str
+) -> tuple[str, dict | None, AuditEntry | None]:
+    """Rebuild one row from its API object: (outcome, row as now stored, audit entry)."""
+    repair, write = p.repair, p.write
     spec = _table_specs()[write.table]
     table = spec.table
     key_col = table.c[spec.key]
-    current = conn.execute(select(table).where(key_col == write.key)).mappings().first()
     version = {"last_event_created": repair.observed_at, "last_event_id": repair_event_id(run_id)}
     now = datetime.now(UTC)
     if current is None:
@@ -104,12 +132,12 @@ def _repair_one(
             .on_conflict_do_nothing(index_elements=[spec.key])
         )
         if conn.execute(stmt).rowcount == 0:
-            return "newer_locally"  # processing created it meanwhile; the next run verifies
+            return "newer_locally", None, None  # processing created it; the next run checks
         before = None
     else:
         stored = current["last_event_created"]
         if stored is not None and stored > repair.observed_at:
-            return "newer_locally"
+            return "newer_locally", None, None
         values = {}
         for column, policy in spec.policies.items():
             new = write.values.get(column)
@@ -125,29 +153,24 @@ def _repair_one(
             .values(**values, **version, updated_at=now)
         )
         if done.rowcount == 0:
-            return "newer_locally"
+            return "newer_locally", None, None
         before = {c: _jsonable(current[c]) for c in spec.audit_fields}
     after = {c: _jsonable(values.get(c)) for c in spec.audit_fields}
-    record(
-        conn,
-        [
-            AuditEntry(
-                actor=actor,
-                action=REPAIR_ACTION,
-                object_type=repair.object_type,
-                object_id=write.key,
-                before=before,
-                after=after,
-                details={
-                    "run_id": run_id,
-                    "resource": repair.resource,
-                    "observed_at": repair.observed_at,
-                    "fields": fields,
-                },
-            )
-        ],
+    entry = AuditEntry(
+        actor=actor,
+        action=REPAIR_ACTION,
+        object_type=repair.object_type,
+        object_id=write.key,
+        before=before,
+        after=after,
+        details={
+            "run_id": run_id,
+            "resource": repair.resource,
+            "observed_at": repair.observed_at,
+            "fields": p.fields,
+        },
     )
-    return "repaired"
+    return "repaired", {**(current or {}), **values, **version}, entry
 
 
 def _jsonable(value: Any) -> Any:
@@ -242,24 +265,39 @@ def record_findings(
     """Repair what is deterministic, then write every finding with its outcome.
 
     Runs inside the run's final transaction: nothing here is visible unless the whole
-    run commits.
+    run commits. Per spool chunk: one query per table for the stored rows, one
+    statement per repaired row, one audit insert, set-based discrepancy writes.
     """
     result = HealResult()
     for chunk in spool.chunks():
+        parsed: dict[int, _Parsed] = {}
+        if repair:
+            for n, group in enumerate(chunk):
+                if group.repair is not None:
+                    fields = sorted({f.field or f.kind for f in group.findings})
+                    p = _parse_repair(run_id, group.repair, fields)
+                    if p is None:
+                        result.repair_failed += 1
+                    else:
+                        parsed[n] = p
+        current = _current_rows(conn, list(parsed.values())) if parsed else {}
+        audit: list[AuditEntry] = []
         items: list[tuple[Finding, bool]] = []
-        for group in chunk:
+        for n, group in enumerate(chunk):
             repaired = False
-            if repair and group.repair is not None:
-                fields = sorted({f.field or f.kind for f in group.findings})
-                outcome = _repair_one(conn, run_id, group.repair, fields, actor)
+            p = parsed.get(n)
+            if p is not None:
+                row_key = (p.write.table, p.write.key)
+                outcome, stored, entry = _repair_one(conn, run_id, p, current.get(row_key), actor)
                 repaired = outcome == "repaired"
                 if repaired:
                     result.repaired_objects += 1
-                elif outcome == "failed":
-                    result.repair_failed += 1
+                    current[row_key] = stored  # a later repair of the same row sees it
+                    audit.append(entry)
                 else:
                     result.repair_skipped_newer += 1
             items.extend((f, repaired) for f in group.findings)
+        record(conn, audit)
         _write_findings(conn, run_id, items, result)
     return result
 
@@ -268,9 +306,8 @@ def _local_keys(conn: Connection, object_type: str, ids: list[str]) -> set[str]:
     spec = SPECS[object_type]
     column = spec.table.c[spec.key]
     found: set[str] = set()
-    for start in range(0, len(ids), IN_CHUNK):
-        part = ids[start : start + IN_CHUNK]
-        found.update(conn.execute(select(column).where(column.in_(part))).scalars())
+    for part in chunked(ids):
+        found.update(conn.execute(select(column).where(key_in(conn, column, part))).scalars())
     return found
 
 
