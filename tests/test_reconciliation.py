@@ -17,7 +17,12 @@ from sqlalchemy import Engine, text
 
 from stripe_pipeline.process.runner import process_pending
 from stripe_pipeline.reconcile.heal import close_tickets_of_resolved, ticket_open_discrepancies
-from stripe_pipeline.reconcile.run import ReconciliationFailed, RunConfig, run_reconciliation
+from stripe_pipeline.reconcile.run import (
+    ReconciliationFailed,
+    RunConfig,
+    RunInProgress,
+    run_reconciliation,
+)
 from stripe_pipeline.reconcile.window import (
     EVENT_RETENTION_SECONDS,
     plan_window,
@@ -220,6 +225,14 @@ def test_failed_run_writes_nothing_and_says_why(engine: Engine, memory_api: Memo
         == 0
     )
     assert scalar(engine, "SELECT DISTINCT status FROM stripe_payments") == "processing"
+
+
+def test_a_second_run_waits_for_the_first(engine: Engine, memory_api: MemoryApi) -> None:
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO reconciliation_runs (status) VALUES ('running')"))
+    with pytest.raises(RunInProgress, match="still running"):
+        run_reconciliation(engine, memory_api, RunConfig(backfill=False))
+    assert scalar(engine, "SELECT count(*) FROM reconciliation_runs") == 1
 
 
 def test_nightly_window_starts_at_the_watermark(engine: Engine, memory_api: MemoryApi) -> None:

@@ -74,9 +74,10 @@ def backfill_events(
                 select(EVENTS.c.stripe_event_id).where(EVENTS.c.stripe_event_id.in_(ids))
             ).scalars()
         )
+        conn.commit()  # end the read: the inserts below start with a write (SQLite lock)
         missing = [e for e in envelopes if e.stripe_event_id not in stored]
         result.already_stored += len(stored)
         if missing:
             result.inserted += insert_events(conn, missing, source=SOURCE)
-        conn.commit()
+            conn.commit()
     return result

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, update
+from sqlalchemy import Connection, Engine, insert, select, update
 
 from stripe_pipeline.db.models import ReconciliationRun
 from stripe_pipeline.reconcile import heal
@@ -124,6 +124,21 @@ def _abandon_stale_runs(conn: Connection) -> None:
     )
 
 
+class RunInProgress(RuntimeError):
+    """Another run is still going: two runs would race for the same discrepancies."""
+
+
+def _refuse_concurrent_run(conn: Connection) -> None:
+    running = conn.execute(
+        select(RUNS.c.id, RUNS.c.started_at).where(RUNS.c.status == "running").limit(1)
+    ).first()
+    if running is not None:
+        raise RunInProgress(
+            f"reconciliation run {running.id} (started {running.started_at}) is still running; "
+            "wait for it, or after 12 h it is marked abandoned"
+        )
+
+
 def run_reconciliation(
     engine: Engine, api: ListingApi, config: RunConfig | None = None, *, now: int | None = None
 ) -> RunResult:
@@ -133,6 +148,7 @@ def run_reconciliation(
     calls_before = api.calls
     with engine.begin() as conn:
         _abandon_stale_runs(conn)
+        _refuse_concurrent_run(conn)
         windows = plan_windows(conn, config, now)
         starts = [w.start for w in windows.values()]
         window_start = None if None in starts else min(starts)  # type: ignore[type-var]
@@ -181,6 +197,9 @@ def run_reconciliation(
                 stage = "writing results"
                 conn.commit()
                 with conn.begin():
+                    # a write first: on SQLite it takes the single write lock up front,
+                    # so the transaction cannot fail later on a stale read snapshot
+                    conn.execute(update(RUNS).where(RUNS.c.id == run_id).values(counts=counts))
                     healed = heal.record_findings(
                         conn, run_id, spool, repair=config.repair, actor=config.actor
                     )
