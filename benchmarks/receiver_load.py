@@ -91,10 +91,10 @@ def naive_app(database_url: str):
                 StripeEvent(
                     stripe_event_id=event.id,
                     event_type=event.type,
-                    api_version=event.get("api_version"),
+                    api_version=event.api_version,
                     livemode=bool(event.livemode),
                     stripe_created=event.created,
-                    object_id=event.data.object.get("id"),
+                    object_id=event.data.object.id,
                     payload=json.loads(payload),
                 )
             )
