@@ -249,10 +249,12 @@ def test_deleted_customer_stays_deleted(engine, stripe_fixtures):
     apply_in_transaction(engine, [same_second_update])
     row = fetch_row(engine, "stripe_customers", cus["id"])
     assert row["deleted_at"] == at(T0 + 5)
-    assert row["email"] == "x@example.com"  # newer fields still apply, the deletion stays
+    # the deletion is terminal: its payload is the final state, whatever the id tie-break
+    assert row["email"] == cus["email"]
+    assert row["last_event_id"] == "evt_5_b"
     with engine.connect() as conn:
         actions = conn.execute(select(AuditLog.action).order_by(AuditLog.id)).scalars().all()
-    assert actions == ["delete", "upsert"]
+    assert actions == ["delete"]
 
 
 def test_batch_with_several_events_per_object_reduces_to_newest(engine, stripe_fixtures):

@@ -547,11 +547,6 @@ def test_parse_time_accepts_unix_seconds_and_iso() -> None:
     assert parse_time(None) is None and parse_time(" ") is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="domain (process/upsert.py): a same-second tie on `created` is broken by event id, "
-    "so customer.subscription.created can override the deletion's status ('canceled')",
-)
 def test_same_second_deletion_wins(engine: Engine, database_url: str, dagster_instance) -> None:
     """Seen end to end with localstripe: create + cancel within one second."""
     sub = {

@@ -99,7 +99,7 @@ def merge_row(
     incoming_version: Version,
 ) -> tuple[dict[str, Any], Version]:
     """Python twin of the SQL merge, used to fold one batch's events per object."""
-    newer = incoming_version > stored_version
+    newer = _wins(spec, stored, stored_version, incoming, incoming_version)
     merged: dict[str, Any] = {}
     for column, policy in spec.policies.items():
         old, new = stored.get(column), incoming.get(column)
@@ -121,7 +121,29 @@ def merge_row(
             merged[column] = stored.get(column)
         else:  # the anchor moved on: the old fact no longer applies
             merged[column] = None
-    return merged, max(stored_version, incoming_version)
+    return merged, incoming_version if newer else stored_version
+
+
+def _wins(
+    spec: TableSpec,
+    stored: Mapping[str, Any],
+    stored_version: Version,
+    incoming: Mapping[str, Any],
+    incoming_version: Version,
+) -> bool:
+    """Does the incoming event's state replace the stored one?
+
+    A deletion is terminal: it beats any state of a live object and no later
+    non-deleting event replaces it, even within the same ``created`` second (where
+    the event id tie-break is arbitrary). Otherwise the newest event wins.
+    """
+    marker = spec.deleted_marker
+    if marker is not None:
+        stored_deleted = stored.get(marker) is not None
+        incoming_deleted = incoming.get(marker) is not None
+        if stored_deleted != incoming_deleted:
+            return incoming_deleted
+    return incoming_version > stored_version
 
 
 def _json_default(value: Any) -> Any:
@@ -174,6 +196,13 @@ def _upsert_statement(spec: TableSpec, dialect_name: str):
         ex.last_event_created > cur_created,
         and_(ex.last_event_created == cur_created, new_id > cur_id),
     )
+    if spec.deleted_marker is not None:  # SQL twin of _wins: a deletion is terminal
+        cur_marker, new_marker = cur[spec.deleted_marker], ex[spec.deleted_marker]
+        newer = or_(
+            and_(new_marker.is_not(None), cur_marker.is_(None)),
+            and_(new_marker.is_not(None), cur_marker.is_not(None), newer),
+            and_(new_marker.is_(None), cur_marker.is_(None), newer),
+        )
 
     set_: dict[str, Any] = {}
     changes: list[ColumnElement] = [newer]
