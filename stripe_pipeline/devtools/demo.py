@@ -10,6 +10,7 @@ and the same Dagster instance.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -30,10 +31,13 @@ from stripe_pipeline.devtools.processes import (
     Supervisor,
     http_ready,
     install_signal_handlers,
+    is_alive,
+    orphans_of_dead_demos,
     wait_until,
 )
 
 API_KEY = "sk_test_stripe_pipeline_dev"
+DEMO_PID_ENV = "STRIPE_PIPELINE_DEV_PID"  # marks every child, to find orphans later
 # launched once the first traffic is processed, so their assets and checks show up too
 FOLLOW_UP_JOBS = ("nightly_reconciliation", "payment_recovery")
 SETTLE_TIMEOUT = 60.0
@@ -117,6 +121,20 @@ def webhook_secret(paths: DemoPaths) -> str:
         return secret
 
 
+def reap_orphans(paths: DemoPaths) -> None:
+    """Kill what an earlier demo on this data folder left running when it was SIGKILLed."""
+    orphans = orphans_of_dead_demos("STRIPE_PIPELINE_DATA_DIR", str(paths.data_dir), DEMO_PID_ENV)
+    if not orphans:
+        return
+    log(f"stopping {len(orphans)} process(es) left by an earlier demo that was killed")
+    for pid in orphans:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(is_alive(pid) for pid in orphans):
+        time.sleep(0.1)
+
+
 def ensure_ports_free(ports: dict[str, int]) -> None:
     """Fail before starting anything when a port is taken (a demo from an earlier run?)."""
     for name, port in ports.items():
@@ -181,6 +199,7 @@ def child_environment(
             "STRIPE_API_BASE": f"http://{LOCALHOST}:{config.localstripe_port}",
             "DAGSTER_HOME": str(paths.dagster_home),
             "PYTHONUNBUFFERED": "1",
+            DEMO_PID_ENV: str(os.getpid()),
         }
     )
     # the demo's Dagster instance must not report usage home
@@ -249,6 +268,7 @@ class Demo:
         """Start everything, drive traffic, report; always stop every child on the way out."""
         config, paths = self.config, self.paths
         paths.data_dir.mkdir(parents=True, exist_ok=True)
+        reap_orphans(paths)
         ensure_ports_free(
             {
                 "localstripe": config.localstripe_port,

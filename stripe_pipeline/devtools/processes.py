@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
+import ctypes.util
 import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -26,6 +29,7 @@ from pathlib import Path
 from typing import IO, Any
 
 GRACE_SECONDS = 3.0
+PR_SET_PDEATHSIG = 1
 
 
 class StartupError(RuntimeError):
@@ -59,6 +63,37 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
+def _environ(pid: int) -> dict[str, str]:
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
+    return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in pairs}
+
+
+def orphans_of_dead_demos(owner_env: str, owner_value: str, demo_pid_env: str) -> list[int]:
+    """Processes left behind by an earlier demo that was killed hard (SIGKILL, a crash).
+
+    A demo's children carry ``owner_env=owner_value`` (its data folder) and the demo's
+    pid in their environment; Dagster's webserver, daemon and code servers survive a
+    SIGKILLed ``dagster dev``, so the next run finds them by that mark.
+    """
+    found: list[int] = []
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return found
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        env = _environ(int(entry.name))
+        if env.get(owner_env) != owner_value or not env.get(demo_pid_env, "").isdigit():
+            continue
+        if not is_alive(int(env[demo_pid_env])):
+            found.append(int(entry.name))
+    return found
+
+
 def is_alive(pid: int) -> bool:
     """True while ``pid`` exists and is not a zombie."""
     try:
@@ -83,6 +118,20 @@ def group_alive(pgid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL it if the demo itself dies (even by SIGKILL).
+
+    Linux only (``prctl(PR_SET_PDEATHSIG)``); elsewhere the atexit handler is all there is.
+    Grandchildren go too: Dagster's webserver and daemon watch a shutdown pipe, and
+    gunicorn workers exit when their master is gone.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
 
 
 @dataclass
@@ -141,6 +190,7 @@ class Supervisor:
             stdout=log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
         child = Child(name, process, log_path, log_file)
         self.children.append(child)
