@@ -9,6 +9,7 @@ second run continues with the same data.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import urllib.request
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ import stripe
 from stripe_pipeline.cli import main
 from stripe_pipeline.devtools import fixture_events as fx
 from stripe_pipeline.devtools.demo import API_KEY
+from stripe_pipeline.devtools.processes import Supervisor, descendants, group_alive, is_alive
 from tests.support.demo import DemoManager, RunningDemo, free_port, shared_demo, wait_for
 
 RUNS_QUERY = """
@@ -103,6 +105,21 @@ def test_fixture_events_carry_a_signature_stripe_accepts() -> None:
     verified = stripe.Webhook.construct_event(payload, fx.sign(payload, "whsec_t"), "whsec_t")
     assert verified["data"]["object"]["charge"] == "ch_test"
     assert verified["data"]["object"]["evidence_details"]["due_by"] > evt["created"]
+
+
+def test_supervisor_kills_a_group_that_ignores_sigint_and_sigterm(tmp_path: Path) -> None:
+    """What a backgrounded ``dagster dev`` does: ignore both signals, with children."""
+    supervisor = Supervisor(tmp_path / "logs", os.environ, cwd=tmp_path)
+    stubborn = 'trap "" INT TERM; sleep 300 & sleep 300 & echo started; wait'
+    child = supervisor.start("stubborn", ["sh", "-c", stubborn])
+    wait_for("the children", lambda: len(descendants(child.pid)) >= 2, timeout=10, interval=0.05)
+    tree = descendants(child.pid) | {child.pid}
+
+    supervisor.stop()
+
+    assert not group_alive(child.pid)
+    assert not [pid for pid in tree if is_alive(pid)]
+    assert "started" in child.log_path.read_text()
 
 
 # -- the running demo -------------------------------------------------------------------
