@@ -23,7 +23,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stripe_pipeline.devtools.dagster_api import DagsterAPI
 from stripe_pipeline.devtools.processes import (
@@ -35,6 +35,9 @@ from stripe_pipeline.devtools.processes import (
     orphans_of_dead_demos,
     wait_until,
 )
+
+if TYPE_CHECKING:
+    from stripe_pipeline.devtools.traffic import TrafficDriver
 
 API_KEY = "sk_test_stripe_pipeline_dev"
 DEMO_PID_ENV = "STRIPE_PIPELINE_DEV_PID"  # marks every child, to find orphans later
@@ -388,7 +391,7 @@ class Demo:
                 webhook_secret=webhook_secret(self.paths),
                 say=log,
             )
-            summary = traffic.run_round(customers=self.config.customers)
+            summary = self._traffic_round(traffic, customers=self.config.customers)
             self.write_status("traffic-sent", traffic=summary)
         next_round = time.monotonic() + self.config.traffic_interval
         follow_ups_due = time.monotonic() + SETTLE_TIMEOUT
@@ -410,11 +413,21 @@ class Demo:
                     log(f"--exit-after {self.config.exit_after:g} s reached")
                     return 0
                 if traffic is not None and self.config.traffic_interval > 0 and now >= next_round:
-                    traffic.run_round(customers=1, fixture_events=False)
+                    self._traffic_round(traffic, customers=1, fixture_events=False)
                     next_round = now + self.config.traffic_interval
                 time.sleep(2)
         finally:
             progress.close()
+
+    def _traffic_round(self, traffic: TrafficDriver, **kwargs: Any) -> dict[str, int]:
+        """One round of traffic; a fake-Stripe hiccup is reported, and the demo goes on."""
+        import stripe
+
+        try:
+            return traffic.run_round(**kwargs)
+        except (stripe.StripeError, OSError) as exc:
+            log(f"warning: traffic stopped early: {type(exc).__name__}: {exc}")
+            return {}
 
     def launch_follow_ups(self) -> None:
         """Run reconciliation and recovery once now rather than at their nightly schedule."""
