@@ -44,7 +44,7 @@ def cmd_db_downgrade(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_db_current(args: argparse.Namespace) -> int:  # noqa: ARG001
+def cmd_db_current(args: argparse.Namespace) -> int:
     engine = _engine()
     current = migrate.current_revision(engine)
     head = migrate.head_revision()

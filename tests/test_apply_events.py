@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import select
 
+from stripe_pipeline.db.engine import make_engine
 from stripe_pipeline.db.models import AuditLog
 from stripe_pipeline.process.apply import apply_events
 from stripe_pipeline.process.errors import PermanentError, classify
@@ -163,12 +164,12 @@ def test_poison_event_fails_alone(engine, stripe_fixtures):
     assert fetch_row(engine, "stripe_customers", stripe_fixtures["customer"]["id"]) is not None
 
 
-def test_database_rejection_falls_back_to_one_by_one(engine, stripe_fixtures):
+@pytest.mark.postgres
+def test_database_rejection_falls_back_to_one_by_one(fresh_pg_url, stripe_fixtures):
     """A value the database refuses (a 6-digit last4 into VARCHAR(4)) fails only its own
-    event; the bulk statement is retried per event. (SQLite ignores VARCHAR lengths; the
-    failing-hook test below covers the same fallback on both backends.)"""
-    if engine.dialect.name == "sqlite":
-        pytest.skip("SQLite does not enforce VARCHAR lengths")
+    event; the bulk statement is retried per event. PostgreSQL only: SQLite ignores
+    VARCHAR lengths; the failing-hook test below covers the same fallback on both."""
+    engine = make_engine(fresh_pg_url)
     pm = copy.deepcopy(stripe_fixtures["payment_method"])
     pm["id"], pm["card"]["last4"] = "pm_bad", "424242"
     ok = copy.deepcopy(stripe_fixtures["payment_method"])
@@ -183,6 +184,7 @@ def test_database_rejection_falls_back_to_one_by_one(engine, stripe_fixtures):
     assert result.outcomes == {events[0].id: "processed", events[2].id: "processed"}
     assert fetch_row(engine, "stripe_payment_methods", ok["id"]) is not None
     assert fetch_row(engine, "stripe_customers", stripe_fixtures["customer"]["id"]) is not None
+    engine.dispose()
 
 
 def test_older_event_after_newer_changes_nothing(engine, stripe_fixtures):
@@ -330,3 +332,28 @@ def test_failing_hook_fails_only_the_event_it_refuses(engine, stripe_fixtures):
     assert set(result.failures) == {events[0].id}
     assert result.outcomes == {events[1].id: "processed"}
     assert fetch_row(engine, "stripe_customers", refused) is None
+
+
+@pytest.mark.parametrize("together", [True, False], ids=["one-batch", "separate-batches"])
+def test_same_second_events_follow_the_lifecycle_not_the_event_id(
+    engine, stripe_fixtures, together
+):
+    """invoice.created, .finalized and .paid often share one second: paid must win."""
+    inv = {**stripe_fixtures["invoice"], "id": "in_same_second"}
+    paid = make_event(
+        "invoice.paid", {**inv, "status": "paid", "amount_paid": 1500}, T0, event_id="evt_0paid"
+    )
+    finalized = make_event(
+        "invoice.finalized", {**inv, "status": "open", "amount_paid": 0}, T0, event_id="evt_5fin"
+    )
+    created = make_event(
+        "invoice.created", {**inv, "status": "draft", "amount_paid": 0}, T0, event_id="evt_9new"
+    )
+    if together:
+        apply_in_transaction(engine, [created, paid, finalized])
+    else:
+        for event in (paid, finalized, created):
+            apply_in_transaction(engine, [event])
+    row = fetch_row(engine, "stripe_invoices", "in_same_second")
+    assert (row["status"], row["amount_paid_minor"]) == ("paid", 1500)
+    assert row["last_event_id"] == "evt_0paid"

@@ -47,7 +47,9 @@ def test_stale_signature_is_refused_with_its_own_reason():
 
 
 @pytest.mark.parametrize(
-    "header", [None, "", "garbage", "t=abc,v1=00", f"t={NOW},v1=\u00e9", f"t={NOW}"]
+    "header",
+    [None, "", "garbage", "t=abc,v1=00", f"t={NOW},v1=\u00e9", f"t={NOW}"],
+    ids=["none", "empty", "garbage", "bad-timestamp", "non-ascii", "no-v1"],
 )
 def test_missing_or_garbled_headers_are_refused(header):
     with pytest.raises(InvalidSignature):

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Text,
     func,
@@ -64,6 +65,8 @@ class EventVersionMixin:
     livemode: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
     last_event_id: Mapped[str | None] = mapped_column(String(255))
     last_event_created: Mapped[int | None] = mapped_column(BigInteger)
+    # lifecycle stage of that event: breaks ties between events of the same second
+    last_event_rank: Mapped[int | None] = mapped_column(SmallInteger)
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
 

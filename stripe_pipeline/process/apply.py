@@ -30,6 +30,7 @@ from stripe_pipeline.audit import AUDIT_LOG, AuditEntry, record
 from stripe_pipeline.process import resources
 from stripe_pipeline.process.errors import PermanentError
 from stripe_pipeline.process.events import QueuedEvent
+from stripe_pipeline.process.ordering import lifecycle_rank
 from stripe_pipeline.process.refunds import RefundSource
 from stripe_pipeline.process.registry import (
     EventContext,
@@ -70,7 +71,8 @@ class _Parsed:
 
     @property
     def version(self) -> Version:
-        return (self.event.stripe_created, self.event.stripe_event_id)
+        event = self.event
+        return (event.stripe_created, lifecycle_rank(event.event_type), event.stripe_event_id)
 
 
 @dataclass(slots=True)
@@ -213,7 +215,8 @@ def _write(conn: Connection, parsed: Sequence[_Parsed], actor_prefix: str) -> _W
                     **row.values,
                     spec.key: key,
                     "last_event_created": row.version[0],
-                    "last_event_id": row.version[1],
+                    "last_event_rank": row.version[1],
+                    "last_event_id": row.version[2],
                 }
             )
         after = upsert_rows(conn, spec, rows)

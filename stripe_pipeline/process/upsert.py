@@ -1,7 +1,8 @@
 """Set-based, newest-event-wins upserts into the domain tables.
 
 Every domain row carries the version of the newest event applied to it
-(``last_event_created``, then ``last_event_id`` as a stable tie-break). One
+(``last_event_created``, then ``last_event_rank`` (lifecycle stage, see
+``ordering.py``), then ``last_event_id`` as a stable tie-break). One
 ``INSERT ... ON CONFLICT DO UPDATE`` per table and batch merges the incoming rows
 into the stored ones, column by column, with a merge policy that makes the result
 independent of delivery order (Stripe delivers at least once, in no order):
@@ -51,8 +52,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.sql.elements import ColumnElement
 
-Version = tuple[int, str]
-GUARD_COLUMNS = ("last_event_created", "last_event_id")
+Version = tuple[int, int, str]  # (created, lifecycle rank, event id)
+GUARD_COLUMNS = ("last_event_created", "last_event_rank", "last_event_id")
 # SQLite caps bound parameters per statement; stay well below for IN lists.
 _IN_CHUNK = 2000
 
@@ -192,9 +193,16 @@ def _upsert_statement(spec: TableSpec, dialect_name: str):
         # compare event ids bytewise, as Python does when folding a batch
         new_id, cur_id = new_id.collate("C"), cur_id.collate("C")
     cur_created = func.coalesce(cur.last_event_created, -1)
+    cur_rank = func.coalesce(cur.last_event_rank, -1)
     newer = or_(
         ex.last_event_created > cur_created,
-        and_(ex.last_event_created == cur_created, new_id > cur_id),
+        and_(
+            ex.last_event_created == cur_created,
+            or_(
+                ex.last_event_rank > cur_rank,
+                and_(ex.last_event_rank == cur_rank, new_id > cur_id),
+            ),
+        ),
     )
     if spec.deleted_marker is not None:  # SQL twin of _wins: a deletion is terminal
         cur_marker, new_marker = cur[spec.deleted_marker], ex[spec.deleted_marker]
@@ -224,6 +232,7 @@ def _upsert_statement(spec: TableSpec, dialect_name: str):
         set_[column] = case((takes, new), (kept, old), else_=None)
         changes.append(and_(takes, old.is_distinct_from(new)))
     set_["last_event_created"] = case((newer, ex.last_event_created), else_=cur.last_event_created)
+    set_["last_event_rank"] = case((newer, ex.last_event_rank), else_=cur.last_event_rank)
     set_["last_event_id"] = case((newer, ex.last_event_id), else_=cur.last_event_id)
     set_["updated_at"] = func.now()
 

@@ -24,6 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from stripe_pipeline.audit import AuditEntry, record
 from stripe_pipeline.db.models import PaymentSupportTicket, ReconciliationDiscrepancy
+from stripe_pipeline.process.ordering import ORDINARY
 from stripe_pipeline.process.registry import RowWrite
 from stripe_pipeline.process.upsert import Policy, TableSpec
 from stripe_pipeline.reconcile.compare import IN_CHUNK, chunked, key_in, seen_ids
@@ -119,7 +120,11 @@ def _repair_one(
     spec = _table_specs()[write.table]
     table = spec.table
     key_col = table.c[spec.key]
-    version = {"last_event_created": repair.observed_at, "last_event_id": repair_event_id(run_id)}
+    version = {
+        "last_event_created": repair.observed_at,
+        "last_event_rank": ORDINARY,
+        "last_event_id": repair_event_id(run_id),
+    }
     now = datetime.now(UTC)
     if current is None:
         values = {c: write.values.get(c) for c in spec.policies}

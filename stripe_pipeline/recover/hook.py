@@ -52,6 +52,8 @@ def decisions_for(conn: Connection, change: RowChange) -> list[RecoveryDecision 
     actor = f"event:{event_id}"
     policy: RecoveryPolicy = _state["policy"]
     if change.table == "stripe_payments":
+        # the table key is the PaymentIntent id (or a legacy charge id): not an audit field
+        after = {**after, "payment_intent_id": change.object_id}
         status = after.get("status")
         if status == "succeeded" and _changed(before, after, "status"):
             return [

@@ -67,6 +67,7 @@ SPEC = TableSpec(
         "customer_id",
         "invoice_id",
         "payment_method_id",
+        "card_fingerprint",
     ),
     insert_defaults={"amount_refunded_minor": 0},
     # the card of the latest charge, whichever event about that charge arrives last
