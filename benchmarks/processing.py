@@ -210,7 +210,7 @@ def _cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def child_project(url: str, batch_size: int) -> dict[str, Any]:
+def child_project(url: str, batch_size: int, threads: int = 1) -> dict[str, Any]:
     from stripe_pipeline.db.engine import make_engine
     from stripe_pipeline.process import apply as _apply  # noqa: F401  (import cost outside)
     from stripe_pipeline.process.backoff import RetryPolicy
@@ -220,7 +220,7 @@ def child_project(url: str, batch_size: int) -> dict[str, Any]:
     with engine.connect() as conn:
         conn.exec_driver_sql("SELECT 1")
     rss_before, cpu_before, wall_start = _rss_mb(), _cpu_s(), time.time()
-    report = process_pending(engine, policy=RetryPolicy(), batch_size=batch_size)
+    report = process_pending(engine, policy=RetryPolicy(), batch_size=batch_size, workers=threads)
     meta = report.as_metadata()
     return {
         "wall_start": wall_start,
@@ -441,7 +441,7 @@ def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> dict[s
         url = create_database(backend, workdir)
         try:
             load_s = bulk_load(url, generate(size))
-            result = run_child("project", url, str(args.batch_size))
+            result = run_child("project", url, str(args.batch_size), str(args.threads))
             result["load_events_per_s"] = size / load_s
             out["project"][str(size)] = result
         finally:
@@ -490,7 +490,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "_child":
         mode, url, number = argv[1], argv[2], int(argv[3])
-        result = child_project(url, number) if mode == "project" else child_naive(url, number)
+        threads = int(argv[4]) if len(argv) > 4 else 1
+        if mode == "project":
+            result = child_project(url, number, threads)
+        else:
+            result = child_naive(url, number)
         print(json.dumps(result))
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -501,6 +505,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workers", type=int, default=2, help="also run N concurrent runs (PostgreSQL)"
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=2,
+        help="claim/apply loops inside the one run (process_pending(workers=...), as the "
+        "Dagster asset runs it; SQLite always uses one)",
+    )
     args = parser.parse_args(argv)
     results = []
     with tempfile.TemporaryDirectory(prefix="bench_processing_") as tmp:
@@ -510,6 +521,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "processing",
         "events": args.events,
         "batch_size": args.batch_size,
+        "threads": args.threads,
         "cpus": os.cpu_count(),
         "results": results,
     }

@@ -11,7 +11,6 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from sqlalchemy import Engine, text
 
 from stripe_pipeline.process.backoff import RetryPolicy
@@ -29,7 +28,6 @@ from tests.support.queue_events import (
     load,
     make_due,
     marks,
-    real_apply_available,
     statuses,
 )
 
@@ -272,7 +270,6 @@ def test_ticket_links_tolerate_every_shape() -> None:
     assert ticket_links(dispute)["payment_intent_id"] == "ch_1"
 
 
-@pytest.mark.skipif(not real_apply_available(), reason="stripe_pipeline.process.apply not landed")
 def test_real_apply_end_to_end(engine: Engine, stripe_fixtures: dict) -> None:
     pi = dict(stripe_fixtures["payment_intent"], id="pi_e2e", status="succeeded")
     load(engine, [event_doc(1, event_type="payment_intent.succeeded", obj=pi)])
@@ -282,3 +279,13 @@ def test_real_apply_end_to_end(engine: Engine, stripe_fixtures: dict) -> None:
     report = process_pending(engine, policy=FAST)
     assert report.processed == 1 and report.ignored == 1
     assert _rows(engine, "SELECT status FROM stripe_payments WHERE payment_intent_id = 'pi_e2e'")
+
+
+def test_worker_threads_share_a_run_and_apply_every_event_once(engine: Engine) -> None:
+    """``workers`` > 1: several claim/apply loops in one run (PostgreSQL), each event once."""
+    load(engine, [event_doc(n) for n in range(60)])
+    report = process_pending(engine, policy=FAST, batch_size=7, workers=3, apply=MarkingApply())
+    assert report.claimed == 60 and report.processed == 60
+    assert report.batches >= 9 and report.remaining_due == 0
+    assert set(marks(engine).values()) == {1} and len(marks(engine)) == 60
+    assert set(statuses(engine).values()) == {"processed"}

@@ -9,10 +9,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
+
+
+def _dumps(value: object) -> str:
+    return orjson.dumps(value).decode()
+
+
+# JSON columns hold whole Stripe payloads: orjson decodes them ~5x faster than json
+JSON_OPTIONS = {"json_serializer": _dumps, "json_deserializer": orjson.loads}
 
 
 def normalize_url(url: str) -> str:
@@ -33,6 +42,7 @@ def make_engine(url: str, *, pool_size: int = 5, echo: bool = False) -> Engine:
         engine = create_engine(
             url,
             echo=echo,
+            **JSON_OPTIONS,
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
         )
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -43,6 +53,7 @@ def make_engine(url: str, *, pool_size: int = 5, echo: bool = False) -> Engine:
     return create_engine(
         url,
         echo=echo,
+        **JSON_OPTIONS,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_recycle=1800,

@@ -25,6 +25,7 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -108,6 +109,35 @@ class ProcessingReport:
     def count(self, event_type: str, outcome: str) -> None:
         self.by_type[event_type][outcome] += 1
 
+    _SUMMED = (
+        "batches",
+        "claimed",
+        "processed",
+        "ignored",
+        "retries_scheduled",
+        "dead_lettered",
+        "tickets_opened",
+        "tickets_resolved",
+        "notifications_sent",
+        "lost_leases",
+        "apply_crashes",
+    )
+
+    def merge(self, part: ProcessingReport) -> None:
+        """Fold another pass or worker of the same run into this report.
+
+        Counts add up; queue gauges (oldest pending age, remaining due) take the
+        later reading. Durations are the caller's business: passes add, workers overlap.
+        """
+        for name in self._SUMMED:
+            setattr(self, name, getattr(self, name) + getattr(part, name))
+        for event_type, outcomes in part.by_type.items():
+            self.by_type[event_type].update(outcomes)
+        self.rows_written.update(part.rows_written)
+        self.ticket_ids.extend(part.ticket_ids)
+        self.oldest_pending_age_seconds = part.oldest_pending_age_seconds
+        self.remaining_due = part.remaining_due
+
     def events_by_type_and_outcome(self) -> dict[str, dict[str, int]]:
         return {t: dict(sorted(c.items())) for t, c in sorted(self.by_type.items())}
 
@@ -157,13 +187,31 @@ def process_pending(
     notifier: Notifier | None = None,
     refund_source: Any = None,
     apply: ApplyFn = default_apply,
+    workers: int = 1,
 ) -> ProcessingReport:
     """Process due events batch by batch until none are due (or ``max_batches``).
 
     Safe to run concurrently (disjoint claims) and to kill at any point (uncommitted
     work rolls back; claims come back after ``lease_seconds``). ``lease_seconds`` must
     exceed the time one batch takes to apply.
+
+    ``workers`` > 1 runs that many claim/apply loops on threads of this process: while
+    one waits on PostgreSQL another parses, so a run uses both the database and the
+    interpreter. SQLite has one writer at a time, so there it stays one loop.
     """
+    if workers > 1 and engine.dialect.name != "sqlite":
+        return _process_concurrently(
+            engine,
+            workers,
+            policy=policy,
+            batch_size=batch_size,
+            max_batches=max_batches,
+            worker_id=worker_id,
+            lease_seconds=lease_seconds,
+            notifier=notifier,
+            refund_source=refund_source,
+            apply=apply,
+        )
     policy = policy or RetryPolicy()
     notifier = notifier or LogNotifier()
     report = ProcessingReport(worker_id=worker_id or default_worker_id())
@@ -195,6 +243,28 @@ def process_pending(
     report.oldest_pending_age_seconds = stats.oldest_due_age_seconds
     report.remaining_due = stats.due
     log.info("processed events: %s", report.as_metadata())
+    return report
+
+
+def _process_concurrently(
+    engine: Engine, workers: int, *, max_batches: int | None, worker_id: str | None, **options: Any
+) -> ProcessingReport:
+    """Several claim/apply loops on threads; their reports merged into one."""
+    base = worker_id or default_worker_id()
+    share = None if max_batches is None else max(1, -(-max_batches // workers))
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="process") as pool:
+        futures = [
+            pool.submit(
+                process_pending, engine, max_batches=share, worker_id=f"{base}/{n}", **options
+            )
+            for n in range(workers)
+        ]
+        parts = [f.result() for f in futures]
+    report = ProcessingReport(worker_id=base)
+    for part in parts:
+        report.merge(part)
+    report.duration_seconds = time.perf_counter() - started
     return report
 
 

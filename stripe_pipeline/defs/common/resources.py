@@ -54,6 +54,8 @@ class ProcessingSettings(ConfigurableResource):
     """
 
     batch_size: int = 1000
+    # claim/apply loops per run on PostgreSQL (threads overlap database waits with parsing)
+    workers: int = 2
     # bounded runs: a long backlog is drained by successive runs, so a run never
     # outlives its lease and the sensor stays in charge of pacing
     max_batches: int = 100
@@ -70,6 +72,7 @@ class ProcessingSettings(ConfigurableResource):
     def from_env(cls) -> ProcessingSettings:
         return cls(
             batch_size=_env_int("STRIPE_PIPELINE_BATCH_SIZE", 1000) or 1000,
+            workers=_env_int("STRIPE_PIPELINE_PROCESSING_WORKERS", 2) or 1,
             max_batches=_env_int("STRIPE_PIPELINE_MAX_BATCHES", 100) or 100,
             lease_seconds=_env_int("STRIPE_PIPELINE_LEASE_SECONDS", 300) or 300,
             linger_seconds=_env_float("STRIPE_PIPELINE_LINGER_SECONDS", 0.0),

@@ -142,31 +142,9 @@ def _linger(
         if not has_due_events(engine):
             time.sleep(LINGER_POLL_SECONDS)
             continue
-        _add(report, process_pending(engine, max_batches=budget, **options))
-
-
-def _add(total: ProcessingReport, part: ProcessingReport) -> None:
-    """Fold a later pass of the same run into the run's report."""
-    for name in (
-        "batches",
-        "claimed",
-        "processed",
-        "ignored",
-        "retries_scheduled",
-        "dead_lettered",
-        "tickets_opened",
-        "notifications_sent",
-        "lost_leases",
-        "apply_crashes",
-        "duration_seconds",
-    ):
-        setattr(total, name, getattr(total, name) + getattr(part, name))
-    for event_type, outcomes in part.by_type.items():
-        total.by_type[event_type].update(outcomes)
-    total.rows_written.update(part.rows_written)
-    total.ticket_ids.extend(part.ticket_ids)
-    total.oldest_pending_age_seconds = part.oldest_pending_age_seconds
-    total.remaining_due = part.remaining_due
+        part = process_pending(engine, max_batches=budget, **options)
+        report.merge(part)
+        report.duration_seconds += part.duration_seconds
 
 
 def events_table_markdown(by_type: Mapping[str, Mapping[str, int]]) -> str:
@@ -233,6 +211,7 @@ def stripe_domain_tables(
     options: dict[str, Any] = {
         "policy": retry_policy(config, settings),
         "batch_size": _pick(config.batch_size, settings.batch_size),
+        "workers": settings.workers,
         "worker_id": f"dagster:{context.run_id}",
         "lease_seconds": _pick(config.lease_seconds, settings.lease_seconds),
         "notifier": notifier.get_notifier(),
