@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from stripe_pipeline import __version__
+from stripe_pipeline.cli_support import positive_int
 from stripe_pipeline.config import ENVIRONMENT, ConfigError, load_settings, redact_url
 from stripe_pipeline.db import migrate
 from stripe_pipeline.db.engine import make_engine
@@ -60,13 +61,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError("must be >= 1")
-    return number
-
-
 def build_parser() -> argparse.ArgumentParser:
     env_help = "\n".join(f"  {name}: {text}" for name, text in ENVIRONMENT.items())
     parser = argparse.ArgumentParser(
@@ -91,9 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the webhook receiver under gunicorn")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=_positive, default=8000)
-    serve.add_argument("--workers", type=_positive, default=2)
-    serve.add_argument("--threads", type=_positive, default=4)
+    serve.add_argument("--port", type=positive_int, default=8000)
+    serve.add_argument("--workers", type=positive_int, default=2)
+    serve.add_argument("--threads", type=positive_int, default=4)
     serve.set_defaults(func=cmd_serve)
 
     for register in _extension_commands():
@@ -103,17 +97,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extension_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
     """Subcommands owned by other areas (processing, support, reconciliation, demo)."""
+    from stripe_pipeline import cli_support
     from stripe_pipeline.devtools.cli import add_dev_command  # argparse only: no demo imports
 
-    registrars: list[Callable[[argparse._SubParsersAction], None]] = [add_dev_command]
-    try:
-        from stripe_pipeline import cli_support
-    except ImportError:  # pragma: no cover - during development only
-        return registrars
-    for name in ("add_process_command", "add_events_commands", "add_tickets_commands"):
-        if hasattr(cli_support, name):
-            registrars.append(getattr(cli_support, name))
-    return registrars
+    return [
+        cli_support.add_process_command,
+        cli_support.add_events_commands,
+        cli_support.add_tickets_commands,
+        cli_support.add_reconcile_command,
+        add_dev_command,
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

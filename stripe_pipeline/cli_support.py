@@ -61,7 +61,7 @@ def _timestamp(value: str) -> int:
     return int(parsed.timestamp())
 
 
-def _positive(value: str) -> int:
+def positive_int(value: str) -> int:
     try:
         number = int(value)
     except ValueError:
@@ -148,10 +148,10 @@ def add_process_command(commands: argparse._SubParsersAction) -> None:
         description="Claim due events in batches and apply them until none are due "
         "(or --max-batches). Safe to run beside Dagster: claims never overlap.",
     )
-    process.add_argument("--batch-size", type=_positive, default=1000, help="events per batch")
-    process.add_argument("--max-batches", type=_positive, default=None, help="stop after N")
+    process.add_argument("--batch-size", type=positive_int, default=1000, help="events per batch")
+    process.add_argument("--max-batches", type=positive_int, default=None, help="stop after N")
     process.add_argument(
-        "--lease-seconds", type=_positive, default=300, help="claim lease (default 300)"
+        "--lease-seconds", type=positive_int, default=300, help="claim lease (default 300)"
     )
     process.add_argument("--json", action="store_true", help="print the report as JSON")
     process.set_defaults(func=cmd_process)
@@ -217,7 +217,7 @@ def add_events_commands(commands: argparse._SubParsersAction) -> None:
     ls = actions.add_parser("list", help="list stored events, newest first (no payloads)")
     _add_event_filters(ls)
     ls.add_argument("--status", choices=EVENT_STATUSES, help="queue status")
-    ls.add_argument("--limit", type=_positive, default=50)
+    ls.add_argument("--limit", type=positive_int, default=50)
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=cmd_events_list)
 
@@ -314,17 +314,17 @@ def add_tickets_commands(commands: argparse._SubParsersAction) -> None:
     ls = actions.add_parser("list", help="list tickets, newest first (default: unresolved)")
     ls.add_argument("--status", choices=[*TICKET_STATUSES, "all"])
     ls.add_argument("--issue-type")
-    ls.add_argument("--limit", type=_positive, default=50)
+    ls.add_argument("--limit", type=positive_int, default=50)
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=cmd_tickets_list)
 
     show = actions.add_parser("show", help="a ticket with its events and history")
-    show.add_argument("ticket_id", type=_positive)
+    show.add_argument("ticket_id", type=positive_int)
     show.add_argument("--json", action="store_true")
     show.set_defaults(func=cmd_tickets_show)
 
     res = actions.add_parser("resolve", help="close a ticket with a note (ManualResolution)")
-    res.add_argument("ticket_id", type=_positive)
+    res.add_argument("ticket_id", type=positive_int)
     res.add_argument("--note", required=True, help="what was done; kept in the audit log")
     res.add_argument("--actor", default=_default_actor(), help="who, for the audit log")
     res.set_defaults(func=cmd_tickets_resolve)
@@ -332,6 +332,80 @@ def add_tickets_commands(commands: argparse._SubParsersAction) -> None:
     retry = actions.add_parser(
         "retry", help="re-queue the ticket's dead-lettered events (AutoRetry)"
     )
-    retry.add_argument("ticket_id", type=_positive)
+    retry.add_argument("ticket_id", type=positive_int)
     retry.add_argument("--actor", default=_default_actor(), help="who, for the audit log")
     retry.set_defaults(func=cmd_tickets_retry)
+
+
+# ---- reconcile ----
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from stripe_pipeline.reconcile.run import (
+        ReconciliationFailed,
+        RunConfig,
+        RunInProgress,
+        run_reconciliation,
+    )
+    from stripe_pipeline.stripe_api.client import StripeApi
+
+    settings = load_settings()
+    if not settings.stripe_api_key:
+        return _fail("STRIPE_API_KEY is not set: reconciliation reads the Stripe API")
+    engine = _engine()
+    api = StripeApi(
+        settings.stripe_api_key,
+        api_base=settings.stripe_api_base,
+        audit_engine=engine,
+        actor="reconciliation:cli",
+    )
+    try:
+        config = RunConfig(
+            object_types=tuple(args.object_type) if args.object_type else RunConfig.object_types,
+            full_run=args.full,
+            window_start=args.since,
+            window_end=args.until,
+            overlap_minutes=args.overlap_minutes,
+            repair=not args.no_repair,
+            server_filter=not args.no_server_filter,
+            triggered_by=_default_actor(),
+        )
+        result = run_reconciliation(engine, api, config)
+    except (ValueError, RunInProgress, ReconciliationFailed) as exc:
+        return _fail(str(exc))
+    if args.json:
+        _print_json(result.__dict__)
+    else:
+        print(f"reconciliation run {result.run_id}: {result.status}")
+        _print_json(result.counts)
+    return 0
+
+
+def add_reconcile_command(commands: argparse._SubParsersAction) -> None:
+    from stripe_pipeline.reconcile.specs import OBJECT_TYPES
+
+    reconcile = commands.add_parser(
+        "reconcile",
+        help="reconcile local tables against the Stripe API once (the nightly job)",
+        description="Backfill events missing from stripe_events over the window, compare "
+        "payments, refunds, disputes, subscriptions and invoices with the API, repair what "
+        "is deterministic and ticket the rest. The window defaults to the stored "
+        "watermark minus the overlap (at most the 30 days Stripe keeps events).",
+    )
+    reconcile.add_argument("--full", action="store_true", help="list every object, no window")
+    reconcile.add_argument("--since", type=_timestamp, help="window start (Unix time or ISO)")
+    reconcile.add_argument("--until", type=_timestamp, help="window end (Unix time or ISO)")
+    reconcile.add_argument(
+        "--overlap-minutes", type=positive_int, default=60, help="re-check before the watermark"
+    )
+    reconcile.add_argument(
+        "--object-type", action="append", choices=OBJECT_TYPES, help="repeat to narrow"
+    )
+    reconcile.add_argument("--no-repair", action="store_true", help="record, never repair")
+    reconcile.add_argument(
+        "--no-server-filter",
+        action="store_true",
+        help="filter by created on this side (for fakes such as localstripe)",
+    )
+    reconcile.add_argument("--json", action="store_true", help="print the result as JSON")
+    reconcile.set_defaults(func=cmd_reconcile)

@@ -76,3 +76,40 @@ def test_help_lists_every_environment_variable(tmp_path: Path) -> None:
         "DAGSTER_HOME",
     ):
         assert name in result.stdout
+
+
+# localstripe serves no /v1/disputes
+LOCALSTRIPE_TYPES = [f"--object-type={t}" for t in ("payment", "refund", "subscription", "invoice")]
+
+
+def test_reconcile_backfills_from_the_api_and_fails_clearly_without_a_key(tmp_path: Path) -> None:
+    """`stripe-pipeline reconcile` against localstripe: missed events land as 'reconciliation'."""
+    import sqlite3
+
+    import stripe
+
+    from tests.support.localstripe_peer import start_localstripe
+
+    missing_key = run_cli("reconcile", data_dir=tmp_path)
+    assert missing_key.returncode == 1 and "STRIPE_API_KEY" in missing_key.stderr
+
+    ls = start_localstripe()
+    try:
+        client = stripe.StripeClient(ls.api_key, base_addresses={"api": ls.base_url})
+        customer = client.v1.customers.create(params={"email": "cli@example.com"})
+        env = {"STRIPE_API_KEY": ls.api_key, "STRIPE_API_BASE": ls.base_url}
+        result = run_cli(
+            "reconcile",
+            "--full",
+            "--no-server-filter",
+            *LOCALSTRIPE_TYPES,
+            env_extra=env,
+            data_dir=tmp_path,
+        )
+        assert result.returncode == 0, result.stderr
+        assert "succeeded" in result.stdout
+    finally:
+        ls.stop()
+    with sqlite3.connect(tmp_path / "stripe_pipeline.db") as db:
+        rows = db.execute("SELECT event_type, source, object_id FROM stripe_events").fetchall()
+    assert ("customer.created", "reconciliation", customer.id) in rows

@@ -82,15 +82,17 @@ class DagsterAPI:
                 found.setdefault(job["name"], (repo["name"], repo["location"]["name"]))
         return found
 
-    def launch(self, job: str, repository: str, location: str) -> str:
-        """Launch ``job`` with empty run config; returns the run id or raises with the reason."""
+    def launch(
+        self, job: str, repository: str, location: str, run_config: dict | None = None
+    ) -> str:
+        """Launch ``job``; returns the run id or raises with the reason."""
         params = {
             "selector": {
                 "repositoryLocationName": location,
                 "repositoryName": repository,
                 "jobName": job,
             },
-            "runConfigData": {},
+            "runConfigData": run_config or {},
             "executionMetadata": {
                 "tags": [{"key": "stripe_pipeline/requested_by", "value": "dev"}]
             },

@@ -42,7 +42,18 @@ if TYPE_CHECKING:
 API_KEY = "sk_test_stripe_pipeline_dev"
 DEMO_PID_ENV = "STRIPE_PIPELINE_DEV_PID"  # marks every child, to find orphans later
 # launched once the first traffic is processed, so their assets and checks show up too
-FOLLOW_UP_JOBS = ("nightly_reconciliation", "payment_recovery")
+# localstripe has no /v1/disputes and refuses created[...] filters on most lists
+LOCALSTRIPE_RECONCILIATION = {
+    "ops": {
+        "nightly_reconciliation_run": {
+            "config": {
+                "object_types": ["payment", "refund", "subscription", "invoice"],
+                "api_created_filter": False,
+            }
+        }
+    }
+}
+FOLLOW_UP_JOBS = {"nightly_reconciliation": LOCALSTRIPE_RECONCILIATION, "payment_recovery": {}}
 SETTLE_TIMEOUT = 60.0
 WEBHOOK_ID = "stripe-pipeline-dev"
 LOCALHOST = "127.0.0.1"
@@ -436,11 +447,11 @@ class Demo:
         except (OSError, ValueError) as exc:
             log(f"warning: cannot list Dagster jobs: {exc}")
             return
-        for job in FOLLOW_UP_JOBS:
+        for job, run_config in FOLLOW_UP_JOBS.items():
             if job not in jobs:
                 continue
             try:
-                run_id = self.dagster.launch(job, *jobs[job])
+                run_id = self.dagster.launch(job, *jobs[job], run_config=run_config)
             except (OSError, ValueError, RuntimeError) as exc:
                 log(f"warning: {exc}")
                 continue

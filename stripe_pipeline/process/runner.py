@@ -73,7 +73,13 @@ def default_apply(
     refund_source: Any = None,
     actor_prefix: str = "event",
 ) -> ApplyOutcome:
-    """``stripe_pipeline.process.apply.apply_events``, imported on first use."""
+    """``stripe_pipeline.process.apply.apply_events``, imported on first use.
+
+    Importing the recovery hook registers dunning with every processing path (the
+    Dagster job, ``stripe-pipeline process``, benchmarks), not only with the ones that
+    happen to load the Dagster definitions.
+    """
+    import stripe_pipeline.recover.hook  # noqa: F401 - registers the post-apply hook
     from stripe_pipeline.process.apply import apply_events
 
     return apply_events(conn, events, refund_source=refund_source, actor_prefix=actor_prefix)
