@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
@@ -19,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from stripe_pipeline.config import load_settings
+from stripe_pipeline.config import load_processing_options, load_settings
 from stripe_pipeline.db import migrate
 from stripe_pipeline.db.engine import make_engine
 from stripe_pipeline.db.models import EVENT_STATUSES, TICKET_STATUSES
@@ -94,21 +93,17 @@ def _fail(message: str) -> int:
 # ---- process ----
 
 
-def _env_number(name: str, cast: type, default: Any) -> Any:
-    raw = os.environ.get(name, "").strip()
-    return cast(raw) if raw else default
-
-
 def retry_policy_from_env():
     """The retry policy of the ``STRIPE_PIPELINE_RETRY_*`` variables (same as Dagster's)."""
     from stripe_pipeline.process.backoff import RetryPolicy
 
+    o = load_processing_options()
     return RetryPolicy(
-        base_seconds=_env_number("STRIPE_PIPELINE_RETRY_BASE_SECONDS", float, 30.0),
-        factor=_env_number("STRIPE_PIPELINE_RETRY_FACTOR", float, 2.0),
-        cap_seconds=_env_number("STRIPE_PIPELINE_RETRY_CAP_SECONDS", float, 6 * 3600.0),
-        max_retries=_env_number("STRIPE_PIPELINE_RETRY_MAX_RETRIES", int, 8),
-        jitter=os.environ.get("STRIPE_PIPELINE_RETRY_JITTER") or "equal",  # type: ignore[arg-type]
+        base_seconds=o.retry_base_seconds,
+        factor=o.retry_factor,
+        cap_seconds=o.retry_cap_seconds,
+        max_retries=o.retry_max_retries,
+        jitter=o.retry_jitter,  # type: ignore[arg-type]
     )
 
 
@@ -123,6 +118,7 @@ def cmd_process(args: argparse.Namespace) -> int:
     report = process_pending(
         _engine(),
         policy=policy,
+        workers=load_processing_options().workers,
         batch_size=args.batch_size,
         max_batches=args.max_batches,
         lease_seconds=args.lease_seconds,

@@ -35,6 +35,34 @@ ENVIRONMENT: dict[str, str] = {
     "localstripe on `http://127.0.0.1:8420`).",
     "DAGSTER_HOME": "Dagster instance folder (default `<data dir>/dagster_home` for `dev`).",
     "STRIPE_PIPELINE_LOG_LEVEL": "Log level of the JSON logs (default INFO).",
+    "STRIPE_PIPELINE_BATCH_SIZE": "Events claimed per processing batch (default 1000).",
+    "STRIPE_PIPELINE_PROCESSING_WORKERS": "Claim/apply loops per processing run on "
+    "PostgreSQL (default 2; SQLite always 1).",
+    "STRIPE_PIPELINE_MAX_BATCHES": "Batches one Dagster processing run takes at most "
+    "(default 100); the sensor starts the next run.",
+    "STRIPE_PIPELINE_LEASE_SECONDS": "Claim lease: a crashed run's events are taken again "
+    "after it (default 300).",
+    "STRIPE_PIPELINE_LINGER_SECONDS": "Seconds a processing run stays up after draining to "
+    "take new events at once (default 0; ~15 for low latency).",
+    "STRIPE_PIPELINE_RETRY_BASE_SECONDS": "First retry delay of a temporary error (default 30).",
+    "STRIPE_PIPELINE_RETRY_FACTOR": "Backoff factor between retries (default 2).",
+    "STRIPE_PIPELINE_RETRY_CAP_SECONDS": "Longest retry delay (default 21600).",
+    "STRIPE_PIPELINE_RETRY_MAX_RETRIES": "Retries before an event is escalated (default 8).",
+    "STRIPE_PIPELINE_RETRY_JITTER": "Backoff jitter: equal, full or none (default equal).",
+    "STRIPE_PIPELINE_SENSOR_INTERVAL": "Seconds between stripe_events_sensor ticks (default 5).",
+    "STRIPE_PIPELINE_MAX_PROCESSING_RUNS": "Processing runs queued or running at once (default 1).",
+    "STRIPE_PIPELINE_MAX_QUEUE_AGE_SECONDS": "Oldest due event age the queue_keeps_up check "
+    "allows (default 900).",
+    "STRIPE_PIPELINE_NOTIFY_URLS": "Where critical tickets are announced: comma-separated "
+    "http(s) webhook URLs or apprise URLs (default: log only).",
+    "STRIPE_PIPELINE_CHECK_<FIELD>": "Thresholds of the monitoring checks, e.g. "
+    "STRIPE_PIPELINE_CHECK_PENDING_MAX_MINUTES=30 (see docs/monitoring.md).",
+    "STRIPE_PIPELINE_RECONCILIATION_TZ": "Timezone of the nightly reconciliation (default UTC).",
+    "STRIPE_PIPELINE_RECONCILIATION_CRON": "Cron of the nightly reconciliation "
+    "(default 0 2 * * *).",
+    "STRIPE_PIPELINE_MODELS_DIR": "Folder of the SQL models (default dbt_like_sql/).",
+    "DAGSTER_PG_HOST / _PORT / _USERNAME / _PASSWORD / _DB": "Dagster's own PostgreSQL storage "
+    "in deploy/dagster.yaml.",
 }
 
 
@@ -92,6 +120,57 @@ def default_database_url(data_dir: Path) -> str:
 def redact_url(url: str) -> str:
     """Hide the password of a database URL before it reaches a log line."""
     return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
+
+
+@dataclass(frozen=True)
+class ProcessingOptions:
+    """Deployment defaults of event processing (a Dagster run's config may override them)."""
+
+    batch_size: int = 1000
+    workers: int = 2
+    # bounded runs: a long backlog is drained by successive runs, so a run never
+    # outlives its lease and the sensor stays in charge of pacing
+    max_batches: int = 100
+    lease_seconds: int = 300
+    linger_seconds: float = 0.0
+    retry_base_seconds: float = 30.0
+    retry_factor: float = 2.0
+    retry_cap_seconds: float = 6 * 3600.0
+    retry_max_retries: int = 8
+    retry_jitter: str = "equal"
+
+
+def load_processing_options(env: Mapping[str, str] | None = None) -> ProcessingOptions:
+    """Processing settings from ``STRIPE_PIPELINE_*`` variables; unset means the default."""
+    env = os.environ if env is None else env
+    d = ProcessingOptions()
+    jitter = (env.get("STRIPE_PIPELINE_RETRY_JITTER") or d.retry_jitter).strip().lower()
+    if jitter not in ("equal", "full", "none"):
+        raise ConfigError("STRIPE_PIPELINE_RETRY_JITTER must be equal, full or none")
+    return ProcessingOptions(
+        batch_size=max(1, _int(env, "STRIPE_PIPELINE_BATCH_SIZE", d.batch_size)),
+        workers=max(1, _int(env, "STRIPE_PIPELINE_PROCESSING_WORKERS", d.workers)),
+        max_batches=max(1, _int(env, "STRIPE_PIPELINE_MAX_BATCHES", d.max_batches)),
+        lease_seconds=max(1, _int(env, "STRIPE_PIPELINE_LEASE_SECONDS", d.lease_seconds)),
+        linger_seconds=_float(env, "STRIPE_PIPELINE_LINGER_SECONDS", d.linger_seconds),
+        retry_base_seconds=_float(env, "STRIPE_PIPELINE_RETRY_BASE_SECONDS", d.retry_base_seconds),
+        retry_factor=_float(env, "STRIPE_PIPELINE_RETRY_FACTOR", d.retry_factor),
+        retry_cap_seconds=_float(env, "STRIPE_PIPELINE_RETRY_CAP_SECONDS", d.retry_cap_seconds),
+        retry_max_retries=max(
+            0, _int(env, "STRIPE_PIPELINE_RETRY_MAX_RETRIES", d.retry_max_retries)
+        ),
+        retry_jitter=jitter,
+    )
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:

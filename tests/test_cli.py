@@ -113,3 +113,16 @@ def test_reconcile_backfills_from_the_api_and_fails_clearly_without_a_key(tmp_pa
     with sqlite3.connect(tmp_path / "stripe_pipeline.db") as db:
         rows = db.execute("SELECT event_type, source, object_id FROM stripe_events").fetchall()
     assert ("customer.created", "reconciliation", customer.id) in rows
+
+
+def test_processing_options_come_from_one_place() -> None:
+    from stripe_pipeline.config import ConfigError, load_processing_options
+    from stripe_pipeline.defs.common.resources import ProcessingSettings
+
+    options = load_processing_options(
+        {"STRIPE_PIPELINE_BATCH_SIZE": "250", "STRIPE_PIPELINE_RETRY_JITTER": "full"}
+    )
+    assert (options.batch_size, options.retry_jitter, options.workers) == (250, "full", 2)
+    with pytest.raises(ConfigError, match="STRIPE_PIPELINE_RETRY_FACTOR"):
+        load_processing_options({"STRIPE_PIPELINE_RETRY_FACTOR": "fast"})
+    assert ProcessingSettings().batch_size == load_processing_options({}).batch_size

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import asdict
 from functools import cached_property
 from typing import Any
 
@@ -10,7 +11,7 @@ from dagster import ConfigurableResource
 from pydantic import PrivateAttr
 from sqlalchemy import Engine
 
-from stripe_pipeline.config import load_settings
+from stripe_pipeline.config import ProcessingOptions, load_processing_options, load_settings
 from stripe_pipeline.db.engine import make_engine
 
 
@@ -35,14 +36,7 @@ class DatabaseResource(ConfigurableResource):
             self._engine = None
 
 
-def _env_int(name: str, default: int | None) -> int | None:
-    raw = os.environ.get(name, "").strip()
-    return int(raw) if raw else default
-
-
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    return float(raw) if raw else default
+_DEFAULTS = ProcessingOptions()
 
 
 class ProcessingSettings(ConfigurableResource):
@@ -53,35 +47,21 @@ class ProcessingSettings(ConfigurableResource):
     unset variable never breaks loading the code location.
     """
 
-    batch_size: int = 1000
-    # claim/apply loops per run on PostgreSQL (threads overlap database waits with parsing)
-    workers: int = 2
-    # bounded runs: a long backlog is drained by successive runs, so a run never
-    # outlives its lease and the sensor stays in charge of pacing
-    max_batches: int = 100
-    lease_seconds: int = 300
-    # seconds a run stays up after draining to take new events (see deploy/dagster.yaml)
-    linger_seconds: float = 0.0
-    retry_base_seconds: float = 30.0
-    retry_factor: float = 2.0
-    retry_cap_seconds: float = 6 * 3600.0
-    retry_max_retries: int = 8
-    retry_jitter: str = "equal"
+    # defaults and meanings: stripe_pipeline.config.ProcessingOptions
+    batch_size: int = _DEFAULTS.batch_size
+    workers: int = _DEFAULTS.workers
+    max_batches: int = _DEFAULTS.max_batches
+    lease_seconds: int = _DEFAULTS.lease_seconds
+    linger_seconds: float = _DEFAULTS.linger_seconds
+    retry_base_seconds: float = _DEFAULTS.retry_base_seconds
+    retry_factor: float = _DEFAULTS.retry_factor
+    retry_cap_seconds: float = _DEFAULTS.retry_cap_seconds
+    retry_max_retries: int = _DEFAULTS.retry_max_retries
+    retry_jitter: str = _DEFAULTS.retry_jitter
 
     @classmethod
     def from_env(cls) -> ProcessingSettings:
-        return cls(
-            batch_size=_env_int("STRIPE_PIPELINE_BATCH_SIZE", 1000) or 1000,
-            workers=_env_int("STRIPE_PIPELINE_PROCESSING_WORKERS", 2) or 1,
-            max_batches=_env_int("STRIPE_PIPELINE_MAX_BATCHES", 100) or 100,
-            lease_seconds=_env_int("STRIPE_PIPELINE_LEASE_SECONDS", 300) or 300,
-            linger_seconds=_env_float("STRIPE_PIPELINE_LINGER_SECONDS", 0.0),
-            retry_base_seconds=_env_float("STRIPE_PIPELINE_RETRY_BASE_SECONDS", 30.0),
-            retry_factor=_env_float("STRIPE_PIPELINE_RETRY_FACTOR", 2.0),
-            retry_cap_seconds=_env_float("STRIPE_PIPELINE_RETRY_CAP_SECONDS", 6 * 3600.0),
-            retry_max_retries=_env_int("STRIPE_PIPELINE_RETRY_MAX_RETRIES", 8) or 0,
-            retry_jitter=os.environ.get("STRIPE_PIPELINE_RETRY_JITTER", "equal") or "equal",
-        )
+        return cls(**asdict(load_processing_options()))
 
 
 class NotifierResource(ConfigurableResource):
