@@ -93,14 +93,7 @@ class EventLander:
         import psycopg
 
         params = {
-            "stripe_event_id": envelope.stripe_event_id,
-            "event_type": envelope.event_type,
-            "api_version": envelope.api_version,
-            "livemode": envelope.livemode,
-            "account": envelope.account,
-            "object_id": envelope.object_id,
-            "stripe_created": envelope.stripe_created,
-            "payload": envelope.payload_text,
+            **envelope.columns(),
             "endpoint": delivery.endpoint,
             "remote_addr": delivery.remote_addr,
             "body_bytes": delivery.body_bytes,

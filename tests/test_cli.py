@@ -126,3 +126,11 @@ def test_processing_options_come_from_one_place() -> None:
     with pytest.raises(ConfigError, match="STRIPE_PIPELINE_RETRY_FACTOR"):
         load_processing_options({"STRIPE_PIPELINE_RETRY_FACTOR": "fast"})
     assert ProcessingSettings().batch_size == load_processing_options({}).batch_size
+
+
+def test_readme_documents_every_environment_variable() -> None:
+    from stripe_pipeline.config import ENVIRONMENT
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    missing = [name for name in ENVIRONMENT if f"`{name}`" not in readme]
+    assert missing == []

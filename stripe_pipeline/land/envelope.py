@@ -33,6 +33,19 @@ class EventEnvelope:
     def payload(self) -> dict[str, Any]:
         return json.loads(self.payload_text)
 
+    def columns(self) -> dict[str, Any]:
+        """The ``stripe_events`` columns this envelope fills (payload as received text)."""
+        return {
+            "stripe_event_id": self.stripe_event_id,
+            "event_type": self.event_type,
+            "api_version": self.api_version,
+            "livemode": self.livemode,
+            "account": self.account,
+            "object_id": self.object_id,
+            "stripe_created": self.stripe_created,
+            "payload": self.payload_text,
+        }
+
 
 def _require_str(doc: dict[str, Any], key: str, max_len: int = 255) -> str:
     value = doc.get(key)

@@ -75,18 +75,7 @@ _INSERTS: dict[str, object] = {}
 
 
 def _params(envelope: EventEnvelope, source: str, endpoint: str | None) -> dict:
-    return {
-        "stripe_event_id": envelope.stripe_event_id,
-        "event_type": envelope.event_type,
-        "api_version": envelope.api_version,
-        "livemode": envelope.livemode,
-        "account": envelope.account,
-        "object_id": envelope.object_id,
-        "stripe_created": envelope.stripe_created,
-        "payload": envelope.payload_text,
-        "source": source,
-        "endpoint": endpoint,
-    }
+    return {**envelope.columns(), "source": source, "endpoint": endpoint}
 
 
 def insert_event(

@@ -156,9 +156,12 @@ def disputes_evidence_due(conn: Connection, limits: Thresholds, now: datetime) -
     )
 
 
-def payment_failure_ratio(conn: Connection, limits: Thresholds, now: datetime) -> CheckOutcome:
-    """Share of failed payments created in the window, once there are enough to judge."""
-    since = int((now - timedelta(hours=limits.failure_ratio_window_hours)).timestamp())
+def payment_outcomes(conn: Connection, since: datetime) -> tuple[int, int]:
+    """(succeeded, failed) payments created since ``since``: the success/failure ratio's terms.
+
+    A payment counts as failed once it failed or carries a failure code, unless it
+    succeeded later (the retry worked).
+    """
     succeeded = PAYMENTS.c.status == "succeeded"
     failed = and_(
         ~succeeded, or_(PAYMENTS.c.status == "failed", PAYMENTS.c.failure_code.is_not(None))
@@ -167,9 +170,15 @@ def payment_failure_ratio(conn: Connection, limits: Thresholds, now: datetime) -
         select(
             func.coalesce(func.sum(case((succeeded, 1), else_=0)), 0),
             func.coalesce(func.sum(case((failed, 1), else_=0)), 0),
-        ).where(PAYMENTS.c.stripe_created >= since)
+        ).where(PAYMENTS.c.stripe_created >= int(since.timestamp()))
     ).one()
-    ok, bad = int(ok), int(bad)
+    return int(ok), int(bad)
+
+
+def payment_failure_ratio(conn: Connection, limits: Thresholds, now: datetime) -> CheckOutcome:
+    """Share of failed payments created in the window, once there are enough to judge."""
+    since = now - timedelta(hours=limits.failure_ratio_window_hours)
+    ok, bad = payment_outcomes(conn, since)
     judged = ok + bad
     ratio = bad / judged if judged else 0.0
     enough = judged >= limits.failure_ratio_min_payments

@@ -11,10 +11,16 @@ import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, and_, case, func, or_, select
+from sqlalchemy import Connection, case, func, or_, select
 
 from stripe_pipeline.db.models import TICKET_PRIORITIES, metadata
-from stripe_pipeline.monitoring.checks import NEEDS_RESPONSE, Thresholds, open_discrepancies, utc
+from stripe_pipeline.monitoring.checks import (
+    NEEDS_RESPONSE,
+    Thresholds,
+    open_discrepancies,
+    payment_outcomes,
+    utc,
+)
 
 EVENTS = metadata.tables["stripe_events"]
 PAYMENTS = metadata.tables["stripe_payments"]
@@ -131,18 +137,7 @@ def _event_gauges(conn: Connection, now: datetime, windows: GaugeWindows) -> lis
 
 
 def _payment_gauges(conn: Connection, now: datetime, windows: GaugeWindows) -> list[Gauge]:
-    since = int((now - timedelta(hours=windows.payment_ratio_hours)).timestamp())
-    succeeded = PAYMENTS.c.status == "succeeded"
-    failed = and_(
-        ~succeeded, or_(PAYMENTS.c.status == "failed", PAYMENTS.c.failure_code.is_not(None))
-    )
-    ok, bad = conn.execute(
-        select(
-            func.coalesce(func.sum(case((succeeded, 1), else_=0)), 0),
-            func.coalesce(func.sum(case((failed, 1), else_=0)), 0),
-        ).where(PAYMENTS.c.stripe_created >= since)
-    ).one()
-    ok, bad = int(ok), int(bad)
+    ok, bad = payment_outcomes(conn, now - timedelta(hours=windows.payment_ratio_hours))
     help_window = f"created in the last {windows.payment_ratio_hours:g} h"
     return [
         Gauge(

@@ -271,6 +271,11 @@ def _process_concurrently(
     for part in parts:
         report.merge(part)
     report.duration_seconds = time.perf_counter() - started
+    # a worker that found the queue empty may have finished before another one claimed:
+    # read the queue once more, after all of them
+    stats = queue.queue_stats(engine)
+    report.oldest_pending_age_seconds = stats.oldest_due_age_seconds
+    report.remaining_due = stats.due
     return report
 
 
