@@ -251,3 +251,36 @@ def test_success_event_closes_the_recovery(engine) -> None:
     paid = {"id": "evt_paid", "type": "invoice.paid", "data": {"object": {"id": "in_ok"}}}
     [closed] = handle_events(engine, [paid])
     assert closed.recovery_id == opened.recovery_id and closed.status == "recovered"
+
+
+def test_processing_hook_opens_then_closes_a_recovery(engine, stripe_fixtures) -> None:
+    """Through the real appliers: the batch's live-recovery prefilter must not hide a
+    recovery opened by an earlier batch; a batch that ends paid opens none."""
+    import stripe_pipeline.recover.hook  # noqa: F401 - registers the post-apply hook
+    from tests.support.events import apply_in_transaction, make_event
+
+    base = {**stripe_fixtures["invoice"], "customer": "cus_hook", "amount_remaining": 700}
+    t0 = 1_700_000_000
+
+    def events(invoice_id: str) -> tuple[dict, dict]:
+        inv = {**base, "id": invoice_id, "attempt_count": 1}
+        failed = make_event("invoice.payment_failed", {**inv, "status": "open"}, t0)
+        return failed, make_event("invoice.paid", {**inv, "status": "paid"}, t0 + 60)
+
+    def recovery_statuses(invoice_id: str) -> list[str]:
+        with engine.connect() as conn:
+            return list(
+                conn.execute(
+                    text("SELECT status FROM payment_recovery_attempts WHERE invoice_id = :i"),
+                    {"i": invoice_id},
+                ).scalars()
+            )
+
+    failed, paid = events("in_hook_two_batches")
+    apply_in_transaction(engine, [failed])
+    assert recovery_statuses("in_hook_two_batches") == ["open"]
+    apply_in_transaction(engine, [paid])
+    assert recovery_statuses("in_hook_two_batches") == ["recovered"]
+
+    apply_in_transaction(engine, list(events("in_hook_one_batch")))
+    assert recovery_statuses("in_hook_one_batch") == []

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, or_, select
 
 from stripe_pipeline.process.registry import RowChange, register_post_apply_hook
 from stripe_pipeline.recover.open import (
+    LIVE_STATUSES,
+    RECOVERIES,
     FailedPayment,
     RecoveryDecision,
     close_recovery,
@@ -42,12 +45,92 @@ def configure(*, notifier: Any | None = None, policy: RecoveryPolicy | None = No
         _state["policy"] = policy
 
 
+@dataclass
+class LiveRecoveries:
+    """Which payments, invoices and customers of a batch have a live recovery.
+
+    Found with one query per batch, so that the usual event (a payment that simply
+    succeeded, a card attached by a customer in good standing) costs no round trip.
+    """
+
+    payment_intents: set[str] = field(default_factory=set)
+    invoices: set[str] = field(default_factory=set)
+    awaiting_customers: set[str] = field(default_factory=set)
+    complete: bool = False  # True: assume every key may have one (no prefilter)
+
+    @classmethod
+    def everything(cls) -> LiveRecoveries:
+        return cls(complete=True)
+
+    def has(self, *, payment_intent_id: str | None = None, invoice_id: str | None = None) -> bool:
+        return (
+            self.complete
+            or payment_intent_id in self.payment_intents
+            or invoice_id in self.invoices
+        )
+
+    def awaits(self, customer_id: str) -> bool:
+        return self.complete or customer_id in self.awaiting_customers
+
+    def add(self, failure: FailedPayment) -> None:
+        """A recovery opened in this batch: a later change of the batch may close it."""
+        if failure.payment_intent_id:
+            self.payment_intents.add(failure.payment_intent_id)
+        if failure.invoice_id:
+            self.invoices.add(failure.invoice_id)
+
+
+def live_recoveries(conn: Connection, changes: list[RowChange]) -> LiveRecoveries:
+    payment_intents, invoices, customers = set(), set(), set()
+    for change in changes:
+        after = change.after
+        if change.table == "stripe_payments":
+            payment_intents.add(change.object_id)
+            if after.get("invoice_id"):
+                invoices.add(after["invoice_id"])
+        elif change.table == "stripe_invoices":
+            invoices.add(change.object_id)
+        elif change.table == "stripe_customers":
+            customers.add(change.object_id)
+        elif change.table == "stripe_payment_methods" and after.get("customer_id"):
+            customers.add(after["customer_id"])
+    found = LiveRecoveries()
+    if not (payment_intents or invoices or customers):
+        return found
+    r = RECOVERIES.c
+    rows = conn.execute(
+        select(r.payment_intent_id, r.invoice_id, r.customer_id, r.status).where(
+            r.status.in_(LIVE_STATUSES),
+            or_(
+                r.payment_intent_id.in_(sorted(payment_intents)),
+                r.invoice_id.in_(sorted(invoices)),
+                r.customer_id.in_(sorted(customers)),
+            ),
+        )
+    )
+    for pi, invoice, customer, status in rows:
+        if pi:
+            found.payment_intents.add(pi)
+        if invoice:
+            found.invoices.add(invoice)
+        if customer and status == "awaiting_customer":
+            found.awaiting_customers.add(customer)
+    return found
+
+
 def _changed(before: Mapping[str, Any] | None, after: Mapping[str, Any], *keys: str) -> bool:
     return before is None or any(before.get(k) != after.get(k) for k in keys)
 
 
-def decisions_for(conn: Connection, change: RowChange) -> list[RecoveryDecision | None]:
-    """The recovery consequences of one changed domain row."""
+def decisions_for(
+    conn: Connection, change: RowChange, live: LiveRecoveries | None = None
+) -> list[RecoveryDecision | None]:
+    """The recovery consequences of one changed domain row.
+
+    ``live`` (what :func:`live_recoveries` found for the batch) lets the common case,
+    a success or a new card with no recovery waiting, skip its database round trip.
+    """
+    live = live or LiveRecoveries.everything()
     after, before, event_id = change.after, change.before, change.stripe_event_id
     actor = f"event:{event_id}"
     policy: RecoveryPolicy = _state["policy"]
@@ -56,6 +139,10 @@ def decisions_for(conn: Connection, change: RowChange) -> list[RecoveryDecision 
         after = {**after, "payment_intent_id": change.object_id}
         status = after.get("status")
         if status == "succeeded" and _changed(before, after, "status"):
+            if not live.has(
+                payment_intent_id=after["payment_intent_id"], invoice_id=after.get("invoice_id")
+            ):
+                return []
             return [
                 close_recovery(
                     conn,
@@ -83,10 +170,14 @@ def decisions_for(conn: Connection, change: RowChange) -> list[RecoveryDecision 
                 currency=after.get("currency"),
                 stripe_event_id=event_id,
             )
+            live.add(failure)
             return [open_recovery(conn, failure, policy=policy, actor=actor)]
     elif change.table == "stripe_invoices":
         status = after.get("status")
         invoice_id = after.get("stripe_invoice_id") or change.object_id
+        closing = status in ("paid", "void", "uncollectible") and _changed(before, after, "status")
+        if closing and not live.has(invoice_id=invoice_id):
+            return []
         if status == "paid" and _changed(before, after, "status"):
             return [
                 close_recovery(
@@ -115,20 +206,27 @@ def decisions_for(conn: Connection, change: RowChange) -> list[RecoveryDecision 
                 currency=after.get("currency"),
                 stripe_event_id=event_id,
             )
+            live.add(failure)
             return [open_recovery(conn, failure, policy=policy, actor=actor)]
     elif change.table == "stripe_customers":
         new_card = after.get("default_payment_method_id")
-        if new_card and before is not None and _changed(before, after, "default_payment_method_id"):
+        customer_id = after.get("stripe_customer_id") or change.object_id
+        if (
+            new_card
+            and before is not None
+            and _changed(before, after, "default_payment_method_id")
+            and live.awaits(customer_id)
+        ):
             resume_for_customer(
                 conn,
-                after.get("stripe_customer_id") or change.object_id,
+                customer_id,
                 stripe_event_id=event_id,
                 payment_method_id=new_card,
                 actor=actor,
             )
     elif change.table == "stripe_payment_methods":
         attached = after.get("attached") and after.get("customer_id")
-        if attached and _changed(before, after, "attached"):
+        if attached and _changed(before, after, "attached") and live.awaits(after["customer_id"]):
             resume_for_customer(
                 conn,
                 after["customer_id"],
@@ -143,8 +241,9 @@ def decisions_for(conn: Connection, change: RowChange) -> list[RecoveryDecision 
 def recovery_post_apply_hook(conn: Connection, changes: list[RowChange]) -> None:
     """Open, escalate, close or resume recoveries for a processed batch."""
     decisions: list[RecoveryDecision | None] = []
+    live = live_recoveries(conn, changes)
     for change in changes:
-        decisions.extend(decisions_for(conn, change))
+        decisions.extend(decisions_for(conn, change, live))
     notifier = _state["notifier"]
     if notifier is None:
         from stripe_pipeline.support.notify import LogNotifier
