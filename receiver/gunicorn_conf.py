@@ -44,6 +44,9 @@ def gunicorn_options(
         "timeout": 30,
         "graceful_timeout": 20,
         "backlog": 2048,
+        # one listening socket per worker (SO_REUSEPORT): the kernel spreads keep-alive
+        # connections evenly instead of the busiest worker winning most accept() races
+        "reuse_port": True,
         "accesslog": None,  # the receiver logs each delivery itself, as JSON
         "errorlog": "-",
         "loglevel": log_level.lower(),
