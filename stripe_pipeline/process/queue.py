@@ -24,12 +24,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
     ColumnElement,
     Connection,
     Engine,
     and_,
-    any_,
     bindparam,
     case,
     exists,
@@ -40,9 +38,9 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.types import DateTime, Interval
 
+from stripe_pipeline.db.lists import in_list
 from stripe_pipeline.db.models import QUEUED_EVENTS, StripeEvent
 from stripe_pipeline.process.events import QueuedEvent
 
@@ -105,10 +103,7 @@ def due_condition(now: ColumnElement[Any]) -> ColumnElement[bool]:
 
 
 def _id_in(conn: Connection, ids: Sequence[int]) -> ColumnElement[bool]:
-    """``id = ANY(:array)`` on PostgreSQL: one parameter instead of a thousand."""
-    if _is_pg(conn):
-        return E.id == any_(literal(list(ids), ARRAY(BigInteger())))
-    return E.id.in_(ids)
+    return in_list(conn, E.id, ids)
 
 
 _RETURNING = (E.id, E.stripe_event_id, E.event_type, E.stripe_created, E.retry_count, E.payload)

@@ -32,12 +32,10 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import (
-    ARRAY,
     Connection,
     Table,
     Text,
     and_,
-    any_,
     bindparam,
     case,
     cast,
@@ -52,10 +50,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.sql.elements import ColumnElement
 
+from stripe_pipeline.db.lists import chunked, in_list
+
 Version = tuple[int, int, str]  # (created, lifecycle rank, event id)
 GUARD_COLUMNS = ("last_event_created", "last_event_rank", "last_event_id")
-# SQLite caps bound parameters per statement; stay well below for IN lists.
-_IN_CHUNK = 2000
 
 
 class Policy(enum.Enum):
@@ -250,13 +248,8 @@ def select_current(
     columns = [table.c[spec.key], *(table.c[c] for c in spec.audit_fields)]
     found: dict[str, dict[str, Any]] = {}
     key_column = table.c[spec.key]
-    if conn.dialect.name == "postgresql":  # one array parameter, not thousands
-        chunks = [select(*columns).where(key_column == any_(cast(list(keys), ARRAY(Text))))]
-    else:
-        chunks = [
-            select(*columns).where(key_column.in_(keys[start : start + _IN_CHUNK]))
-            for start in range(0, len(keys), _IN_CHUNK)
-        ]
+    parts = [keys] if conn.dialect.name == "postgresql" else chunked(keys)
+    chunks = [select(*columns).where(in_list(conn, key_column, part)) for part in parts]
     fields = spec.audit_fields
     for query in chunks:
         for row in conn.execute(query):

@@ -22,15 +22,10 @@ from typing import Any
 
 import pandas as pd
 from sqlalchemy import (
-    ARRAY,
     Connection,
-    String,
     and_,
-    any_,
-    cast,
     column,
     exists,
-    literal,
     literal_column,
     or_,
     select,
@@ -38,6 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy import table as sql_table
 
+from stripe_pipeline.db.lists import IN_CHUNK, chunked, in_list
 from stripe_pipeline.reconcile.api import ListingApi, list_window
 from stripe_pipeline.reconcile.specs import (
     DATETIME_FIELDS,
@@ -52,7 +48,6 @@ from stripe_pipeline.reconcile.window import Window, to_unix
 log = logging.getLogger(__name__)
 
 CHUNK = 10_000
-IN_CHUNK = 2000  # SQLite bound-parameter limit, with room to spare
 SEEN = "reconciliation_seen"
 
 
@@ -91,19 +86,6 @@ def drop_seen_table(conn: Connection) -> None:
     conn.execute(text(f"DROP TABLE IF EXISTS {SEEN}"))
 
 
-def chunked(items: list[str], size: int = IN_CHUNK) -> Iterator[list[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-def key_in(conn: Connection, column: Any, keys: list[str]) -> Any:
-    """``column IN keys``; on PostgreSQL one array parameter (``= ANY``), parsed and
-    planned once instead of once per list length."""
-    if conn.dialect.name == "postgresql":
-        return column == any_(cast(literal(keys, ARRAY(String)), ARRAY(String)))
-    return column.in_(keys)
-
-
 def _stage_seen(conn: Connection, object_type: str, keys: list[str]) -> None:
     if not keys:
         return
@@ -135,7 +117,7 @@ def seen_ids(conn: Connection, object_type: str, ids: list[str]) -> set[str]:
     found: set[str] = set()
     for part in chunked(ids):
         stmt = select(seen.c.object_id).where(
-            seen.c.object_type == object_type, key_in(conn, seen.c.object_id, part)
+            seen.c.object_type == object_type, in_list(conn, seen.c.object_id, part)
         )
         found.update(conn.execute(stmt).scalars())
     return found
@@ -156,7 +138,7 @@ def _local_rows(conn: Connection, spec: ObjectSpec, keys: list[str]) -> pd.DataF
     columns = [table.c[spec.key], *(table.c[f] for f in spec.fields), table.c.last_event_created]
     records: list[dict[str, Any]] = []
     for part in chunked(keys, 10_000 if conn.dialect.name == "postgresql" else IN_CHUNK):
-        for row in conn.execute(select(*columns).where(key_in(conn, table.c[spec.key], part))):
+        for row in conn.execute(select(*columns).where(in_list(conn, table.c[spec.key], part))):
             m = row._mapping
             rec = {f: _normalize_local(f, m[f]) for f in spec.fields}
             rec["_key"] = m[spec.key]

@@ -23,11 +23,12 @@ from sqlalchemy import Connection, and_, bindparam, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from stripe_pipeline.audit import AuditEntry, record
+from stripe_pipeline.db.lists import chunked, in_list
 from stripe_pipeline.db.models import PaymentSupportTicket, ReconciliationDiscrepancy
 from stripe_pipeline.process.ordering import ORDINARY
 from stripe_pipeline.process.registry import RowWrite
 from stripe_pipeline.process.upsert import Policy, TableSpec
-from stripe_pipeline.reconcile.compare import IN_CHUNK, chunked, key_in, seen_ids
+from stripe_pipeline.reconcile.compare import seen_ids
 from stripe_pipeline.reconcile.parse import row_from_api_object
 from stripe_pipeline.reconcile.specs import SPECS
 from stripe_pipeline.reconcile.spool import Finding, Repair, Spool
@@ -106,7 +107,7 @@ def _current_rows(conn: Connection, parsed: list[_Parsed]) -> dict[tuple[str, st
         spec = _table_specs()[table_name]
         column = spec.table.c[spec.key]
         for part in chunked(sorted(keys)):
-            rows = conn.execute(select(spec.table).where(key_in(conn, column, part)))
+            rows = conn.execute(select(spec.table).where(in_list(conn, column, part)))
             for row in rows.mappings():
                 found[(table_name, row[spec.key])] = dict(row)
     return found
@@ -312,7 +313,7 @@ def _local_keys(conn: Connection, object_type: str, ids: list[str]) -> set[str]:
     column = spec.table.c[spec.key]
     found: set[str] = set()
     for part in chunked(ids):
-        found.update(conn.execute(select(column).where(key_in(conn, column, part))).scalars())
+        found.update(conn.execute(select(column).where(in_list(conn, column, part))).scalars())
     return found
 
 
@@ -348,10 +349,10 @@ def resolve_vanished(
                 vanished = row.object_id in seen or row.object_id not in local
             if vanished:
                 gone.append(row.id)
-        for start in range(0, len(gone), IN_CHUNK):
+        for part in chunked(gone):
             conn.execute(
                 update(DISCREPANCIES)
-                .where(d.id.in_(gone[start : start + IN_CHUNK]))
+                .where(in_list(conn, d.id, part))
                 .values(status="resolved", resolved_run_id=run_id, resolved_at=now, updated_at=now)
             )
         resolved += len(gone)
