@@ -13,7 +13,7 @@ from receiver.abuse import InvalidRequestLimiter
 from receiver.audit import DeliveryAuditBuffer
 from receiver.landing import EventLander, RejectedByDatabase
 from stripe_pipeline.db.models import StripeEvent, WebhookDelivery
-from stripe_pipeline.land.envelope import MalformedEvent, parse_envelope
+from stripe_pipeline.land.envelope import MalformedEvent, envelope_from_event, parse_envelope
 from stripe_pipeline.land.signature import InvalidSignature, sign, verify_signature
 from stripe_pipeline.land.store import Delivery
 from tests.support.receiver_server import make_event
@@ -199,7 +199,12 @@ def test_landers_write_the_same_rows_on_every_path(engine):
 
 
 def test_lander_refuses_payloads_the_database_cannot_hold(engine):
+    """A lone surrogate: the parser refuses it first (MalformedEvent -> 400); an envelope
+    built around the parser (a /v1/events item) must still never reach a 500."""
     lander = EventLander(engine)
-    envelope = parse_envelope(json.dumps(make_event(f"evt_\ud800{uuid.uuid4().hex[:6]}")))
+    doc = make_event(f"evt_\ud800{uuid.uuid4().hex[:6]}")
+    with pytest.raises(MalformedEvent):
+        parse_envelope(json.dumps(doc))
+    envelope = envelope_from_event(doc, json.dumps(doc))
     with pytest.raises(RejectedByDatabase):
         lander.land(envelope, Delivery("default", None, "stored", 200))

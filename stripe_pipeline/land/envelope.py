@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 # stripe_created is a BIGINT column; a larger value would fail in the driver, not here
 MAX_BIGINT = 2**63
 # api_version is a VARCHAR(64) column
@@ -58,7 +60,7 @@ def parse_envelope(body: bytes | str) -> EventEnvelope:
     """Parse and check the event envelope; the object inside is parsed later, in processing."""
     text = body.decode("utf-8") if isinstance(body, bytes) else body
     try:
-        doc = json.loads(text)
+        doc = orjson.loads(body)  # ~3x faster than json on the receiver's hot path
     except (ValueError, RecursionError) as exc:
         raise MalformedEvent("body is not JSON") from exc
     return envelope_from_event(doc, text)
