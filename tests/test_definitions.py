@@ -48,3 +48,18 @@ def test_domain_core_and_receiver_never_import_dagster_or_flask() -> None:
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == ""
+
+
+def test_receiver_never_imports_dagster() -> None:
+    """The receiver's workers stay small and fast to start: no dagster in them."""
+    probe = (
+        "import sys, importlib, pkgutil, receiver\n"
+        "for m in pkgutil.walk_packages(receiver.__path__, 'receiver.'):\n"
+        "    if m.name != 'receiver.__main__':\n"
+        "        importlib.import_module(m.name)\n"
+        "from receiver.app import create_app\n"
+        "print(','.join(sorted(n for n in sys.modules if n.split('.')[0] == 'dagster')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == ""
