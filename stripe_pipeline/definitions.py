@@ -3,7 +3,8 @@
 Thin assembly only. Each area keeps its assets, checks, sensors, schedules and jobs
 in ``stripe_pipeline/defs/<area>/`` and exposes them as one ``Definitions`` object in
 ``stripe_pipeline/defs/<area>/definitions.py``; this file merges the areas and binds
-the shared resources.
+the shared resources. Only ``defs`` is a ``Definitions`` at module scope, so
+``dagster ... -m stripe_pipeline.definitions`` finds it without ``-a``.
 """
 
 from __future__ import annotations
@@ -11,14 +12,14 @@ from __future__ import annotations
 from dagster import Definitions
 
 from stripe_pipeline.defs.common.resources import DatabaseResource
-from stripe_pipeline.defs.models.definitions import defs as models_defs
-from stripe_pipeline.defs.processing.definitions import defs as processing_defs
-from stripe_pipeline.defs.reconciliation.definitions import defs as reconciliation_defs
-from stripe_pipeline.defs.recovery.definitions import defs as recovery_defs
+from stripe_pipeline.defs.models import definitions as models
+from stripe_pipeline.defs.processing import definitions as processing
+from stripe_pipeline.defs.reconciliation import definitions as reconciliation
+from stripe_pipeline.defs.recovery import definitions as recovery
 
-AREAS: list[Definitions] = [processing_defs, recovery_defs, reconciliation_defs, models_defs]
+AREAS = (processing, recovery, reconciliation, models)
 
 defs = Definitions.merge(
     Definitions(resources={"database": DatabaseResource()}),
-    *AREAS,
+    *(area.defs for area in AREAS),
 )

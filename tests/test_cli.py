@@ -134,3 +134,31 @@ def test_readme_documents_every_environment_variable() -> None:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     missing = [name for name in ENVIRONMENT if f"`{name}`" not in readme]
     assert missing == []
+
+
+def test_readme_main_job_runs_on_a_fresh_embedded_database(tmp_path: Path) -> None:
+    """The README's second quickstart command, in an empty folder: it migrates and runs."""
+    import os
+    import shutil
+
+    dagster = shutil.which("dagster", path=str(Path(sys.executable).parent))
+    assert dagster, "dagster CLI missing from the venv"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "DAGSTER_"))}
+    result = subprocess.run(
+        [
+            dagster,
+            "job",
+            "execute",
+            "-m",
+            "stripe_pipeline.definitions",
+            "-j",
+            "process_stripe_events",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )
+    assert "RUN_SUCCESS" in result.stdout + result.stderr, result.stderr[-3000:]
+    assert (tmp_path / "data" / "stripe_pipeline.db").exists()

@@ -11,7 +11,13 @@ from dagster import ConfigurableResource
 from pydantic import PrivateAttr
 from sqlalchemy import Engine
 
-from stripe_pipeline.config import ProcessingOptions, load_processing_options, load_settings
+from stripe_pipeline.config import (
+    ProcessingOptions,
+    default_database_url,
+    load_processing_options,
+    load_settings,
+)
+from stripe_pipeline.db import migrate
 from stripe_pipeline.db.engine import make_engine
 
 
@@ -26,8 +32,17 @@ class DatabaseResource(ConfigurableResource):
         return self.url or load_settings().database_url
 
     def get_engine(self) -> Engine:
+        """The engine, once the schema is known to be at head.
+
+        The embedded SQLite default migrates itself (a newcomer's first run just
+        works); any other database at an older revision fails the run with the
+        command to run, instead of failing later on a missing column.
+        """
         if self._engine is None:
-            self._engine = make_engine(self.resolved_url)
+            engine = make_engine(self.resolved_url)
+            embedded = self.resolved_url == default_database_url(load_settings().data_dir)
+            migrate.ensure_schema(engine, auto_migrate=embedded)
+            self._engine = engine
         return self._engine
 
     def teardown_after_execution(self, context) -> None:
