@@ -48,16 +48,6 @@ def to_decimal(amount_minor: int, currency: str) -> Decimal:
     return Decimal(int(amount_minor)).scaleb(-currency_exponent(currency))
 
 
-def sql_exponent_case(currency_column: str) -> str:
-    """SQL CASE giving the exponent of a currency column (used by generated columns)."""
-    zero = ", ".join(f"'{c}'" for c in sorted(ZERO_DECIMAL_CURRENCIES))
-    three = ", ".join(f"'{c}'" for c in sorted(THREE_DECIMAL_CURRENCIES))
-    return (
-        f"CASE WHEN lower({currency_column}) IN ({zero}) THEN 0 "
-        f"WHEN lower({currency_column}) IN ({three}) THEN 3 ELSE 2 END"
-    )
-
-
 def sql_amount_expression(minor_column: str, currency_column: str) -> str:
     """SQL for the derived decimal amount: exact NUMERIC on PostgreSQL.
 

@@ -10,6 +10,7 @@ from sqlalchemy import inspect, text
 from stripe_pipeline.db import migrate
 from stripe_pipeline.db.engine import make_engine
 from stripe_pipeline.db.models import metadata
+from stripe_pipeline.money import to_decimal
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
@@ -86,6 +87,9 @@ def test_derived_amount_uses_currency_exponent(engine) -> None:
     assert float(rows["pi_jpy"]) == 1234
     assert float(rows["pi_usd"]) == 12.34
     assert float(rows["pi_kwd"]) == 1.234
+    if engine.dialect.name == "postgresql":  # exact NUMERIC: the same as the Python rule
+        for key, currency in (("pi_jpy", "jpy"), ("pi_usd", "usd"), ("pi_kwd", "kwd")):
+            assert rows[key] == to_decimal(1234, currency)
 
 
 def test_audit_log_refuses_update_and_delete(engine) -> None:

@@ -13,7 +13,6 @@ from sqlalchemy import Engine
 
 from stripe_pipeline.config import (
     ProcessingOptions,
-    default_database_url,
     load_processing_options,
     load_settings,
 )
@@ -40,7 +39,8 @@ class DatabaseResource(ConfigurableResource):
         """
         if self._engine is None:
             engine = make_engine(self.resolved_url)
-            embedded = self.resolved_url == default_database_url(load_settings().data_dir)
+            settings = load_settings()
+            embedded = settings.is_embedded_sqlite and self.resolved_url == settings.database_url
             migrate.ensure_schema(engine, auto_migrate=embedded)
             self._engine = engine
         return self._engine
