@@ -2,8 +2,10 @@
 
 The queue claims events and owns the transaction; this module turns them into rows:
 
-1. parse every event in Python (a handler per type, see ``registry``); a payload that
-   cannot be parsed fails only its own event, permanently; unknown types are ignored;
+1. parse every event: on PostgreSQL in the database where the handler has a SQL twin
+   (``extract_sql``), otherwise in Python (a handler per type, see ``registry``); a
+   payload that cannot be parsed fails only its own event, permanently; unknown
+   types are ignored;
 2. fold the batch's rows per object, newest event last (``upsert.merge_row``);
 3. per table, one SELECT of the stored rows (the audit "before"), one
    ``INSERT ... ON CONFLICT DO UPDATE`` guarded by event order, returning the rows that
@@ -30,7 +32,9 @@ from stripe_pipeline.audit import AUDIT_LOG, AuditEntry, record
 from stripe_pipeline.process import resources
 from stripe_pipeline.process.errors import PermanentError
 from stripe_pipeline.process.events import QueuedEvent
+from stripe_pipeline.process.extract_sql import Extracted, extract_in_database
 from stripe_pipeline.process.ordering import lifecycle_rank
+from stripe_pipeline.process.queue import with_payloads
 from stripe_pipeline.process.refunds import RefundSource
 from stripe_pipeline.process.registry import (
     EventContext,
@@ -105,7 +109,23 @@ def apply_events(
     """
     result = ApplyResult()
     parsed: list[_Parsed] = []
+    handled = []
     for event in events:
+        if handler_for(event.event_type) is None:
+            result.outcomes[event.id] = "ignored"  # kept, counted, never loaded
+        else:
+            handled.append(event)
+    # events claimed without their payload (PostgreSQL) are read where they are stored
+    in_place = [e for e in handled if e.payload is None and conn.dialect.name == "postgresql"]
+    extracted = extract_in_database(conn, in_place) if in_place else Extracted()
+    python_events = []
+    for event in handled:
+        writes = extracted.writes.get(event.id)
+        if writes is None:
+            python_events.append(event)
+        else:
+            parsed.append(_Parsed(event, writes))
+    for event in with_payloads(conn, python_events):
         try:
             item = _parse(event, refund_source)
         except RefundSourceFailed as exc:

@@ -417,8 +417,9 @@ def _record(
     queue.mark_failed(conn, updates, worker_id=report.worker_id)
 
     notifications: list[_Notification] = []
+    loaded = {e.id: e for e in queue.with_payloads(conn, [esc.event for esc in escalations])}
     for esc in escalations:
-        request = ticket_for(esc.event, esc.issue_type, esc.context)
+        request = ticket_for(loaded[esc.event.id], esc.issue_type, esc.context)
         result = open_ticket(conn, request, actor=f"processor:{report.worker_id}")
         if result.created:
             report.tickets_opened += 1

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from stripe_pipeline.db.models import StripeCustomer
+from stripe_pipeline.process import sql_fields as q
+from stripe_pipeline.process.extract_sql import SqlWrite, sql_twin
 from stripe_pipeline.process.registry import EventContext, RowWrite, handles
 from stripe_pipeline.process.resources.fields import (
     boolean,
@@ -63,3 +65,27 @@ def apply_customer_event(ctx: EventContext) -> Iterable[RowWrite]:
         "livemode": ctx.livemode,
     }
     return [RowWrite(SPEC.name, object_id(customer), values)]
+
+
+_DELETED = "(e.event_type = 'customer.deleted' OR (o -> 'deleted') = 'true'::jsonb)"
+
+sql_twin(
+    apply_customer_event,
+    SqlWrite(
+        SPEC.name,
+        key=q.object_id(),
+        values={
+            "email": q.text(q.field("o", "email")),
+            "name": q.text(q.field("o", "name")),
+            "default_payment_method_id": q.either(
+                q.ref_id(q.field("o", "invoice_settings", "default_payment_method")),
+                q.ref_id(q.field("o", "default_source")),
+            ),
+            "delinquent": q.boolean(q.field("o", "delinquent")),
+            "currency": q.currency(q.field("o", "currency")),
+            "deleted_at": q.constant(f"(CASE WHEN {_DELETED} THEN {q.event_time().value} END)"),
+            "stripe_created": q.integer(q.field("o", "created")),
+            "livemode": q.livemode(),
+        },
+    ),
+)

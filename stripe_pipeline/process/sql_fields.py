@@ -1,0 +1,164 @@
+"""PostgreSQL twins of ``fields.py``: the same tolerant readers as SQL over JSONB.
+
+Each reader returns an :class:`Expr`: the SQL ``value`` and an ``ok`` condition that
+holds exactly when the SQL value is certainly what the Python reader returns. Where
+``ok`` is false (a field of the wrong type, an odd number), the event is not
+extracted in the database and goes through the Python handler, which returns the
+same value or raises the shape error. So ``ok`` may be stricter than Python, never
+looser: a row extracted in SQL always equals the row the Python handler builds.
+
+Expressions read ``o`` (the event's ``data.object``, extracted once per row) and
+``e.payload`` (the whole event); ``path`` arguments are JSONB expressions such as
+``field("o", "customer")``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# 2**53: beyond it a JSON number may have been a float whose digits PostgreSQL's
+# numeric and Python's float read differently; Python decides those
+_EXACT_MAX = 9_007_199_254_740_992
+
+
+@dataclass(frozen=True, slots=True)
+class Expr:
+    """A SQL value and the condition under which it equals the Python reader's result."""
+
+    value: str
+    ok: str = "true"
+
+
+def field(base: str, *path: str) -> str:
+    """``base -> 'a' -> 'b'``: NULL where a level is missing or not an object (``dig``)."""
+    out = base
+    for key in path:
+        if "'" in key:
+            raise ValueError(f"bad JSON key {key!r}")
+        out = f"({out} -> '{key}')"
+    return out
+
+
+def _typeof(path: str) -> str:
+    return f"jsonb_typeof({path})"
+
+
+def _absent_or_null(path: str) -> str:
+    return f"coalesce({_typeof(path)} = 'null', true)"
+
+
+def text(path: str) -> Expr:
+    """``fields.text``: a string or nothing."""
+    return Expr(
+        f"({path} #>> '{{}}')",
+        f"coalesce({_typeof(path)} IN ('string', 'null'), true)",
+    )
+
+
+def ref_id(path: str) -> Expr:
+    """``fields.ref_id``: an id string ("" is none) or an expanded object's id."""
+    kind = _typeof(path)
+    return Expr(
+        f"(CASE {kind} WHEN 'string' THEN nullif({path} #>> '{{}}', '') "
+        f"WHEN 'object' THEN ({path} ->> 'id') END)",
+        f"(coalesce({kind} IN ('string', 'null'), true) OR ({kind} = 'object' AND "
+        f"coalesce(jsonb_typeof({path} -> 'id') IN ('string', 'null'), true)))",
+    )
+
+
+def _number(path: str) -> str:
+    # CASE, not AND: PostgreSQL may evaluate AND's operands in any order, and casting a
+    # JSON string to numeric raises
+    return f"(CASE WHEN {_typeof(path)} = 'number' THEN ({path})::numeric END)"
+
+
+def integer(path: str) -> Expr:
+    """``fields.integer``: integral JSON numbers only (booleans are not integers)."""
+    number = _number(path)
+    return Expr(
+        f"(CASE WHEN {number} = trunc({number}) AND abs({number}) <= {_EXACT_MAX} "
+        f"THEN {number}::bigint END)",
+        f"({_absent_or_null(path)} OR coalesce({number} = trunc({number}) "
+        f"AND abs({number}) <= {_EXACT_MAX}, false))",
+    )
+
+
+def required_integer(path: str) -> Expr:
+    """``fields.required_integer``: as ``integer``, and missing is a shape error."""
+    found = integer(path)
+    return Expr(found.value, f"({found.ok} AND {found.value} IS NOT NULL)")
+
+
+def boolean(path: str) -> Expr:
+    """``fields.boolean``."""
+    return Expr(
+        f"(CASE WHEN {_typeof(path)} = 'boolean' THEN ({path})::boolean END)",
+        f"coalesce({_typeof(path)} IN ('boolean', 'null'), true)",
+    )
+
+
+def unix_time(path: str) -> Expr:
+    """``fields.unix_time``: integral Unix seconds; 0 means "not set"."""
+    seconds = integer(path)
+    return Expr(
+        f"(CASE WHEN {seconds.value} <> 0 THEN to_timestamp({seconds.value}) END)",
+        # fractional times would round differently: Python decides those
+        f"({seconds.ok} AND coalesce(abs({seconds.value}) < 253402300800, true))",
+    )
+
+
+def currency(path: str) -> Expr:
+    """``fields.currency``: three ASCII letters, lower-cased (other letters: Python)."""
+    return Expr(
+        f"lower({path} #>> '{{}}')",
+        f"({_absent_or_null(path)} OR ({_typeof(path)} = 'string' "
+        f"AND ({path} #>> '{{}}') ~ '^[A-Za-z]{{3}}$'))",
+    )
+
+
+def jsonb(path: str) -> Expr:
+    """A JSON sub-document stored as is (``None`` when missing or JSON null)."""
+    return Expr(f"(CASE WHEN {_typeof(path)} <> 'null' THEN {path} END)")
+
+
+def constant(sql: str) -> Expr:
+    """A literal or an expression that cannot fail (``'true'``, ``NULL::text``)."""
+    return Expr(sql)
+
+
+def object_id(base: str = "o") -> Expr:
+    """``fields.object_id``: the object's own non-empty id string."""
+    path = field(base, "id")
+    return Expr(
+        f"({path} #>> '{{}}')",
+        f"({_typeof(path)} = 'string' AND ({path} #>> '{{}}') <> '')",
+    )
+
+
+def livemode() -> Expr:
+    """``EventContext.livemode``: the object's flag, else the event's; booleans only."""
+    obj, event = field("o", "livemode"), field("e.payload", "livemode")
+    return Expr(
+        f"(CASE WHEN o ? 'livemode' THEN {boolean(obj).value} IS TRUE "
+        f"ELSE {boolean(event).value} IS TRUE END)",
+        f"(CASE WHEN o ? 'livemode' THEN {boolean(obj).ok} ELSE {boolean(event).ok} END)",
+    )
+
+
+def either(first: Expr, second: Expr) -> Expr:
+    """Python's ``first or second`` for strings: ``second`` only when ``first`` is empty."""
+    return Expr(
+        f"coalesce(nullif({first.value}, ''), {second.value})",
+        f"(({first.ok}) AND (coalesce({first.value} <> '', false) OR ({second.ok})))",
+    )
+
+
+def event_time() -> Expr:
+    """``unix_time(ctx.created)``: the event's own ``created`` (a stored integer)."""
+    return Expr("(CASE WHEN e.stripe_created <> 0 THEN to_timestamp(e.stripe_created) END)")
+
+
+def all_ok(*exprs: Expr) -> str:
+    """The conjunction of the readers' ``ok`` conditions."""
+    parts = [x.ok for x in exprs if x.ok != "true"]
+    return " AND ".join(f"({p})" for p in parts) if parts else "true"
