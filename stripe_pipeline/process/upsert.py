@@ -24,13 +24,13 @@ update a row twice in one ``ON CONFLICT`` statement.
 from __future__ import annotations
 
 import enum
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from decimal import Decimal
 from functools import cache
 from typing import Any
 
+import orjson
 from sqlalchemy import (
     Connection,
     Table,
@@ -146,8 +146,8 @@ def _wins(
 
 
 def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime | date):
-        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
     raise TypeError(f"cannot store {type(value).__name__} in a JSON batch")
 
 
@@ -173,8 +173,14 @@ def recordset(table: Table, columns: Sequence[str]):
 
 
 def recordset_param(rows: Sequence[dict[str, Any]]) -> dict[str, str]:
-    """The ``rows`` parameter of :func:`recordset` (datetimes as ISO 8601)."""
-    return {"rows": json.dumps(rows, default=_json_default)}
+    """The ``rows`` parameter of :func:`recordset` (datetimes as ISO 8601).
+
+    orjson: the batch's JSON encoding was a tenth of its Python time with ``json``.
+    Non-string keys (JSON documents in JSON columns) are kept as JSON does.
+    """
+    return {
+        "rows": orjson.dumps(rows, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode()
+    }
 
 
 @cache

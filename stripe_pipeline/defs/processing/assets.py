@@ -212,7 +212,7 @@ def stripe_domain_tables(
         "policy": retry_policy(config, settings),
         "batch_size": _pick(config.batch_size, settings.batch_size),
         "workers": settings.workers,
-        "worker_id": f"dagster:{context.run_id}",
+        "worker_id": f"dagster:{context.run.run_id}",
         "lease_seconds": _pick(config.lease_seconds, settings.lease_seconds),
         "notifier": notifier.get_notifier(),
         "refund_source": refund_source(stripe_api, database),

@@ -56,7 +56,7 @@ def payment_recovery_retries(
     engine = database.get_engine()
     messages = notifier.get_notifier()
     recovery_hook.configure(notifier=messages)
-    api = stripe_api.get_client(audit_engine=engine, actor=f"dagster_run:{context.run_id}")
+    api = stripe_api.get_client(audit_engine=engine, actor=f"dagster_run:{context.run.run_id}")
     summary = run_due_retries(
         engine,
         api,
@@ -69,7 +69,7 @@ def payment_recovery_retries(
         notifier=messages,
         max_recoveries=config.max_recoveries,
         workers=config.workers,
-        actor=f"dagster_run:{context.run_id}",
+        actor=f"dagster_run:{context.run.run_id}",
     )
     context.log.info("recovery run: %s", summary.as_metadata())
     return MaterializeResult(metadata=summary.as_metadata())
@@ -88,7 +88,7 @@ def fraud_rule_hits(
     result = fraud.scan(
         database.get_engine(),
         lookback=timedelta(hours=config.lookback_hours),
-        actor=f"dagster_run:{context.run_id}",
+        actor=f"dagster_run:{context.run.run_id}",
     )
     return MaterializeResult(
         metadata={
