@@ -205,6 +205,22 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def cpu_calibration_seconds() -> float:
+    """Seconds for a fixed pure-Python loop (best of 3): how fast this machine's cores are.
+
+    Absolute events/s differ between machines (the same code measured 3x apart on two
+    sessions' machines); this number lets runs on different machines be compared.
+    """
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        total = 0
+        for i in range(5_000_000):
+            total += i
+        best = min(best, time.perf_counter() - started)
+    return round(best, 3)
+
+
 def _cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -513,6 +529,10 @@ def main(argv: list[str] | None = None) -> int:
         "Dagster asset runs it; SQLite always uses one)",
     )
     args = parser.parse_args(argv)
+    calibration = cpu_calibration_seconds()
+    print(
+        f"machine: {os.cpu_count()} CPUs, 5M-iteration Python loop {calibration:.3f}s", flush=True
+    )
     results = []
     with tempfile.TemporaryDirectory(prefix="bench_processing_") as tmp:
         for backend in args.backends.split(","):
@@ -523,6 +543,7 @@ def main(argv: list[str] | None = None) -> int:
         "batch_size": args.batch_size,
         "threads": args.threads,
         "cpus": os.cpu_count(),
+        "cpu_calibration_s": calibration,
         "results": results,
     }
     summary["machine_load_avg"] = os.getloadavg()
