@@ -177,7 +177,7 @@ def mutated_event(draw, fixtures):
         if draw(st.booleans()):
             target.pop(key)
         else:
-            target[key] = draw(JSON_VALUES)
+            target[key] = copy.deepcopy(draw(JSON_VALUES))
     event_id = f"evt_mut{draw(st.integers(0, 10**12))}"
     return make_event(event_type, obj, T0 + draw(st.integers(0, 10_000)), event_id)
 

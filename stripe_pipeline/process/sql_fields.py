@@ -97,16 +97,6 @@ def boolean(path: str) -> Expr:
     )
 
 
-def unix_time(path: str) -> Expr:
-    """``fields.unix_time``: integral Unix seconds; 0 means "not set"."""
-    seconds = integer(path)
-    return Expr(
-        f"(CASE WHEN {seconds.value} <> 0 THEN to_timestamp({seconds.value}) END)",
-        # fractional times would round differently: Python decides those
-        f"({seconds.ok} AND coalesce(abs({seconds.value}) < 253402300800, true))",
-    )
-
-
 def currency(path: str) -> Expr:
     """``fields.currency``: three ASCII letters, lower-cased (other letters: Python)."""
     return Expr(
@@ -162,3 +152,64 @@ def all_ok(*exprs: Expr) -> str:
     """The conjunction of the readers' ``ok`` conditions."""
     parts = [x.ok for x in exprs if x.ok != "true"]
     return " AND ".join(f"({p})" for p in parts) if parts else "true"
+
+
+def json_truth(path: str) -> Expr:
+    """Python's ``bool()`` of a JSON value (missing or null: false).
+
+    A number is sure only when zero or far from it: Python may read a tiny literal
+    (``1e-400``) as ``0.0`` where PostgreSQL's numeric is not zero.
+    """
+    kind = _typeof(path)
+    number = _number(path)
+    return Expr(
+        f"(CASE {kind} WHEN 'object' THEN {path} <> '{{}}'::jsonb "
+        f"WHEN 'array' THEN {path} <> '[]'::jsonb "
+        f"WHEN 'string' THEN {path} <> '\"\"'::jsonb "
+        f"WHEN 'boolean' THEN {path} = 'true'::jsonb "
+        f"WHEN 'number' THEN {number} <> 0 ELSE false END)",
+        f"coalesce({kind} <> 'number' OR {number} = 0 OR abs({number}) >= 1e-300, true)",
+    )
+
+
+def json_or(*paths: str) -> Expr:
+    """Python's ``a or b or ...`` of raw JSON values: the first truthy one, else the last."""
+    *heads, last = paths
+    whens = " ".join(f"WHEN {json_truth(p).value} THEN {p}" for p in heads)
+    return Expr(f"(CASE {whens} ELSE {last} END)", all_ok(*(json_truth(p) for p in heads)))
+
+
+def card_fingerprint_of(path: str) -> Expr:
+    """``fields.card_fingerprint``: None unless an object, else the first truthy candidate."""
+    is_object = f"({_typeof(path)} = 'object')"
+    is_card = f"(({path} -> 'object') = '\"card\"'::jsonb)"
+    chosen = json_or(
+        field(path, "card", "fingerprint"),
+        field(path, "payment_method_details", "card", "fingerprint"),
+        field(path, "source", "fingerprint"),
+        f"(CASE WHEN {is_card} THEN ({path} -> 'fingerprint') END)",
+    )
+    found = text(chosen.value)
+    return Expr(
+        f"(CASE WHEN {is_object} THEN {found.value} END)",
+        f"(CASE WHEN {is_object} THEN {all_ok(chosen, found)} ELSE true END)",
+    )
+
+
+# Python's datetime spans years 1..9999; two days of margin keep any session time zone in it
+_UNIX_MIN, _UNIX_MAX = -62_135_596_800 + 172_800, 253_402_300_799 - 172_800
+
+
+def unix_time(path: str) -> Expr:
+    """``fields.unix_time``: integral Unix seconds; 0 means "not set".
+
+    ``to_timestamp`` is only reached for times Python can represent (years 1-9999):
+    PostgreSQL raises past year 294276, which would fail the whole batch's query.
+    Fractional times would round differently: Python decides those.
+    """
+    seconds = integer(path)
+    in_range = f"({seconds.value} BETWEEN {_UNIX_MIN} AND {_UNIX_MAX})"
+    return Expr(
+        f"(CASE WHEN {seconds.value} <> 0 AND {in_range} THEN to_timestamp({seconds.value}) END)",
+        f"({seconds.ok} AND coalesce({in_range}, true))",
+    )

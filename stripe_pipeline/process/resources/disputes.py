@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from stripe_pipeline.db.models import StripeDispute
+from stripe_pipeline.process import sql_fields as q
+from stripe_pipeline.process.extract_sql import SqlWrite, sql_twin
 from stripe_pipeline.process.registry import EventContext, RowWrite, handles
 from stripe_pipeline.process.resources.fields import (
     boolean,
@@ -156,3 +158,100 @@ def apply_dispute_event(ctx: EventContext) -> Iterable[RowWrite]:
     return [
         dispute_row(ctx.obj, event_type=ctx.event_type, created=ctx.created, livemode=ctx.livemode)
     ]
+
+
+# --- SQL twin (``extract_sql``): the same row, read by PostgreSQL ---
+
+_CHARGE_ID = q.ref_id(q.field("o", "charge"))
+_PI = q.either(
+    q.either(
+        q.ref_id(q.field("o", "payment_intent")),
+        q.ref_id(q.field("o", "charge", "payment_intent")),  # NULL unless an object
+    ),
+    _CHARGE_ID,
+)
+_AMOUNT = q.required_integer(q.field("o", "amount"))
+_CODE = q.currency(q.field("o", "currency"))
+_STATUS = q.text(q.field("o", "status"))
+
+# ``_funds_moved``: ``balance_transactions or []`` iterated; an object or a string
+# iterates keys / characters, all skipped; false and 0 are empty; other numbers and
+# true raise
+_BT = q.field("o", "balance_transactions")
+_TXNS = f"jsonb_array_elements(CASE WHEN jsonb_typeof({_BT}) = 'array' THEN {_BT} END) AS bt(txn)"
+_TXN_CODE = q.currency(q.field("bt.txn", "currency"))
+_TXN_AMOUNT = q.integer(q.field("bt.txn", "amount"))
+_COUNTED = (
+    f"(jsonb_typeof(bt.txn) = 'object' "
+    f"AND ({_TXN_CODE.value} IS NULL OR {_TXN_CODE.value} = {_CODE.value}))"
+)
+_FUNDS_OK = (
+    f"(coalesce(jsonb_typeof({_BT}) IN ('array', 'object', 'string', 'null') "
+    f"OR {_BT} IN ('false'::jsonb, '0'::jsonb), true) AND "
+    f"(SELECT coalesce(bool_and(CASE WHEN jsonb_typeof(bt.txn) <> 'object' THEN true "
+    f"WHEN NOT ({_TXN_CODE.ok}) THEN false "
+    f"WHEN coalesce({_COUNTED}, false) THEN ({_TXN_AMOUNT.ok}) ELSE true END), true) "
+    f"AND coalesce(sum(abs({_TXN_AMOUNT.value})) FILTER (WHERE {_COUNTED}), 0) "
+    f"<= 9007199254740992 FROM {_TXNS}))"
+)
+
+
+def _moved(sign: str) -> str:
+    """Withdrawn (``sign`` "-": the negated negative amounts) or reinstated ("+") sum."""
+    amount = f"({sign}{_TXN_AMOUNT.value})"
+    total = f"sum({amount}) FILTER (WHERE {amount} > 0)"
+    return (
+        f"(SELECT CASE WHEN {total} <= 9007199254740992 THEN ({total})::bigint END "
+        f"FROM {_TXNS} WHERE {_COUNTED})"
+    )
+
+
+def _moved_or_amount(sign: str, event_type: str) -> q.Expr:
+    return q.Expr(
+        f"(CASE WHEN e.event_type = '{event_type}' "
+        f"THEN coalesce({_moved(sign)}, {_AMOUNT.value}) ELSE {_moved(sign)} END)"
+    )
+
+
+# ``_evidence``: an object as is, pre-2014 free text wrapped; numbers inside go to
+# Python (PostgreSQL's numeric does not give back every float Python read, e.g. 1e+30)
+_EVIDENCE = q.field("o", "evidence")
+_EVIDENCE_SQL = q.Expr(
+    f"(CASE jsonb_typeof({_EVIDENCE}) WHEN 'object' THEN {_EVIDENCE} "
+    f"WHEN 'string' THEN jsonb_build_object('uncategorized_text', {_EVIDENCE}) END)",
+    f"(CASE WHEN jsonb_typeof({_EVIDENCE}) = 'object' THEN NOT jsonb_path_exists("
+    f"{_EVIDENCE}, 'strict $.** ? (@.type() == \"number\")') "
+    f"ELSE coalesce(jsonb_typeof({_EVIDENCE}) IN ('string', 'null'), true) END)",
+)
+
+sql_twin(
+    apply_dispute_event,
+    SqlWrite(
+        SPEC.name,
+        key=q.object_id(),
+        ok=q.Expr("true", _FUNDS_OK),
+        values={
+            "payment_intent_id": q.Expr(_PI.value, f"({_PI.ok} AND {_PI.value} IS NOT NULL)"),
+            "charge_id": _CHARGE_ID,
+            "amount_minor": _AMOUNT,
+            "currency": q.Expr(_CODE.value, f"({_CODE.ok} AND {_CODE.value} IS NOT NULL)"),
+            "status": q.Expr(
+                _STATUS.value, f"({_STATUS.ok} AND coalesce({_STATUS.value} <> '', false))"
+            ),
+            "reason": q.text(q.field("o", "reason")),
+            "evidence": _EVIDENCE_SQL,
+            # ``evidence_details or {}`` then ``dig``: NULL wherever it is not an object
+            "due_by": q.unix_time(q.field("o", "evidence_details", "due_by")),
+            "has_evidence": q.boolean(q.field("o", "evidence_details", "has_evidence")),
+            "is_charge_refundable": q.boolean(q.field("o", "is_charge_refundable")),
+            "funds_withdrawn_minor": _moved_or_amount("-", "charge.dispute.funds_withdrawn"),
+            "funds_reinstated_minor": _moved_or_amount("+", "charge.dispute.funds_reinstated"),
+            "closed_at": q.constant(
+                f"(CASE WHEN e.event_type = 'charge.dispute.closed' "
+                f"THEN {q.event_time().value} END)"
+            ),
+            "stripe_created": q.integer(q.field("o", "created")),
+            "livemode": q.livemode(),
+        },
+    ),
+)

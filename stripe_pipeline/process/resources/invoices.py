@@ -16,6 +16,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from stripe_pipeline.db.models import StripeInvoice
+from stripe_pipeline.process import sql_fields as q
+from stripe_pipeline.process.extract_sql import SqlWrite, sql_twin
 from stripe_pipeline.process.registry import EventContext, RowWrite, handles
 from stripe_pipeline.process.resources.fields import (
     currency,
@@ -141,3 +143,137 @@ def apply_invoice_event(ctx: EventContext) -> Iterable[RowWrite]:
         "livemode": ctx.livemode,
     }
     return [RowWrite(SPEC.name, object_id(invoice), values)]
+
+
+# --- SQL twin (``extract_sql``): the same row, read by PostgreSQL ---
+
+# JSON values Python's ``or`` skips that are neither null nor an object: ``x or {}``
+# reads them as ``{}``. Tiny numbers Python reads as 0.0 are not here: they go to Python.
+_FALSY = "('\"\"'::jsonb, 'false'::jsonb, '0'::jsonb, '[]'::jsonb)"
+
+
+def _object_or_empty(path: str) -> q.Expr:
+    """``value or {}`` then ``.get``: the object, or NULL; a truthy non-object raises."""
+    kind = f"jsonb_typeof({path})"
+    return q.Expr(
+        f"(CASE WHEN {kind} = 'object' THEN {path} END)",
+        f"(coalesce({kind} IN ('object', 'null'), true) OR coalesce({path} IN {_FALSY}, false))",
+    )
+
+
+def _truthy(path: str) -> q.Expr:
+    """Python's ``bool()`` of a JSON value; numbers only when zero or far from it."""
+    kind = f"jsonb_typeof({path})"
+    number = f"(CASE WHEN {kind} = 'number' THEN ({path})::numeric END)"
+    return q.Expr(
+        f"coalesce(CASE {kind} WHEN 'object' THEN {path} <> '{{}}'::jsonb "
+        f"WHEN 'array' THEN {path} <> '[]'::jsonb "
+        f"WHEN 'string' THEN {path} <> '\"\"'::jsonb "
+        f"WHEN 'boolean' THEN {path} = 'true'::jsonb "
+        f"WHEN 'number' THEN {number} <> 0 END, false)",
+        f"coalesce({kind} <> 'number' OR {number} = 0 OR abs({number}) >= 1e-300, true)",
+    )
+
+
+# ``list_data(invoice.get("payments"))``: a plain list, or a list object's data (a
+# falsy data is empty); anything else raises
+_PAYMENTS = q.field("o", "payments")
+_PAYMENTS_DATA = q.field(_PAYMENTS, "data")
+_PAYMENTS_LIST = (
+    f"(CASE jsonb_typeof({_PAYMENTS}) WHEN 'array' THEN {_PAYMENTS} "
+    f"WHEN 'object' THEN (CASE WHEN jsonb_typeof({_PAYMENTS_DATA}) = 'array' "
+    f"THEN {_PAYMENTS_DATA} END) END)"
+)
+_PAYMENTS_OK = (
+    f"(coalesce(jsonb_typeof({_PAYMENTS}) IN ('array', 'null'), true) "
+    f"OR (jsonb_typeof({_PAYMENTS}) = 'object' "
+    f"AND (coalesce(jsonb_typeof({_PAYMENTS_DATA}) IN ('array', 'null'), true) "
+    f"OR coalesce({_PAYMENTS_DATA} IN {_FALSY} OR {_PAYMENTS_DATA} = '{{}}'::jsonb, false))))"
+)
+
+# one entry ``p`` of ``_payment_refs``'s loop: ``payment = p.get("payment") or {}``
+_PAY = "(p -> 'payment')"
+_PAY_PI = q.ref_id(q.field(_PAY, "payment_intent"))
+_PAY_CHARGE = q.ref_id(q.field(_PAY, "charge"))
+# the entry raises: a truthy non-object payment, or an id of the wrong type
+_PAY_ERROR = (
+    f"(CASE WHEN coalesce(jsonb_typeof({_PAY}) = 'null', true) THEN false "
+    f"WHEN jsonb_typeof({_PAY}) = 'object' THEN NOT ({_PAY_PI.ok} AND {_PAY_CHARGE.ok}) "
+    f"ELSE NOT coalesce({_PAY} IN {_FALSY}, false) END)"
+)
+_PAY_MATCH = (
+    f"(CASE WHEN jsonb_typeof({_PAY}) = 'object' AND {_PAY_PI.ok} AND {_PAY_CHARGE.ok} "
+    f"THEN coalesce(nullif({_PAY_PI.value}, ''), nullif({_PAY_CHARGE.value}, '')) IS NOT NULL "
+    f"ELSE false END)"
+)
+
+
+def _first_payment(column: str) -> str:
+    """``column`` of the entry the loop stops at (a match or a raise): paid ones first,
+    each group newest (last) first, as ``sort`` + ``reversed`` visit them."""
+    return (
+        f"(SELECT {column} FROM jsonb_array_elements({_PAYMENTS_LIST}) "
+        f"WITH ORDINALITY AS pe(p, n) "
+        f"WHERE jsonb_typeof(p) = 'object' AND ({_PAY_ERROR} OR {_PAY_MATCH}) "
+        f"ORDER BY coalesce((p -> 'status') = '\"paid\"'::jsonb, false) DESC, n DESC LIMIT 1)"
+    )
+
+
+_NEW_PI = q.Expr(_first_payment(f"(CASE WHEN {_PAY_MATCH} THEN {_PAY_PI.value} END)"))
+_NEW_CHARGE = q.Expr(_first_payment(f"(CASE WHEN {_PAY_MATCH} THEN {_PAY_CHARGE.value} END)"))
+_PAYMENT_REFS_OK = f"({_PAYMENTS_OK} AND NOT coalesce({_first_payment(_PAY_ERROR)}, false))"
+
+_TRANSITIONS = _object_or_empty(q.field("o", "status_transitions"))
+_PAID_AT = q.unix_time(q.field(_TRANSITIONS.value, "paid_at"))
+_UNCOLLECTIBLE_AT = q.unix_time(q.field(_TRANSITIONS.value, "marked_uncollectible_at"))
+
+_PAID, _FORGIVEN, _CLOSED = (_truthy(q.field("o", k)) for k in ("paid", "forgiven", "closed"))
+_LEGACY_STATUS = q.Expr(
+    f"(CASE WHEN {_PAID.value} THEN 'paid' WHEN {_FORGIVEN.value} THEN 'uncollectible' "
+    f"WHEN {_CLOSED.value} THEN 'void' END)",
+    q.all_ok(_PAID, _FORGIVEN, _CLOSED),
+)
+_STATUS = q.either(q.text(q.field("o", "status")), _LEGACY_STATUS)
+_PAID_EVENT_TYPES = ", ".join(f"'{t}'" for t in sorted(PAID_EVENTS))
+_CREATED = "(CASE WHEN o ? 'created' THEN (o -> 'created') ELSE (o -> 'date') END)"
+
+sql_twin(
+    apply_invoice_event,
+    SqlWrite(
+        SPEC.name,
+        key=q.object_id(),
+        ok=q.Expr("true", f"({_PAYMENT_REFS_OK} AND {_TRANSITIONS.ok})"),
+        values={
+            "customer_id": q.ref_id(q.field("o", "customer")),
+            "subscription_id": q.either(
+                q.ref_id(q.field("o", "subscription")),
+                q.ref_id(q.field("o", "parent", "subscription_details", "subscription")),
+            ),
+            "payment_intent_id": q.either(q.ref_id(q.field("o", "payment_intent")), _NEW_PI),
+            "charge_id": q.either(q.ref_id(q.field("o", "charge")), _NEW_CHARGE),
+            "status": _STATUS,
+            "billing_reason": q.text(q.field("o", "billing_reason")),
+            "currency": q.currency(q.field("o", "currency")),
+            "amount_due_minor": q.integer(q.field("o", "amount_due")),
+            "amount_paid_minor": q.integer(q.field("o", "amount_paid")),
+            "amount_remaining_minor": q.integer(q.field("o", "amount_remaining")),
+            "attempt_count": q.integer(q.field("o", "attempt_count")),
+            "next_payment_attempt": q.unix_time(q.field("o", "next_payment_attempt")),
+            "period_start": q.unix_time(q.field("o", "period_start")),
+            "period_end": q.unix_time(q.field("o", "period_end")),
+            "due_date": q.unix_time(q.field("o", "due_date")),
+            "paid_at": q.Expr(
+                f"coalesce({_PAID_AT.value}, CASE WHEN e.event_type IN ({_PAID_EVENT_TYPES}) "
+                f"AND {_STATUS.value} = 'paid' THEN {q.event_time().value} END)",
+                _PAID_AT.ok,
+            ),
+            "marked_uncollectible_at": q.Expr(
+                f"coalesce({_UNCOLLECTIBLE_AT.value}, CASE WHEN e.event_type = "
+                f"'invoice.marked_uncollectible' THEN {q.event_time().value} END)",
+                _UNCOLLECTIBLE_AT.ok,
+            ),
+            "stripe_created": q.integer(_CREATED),
+            "livemode": q.livemode(),
+        },
+    ),
+)

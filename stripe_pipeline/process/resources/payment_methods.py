@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from stripe_pipeline.db.models import StripePaymentMethod
+from stripe_pipeline.process import sql_fields as q
+from stripe_pipeline.process.extract_sql import SqlWrite, sql_twin
 from stripe_pipeline.process.registry import EventContext, RowWrite, handles
 from stripe_pipeline.process.resources.fields import (
     card_fingerprint,
@@ -72,3 +74,38 @@ def apply_payment_method_event(ctx: EventContext) -> Iterable[RowWrite]:
         "livemode": ctx.livemode,
     }
     return [RowWrite(SPEC.name, object_id(method), values)]
+
+
+# --- SQL twin (``extract_sql``): the same row, read by PostgreSQL from the payload ---
+
+_CUSTOMER = q.ref_id(q.field("o", "customer"))
+_DETACHED = "(e.event_type = 'payment_method.detached')"
+_CARD = q.field("o", "card")
+
+sql_twin(
+    apply_payment_method_event,
+    SqlWrite(
+        SPEC.name,
+        key=q.object_id(),
+        values={
+            "customer_id": q.either(
+                _CUSTOMER,
+                q.ref_id(q.field("e.payload", "data", "previous_attributes", "customer")),
+            ),
+            "type": q.text(q.field("o", "type")),
+            "card_brand": q.text(q.field(_CARD, "brand")),
+            "card_last4": q.text(q.field(_CARD, "last4")),
+            "card_exp_month": q.integer(q.field(_CARD, "exp_month")),
+            "card_exp_year": q.integer(q.field(_CARD, "exp_year")),
+            "card_fingerprint": q.card_fingerprint_of("o"),
+            "attached": q.Expr(
+                f"(NOT {_DETACHED} AND (e.event_type = 'payment_method.attached' "
+                f"OR coalesce({_CUSTOMER.value} <> '', false)))",
+                _CUSTOMER.ok,
+            ),
+            "detached_at": q.constant(f"(CASE WHEN {_DETACHED} THEN {q.event_time().value} END)"),
+            "stripe_created": q.integer(q.field("o", "created")),
+            "livemode": q.livemode(),
+        },
+    ),
+)
