@@ -114,11 +114,16 @@ def conn(pg_conn):
     tx.rollback()
 
 
-def test_every_handler_has_a_sql_twin():
-    handlers = {registry.handler_for(t) for t in TYPES} | set(registry._EXACT.values())
-    handlers |= set(registry._PREFIX.values())
-    missing = sorted(h.__name__ for h in handlers if h not in extract_sql.twins())
-    assert not missing, f"handlers without a SQL twin: {missing}"
+# Handlers deliberately left to Python on PostgreSQL too: their SQL twin measured
+# slower than loading the payload and parsing it (subscriptions: ~375 us per event in
+# SQL, with items read through nested set-returning subqueries, against ~80-100 us).
+PYTHON_ONLY = {"apply_subscription_event"}
+
+
+def test_every_handler_has_a_sql_twin_or_is_python_only_on_purpose():
+    handlers = set(registry._EXACT.values()) | set(registry._PREFIX.values())
+    missing = {h.__name__ for h in handlers if h not in extract_sql.twins()}
+    assert missing == PYTHON_ONLY
 
 
 def test_fixtures_and_legacy_shapes_are_extracted_in_sql_exactly(conn, stripe_fixtures):

@@ -84,6 +84,9 @@ class Extracted:
 def extract_in_database(conn: Connection, events: Sequence[QueuedEvent]) -> Extracted:
     """Rows of every event whose handler has a SQL twin and whose payload it can read."""
     out = Extracted()
+    # JIT compiles these wide expressions for up to ~200 ms per statement, longer than
+    # the statement then runs; off for the rest of this batch's transaction
+    conn.exec_driver_sql("SET LOCAL jit = off")
     by_twin: dict[SqlTwin, list[int]] = defaultdict(list)
     for event in events:
         twin = twin_for(event.event_type)

@@ -16,10 +16,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# 2**53: beyond it a JSON number may have been a float whose digits PostgreSQL's
-# numeric and Python's float read differently; Python decides those
-_EXACT_MAX = 9_007_199_254_740_992
-
 
 @dataclass(frozen=True, slots=True)
 class Expr:
@@ -66,20 +62,25 @@ def ref_id(path: str) -> Expr:
     )
 
 
-def _number(path: str) -> str:
-    # CASE, not AND: PostgreSQL may evaluate AND's operands in any order, and casting a
-    # JSON string to numeric raises
-    return f"(CASE WHEN {_typeof(path)} = 'number' THEN ({path})::numeric END)"
+# an integer literal of at most 15 digits: below 2**53 (past it a JSON number may have
+# been a float whose digits PostgreSQL's numeric and Python's float read differently),
+# and never a float's digits
+_INTEGER_TEXT = "'^-?[0-9]{1,15}$'"
 
 
 def integer(path: str) -> Expr:
-    """``fields.integer``: integral JSON numbers only (booleans are not integers)."""
-    number = _number(path)
+    """``fields.integer``: integral JSON numbers only (booleans are not integers).
+
+    Read through the number's text, so each reference costs one lookup: these
+    expressions run for every row of every batch. ``5.0`` and longer numbers are
+    left to Python.
+    """
+    digits = f"({path} #>> '{{}}')"
     return Expr(
-        f"(CASE WHEN {number} = trunc({number}) AND abs({number}) <= {_EXACT_MAX} "
-        f"THEN {number}::bigint END)",
-        f"({_absent_or_null(path)} OR coalesce({number} = trunc({number}) "
-        f"AND abs({number}) <= {_EXACT_MAX}, false))",
+        f"(CASE WHEN {_typeof(path)} = 'number' AND {digits} ~ {_INTEGER_TEXT} "
+        f"THEN {digits}::bigint END)",
+        f"(CASE {_typeof(path)} WHEN 'number' THEN {digits} ~ {_INTEGER_TEXT} "
+        f"WHEN 'null' THEN true ELSE {path} IS NULL END)",
     )
 
 
@@ -136,10 +137,15 @@ def livemode() -> Expr:
 
 
 def either(first: Expr, second: Expr) -> Expr:
-    """Python's ``first or second`` for strings: ``second`` only when ``first`` is empty."""
+    """Python's ``first or second`` for strings: ``second`` only when ``first`` is empty.
+
+    ``ok`` asks both readers to be sure (stricter than needed when ``first`` is set,
+    which is allowed): repeating ``first`` there would double the SQL per level of a
+    chain.
+    """
     return Expr(
         f"coalesce(nullif({first.value}, ''), {second.value})",
-        f"(({first.ok}) AND (coalesce({first.value} <> '', false) OR ({second.ok})))",
+        f"(({first.ok}) AND ({second.ok}))",
     )
 
 
@@ -154,21 +160,46 @@ def all_ok(*exprs: Expr) -> str:
     return " AND ".join(f"({p})" for p in parts) if parts else "true"
 
 
+# JSON values Python's ``bool()`` reads as false; ``IN`` compares numbers numerically,
+# so ``0.0`` and ``-0`` are ``'0'``
+_FALSY = "('null'::jsonb, 'false'::jsonb, '0'::jsonb, '\"\"'::jsonb, '[]'::jsonb, '{}'::jsonb)"
+
+
 def json_truth(path: str) -> Expr:
     """Python's ``bool()`` of a JSON value (missing or null: false).
 
-    A number is sure only when zero or far from it: Python may read a tiny literal
+    Numbers other than zero are left to Python: it may read a tiny literal
     (``1e-400``) as ``0.0`` where PostgreSQL's numeric is not zero.
     """
-    kind = _typeof(path)
-    number = _number(path)
     return Expr(
-        f"(CASE {kind} WHEN 'object' THEN {path} <> '{{}}'::jsonb "
-        f"WHEN 'array' THEN {path} <> '[]'::jsonb "
-        f"WHEN 'string' THEN {path} <> '\"\"'::jsonb "
-        f"WHEN 'boolean' THEN {path} = 'true'::jsonb "
-        f"WHEN 'number' THEN {number} <> 0 ELSE false END)",
-        f"coalesce({kind} <> 'number' OR {number} = 0 OR abs({number}) >= 1e-300, true)",
+        f"NOT coalesce({path} IN {_FALSY}, true)",
+        f"coalesce({_typeof(path)} <> 'number' OR {path} = '0'::jsonb, true)",
+    )
+
+
+def falsy_or(path: str, kind: str) -> str:
+    """``(value or default)`` used as a ``kind``: sure when the value is missing, falsy
+    or of that kind (a truthy value of another kind raises, a nonzero number: Python)."""
+    return f"coalesce({_typeof(path)} = '{kind}' OR {path} IN {_FALSY}, true)"
+
+
+def only_if(condition: str, found: Expr) -> Expr:
+    """``found if condition else None`` (``found`` read only where the condition holds)."""
+    return Expr(
+        f"(CASE WHEN {condition} THEN {found.value} END)",
+        f"(CASE WHEN {condition} THEN {all_ok(found)} ELSE true END)",
+    )
+
+
+def list_data(path: str) -> Expr:
+    """``fields.list_data``: a plain list, or a list object's data (falsy: empty; NULL
+    here); anything else raises."""
+    kind, data = _typeof(path), field(path, "data")
+    return Expr(
+        f"(CASE {kind} WHEN 'array' THEN {path} WHEN 'object' THEN "
+        f"(CASE WHEN {_typeof(data)} = 'array' THEN {data} END) END)",
+        f"(coalesce({kind} IN ('array', 'null'), true) "
+        f"OR ({kind} = 'object' AND {falsy_or(data, 'array')}))",
     )
 
 

@@ -147,49 +147,16 @@ def apply_invoice_event(ctx: EventContext) -> Iterable[RowWrite]:
 
 # --- SQL twin (``extract_sql``): the same row, read by PostgreSQL ---
 
-# JSON values Python's ``or`` skips that are neither null nor an object: ``x or {}``
-# reads them as ``{}``. Tiny numbers Python reads as 0.0 are not here: they go to Python.
-_FALSY = "('\"\"'::jsonb, 'false'::jsonb, '0'::jsonb, '[]'::jsonb)"
-
 
 def _object_or_empty(path: str) -> q.Expr:
     """``value or {}`` then ``.get``: the object, or NULL; a truthy non-object raises."""
-    kind = f"jsonb_typeof({path})"
     return q.Expr(
-        f"(CASE WHEN {kind} = 'object' THEN {path} END)",
-        f"(coalesce({kind} IN ('object', 'null'), true) OR coalesce({path} IN {_FALSY}, false))",
+        f"(CASE WHEN jsonb_typeof({path}) = 'object' THEN {path} END)", q.falsy_or(path, "object")
     )
 
 
-def _truthy(path: str) -> q.Expr:
-    """Python's ``bool()`` of a JSON value; numbers only when zero or far from it."""
-    kind = f"jsonb_typeof({path})"
-    number = f"(CASE WHEN {kind} = 'number' THEN ({path})::numeric END)"
-    return q.Expr(
-        f"coalesce(CASE {kind} WHEN 'object' THEN {path} <> '{{}}'::jsonb "
-        f"WHEN 'array' THEN {path} <> '[]'::jsonb "
-        f"WHEN 'string' THEN {path} <> '\"\"'::jsonb "
-        f"WHEN 'boolean' THEN {path} = 'true'::jsonb "
-        f"WHEN 'number' THEN {number} <> 0 END, false)",
-        f"coalesce({kind} <> 'number' OR {number} = 0 OR abs({number}) >= 1e-300, true)",
-    )
-
-
-# ``list_data(invoice.get("payments"))``: a plain list, or a list object's data (a
-# falsy data is empty); anything else raises
-_PAYMENTS = q.field("o", "payments")
-_PAYMENTS_DATA = q.field(_PAYMENTS, "data")
-_PAYMENTS_LIST = (
-    f"(CASE jsonb_typeof({_PAYMENTS}) WHEN 'array' THEN {_PAYMENTS} "
-    f"WHEN 'object' THEN (CASE WHEN jsonb_typeof({_PAYMENTS_DATA}) = 'array' "
-    f"THEN {_PAYMENTS_DATA} END) END)"
-)
-_PAYMENTS_OK = (
-    f"(coalesce(jsonb_typeof({_PAYMENTS}) IN ('array', 'null'), true) "
-    f"OR (jsonb_typeof({_PAYMENTS}) = 'object' "
-    f"AND (coalesce(jsonb_typeof({_PAYMENTS_DATA}) IN ('array', 'null'), true) "
-    f"OR coalesce({_PAYMENTS_DATA} IN {_FALSY} OR {_PAYMENTS_DATA} = '{{}}'::jsonb, false))))"
-)
+# ``list_data(invoice.get("payments"))``
+_PAYMENTS = q.list_data(q.field("o", "payments"))
 
 # one entry ``p`` of ``_payment_refs``'s loop: ``payment = p.get("payment") or {}``
 _PAY = "(p -> 'payment')"
@@ -197,9 +164,8 @@ _PAY_PI = q.ref_id(q.field(_PAY, "payment_intent"))
 _PAY_CHARGE = q.ref_id(q.field(_PAY, "charge"))
 # the entry raises: a truthy non-object payment, or an id of the wrong type
 _PAY_ERROR = (
-    f"(CASE WHEN coalesce(jsonb_typeof({_PAY}) = 'null', true) THEN false "
-    f"WHEN jsonb_typeof({_PAY}) = 'object' THEN NOT ({_PAY_PI.ok} AND {_PAY_CHARGE.ok}) "
-    f"ELSE NOT coalesce({_PAY} IN {_FALSY}, false) END)"
+    f"(CASE WHEN jsonb_typeof({_PAY}) = 'object' THEN NOT ({_PAY_PI.ok} AND {_PAY_CHARGE.ok}) "
+    f"ELSE NOT {q.falsy_or(_PAY, 'object')} END)"
 )
 _PAY_MATCH = (
     f"(CASE WHEN jsonb_typeof({_PAY}) = 'object' AND {_PAY_PI.ok} AND {_PAY_CHARGE.ok} "
@@ -212,7 +178,7 @@ def _first_payment(column: str) -> str:
     """``column`` of the entry the loop stops at (a match or a raise): paid ones first,
     each group newest (last) first, as ``sort`` + ``reversed`` visit them."""
     return (
-        f"(SELECT {column} FROM jsonb_array_elements({_PAYMENTS_LIST}) "
+        f"(SELECT {column} FROM jsonb_array_elements({_PAYMENTS.value}) "
         f"WITH ORDINALITY AS pe(p, n) "
         f"WHERE jsonb_typeof(p) = 'object' AND ({_PAY_ERROR} OR {_PAY_MATCH}) "
         f"ORDER BY coalesce((p -> 'status') = '\"paid\"'::jsonb, false) DESC, n DESC LIMIT 1)"
@@ -221,13 +187,13 @@ def _first_payment(column: str) -> str:
 
 _NEW_PI = q.Expr(_first_payment(f"(CASE WHEN {_PAY_MATCH} THEN {_PAY_PI.value} END)"))
 _NEW_CHARGE = q.Expr(_first_payment(f"(CASE WHEN {_PAY_MATCH} THEN {_PAY_CHARGE.value} END)"))
-_PAYMENT_REFS_OK = f"({_PAYMENTS_OK} AND NOT coalesce({_first_payment(_PAY_ERROR)}, false))"
+_PAYMENT_REFS_OK = f"({_PAYMENTS.ok} AND NOT coalesce({_first_payment(_PAY_ERROR)}, false))"
 
 _TRANSITIONS = _object_or_empty(q.field("o", "status_transitions"))
 _PAID_AT = q.unix_time(q.field(_TRANSITIONS.value, "paid_at"))
 _UNCOLLECTIBLE_AT = q.unix_time(q.field(_TRANSITIONS.value, "marked_uncollectible_at"))
 
-_PAID, _FORGIVEN, _CLOSED = (_truthy(q.field("o", k)) for k in ("paid", "forgiven", "closed"))
+_PAID, _FORGIVEN, _CLOSED = (q.json_truth(q.field("o", k)) for k in ("paid", "forgiven", "closed"))
 _LEGACY_STATUS = q.Expr(
     f"(CASE WHEN {_PAID.value} THEN 'paid' WHEN {_FORGIVEN.value} THEN 'uncollectible' "
     f"WHEN {_CLOSED.value} THEN 'void' END)",

@@ -178,72 +178,18 @@ def apply_charge_event(ctx: EventContext) -> Iterable[RowWrite]:
 # --- SQL twins (``extract_sql``): the same rows, read by PostgreSQL from the payload ---
 
 
-def _truth(path: str) -> q.Expr:
-    """Python's ``bool()`` of a JSON value (missing: false).
-
-    Numbers other than zero are left to Python: it may read a tiny literal
-    (``1e-400``) as ``0.0`` where PostgreSQL's numeric is not zero.
-    """
-    return q.Expr(
-        f"NOT coalesce({path} IN ('null'::jsonb, 'false'::jsonb, '0'::jsonb, "
-        f"'\"\"'::jsonb, '[]'::jsonb, '{{}}'::jsonb), true)",
-        f"coalesce(jsonb_typeof({path}) <> 'number' OR {path} = '0'::jsonb, true)",
-    )
-
-
-def _falsy_or(path: str, kind: str) -> str:
-    """``value or default`` is used as a ``kind``: the value is falsy or of that kind."""
-    truth = _truth(path)
-    return f"({truth.ok} AND (NOT {truth.value} OR jsonb_typeof({path}) = '{kind}'))"
-
-
-def _first_truthy(*paths: str) -> q.Expr:
-    """Python's ``a or b or ...`` of raw JSON values (a JSONB value, NULL for None)."""
-    *heads, last = paths
-    whens = " ".join(f"WHEN {_truth(p).value} THEN {p}" for p in heads)
-    return q.Expr(f"(CASE {whens} ELSE {last} END)", q.all_ok(*(_truth(p) for p in heads)))
-
-
 def _and(*conditions: str) -> str:
     return " AND ".join(f"({c})" for c in conditions if c != "true") or "true"
 
 
-def _card_fingerprint(path: str) -> q.Expr:
-    """``card_fingerprint``: None unless an object; then the first truthy candidate, a string."""
-    is_card = f"(({path} -> 'object') = '\"card\"'::jsonb)"
-    chosen = _first_truthy(
-        q.field(path, "card", "fingerprint"),
-        q.field(path, "payment_method_details", "card", "fingerprint"),
-        q.field(path, "source", "fingerprint"),
-        f"(CASE WHEN {is_card} THEN ({path} -> 'fingerprint') END)",
-    )
-    found = q.text(chosen.value)
-    is_object = f"(jsonb_typeof({path}) = 'object')"
-    return q.Expr(
-        f"(CASE WHEN {is_object} THEN {found.value} END)",
-        f"(CASE WHEN {is_object} THEN {_and(chosen.ok, found.ok)} ELSE true END)",
-    )
-
-
 # payment_intent.*
 _PI_ERROR = q.field("o", "last_payment_error")
-_PI_CHARGES = q.field("o", "charges")
-_PI_CHARGES_DATA = q.field(_PI_CHARGES, "data")
-# ``list_data``: a plain list, or a list object's (falsy: empty) data; anything else raises
-_PI_CHARGES_OK = (
-    f"(CASE jsonb_typeof({_PI_CHARGES}) WHEN 'array' THEN true WHEN 'null' THEN true "
-    f"WHEN 'object' THEN {_falsy_or(_PI_CHARGES_DATA, 'array')} "
-    f"ELSE {_PI_CHARGES} IS NULL END)"
-)
-_PI_LAST_CHARGE = (
-    f"((CASE jsonb_typeof({_PI_CHARGES}) WHEN 'array' THEN {_PI_CHARGES} "
-    f"WHEN 'object' THEN (CASE WHEN jsonb_typeof({_PI_CHARGES_DATA}) = 'array' "
-    f"THEN {_PI_CHARGES_DATA} END) END) -> -1)"
-)
-_PI_METHOD = _first_truthy(q.field("o", "payment_method"), q.field(_PI_ERROR, "payment_method"))
+_PI_CHARGES = q.list_data(q.field("o", "charges"))
+_PI_LAST_CHARGE = f"({_PI_CHARGES.value} -> -1)"
+_PI_METHOD = q.json_or(q.field("o", "payment_method"), q.field(_PI_ERROR, "payment_method"))
 # ``card_fingerprint(payment_method) or card_fingerprint(last_charge)``, the two bound
 # once in a subquery (inlined, the expression grows to tens of KB and slows planning)
-_PI_FINGERPRINT = q.either(_card_fingerprint("b_pm"), _card_fingerprint("b_lc"))
+_PI_FINGERPRINT = q.either(q.card_fingerprint_of("b_pm"), q.card_fingerprint_of("b_lc"))
 _PI_BIND = f"FROM (SELECT {_PI_METHOD.value} AS b_pm, {_PI_LAST_CHARGE} AS b_lc OFFSET 0) AS b"
 
 sql_twin(
@@ -251,7 +197,7 @@ sql_twin(
     SqlWrite(
         SPEC.name,
         key=q.object_id(),
-        ok=q.Expr("true", _and(_falsy_or(_PI_ERROR, "object"), _PI_CHARGES_OK, _PI_METHOD.ok)),
+        ok=q.Expr("true", _and(q.falsy_or(_PI_ERROR, "object"), _PI_CHARGES.ok, _PI_METHOD.ok)),
         values={
             "status": q.either(q.text(q.field("o", "status")), q.constant("'unknown'::text")),
             "failure_code": q.text(q.field(_PI_ERROR, "code")),
@@ -281,7 +227,7 @@ sql_twin(
 # charge.*
 _CH_KEY = q.either(q.ref_id(q.field("o", "payment_intent")), q.object_id())
 _CH_LEGACY = f"coalesce({_CH_KEY.value} = (o ->> 'id'), false)"
-_CH_PAID = _truth(q.field("o", "paid"))
+_CH_PAID = q.json_truth(q.field("o", "paid"))
 _CH_STATUS = q.either(
     q.text(q.field("o", "status")),
     q.Expr(f"(CASE WHEN {_CH_PAID.value} THEN 'succeeded' ELSE 'failed' END)", _CH_PAID.ok),
@@ -291,7 +237,7 @@ _CH_DECLINED = f"coalesce(({_CH_OUTCOME} -> 'type') = '\"issuer_declined\"'::jso
 _CH_REASON = q.text(q.field(_CH_OUTCOME, "reason"))
 _CH_AMOUNT = q.required_integer(q.field("o", "amount"))
 _CH_AMOUNT_CAPTURED = q.integer(q.field("o", "amount_captured"))
-_CH_CAPTURED = _truth(q.field("o", "captured"))  # ``charge.get("captured", True)``
+_CH_CAPTURED = q.json_truth(q.field("o", "captured"))  # ``charge.get("captured", True)``
 _CH_CAPTURED_VALUE = f"(CASE WHEN o ? 'captured' THEN {_CH_CAPTURED.value} ELSE true END)"
 _CH_RECEIVED = q.Expr(
     f"(CASE WHEN o ? 'amount_captured' THEN {_CH_AMOUNT_CAPTURED.value} "
@@ -308,46 +254,37 @@ _CH_SOURCE_CARD = (
 _CH_SOURCE_ID = q.ref_id(_CH_SOURCE)
 _CH_DESCRIPTION = q.text(q.field("o", "description"))
 _CH_CREATED = q.integer(q.field("o", "created"))
+_CH_STATUS_MAP = " ".join(f"WHEN '{k}' THEN '{v}'" for k, v in _CHARGE_STATUS.items() if k != v)
 
-
-def _only_if(condition: str, found: q.Expr) -> q.Expr:
-    """``found if condition else None``."""
-    return q.Expr(
-        f"(CASE WHEN {condition} THEN {found.value} END)",
-        f"(CASE WHEN {condition} THEN {_and(found.ok)} ELSE true END)",
-    )
-
-
-sql_twin(
-    apply_charge_event,
-    SqlWrite(
-        SPEC.name,
-        key=_CH_KEY,
-        # ``charge["id"]`` is read whatever the key: a non-empty string, or Python decides
-        ok=q.Expr("true", _and(q.object_id().ok, _falsy_or(_CH_OUTCOME, "object"))),
-        values={
-            "status": q.Expr(
-                f"(CASE {_CH_STATUS.value} WHEN 'paid' THEN 'succeeded' "
-                f"WHEN 'pending' THEN 'processing' ELSE {_CH_STATUS.value} END)",
-                _CH_STATUS.ok,
-            ),
-            "failure_code": q.text(q.field("o", "failure_code")),
-            "failure_message": q.text(q.field("o", "failure_message")),
-            "decline_code": _only_if(_CH_DECLINED, _CH_REASON),
-            "charge_id": q.constant("(o ->> 'id')"),
-            "customer_id": q.ref_id(q.field("o", "customer")),
-            "invoice_id": q.ref_id(q.field("o", "invoice")),
-            "payment_method_id": q.either(
-                q.ref_id(q.field("o", "payment_method")), _only_if(_CH_SOURCE_CARD, _CH_SOURCE_ID)
-            ),
-            "card_fingerprint": _card_fingerprint("o"),
-            "amount_minor": _CH_AMOUNT,
-            "amount_received_minor": _CH_RECEIVED,
-            "amount_refunded_minor": q.integer(q.field("o", "amount_refunded")),
-            "currency": q.currency(q.field("o", "currency")),
-            "description": _only_if(_CH_LEGACY, _CH_DESCRIPTION),
-            "stripe_created": _only_if(_CH_LEGACY, _CH_CREATED),
-            "livemode": q.livemode(),
-        },
-    ),
+# ``payment_from_charge`` of ``o``: the charge twin's row, reused by ``charge.refunded``
+CHARGE_PAYMENT = SqlWrite(
+    SPEC.name,
+    key=_CH_KEY,
+    # ``charge["id"]`` is read whatever the key: a non-empty string, or Python decides
+    ok=q.Expr("true", _and(q.object_id().ok, q.falsy_or(_CH_OUTCOME, "object"))),
+    values={
+        "status": q.Expr(
+            f"(CASE {_CH_STATUS.value} {_CH_STATUS_MAP} ELSE {_CH_STATUS.value} END)",
+            _CH_STATUS.ok,
+        ),
+        "failure_code": q.text(q.field("o", "failure_code")),
+        "failure_message": q.text(q.field("o", "failure_message")),
+        "decline_code": q.only_if(_CH_DECLINED, _CH_REASON),
+        "charge_id": q.constant("(o ->> 'id')"),
+        "customer_id": q.ref_id(q.field("o", "customer")),
+        "invoice_id": q.ref_id(q.field("o", "invoice")),
+        "payment_method_id": q.either(
+            q.ref_id(q.field("o", "payment_method")), q.only_if(_CH_SOURCE_CARD, _CH_SOURCE_ID)
+        ),
+        "card_fingerprint": q.card_fingerprint_of("o"),
+        "amount_minor": _CH_AMOUNT,
+        "amount_received_minor": _CH_RECEIVED,
+        "amount_refunded_minor": q.integer(q.field("o", "amount_refunded")),
+        "currency": q.currency(q.field("o", "currency")),
+        "description": q.only_if(_CH_LEGACY, _CH_DESCRIPTION),
+        "stripe_created": q.only_if(_CH_LEGACY, _CH_CREATED),
+        "livemode": q.livemode(),
+    },
 )
+
+sql_twin(apply_charge_event, CHARGE_PAYMENT)

@@ -133,88 +133,15 @@ def apply_charge_refunded(ctx: EventContext) -> Iterable[RowWrite]:
 # --- SQL twins (``extract_sql``): the same rows, read by PostgreSQL from the payload ---
 
 
-def _if(condition: str, found: q.Expr) -> q.Expr:
-    """``found if condition else None`` (``found`` read only where the condition holds)."""
-    return q.Expr(
-        f"(CASE WHEN {condition} THEN {found.value} END)",
-        f"(CASE WHEN {condition} THEN {q.all_ok(found)} ELSE true END)",
-    )
-
-
-def _falsy_or(path: str, kind: str) -> str:
-    """``value or default`` is used as a ``kind``: the value is falsy or of that kind."""
-    truth = q.json_truth(path)
-    return f"({truth.ok} AND (NOT {truth.value} OR jsonb_typeof({path}) = '{kind}'))"
-
-
-def _payment_from_charge() -> SqlWrite:
-    """``payments.payment_from_charge`` of ``o``, expression for expression."""
-    key = q.either(q.ref_id(q.field("o", "payment_intent")), q.object_id())
-    legacy = f"coalesce({key.value} = (o ->> 'id'), false)"
-    paid = q.json_truth(q.field("o", "paid"))
-    status = q.either(
-        q.text(q.field("o", "status")),
-        q.Expr(f"(CASE WHEN {paid.value} THEN 'succeeded' ELSE 'failed' END)", paid.ok),
-    )
-    mapped = " ".join(f"WHEN '{k}' THEN '{v}'" for k, v in payments._CHARGE_STATUS.items())
-    outcome = q.field("o", "outcome")
-    declined = f"coalesce(({outcome} -> 'type') = '\"issuer_declined\"'::jsonb, false)"
-    amount = q.required_integer(q.field("o", "amount"))
-    captured_amount = q.integer(q.field("o", "amount_captured"))
-    captured = q.json_truth(q.field("o", "captured"))  # ``charge.get("captured", True)``
-    captured_value = f"(CASE WHEN o ? 'captured' THEN {captured.value} ELSE true END)"
-    succeeded = f"({status.value} IN ('succeeded', 'paid'))"
-    received = q.Expr(
-        f"(CASE WHEN o ? 'amount_captured' THEN {captured_amount.value} "
-        f"WHEN {succeeded} AND {captured_value} THEN {amount.value} "
-        f"WHEN {status.value} = 'failed' THEN 0 END)",
-        f"(CASE WHEN o ? 'amount_captured' THEN {q.all_ok(captured_amount)} "
-        f"WHEN {succeeded} THEN {q.all_ok(captured)} ELSE true END)",
-    )
-    source = q.field("o", "source")
-    legacy_card = (
-        f"coalesce(jsonb_typeof({source}) = 'object' AND ({source} -> 'object') "
-        f"IN ('\"card\"'::jsonb, '\"source\"'::jsonb), false)"
-    )
-    return SqlWrite(
-        payments.SPEC.name,
-        key=key,
-        # ``charge["id"]`` is read whatever the key: a non-empty string, or Python decides
-        ok=q.Expr("true", f"({q.object_id().ok}) AND {_falsy_or(outcome, 'object')}"),
-        values={
-            "status": q.Expr(f"(CASE {status.value} {mapped} ELSE {status.value} END)", status.ok),
-            "failure_code": q.text(q.field("o", "failure_code")),
-            "failure_message": q.text(q.field("o", "failure_message")),
-            "decline_code": _if(declined, q.text(q.field(outcome, "reason"))),
-            "charge_id": q.constant("(o ->> 'id')"),
-            "customer_id": q.ref_id(q.field("o", "customer")),
-            "invoice_id": q.ref_id(q.field("o", "invoice")),
-            "payment_method_id": q.either(
-                q.ref_id(q.field("o", "payment_method")), _if(legacy_card, q.ref_id(source))
-            ),
-            "card_fingerprint": q.card_fingerprint_of("o"),
-            "amount_minor": amount,
-            "amount_received_minor": received,
-            "amount_refunded_minor": q.integer(q.field("o", "amount_refunded")),
-            "currency": q.currency(q.field("o", "currency")),
-            "description": _if(legacy, q.text(q.field("o", "description"))),
-            "stripe_created": _if(legacy, q.integer(q.field("o", "created"))),
-            "livemode": q.livemode(),
-        },
-    )
-
-
 def _refund_values(refund: str, charge: str | None) -> dict[str, q.Expr]:
     """``refund_row`` of the refund at ``refund``, with the event's charge at ``charge``."""
-    given = q.field(refund, "charge")
-    given_truth = q.json_truth(given)
     # ``refund.get("charge") or charge``
-    charge_ref = f"(CASE WHEN {given_truth.value} THEN {given} ELSE {charge or 'NULL::jsonb'} END)"
-    charge_id = q.ref_id(charge_ref)
-    charge_id = q.Expr(charge_id.value, q.all_ok(given_truth, charge_id))
+    charge_ref = q.json_or(q.field(refund, "charge"), charge or "NULL::jsonb")
+    charge_id = q.ref_id(charge_ref.value)
+    charge_id = q.Expr(charge_id.value, q.all_ok(charge_ref, charge_id))
     payment_intent = q.either(
         q.ref_id(q.field(refund, "payment_intent")),
-        q.ref_id(q.field(charge_ref, "payment_intent")),  # NULL unless an object
+        q.ref_id(q.field(charge_ref.value, "payment_intent")),  # NULL unless an object
     )
     if charge is not None:
         payment_intent = q.either(payment_intent, q.ref_id(q.field(charge, "payment_intent")))
@@ -248,21 +175,12 @@ sql_twin(
 )
 
 _LISTED = q.field("o", "refunds")
-_LISTED_DATA = q.field(_LISTED, "data")
 _HAS_MORE = q.json_truth(q.field(_LISTED, "has_more"))
 # ``list_data``: a plain list, or a list object's data (falsy: empty); the rest raises
-_REFUNDS = (
-    f"(CASE jsonb_typeof({_LISTED}) WHEN 'array' THEN {_LISTED} "
-    f"WHEN 'object' THEN {_LISTED_DATA} END)"
-)
-_REFUNDS_OK = (
-    f"(CASE jsonb_typeof({_LISTED}) WHEN 'object' THEN {_falsy_or(_LISTED_DATA, 'array')} "
-    "ELSE true END)"
-)
+_REFUNDS = q.list_data(_LISTED)
 # a refund listed twice is stored once (the first): Python decides those
 _REFUNDS_UNIQUE = (
-    "NOT EXISTS (SELECT 1 FROM jsonb_array_elements("
-    f"CASE WHEN jsonb_typeof({_REFUNDS}) = 'array' THEN {_REFUNDS} END) AS listed(el) "
+    f"NOT EXISTS (SELECT 1 FROM jsonb_array_elements({_REFUNDS.value}) AS listed(el) "
     "WHERE jsonb_typeof(el) = 'object' GROUP BY el -> 'id' HAVING count(*) > 1)"
 )
 # no list, or a truncated one: the handler asks the refund source or adds a note
@@ -274,13 +192,13 @@ _REFUNDS_DEFER = (
 
 sql_twin(
     apply_charge_refunded,
-    _payment_from_charge(),
+    payments.CHARGE_PAYMENT,
     SqlWrite(
         SPEC.name,
         key=q.object_id("item"),
         values=_refund_values("item", "o"),
-        ok=q.Expr("true", f"({q.object_id().ok}) AND {_REFUNDS_OK} AND {_REFUNDS_UNIQUE}"),
-        items=_REFUNDS,
+        ok=q.Expr("true", f"({q.object_id().ok}) AND {_REFUNDS.ok} AND {_REFUNDS_UNIQUE}"),
+        items=_REFUNDS.value,
         when="jsonb_typeof(item) = 'object'",
         defer=_REFUNDS_DEFER,
     ),
