@@ -138,6 +138,14 @@ def wait_for_row(engine, customer_id: str, timeout: float) -> float | None:
     return None
 
 
+def retried_events(engine) -> int:
+    """Events that needed more than one attempt (a retry shows up as latency)."""
+    with engine.connect() as conn:
+        return conn.execute(
+            text("SELECT count(*) FROM stripe_events WHERE retry_count > 0")
+        ).scalar_one()
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
@@ -215,11 +223,15 @@ def main() -> None:
             "max_s": round(max(latencies), 2),
             "mean_s": round(statistics.fmean(latencies), 2),
             "target_p50_s": 10,
+            "latencies_s": [round(x, 2) for x in latencies],  # in POST order
+            "events_retried": retried_events(engine),
         }
         print(
             f"POST -> domain row over {len(latencies)} events: p50 {result['p50_s']} s, "
-            f"p95 {result['p95_s']} s, min {result['min_s']} s, max {result['max_s']} s"
+            f"p95 {result['p95_s']} s, min {result['min_s']} s, max {result['max_s']} s, "
+            f"events retried {result['events_retried']}"
         )
+        print("latencies in POST order (s):", result["latencies_s"])
         print(json.dumps(result))
     finally:
         if dagster is not None and dagster.poll() is None:

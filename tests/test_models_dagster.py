@@ -80,3 +80,17 @@ def test_automation_builds_missing_models_then_waits_for_upstream_updates() -> N
     assert requested == set(PROJECT.models)
     third = evaluate_automation_conditions(defs=full, instance=instance, cursor=second.cursor)
     assert third.total_requested == 0  # requested once; nothing changed upstream since
+
+
+def test_model_runs_queue_in_their_own_lane() -> None:
+    """Automation and manual rebuilds carry the models tag that deploy/dagster*.yaml limit,
+    so a slow rebuild never takes the run slot event processing needs."""
+    from stripe_pipeline.defs.models.definitions import (
+        MODELS_RUN_TAGS,
+        models_automation_sensor,
+        refresh_models_job,
+    )
+
+    assert MODELS_RUN_TAGS == {"stripe_pipeline/concurrency": "models"}
+    assert dict(models_automation_sensor.run_tags or {}) == MODELS_RUN_TAGS
+    assert refresh_models_job.tags == MODELS_RUN_TAGS

@@ -300,7 +300,15 @@ def test_dev_dagster_yaml_is_a_valid_sqlite_instance(tmp_path: Path, monkeypatch
         from dagster._core.storage.runs import SqliteRunStorage
 
         assert isinstance(instance.run_storage, SqliteRunStorage)
-        assert instance.run_coordinator.get_run_queue_config().max_concurrent_runs == 1
+        queue_config = instance.run_coordinator.get_run_queue_config()
+        # one lane each: a model rebuild or a reconciliation never holds processing's slot
+        lanes = {
+            limit["value"]: limit["limit"]
+            for limit in queue_config.tag_concurrency_limits
+            if limit["key"] == "stripe_pipeline/concurrency"
+        }
+        assert lanes == {"processing": 1, "models": 1, "reconciliation": 1}
+        assert queue_config.max_concurrent_runs == len(lanes)
         run = create_run_for_test(instance, job_name=PROCESSING_JOB_NAME)
         assert instance.get_run_by_id(run.run_id) is not None
     finally:
