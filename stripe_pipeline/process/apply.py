@@ -32,7 +32,7 @@ from stripe_pipeline.audit import AUDIT_LOG, AuditEntry, record
 from stripe_pipeline.process import resources
 from stripe_pipeline.process.errors import PermanentError
 from stripe_pipeline.process.events import QueuedEvent
-from stripe_pipeline.process.extract_sql import Extracted, extract_in_database
+from stripe_pipeline.process.extract_sql import extract_in_database
 from stripe_pipeline.process.ordering import lifecycle_rank
 from stripe_pipeline.process.queue import with_payloads
 from stripe_pipeline.process.refunds import RefundSource
@@ -116,11 +116,13 @@ def apply_events(
         else:
             handled.append(event)
     # events claimed without their payload (PostgreSQL) are read where they are stored
-    in_place = [e for e in handled if e.payload is None and conn.dialect.name == "postgresql"]
-    extracted = extract_in_database(conn, in_place) if in_place else Extracted()
+    in_place = (
+        [e for e in handled if e.payload is None] if conn.dialect.name == "postgresql" else []
+    )
+    extracted = extract_in_database(conn, in_place)
     python_events = []
     for event in handled:
-        writes = extracted.writes.get(event.id)
+        writes = extracted.get(event.id)
         if writes is None:
             python_events.append(event)
         else:

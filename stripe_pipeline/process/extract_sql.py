@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from stripe_pipeline.process.registry import Handler, RowWrite, handler_for
 from stripe_pipeline.process.sql_fields import Expr, all_ok
@@ -73,27 +73,22 @@ def twin_for(event_type: str) -> SqlTwin | None:
     return _TWINS.get(handler) if handler is not None else None
 
 
-@dataclass
-class Extracted:
-    """Rows per event extracted in the database; ``missing`` events need Python."""
-
-    writes: dict[int, list[RowWrite]] = field(default_factory=dict)
-    missing: set[int] = field(default_factory=set)
-
-
-def extract_in_database(conn: Connection, events: Sequence[QueuedEvent]) -> Extracted:
-    """Rows of every event whose handler has a SQL twin and whose payload it can read."""
-    out = Extracted()
-    # JIT compiles these wide expressions for up to ~200 ms per statement, longer than
-    # the statement then runs; off for the rest of this batch's transaction
-    conn.exec_driver_sql("SET LOCAL jit = off")
+def extract_in_database(
+    conn: Connection, events: Sequence[QueuedEvent]
+) -> dict[int, list[RowWrite]]:
+    """Rows per event, for every event whose handler has a SQL twin and whose payload it
+    can read; events absent from the result go through their Python handler."""
     by_twin: dict[SqlTwin, list[int]] = defaultdict(list)
     for event in events:
         twin = twin_for(event.event_type)
-        if twin is None:
-            out.missing.add(event.id)
-        else:
+        if twin is not None:
             by_twin[twin].append(event.id)
+    if not by_twin:
+        return {}
+    # JIT compiles these wide expressions for up to ~200 ms per statement, longer than
+    # the statement then runs; off for the rest of this batch's transaction
+    conn.exec_driver_sql("SET LOCAL jit = off")
+    out: dict[int, list[RowWrite]] = {}
     for twin, ids in by_twin.items():
         rows: dict[int, list[RowWrite]] = {i: [] for i in ids}
         refused: set[int] = set()
@@ -110,11 +105,7 @@ def extract_in_database(conn: Connection, events: Sequence[QueuedEvent]) -> Extr
                         RowWrite(write.table, key, dict(zip(columns, values, strict=True)))
                     )
             refused.update(set(ids) - seen)  # no stored row: nothing to read in place
-        for event_id, writes in rows.items():
-            if event_id in refused:
-                out.missing.add(event_id)
-            else:
-                out.writes[event_id] = writes
+        out.update((i, writes) for i, writes in rows.items() if i not in refused)
     return out
 
 
@@ -161,8 +152,3 @@ def _query(write: SqlWrite) -> str:
 def twins() -> dict[Handler, SqlTwin]:
     """Registered twins (for tests and docs)."""
     return dict(_TWINS)
-
-
-def describe(twin: SqlTwin) -> list[dict[str, Any]]:
-    """The SQL of a twin's writes, for debugging a divergence."""
-    return [{"table": w.table, "sql": _query(w)} for w in twin.writes]

@@ -107,11 +107,6 @@ def currency(path: str) -> Expr:
     )
 
 
-def jsonb(path: str) -> Expr:
-    """A JSON sub-document stored as is (``None`` when missing or JSON null)."""
-    return Expr(f"(CASE WHEN {_typeof(path)} <> 'null' THEN {path} END)")
-
-
 def constant(sql: str) -> Expr:
     """A literal or an expression that cannot fail (``'true'``, ``NULL::text``)."""
     return Expr(sql)

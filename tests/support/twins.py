@@ -59,7 +59,7 @@ def compare(conn: Connection, events: list[dict[str, Any]]) -> list[Outcome]:
     out = []
     for doc, event in zip(events, queued, strict=True):
         assert twin_for(doc["type"]) is not None, f"{doc['type']} has no SQL twin"
-        sql = extracted.writes.get(event.id)
+        sql = extracted.get(event.id)
         try:
             parsed = _parse(
                 QueuedEvent(event.id, doc["id"], doc["type"], doc["created"], 0, payload=doc),
