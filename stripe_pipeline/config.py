@@ -40,8 +40,9 @@ ENVIRONMENT: dict[str, str] = {
     "PostgreSQL (default 2; SQLite always 1).",
     "STRIPE_PIPELINE_MAX_BATCHES": "Batches one Dagster processing run takes at most "
     "(default 100); the sensor starts the next run.",
-    "STRIPE_PIPELINE_LEASE_SECONDS": "Claim lease: a crashed run's events are taken again "
-    "after it (default 300).",
+    "STRIPE_PIPELINE_LEASE_SECONDS": "Claim lease: longest a batch may stall; a hung run "
+    "loses its batch after it (PostgreSQL: the session's idle-in-transaction timeout; "
+    "SQLite: a crashed run's events are taken again after it). Default 300.",
     "STRIPE_PIPELINE_LINGER_SECONDS": "Seconds a processing run stays up after draining to "
     "take new events at once (default 0; ~15 for low latency).",
     "STRIPE_PIPELINE_RETRY_BASE_SECONDS": "First retry delay of a temporary error (default 30).",

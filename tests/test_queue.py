@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import random
 import signal
@@ -75,10 +76,14 @@ def test_backoff_rejects_nonsense_and_builds_from_config() -> None:
     assert (policy.base_seconds, policy.max_retries, policy.factor) == (5.0, 2, 2.0)
 
 
-# ---- claims on both backends ----
+# ---- batches on both backends ----
 
 
-def test_claim_takes_oldest_first_with_a_lease(engine: Engine) -> None:
+def _is_pg(engine: Engine) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+def test_batches_take_the_oldest_due_events_first(engine: Engine) -> None:
     # inserted newest first: the claim orders by Stripe created, not by arrival
     load(engine, [event_doc(n, created=1_700_000_000 + n) for n in range(10, 0, -1)])
     assert queue.has_due_events(engine)
@@ -86,14 +91,86 @@ def test_claim_takes_oldest_first_with_a_lease(engine: Engine) -> None:
     assert (stats.pending, stats.due, stats.processing) == (10, 10, 0)
     assert stats.oldest_due_age_seconds is not None and stats.oldest_due_age_seconds >= 0
 
-    first = queue.claim_batch(engine, worker_id="w1", batch_size=4, lease_seconds=60)
-    assert [e.stripe_event_id for e in first] == [f"evt_{n:06d}" for n in range(1, 5)]
-    # PostgreSQL leaves payloads in the database (extracted in place); both load on demand
-    if engine.dialect.name == "postgresql":
-        assert all(e.payload is None for e in first)
+    with queue.open_batch(engine, worker_id="w1", batch_size=4, lease_seconds=60) as batch:
+        assert [e.stripe_event_id for e in batch.events] == [f"evt_{n:06d}" for n in range(1, 5)]
+        # PostgreSQL leaves payloads in the database (extracted in place); both load on demand
+        if _is_pg(engine):
+            assert all(e.payload is None for e in batch.events)
+        loaded = queue.with_payloads(batch.conn, batch.events)
+        assert loaded[0].payload["data"]["object"]["id"] == "pi_1"
+        done = dict.fromkeys((e.id for e in batch.events), "processed")
+        assert queue.mark_finished(batch.conn, done, worker_id="w1") == 4
+    with queue.open_batch(engine, worker_id="w2", batch_size=100, lease_seconds=60) as batch:
+        assert [e.stripe_event_id for e in batch.events] == [f"evt_{n:06d}" for n in range(5, 11)]
+        queue.mark_finished(
+            batch.conn, dict.fromkeys((e.id for e in batch.events), "ignored"), worker_id="w2"
+        )
+    assert not queue.has_due_events(engine)
+    assert list(statuses(engine).values()).count("processed") == 4
     with engine.connect() as conn:
-        loaded = queue.with_payloads(conn, first)
-    assert loaded[0].payload["data"]["object"]["id"] == "pi_1"
+        assert conn.execute(text("SELECT count(*) FROM processing_claims")).scalar() == 0
+
+
+def test_a_batch_left_without_outcomes_leaves_its_events_due(engine: Engine) -> None:
+    load(engine, [event_doc(n) for n in range(3)])
+    with queue.open_batch(engine, worker_id="w", batch_size=10, lease_seconds=60) as batch:
+        assert batch.claimed == 3
+    if _is_pg(engine):  # nothing was written to the events: due again, right away
+        assert queue.queue_stats(engine).pending == 3
+    else:  # SQLite: still leased to "w" until the lease runs out
+        assert queue.queue_stats(engine).processing == 3
+
+
+def test_a_failing_batch_rolls_back_and_is_charged_one_attempt(engine: Engine) -> None:
+    load(engine, [event_doc(n) for n in range(3)])
+    with (
+        pytest.raises(RuntimeError, match="boom"),
+        queue.open_batch(engine, worker_id="w", batch_size=10, lease_seconds=0.2) as batch,
+    ):
+        queue.mark_finished(
+            batch.conn, dict.fromkeys((e.id for e in batch.events), "processed"), worker_id="w"
+        )
+        raise RuntimeError("boom")
+    assert "processed" not in statuses(engine).values()
+    if not _is_pg(engine):
+        time.sleep(0.4)  # SQLite: the lease runs out first
+    again = []
+    with queue.open_batch(engine, worker_id="w2", batch_size=10, lease_seconds=60) as batch:
+        again = batch.events
+    assert len(again) == 3 and {e.retry_count for e in again} == {1}
+
+
+def test_retry_events_are_due_only_after_next_retry_at(engine: Engine) -> None:
+    load(engine, [event_doc(1), event_doc(2)])
+    now = datetime.now(UTC)
+    with queue.open_batch(engine, worker_id="w", batch_size=10, lease_seconds=60) as batch:
+        claimed = batch.events
+        queue.mark_failed(
+            batch.conn,
+            [
+                queue.FailureUpdate(
+                    claimed[0].id, "retry", 1, {"k": 1}, now - timedelta(seconds=1)
+                ),
+                queue.FailureUpdate(claimed[1].id, "retry", 1, {"k": 1}, now + timedelta(hours=1)),
+            ],
+            worker_id="w",
+        )
+    stats = queue.queue_stats(engine)
+    assert (stats.retry_due, stats.retry_waiting) == (1, 1)
+    assert queue.has_due_events(engine)
+    with queue.open_batch(engine, worker_id="w2", batch_size=10, lease_seconds=60) as batch:
+        assert [e.id for e in batch.events] == [claimed[0].id]
+        queue.mark_finished(batch.conn, {claimed[0].id: "processed"}, worker_id="w2")
+    assert not queue.has_due_events(engine)
+
+
+# ---- SQLite: leased claims ----
+
+
+def test_sqlite_claims_are_leased_and_disjoint(fresh_sqlite_url: str) -> None:
+    engine = make_engine(fresh_sqlite_url)
+    load(engine, [event_doc(n) for n in range(10)])
+    first = queue.claim_batch(engine, worker_id="w1", batch_size=4, lease_seconds=60)
     second = queue.claim_batch(engine, worker_id="w2", batch_size=100, lease_seconds=60)
     assert {e.id for e in first}.isdisjoint({e.id for e in second}) and len(second) == 6
     assert queue.claim_batch(engine, worker_id="w3", batch_size=100, lease_seconds=60) == []
@@ -104,9 +181,13 @@ def test_claim_takes_oldest_first_with_a_lease(engine: Engine) -> None:
         ).all()
     assert dict(rows) == {"w1": 4, "w2": 6}
     assert queue.queue_stats(engine).processing == 10
+    engine.dispose()
 
 
-def test_expired_lease_is_claimed_again_and_counts_as_an_attempt(engine: Engine) -> None:
+def test_sqlite_expired_lease_is_claimed_again_and_counts_as_an_attempt(
+    fresh_sqlite_url: str,
+) -> None:
+    engine = make_engine(fresh_sqlite_url)
     load(engine, [event_doc(n) for n in range(3)])
     crashed = queue.claim_batch(engine, worker_id="dead", batch_size=10, lease_seconds=0.3)
     assert len(crashed) == 3 and not queue.has_due_events(engine)
@@ -125,37 +206,104 @@ def test_expired_lease_is_claimed_again_and_counts_as_an_attempt(engine: Engine)
         ids = {e.id: "processed" for e in crashed}
         assert queue.mark_finished(conn, ids, worker_id="dead") == 0
     assert set(statuses(engine).values()) == {"processing"}
+    engine.dispose()
 
 
-def test_retry_events_are_due_only_after_next_retry_at(engine: Engine) -> None:
-    load(engine, [event_doc(1), event_doc(2)])
-    claimed = queue.claim_batch(engine, worker_id="w", batch_size=10, lease_seconds=60)
-    now = datetime.now(UTC)
-    with engine.begin() as conn:
-        queue.mark_failed(
-            conn,
-            [
-                queue.FailureUpdate(
-                    claimed[0].id, "retry", 1, {"k": 1}, now - timedelta(seconds=1)
-                ),
-                queue.FailureUpdate(claimed[1].id, "retry", 1, {"k": 1}, now + timedelta(hours=1)),
-            ],
-            worker_id="w",
+# ---- PostgreSQL: batches held by row locks, journalled ----
+
+
+@pytest.mark.postgres
+def test_pg_open_batches_hold_disjoint_events_until_they_commit(fresh_pg_url: str) -> None:
+    engine = make_engine(fresh_pg_url)
+    load(engine, [event_doc(n) for n in range(10)])
+    with (
+        queue.open_batch(engine, worker_id="a", batch_size=4, lease_seconds=60) as first,
+        queue.open_batch(engine, worker_id="b", batch_size=100, lease_seconds=60) as second,
+    ):
+        assert {e.id for e in first.events}.isdisjoint({e.id for e in second.events})
+        assert (len(first.events), len(second.events)) == (4, 6)
+        stats = queue.queue_stats(engine)
+        assert stats.processing == 10 and stats.pending == 10  # held, not yet written
+        with engine.connect() as conn:
+            journal = conn.execute(
+                text("SELECT worker_id, jsonb_array_length(event_ids) FROM processing_claims")
+            ).all()
+        assert sorted(journal) == [("a", 4), ("b", 6)]
+        with queue.open_batch(engine, worker_id="c", batch_size=100, lease_seconds=60) as third:
+            assert third.claimed == 0
+        queue.mark_finished(
+            second.conn,
+            dict.fromkeys((e.id for e in second.events), "processed"),
+            worker_id="b",
         )
-    stats = queue.queue_stats(engine)
-    assert (stats.retry_due, stats.retry_waiting) == (1, 1)
-    assert queue.has_due_events(engine)
-    again = queue.claim_batch(engine, worker_id="w2", batch_size=10, lease_seconds=60)
-    assert [e.id for e in again] == [claimed[0].id]
-    assert not queue.has_due_events(engine)
+    assert list(statuses(engine).values()).count("processed") == 6
+    assert queue.queue_stats(engine).processing == 0
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM processing_claims")).scalar() == 0
+    engine.dispose()
 
 
-def test_release_gives_claims_back(engine: Engine) -> None:
+@pytest.mark.postgres
+def test_pg_batch_whose_session_dies_is_due_at_once_and_charged(fresh_pg_url: str) -> None:
+    engine = make_engine(fresh_pg_url)
+    load(engine, [event_doc(n) for n in range(3)])
+    with (
+        pytest.raises(Exception) as raised,
+        queue.open_batch(engine, worker_id="w", batch_size=10, lease_seconds=60) as batch,
+    ):
+        # the server ends the session holding the batch, as if its process died
+        with engine.connect() as admin:
+            pid = batch.conn.execute(text("SELECT pg_backend_pid()")).scalar()
+            admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        batch.conn.execute(text("SELECT 1"))
+    assert "terminat" in str(raised.value).lower() or "closed" in str(raised.value).lower()
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT status, retry_count FROM stripe_events")).all()
+        assert conn.execute(text("SELECT count(*) FROM processing_claims")).scalar() == 0
+    assert sorted(rows) == [("pending", 1)] * 3
+    engine.dispose()
+
+
+@pytest.mark.postgres
+def test_pg_sweep_charges_only_batches_whose_session_is_gone(fresh_pg_url: str) -> None:
+    engine = make_engine(fresh_pg_url)
     load(engine, [event_doc(n) for n in range(4)])
-    claimed = queue.claim_batch(engine, worker_id="w", batch_size=10, lease_seconds=60)
-    assert queue.release(engine, [e.id for e in claimed], worker_id="other") == 0
-    assert queue.release(engine, [e.id for e in claimed], worker_id="w") == 4
-    assert queue.queue_stats(engine).pending == 4
+    with engine.begin() as conn:
+        ids = conn.execute(text("SELECT id FROM stripe_events ORDER BY id")).scalars().all()
+        me, started = conn.execute(
+            text("SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()")
+        ).one()
+        journal = text(
+            "INSERT INTO processing_claims (worker_id, backend_pid, backend_start, event_ids) "
+            "VALUES (:w, :pid, :start, CAST(:ids AS jsonb))"
+        )
+        # a session that is gone (same pid, other start: the pid was reused), and this one
+        conn.execute(
+            journal,
+            {
+                "w": "dead",
+                "pid": me,
+                "start": started - timedelta(hours=1),
+                "ids": json.dumps(ids[:2]),
+            },
+        )
+        conn.execute(
+            journal, {"w": "alive", "pid": me, "start": started, "ids": json.dumps(ids[2:])}
+        )
+    # the pool keeps this session open: only the reused-pid claim is dead
+    assert queue.sweep_dead_claims(engine) == 2
+    with engine.connect() as conn:
+        counts = dict(conn.execute(text("SELECT id, retry_count FROM stripe_events")).all())
+        left = conn.execute(text("SELECT worker_id FROM processing_claims")).scalars().all()
+    assert [counts[i] for i in ids] == [1, 1, 0, 0] and left == ["alive"]
+    engine.dispose()  # now that session ends too
+    engine = make_engine(fresh_pg_url)
+    assert queue.sweep_dead_claims(engine) == 2
+    with engine.connect() as conn:
+        counts = dict(conn.execute(text("SELECT id, retry_count FROM stripe_events")).all())
+        assert conn.execute(text("SELECT count(*) FROM processing_claims")).scalar() == 0
+    assert [counts[i] for i in ids] == [1, 1, 1, 1]
+    engine.dispose()
 
 
 # ---- concurrency on PostgreSQL ----
@@ -173,16 +321,16 @@ def test_concurrent_claimers_take_disjoint_events(fresh_pg_url: str) -> None:
         taken: list[int] = []
         try:
             while True:
-                batch = queue.claim_batch(engine, worker_id=name, batch_size=7, lease_seconds=60)
-                if not batch:
-                    break
-                taken += [e.id for e in batch]
-                with engine.begin() as conn:
-                    owned = queue.lock_owned(
-                        conn, [e.id for e in batch], worker_id=name, lease_seconds=60
+                with queue.open_batch(
+                    engine, worker_id=name, batch_size=7, lease_seconds=60
+                ) as batch:
+                    if not batch.claimed:
+                        break
+                    taken += [e.id for e in batch.events]
+                    outcomes = dict.fromkeys((e.id for e in batch.events), "processed")
+                    assert queue.mark_finished(batch.conn, outcomes, worker_id=name) == len(
+                        outcomes
                     )
-                    assert owned == {e.id for e in batch}
-                    queue.mark_finished(conn, dict.fromkeys(owned, "processed"), worker_id=name)
         except BaseException as exc:  # surfaced below
             errors.append(exc)
         seen[name] = taken
@@ -225,9 +373,7 @@ def test_concurrent_runs_apply_every_event_exactly_once(fresh_pg_url: str) -> No
 # ---- crash ----
 
 
-def test_killed_run_mid_batch_is_taken_over_after_its_lease(
-    database_url: str, tmp_path: Path
-) -> None:
+def test_killed_run_mid_batch_is_taken_over(database_url: str, tmp_path: Path) -> None:
     engine = make_engine(database_url)
     docs = [event_doc(n) for n in range(25)]
     load(engine, docs)
@@ -257,21 +403,30 @@ def test_killed_run_mid_batch_is_taken_over_after_its_lease(
     finally:
         if worker.poll() is None:
             worker.kill()
-    # batch 1 committed, batch 2 was in flight (rolled back, still claimed), batch 3 pending
-    state = statuses(engine)
-    assert list(state.values()).count("processed") == 10
-    assert list(state.values()).count("processing") == 10
-    assert list(state.values()).count("pending") == 5
+    state = list(statuses(engine).values())
+    assert state.count("processed") == 10  # batch 1 committed
     assert sum(marks(engine).values()) == 10
-
-    # within the lease the orphaned events stay untouched
-    early = process_pending(engine, policy=RetryPolicy(), apply=MarkingApply(use_real=REAL))
-    assert early.processed == 5
-    assert list(statuses(engine).values()).count("processing") == 10
-
-    time.sleep(lease + 0.5)
-    late = process_pending(engine, policy=RetryPolicy(), apply=MarkingApply(use_real=REAL))
-    assert late.processed == 10
+    if engine.dialect.name == "postgresql":
+        # batch 2 held its events by row locks, gone with the session: due at once;
+        # its journal entry makes the next run charge each of them one attempt
+        assert state.count("pending") == 15
+        _wait_for_session_end(engine)
+        late = process_pending(engine, policy=RetryPolicy(), apply=MarkingApply(use_real=REAL))
+        assert late.processed == 15
+        with engine.connect() as conn:
+            charged = conn.execute(text("SELECT sum(retry_count) FROM stripe_events")).scalar()
+            assert conn.execute(text("SELECT count(*) FROM processing_claims")).scalar() == 0
+        assert charged == 10
+    else:
+        # SQLite: batch 2 is still leased (its apply rolled back); batch 3 pending
+        assert state.count("processing") == 10 and state.count("pending") == 5
+        # within the lease the orphaned events stay untouched
+        early = process_pending(engine, policy=RetryPolicy(), apply=MarkingApply(use_real=REAL))
+        assert early.processed == 5
+        assert list(statuses(engine).values()).count("processing") == 10
+        time.sleep(lease + 0.5)
+        late = process_pending(engine, policy=RetryPolicy(), apply=MarkingApply(use_real=REAL))
+        assert late.processed == 10
     counts = marks(engine)
     assert len(counts) == 25 and set(counts.values()) == {1}  # each applied exactly once
     assert set(statuses(engine).values()) == {"processed"}
@@ -279,3 +434,18 @@ def test_killed_run_mid_batch_is_taken_over_after_its_lease(
         with engine.connect() as conn:
             assert conn.execute(text("SELECT count(*) FROM stripe_payments")).scalar() == 25
     engine.dispose()
+
+
+def _wait_for_session_end(engine: Engine) -> None:
+    """The killed worker's PostgreSQL session ends once the server sees the socket close."""
+    deadline = time.monotonic() + 30
+    with engine.connect() as conn:
+        while conn.execute(
+            text(
+                "SELECT count(*) FROM pg_stat_activity a JOIN processing_claims c "
+                "ON a.pid = c.backend_pid"
+            )
+        ).scalar():
+            assert time.monotonic() < deadline, "the killed worker's session never ended"
+            time.sleep(0.05)
+            conn.rollback()

@@ -11,11 +11,14 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine, text
 
+from stripe_pipeline.db.engine import make_engine
+from stripe_pipeline.process import queue
 from stripe_pipeline.process.backoff import RetryPolicy
 from stripe_pipeline.process.errors import PermanentError, TemporaryError
-from stripe_pipeline.process.queue import claim_batch, from_db_time
+from stripe_pipeline.process.queue import from_db_time
 from stripe_pipeline.process.runner import (
     ISSUE_MAX_RETRIES,
     ISSUE_PERMANENT,
@@ -206,39 +209,60 @@ def test_unknown_failure_of_a_whole_batch_is_retried(engine: Engine) -> None:
     assert set(statuses(engine).values()) == {"retry"}
 
 
-def test_a_run_that_lost_its_lease_writes_nothing(engine: Engine) -> None:
+def test_sqlite_run_that_lost_its_lease_writes_nothing(
+    fresh_sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = make_engine(fresh_sqlite_url)
     load(engine, [event_doc(n) for n in range(4)])
-    stolen = claim_batch(engine, worker_id="other", batch_size=2, lease_seconds=600)
-    with engine.begin() as conn:  # simulate: our claim expired and "other" took two events
-        conn.execute(text("UPDATE stripe_events SET claimed_by = 'me' WHERE claimed_by = 'other'"))
-    mine = claim_batch(engine, worker_id="me", batch_size=10, lease_seconds=600)
-    assert len(mine) == 2
-    with engine.begin() as conn:
-        conn.execute(
-            text("UPDATE stripe_events SET claimed_by = 'other' WHERE id IN (:a, :b)"),
-            {"a": stolen[0].id, "b": stolen[1].id},
-        )
-    # now "me" pretends it still holds all four, via a re-run of its batch logic
-    from stripe_pipeline.process import runner
+    real_claim = queue.claim_batch
 
-    report = runner.ProcessingReport(worker_id="me")
-    runner._process_batch(engine, stolen + mine, report, FAST, 600, None, MarkingApply())
+    def claim_then_lose_two(engine: Engine, **kw: Any) -> list:
+        # between our claim and our apply, the lease of two events runs out and another
+        # run takes them (no real peer can pause a run at exactly this point)
+        claimed = real_claim(engine, **kw)
+        if claimed:
+            with engine.begin() as conn:
+                conn.execute(
+                    text("UPDATE stripe_events SET claimed_by = 'other' WHERE id IN (:a, :b)"),
+                    {"a": claimed[0].id, "b": claimed[1].id},
+                )
+        return claimed
+
+    monkeypatch.setattr(queue, "claim_batch", claim_then_lose_two)
+    report = process_pending(engine, policy=FAST, worker_id="me", apply=MarkingApply())
     assert report.lost_leases == 2 and report.processed == 2
-    assert {s for k, s in statuses(engine).items()} == {"processing", "processed"}
+    assert sorted(statuses(engine).values()) == [
+        "processed",
+        "processed",
+        "processing",
+        "processing",
+    ]
     assert len(marks(engine)) == 2
+    engine.dispose()
 
 
 def test_repeated_crashes_of_one_event_end_in_a_ticket(engine: Engine) -> None:
     load(engine, [event_doc(1)])
     for _ in range(FAST.max_retries + 1):
-        claim_batch(engine, worker_id="dying", batch_size=1, lease_seconds=0)
-    with engine.begin() as conn:  # lease already expired
-        conn.execute(text("UPDATE stripe_events SET claimed_by = 'dying'"))
+        _die_inside_a_batch(engine)
     report = process_pending(engine, policy=FAST, apply=MarkingApply())
     assert report.dead_lettered == 1 and report.tickets_opened == 1
     (row,) = _rows(engine, "SELECT error_context FROM stripe_events")
-    assert "lease expired" in row["error_context"]["message"]
+    assert "batch died" in row["error_context"]["message"]
     assert marks(engine) == {}
+
+
+def _die_inside_a_batch(engine: Engine) -> None:
+    """A run that dies while it holds the batch (its session ended; its lease ran out)."""
+    if engine.dialect.name == "postgresql":
+        with (
+            pytest.raises(Exception, match="terminat"),
+            queue.open_batch(engine, worker_id="dying", batch_size=1, lease_seconds=60) as b,
+        ):
+            assert b.claimed == 1
+            b.conn.execute(text("SELECT pg_terminate_backend(pg_backend_pid())"))
+        return
+    queue.claim_batch(engine, worker_id="dying", batch_size=1, lease_seconds=0)
 
 
 def test_max_batches_bounds_a_run(engine: Engine) -> None:

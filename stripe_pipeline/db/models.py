@@ -46,6 +46,9 @@ NAMING_CONVENTION = {
 EVENT_STATUSES = ("pending", "processing", "retry", "processed", "ignored", "dead_letter")
 # statuses still in the queue; the literal predicate of ix_stripe_events_claim_order
 QUEUED_EVENTS = "status IN ('pending', 'retry', 'processing')"
+# rows ix_stripe_events_queue holds: the queue and its dead letters, never the
+# (ever growing) processed and ignored events
+QUEUE_INDEX_STATUSES = "status IN ('pending', 'retry', 'processing', 'dead_letter')"
 TICKET_STATUSES = ("open", "investigating", "resolved")
 TICKET_PRIORITIES = ("low", "medium", "high", "critical")
 
@@ -99,7 +102,13 @@ class StripeEvent(Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
-        Index("ix_stripe_events_queue", "status", "next_retry_at"),
+        Index(
+            "ix_stripe_events_queue",
+            "status",
+            "next_retry_at",
+            # PostgreSQL only: SQLite would not use it for ``status = 'pending'``
+            postgresql_where=text(QUEUE_INDEX_STATUSES),
+        ),
         # claim order of queued events; partial, so it stays small (0006_event_claim_order)
         Index(
             "ix_stripe_events_claim_order",
@@ -111,6 +120,23 @@ class StripeEvent(Base):
         Index("ix_stripe_events_object", "object_id", "stripe_created"),
         Index("ix_stripe_events_type_created", "event_type", "stripe_created"),
     )
+
+
+class ProcessingClaim(Base):
+    """One in-flight PostgreSQL processing batch: its events and the session locking them.
+
+    Deleted in the batch's own transaction; a row whose session is gone is a batch that
+    died, and each of its events is charged one attempt (``queue.sweep_dead_claims``).
+    """
+
+    __tablename__ = "processing_claims"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    worker_id: Mapped[str] = mapped_column(String(255), nullable=False)
+    backend_pid: Mapped[int] = mapped_column(Integer, nullable=False)
+    backend_start: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    event_ids: Mapped[list[int]] = mapped_column(JSONDoc, nullable=False)
+    claimed_at: Mapped[datetime] = _now()
 
 
 class WebhookDelivery(Base):

@@ -1,24 +1,33 @@
-"""The database as the event queue: batch claims with a lease, guarded status updates.
+"""The database as the event queue: batches held for one transaction, guarded updates.
 
-A processing run works in two transactions per batch:
+``open_batch`` claims up to N due events (oldest first) and holds them while the
+caller applies them and records their outcomes in the same transaction:
 
-1. ``claim_batch`` marks up to N due events ``processing`` with ``claimed_by`` and a
-   lease, and commits. On PostgreSQL one ``UPDATE ... WHERE id IN (SELECT ... FOR
-   UPDATE SKIP LOCKED) RETURNING`` statement, so concurrent runs never take the same
-   event; on SQLite the same statement is the first of its transaction, which takes
-   the single write lock at once (the equivalent of ``BEGIN IMMEDIATE``).
-2. ``lock_owned`` opens the apply transaction: it renews the lease of the events this
-   worker still owns and row-locks them until commit. Events whose lease expired and
-   were taken by another run are dropped, so a slow run never overwrites a newer one.
+* PostgreSQL: ``SELECT ... FOR UPDATE SKIP LOCKED`` inside the apply transaction. The
+  row locks keep concurrent runs off the batch until it commits; nothing is written to
+  the event rows until their final status, so each event row is rewritten once, not
+  three times. A batch whose process dies releases its locks with its session and its
+  events are due again at once. ``processing_claims`` journals each batch (one small
+  row, committed beside the batch and deleted inside it), so a batch whose session
+  died is charged as one failed attempt of each of its events (``sweep_dead_claims``).
+  The session's ``idle_in_transaction_session_timeout`` is the lease: a hung worker
+  loses its batch after ``lease_seconds``.
+* SQLite (one writer at a time, no row locks): ``claim_batch`` commits a
+  ``processing`` status with ``claimed_by`` and a lease first; the apply transaction
+  then renews the lease (``lock_owned``), which takes the write lock at once, and
+  drops events another run took after the lease expired.
 
 Due means: ``pending``; ``retry`` with ``next_retry_at`` passed; ``processing`` with
-an expired lease (its run crashed). A re-claim after an expired lease counts as one
-failed attempt, so an event that kills its worker every time is escalated eventually.
+an expired lease (its run crashed). Either way a batch that died counts as one failed
+attempt of each of its events, so an event that kills its worker every time is
+escalated eventually.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,7 +38,7 @@ from sqlalchemy import (
     Engine,
     and_,
     bindparam,
-    case,
+    delete,
     exists,
     func,
     literal,
@@ -41,11 +50,14 @@ from sqlalchemy import (
 from sqlalchemy.types import DateTime, Interval
 
 from stripe_pipeline.db.lists import in_list
-from stripe_pipeline.db.models import QUEUED_EVENTS, StripeEvent
+from stripe_pipeline.db.models import QUEUED_EVENTS, ProcessingClaim, StripeEvent
 from stripe_pipeline.process.events import QueuedEvent
+
+log = logging.getLogger(__name__)
 
 EVENTS = StripeEvent.__table__
 E = EVENTS.c
+CLAIMS = ProcessingClaim.__table__
 
 # statuses an operator may replay; processing is idempotent, so replay is safe
 FINAL_STATUSES = ("processed", "ignored", "dead_letter")
@@ -111,31 +123,20 @@ def _id_in(conn: Connection, ids: Sequence[int]) -> ColumnElement[bool]:
 _RETURNING = (E.id, E.stripe_event_id, E.event_type, E.stripe_created, E.retry_count)
 
 
-def _pg_claim(worker_id: str, batch_size: int, lease_seconds: float):
-    """One statement: lock N due rows in claim order (skipping locked ones), lease them."""
-    candidates = (
-        select(E.id)
+def _pg_claim(batch_size: int):
+    """Lock N due rows in claim order, skipping rows another batch holds."""
+    return (
+        select(*_RETURNING)
         .where(QUEUED, due_condition(func.now()))
         .order_by(E.stripe_created, E.id)
         .limit(batch_size)
         .with_for_update(skip_locked=True)
     )
-    return (
-        update(EVENTS)
-        .where(E.id.in_(candidates.scalar_subquery()))
-        .values(
-            status="processing",
-            claimed_by=worker_id,
-            lease_expires_at=func.now() + literal(timedelta(seconds=lease_seconds), Interval()),
-            retry_count=case((E.status == "processing", E.retry_count + 1), else_=E.retry_count),
-        )
-        .returning(*_RETURNING)
-    )
 
 
-# SQLite: the same claim as text, because it needs ``INDEXED BY`` (SQLAlchemy has no
-# SQLite table hints, and SQLite's planner otherwise sorts every queued row per claim).
-# As the first statement of its transaction it takes the write lock at once.
+# SQLite's claim as text, because it needs ``INDEXED BY`` (SQLAlchemy has no SQLite
+# table hints, and SQLite's planner otherwise sorts every queued row per claim). As the
+# first statement of its transaction it takes the write lock at once.
 _SQLITE_CLAIM = (
     text(
         f"""
@@ -161,42 +162,178 @@ RETURNING id, stripe_event_id, event_type, stripe_created, retry_count, payload
 )
 
 
-def claim_batch(
-    engine: Engine, *, worker_id: str, batch_size: int, lease_seconds: float
-) -> list[QueuedEvent]:
-    """Claim up to ``batch_size`` due events for ``worker_id`` and commit the claim.
+def _queued(row: Any) -> QueuedEvent:
+    return QueuedEvent(
+        id=row.id,
+        stripe_event_id=row.stripe_event_id,
+        event_type=row.event_type,
+        stripe_created=row.stripe_created,
+        retry_count=row.retry_count,
+        payload=getattr(row, "payload", None),
+    )
 
-    Returned oldest first (Stripe ``created``, then row id), the order events are
-    applied in. An expired-lease re-claim bumps ``retry_count`` (see module doc).
+
+@dataclass(frozen=True)
+class Batch:
+    """Events one worker holds, and the open transaction that holds them."""
+
+    conn: Connection
+    events: list[QueuedEvent]
+    claimed: int  # taken by the claim; SQLite may have lost some since (expired lease)
+
+    @property
+    def lost(self) -> int:
+        return self.claimed - len(self.events)
+
+
+@contextmanager
+def open_batch(
+    engine: Engine, *, worker_id: str, batch_size: int, lease_seconds: float
+) -> Iterator[Batch]:
+    """Claim up to ``batch_size`` due events and hold them for one transaction.
+
+    The body applies the events and records their outcomes on ``batch.conn``; a clean
+    exit commits, an exception rolls back (the events are due again). Events come
+    oldest first (Stripe ``created``, then row id), the order they are applied in.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
+    if _is_pg(engine):
+        with _pg_batch(engine, worker_id, batch_size, lease_seconds) as batch:
+            yield batch
+        return
+    claimed = claim_batch(
+        engine, worker_id=worker_id, batch_size=batch_size, lease_seconds=lease_seconds
+    )
     with engine.begin() as conn:
-        if _is_pg(conn):
-            stmt = _pg_claim(worker_id, batch_size, lease_seconds)
-            rows = conn.execute(stmt).all()
-        else:
-            now = utcnow().replace(tzinfo=None)
-            rows = conn.execute(
-                _SQLITE_CLAIM,
-                {
-                    "worker": worker_id,
-                    "n": batch_size,
-                    "now": now,
-                    "lease": now + timedelta(seconds=lease_seconds),
-                },
-            ).all()
-    events = [
-        QueuedEvent(
-            id=r.id,
-            stripe_event_id=r.stripe_event_id,
-            event_type=r.event_type,
-            stripe_created=r.stripe_created,
-            retry_count=r.retry_count,
-            payload=getattr(r, "payload", None),
+        owned = lock_owned(
+            conn, [e.id for e in claimed], worker_id=worker_id, lease_seconds=lease_seconds
         )
-        for r in rows
-    ]
+        yield Batch(conn, [e for e in claimed if e.id in owned], len(claimed))
+
+
+# the session's own pid and start (a pid alone may be reused), and the lease: a session
+# idle inside the batch for longer is ended by the server, which frees the batch
+_PG_SESSION = text(
+    "SELECT set_config('idle_in_transaction_session_timeout', :timeout, true), "
+    "pg_backend_pid(), "
+    "(SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid())"
+)
+
+
+@contextmanager
+def _pg_batch(
+    engine: Engine, worker_id: str, batch_size: int, lease_seconds: float
+) -> Iterator[Batch]:
+    claim_id: int | None = None
+    try:
+        with engine.connect() as conn, conn.begin():
+            timeout = f"{max(1, round(lease_seconds * 1000))}ms"
+            _, pid, started = conn.execute(_PG_SESSION, {"timeout": timeout}).one()
+            events = [_queued(r) for r in conn.execute(_pg_claim(batch_size))]
+            if events:
+                claim_id = _journal(engine, worker_id, pid, started, [e.id for e in events])
+            yield Batch(conn, events, len(events))
+            if claim_id is not None:
+                conn.execute(delete(CLAIMS).where(CLAIMS.c.id == claim_id))
+    except BaseException:
+        # rolled back (or the session is gone): the events are due again; charge each
+        # one attempt now if we still can, else the next sweep does
+        if claim_id is not None:
+            _charge_now(engine, claim_id)
+        raise
+
+
+def _journal(
+    engine: Engine, worker_id: str, pid: int, started: datetime | None, ids: list[int]
+) -> int:
+    """Record the batch on another connection, committed before any work is done."""
+    with engine.begin() as conn:
+        return conn.execute(
+            CLAIMS.insert()
+            .values(worker_id=worker_id, backend_pid=pid, backend_start=started, event_ids=ids)
+            .returning(CLAIMS.c.id)
+        ).scalar_one()
+
+
+def _charge_now(engine: Engine, claim_id: int) -> None:
+    try:
+        with engine.begin() as conn:
+            _charge(conn, CLAIMS.c.id == claim_id)
+    except Exception as exc:  # the database is away; sweep_dead_claims will do it
+        log.warning("could not charge abandoned batch %s: %s", claim_id, exc)
+
+
+# a claim whose session still exists (``backend_start`` is hidden from other roles)
+_SESSION_ALIVE = (
+    "EXISTS (SELECT 1 FROM pg_stat_activity a "
+    "WHERE a.pid = processing_claims.backend_pid "
+    "AND (a.backend_start IS NULL OR a.backend_start = processing_claims.backend_start))"
+)
+_DEAD_CLAIM = text(f"NOT {_SESSION_ALIVE}")
+
+
+def _charge(conn: Connection, which: ColumnElement[bool]) -> int:
+    """Delete the chosen claims and charge their still-queued events one attempt.
+
+    Events another batch already holds again are skipped, not waited for.
+    """
+    taken = select(CLAIMS.c.id).where(which).with_for_update(skip_locked=True)
+    lists = conn.execute(
+        delete(CLAIMS).where(CLAIMS.c.id.in_(taken.scalar_subquery())).returning(CLAIMS.c.event_ids)
+    ).scalars()
+    ids = sorted({int(i) for event_ids in lists for i in event_ids})
+    if not ids:
+        return 0
+    free = (
+        select(E.id)
+        .where(_id_in(conn, ids), E.status.in_(("pending", "retry")))
+        .with_for_update(skip_locked=True)
+    )
+    return conn.execute(
+        update(EVENTS).where(E.id.in_(free.scalar_subquery())).values(retry_count=E.retry_count + 1)
+    ).rowcount
+
+
+def sweep_dead_claims(engine: Engine) -> int:
+    """Charge the events of PostgreSQL batches whose session died; returns how many.
+
+    Runs at the start of every processing run. SQLite has nothing to sweep: its
+    expired leases are charged when they are claimed again.
+    """
+    if not _is_pg(engine):
+        return 0
+    with engine.begin() as conn:
+        charged = _charge(conn, _DEAD_CLAIM)
+    if charged:
+        log.warning("charged %d events of processing batches whose session died", charged)
+    return charged
+
+
+def claim_batch(
+    engine: Engine, *, worker_id: str, batch_size: int, lease_seconds: float
+) -> list[QueuedEvent]:
+    """SQLite: claim up to ``batch_size`` due events with a lease and commit the claim.
+
+    An expired-lease re-claim bumps ``retry_count`` (see module doc). PostgreSQL holds
+    its batches with row locks instead (``open_batch``).
+    """
+    if _is_pg(engine):
+        raise ValueError("PostgreSQL claims through open_batch (row locks, no lease)")
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    with engine.begin() as conn:
+        now = utcnow().replace(tzinfo=None)
+        rows = conn.execute(
+            _SQLITE_CLAIM,
+            {
+                "worker": worker_id,
+                "n": batch_size,
+                "now": now,
+                "lease": now + timedelta(seconds=lease_seconds),
+            },
+        ).all()
+    events = [_queued(r) for r in rows]
     events.sort(key=lambda e: (e.stripe_created, e.id))
     return events
 
@@ -213,31 +350,26 @@ def with_payloads(conn: Connection, events: Sequence[QueuedEvent]) -> list[Queue
 def lock_owned(
     conn: Connection, ids: Iterable[int], *, worker_id: str, lease_seconds: float
 ) -> set[int]:
-    """First statement of the apply transaction: lock the events we still own.
-
-    PostgreSQL: ``SELECT ... FOR UPDATE`` holds them until commit. SQLite: a lease
-    renewal, a write, so the transaction takes the write lock up front and never fails
-    later with a stale snapshot.
-    """
+    """SQLite: first statement of the apply transaction: renew the lease of the events
+    this worker still owns. A write, so the transaction takes the write lock up front
+    and never fails later with a stale snapshot."""
     id_list = list(ids)
     if not id_list:
         return set()
-    owned = and_(_id_in(conn, id_list), E.claimed_by == worker_id, E.status == "processing")
-    if _is_pg(conn):
-        # a row lock, not an update: no new row version of a 3 KB event per batch; the
-        # lock keeps SKIP LOCKED claimers off these rows even if the lease runs out
-        stmt = select(E.id).where(owned).with_for_update()
-    else:
-        stmt = (
-            update(EVENTS)
-            .where(owned)
-            .values(lease_expires_at=db_now_plus(conn, lease_seconds))
-            .returning(E.id)
-        )
+    stmt = (
+        update(EVENTS)
+        .where(_id_in(conn, id_list), _owned(conn, worker_id))
+        .values(lease_expires_at=db_now_plus(conn, lease_seconds))
+        .returning(E.id)
+    )
     return set(conn.execute(stmt).scalars())
 
 
-def _owned(worker_id: str) -> ColumnElement[bool]:
+def _owned(conn: Connection, worker_id: str) -> ColumnElement[bool]:
+    """Rows this worker may finish: on PostgreSQL its batch holds their row locks, so
+    any still queued; on SQLite those still leased to it."""
+    if _is_pg(conn):
+        return QUEUED
     return and_(E.claimed_by == worker_id, E.status == "processing")
 
 
@@ -250,7 +382,7 @@ def mark_finished(conn: Connection, outcomes: dict[int, str], *, worker_id: str)
             continue
         result = conn.execute(
             update(EVENTS)
-            .where(_id_in(conn, ids), _owned(worker_id))
+            .where(_id_in(conn, ids), _owned(conn, worker_id))
             .values(
                 status=status,
                 processed_at=db_now(conn),
@@ -281,7 +413,7 @@ def mark_failed(conn: Connection, updates: Sequence[FailureUpdate], *, worker_id
         return 0
     stmt = (
         update(EVENTS)
-        .where(E.id == bindparam("b_id"), _owned(worker_id))
+        .where(E.id == bindparam("b_id"), _owned(conn, worker_id))
         .values(
             status=bindparam("b_status"),
             retry_count=bindparam("b_retry_count"),
@@ -305,22 +437,14 @@ def mark_failed(conn: Connection, updates: Sequence[FailureUpdate], *, worker_id
     return result.rowcount if result.rowcount is not None and result.rowcount >= 0 else len(params)
 
 
-def release(engine: Engine, ids: Iterable[int], *, worker_id: str) -> int:
-    """Give claimed events back as due now (a run stopping early, e.g. on shutdown)."""
-    id_list = list(ids)
-    if not id_list:
-        return 0
-    with engine.begin() as conn:
-        return conn.execute(
-            update(EVENTS)
-            .where(E.id.in_(id_list), _owned(worker_id))
-            .values(status="pending", claimed_by=None, lease_expires_at=None)
-        ).rowcount
-
-
 @dataclass(frozen=True)
 class QueueStats:
-    """Queue depth for the sensor, asset metadata and health checks."""
+    """Queue depth for the sensor, asset metadata and health checks.
+
+    On PostgreSQL a batch leaves its events' status as it was until it commits, so
+    ``pending`` and ``retry_due`` include events being processed; ``processing`` says
+    how many of them live batches hold.
+    """
 
     pending: int
     retry_due: int
@@ -333,6 +457,11 @@ class QueueStats:
     @property
     def due(self) -> int:
         return self.pending + self.retry_due + self.lease_expired
+
+
+_HELD_BY_LIVE_BATCHES = select(
+    func.coalesce(func.sum(func.jsonb_array_length(CLAIMS.c.event_ids)), 0)
+).where(text(_SESSION_ALIVE))
 
 
 def queue_stats(engine: Engine | Connection) -> QueueStats:
@@ -351,6 +480,7 @@ def queue_stats(engine: Engine | Connection) -> QueueStats:
             ).where(E.status.in_(("pending", "retry", "processing", "dead_letter")))
         ).one()
         oldest = conn.execute(select(func.min(E.received_at)).where(due)).scalar()
+        held = conn.execute(_HELD_BY_LIVE_BATCHES).scalar() if _is_pg(conn) else 0
     age = None
     oldest_utc = from_db_time(oldest)
     if oldest_utc is not None:
@@ -359,7 +489,7 @@ def queue_stats(engine: Engine | Connection) -> QueueStats:
         pending=row[0],
         retry_due=row[1],
         retry_waiting=row[2],
-        processing=row[3],
+        processing=row[3] + (held or 0),
         lease_expired=row[4],
         dead_letter=row[5],
         oldest_due_age_seconds=age,

@@ -3,7 +3,7 @@
 This is the whole processing step; the Dagster asset only calls ``process_pending``
 and publishes its ``ProcessingReport`` as metadata. Per batch:
 
-* claim (committed) -> apply + outcomes + tickets in one transaction (see ``queue``);
+* claim, apply, outcomes and tickets in one transaction (``queue.open_batch``);
 * processed / ignored events get ``processed_at``;
 * a temporary failure schedules a retry by ``RetryPolicy`` (``retry_count`` + 1,
   ``next_retry_at``, ``error_context``); past ``max_retries`` it is dead-lettered;
@@ -11,9 +11,9 @@ and publishes its ``ProcessingReport`` as metadata. Per batch:
 * every dead-lettered event gets a (deduplicated) support ticket; critical tickets
   are sent through the notifier after the commit.
 
-``apply`` isolates poison events with savepoints; if it raises as a whole, its work is
-rolled back and every event of the batch is recorded as a temporary failure, so the
-run goes on with the next batch.
+``apply`` isolates poison events with savepoints; if the batch fails as a whole, its
+work is rolled back to a savepoint and the events are applied one at a time, each in
+its own savepoint, so the culprit fails alone and the run goes on.
 """
 
 from __future__ import annotations
@@ -222,27 +222,29 @@ def process_pending(
     notifier = notifier or LogNotifier()
     report = ProcessingReport(worker_id=worker_id or default_worker_id())
     started = time.perf_counter()
+    queue.sweep_dead_claims(engine)
     while max_batches is None or report.batches < max_batches:
-        claimed = queue.claim_batch(
+        with queue.open_batch(
             engine,
             worker_id=report.worker_id,
             batch_size=batch_size,
             lease_seconds=lease_seconds,
-        )
-        if not claimed:
-            break
-        report.batches += 1
-        report.claimed += len(claimed)
-        notifications = _process_batch(
-            engine, claimed, report, policy, lease_seconds, refund_source, apply
-        )
+        ) as batch:
+            if not batch.claimed:
+                break
+            part = ProcessingReport(worker_id=report.worker_id, batches=1, claimed=batch.claimed)
+            part.lost_leases = batch.lost
+            notifications = _process_batch(
+                batch.conn, batch.events, part, policy, refund_source, apply
+            )
+        report.merge(part)  # committed
         for title, body, priority, details in notifications:
             try:
                 notifier.notify(title, body, priority, details)
                 report.notifications_sent += 1
             except Exception as exc:  # notifiers should not raise; be sure anyway
                 log.error("notifier failed: %s", exc)
-        if len(claimed) < batch_size:
+        if batch.claimed < batch_size:
             break
     report.duration_seconds = time.perf_counter() - started
     stats = queue.queue_stats(engine)
@@ -283,77 +285,78 @@ _Notification = tuple[str, str, str, dict[str, Any]]
 
 
 def _process_batch(
-    engine: Engine,
-    claimed: list[QueuedEvent],
+    conn: Connection,
+    events: list[QueuedEvent],
     report: ProcessingReport,
     policy: RetryPolicy,
-    lease_seconds: float,
     refund_source: Any,
     apply: ApplyFn,
 ) -> list[_Notification]:
+    """Apply and record a held batch inside its transaction; counts go to ``report``."""
+    attempt = _fresh(report)
     try:
-        return _apply_in_transaction(
-            engine, claimed, report, policy, lease_seconds, refund_source, apply
-        )
+        with conn.begin_nested():
+            notifications = _apply_and_record(conn, events, attempt, policy, refund_source, apply)
+        report.merge(attempt)
+        return notifications
     except Exception:
         # apply (or a write) failed as a whole and its work was rolled back: go one event
         # at a time, so the culprit fails alone and the rest of the batch goes through
-        log.exception("batch of %d events failed as a whole; retrying one by one", len(claimed))
+        log.exception("batch of %d events failed as a whole; retrying one by one", len(events))
         report.apply_crashes += 1
-    notifications: list[_Notification] = []
-    for event in claimed:
+    notifications = []
+    for event in events:
+        attempt = _fresh(report)
         try:
-            notifications += _apply_in_transaction(
-                engine, [event], report, policy, lease_seconds, refund_source, apply
-            )
+            with conn.begin_nested():
+                notifications += _apply_and_record(
+                    conn, [event], attempt, policy, refund_source, apply
+                )
         except Exception as exc:
             failure = exc if classify(exc) == "permanent" else _as_temporary(exc)
-            with engine.begin() as conn:  # if even this fails, the database is gone: raise
-                owned = queue.lock_owned(
-                    conn, [event.id], worker_id=report.worker_id, lease_seconds=lease_seconds
-                )
+            attempt = _fresh(report)
+            with conn.begin_nested():  # if even this fails, the database is gone: raise
                 notifications += _record(
-                    conn, {event.id: event}, {}, dict.fromkeys(owned, failure), report, policy
+                    conn, {event.id: event}, {}, {event.id: failure}, attempt, policy
                 )
+        report.merge(attempt)
     return notifications
 
 
-def _apply_in_transaction(
-    engine: Engine,
-    claimed: list[QueuedEvent],
+def _fresh(report: ProcessingReport) -> ProcessingReport:
+    """Counts of one attempt, merged only once its savepoint is released."""
+    return ProcessingReport(worker_id=report.worker_id)
+
+
+def _apply_and_record(
+    conn: Connection,
+    events: list[QueuedEvent],
     report: ProcessingReport,
     policy: RetryPolicy,
-    lease_seconds: float,
     refund_source: Any,
     apply: ApplyFn,
 ) -> list[_Notification]:
-    """Apply the events this worker still owns and record their outcomes, atomically."""
-    by_id = {e.id: e for e in claimed}
-    with engine.begin() as conn:
-        owned = queue.lock_owned(
-            conn, by_id, worker_id=report.worker_id, lease_seconds=lease_seconds
+    """Apply held events and record their outcomes (inside the caller's savepoint)."""
+    by_id = {e.id: e for e in events}
+    # a re-claimed event that keeps killing its worker has used up its retries
+    worn_out = [e for e in events if policy.exhausted(e.retry_count)]
+    events = [e for e in events if not policy.exhausted(e.retry_count)]
+    outcomes: dict[int, str] = {}
+    failures: dict[int, BaseException] = {}
+    if events:
+        result = apply(conn, events, refund_source=refund_source)
+        outcomes = {i: o for i, o in result.outcomes.items() if i in by_id}
+        failures = {i: x for i, x in result.failures.items() if i in by_id}
+        report.rows_written.update(result.rows_written or {})
+    for e in events:
+        if e.id not in outcomes and e.id not in failures:
+            failures[e.id] = RuntimeError("apply returned no outcome for this event")
+    for e in worn_out:
+        failures[e.id] = _LeaseExpired(
+            f"its batch died {e.retry_count} times: a run crashed or timed out "
+            "while processing this event"
         )
-        events = [e for e in claimed if e.id in owned]
-        report.lost_leases += len(claimed) - len(events)
-        # a re-claimed event that keeps killing its worker has used up its retries
-        worn_out = [e for e in events if policy.exhausted(e.retry_count)]
-        events = [e for e in events if not policy.exhausted(e.retry_count)]
-        outcomes: dict[int, str] = {}
-        failures: dict[int, BaseException] = {}
-        if events:
-            result = apply(conn, events, refund_source=refund_source)
-            outcomes = {i: o for i, o in result.outcomes.items() if i in owned}
-            failures = {i: x for i, x in result.failures.items() if i in owned}
-            report.rows_written.update(result.rows_written or {})
-        for e in events:
-            if e.id not in outcomes and e.id not in failures:
-                failures[e.id] = RuntimeError("apply returned no outcome for this event")
-        for e in worn_out:
-            failures[e.id] = _LeaseExpired(
-                f"lease expired {e.retry_count} times: a run crashed or timed out "
-                "while processing this event"
-            )
-        return _record(conn, by_id, outcomes, failures, report, policy)
+    return _record(conn, by_id, outcomes, failures, report, policy)
 
 
 def _as_temporary(exc: BaseException) -> BaseException:
@@ -361,7 +364,7 @@ def _as_temporary(exc: BaseException) -> BaseException:
 
 
 class _LeaseExpired(Exception):
-    """The event's claims expired too often; treated as exhausted temporary failures."""
+    """The event's batches died too often; treated as exhausted temporary failures."""
 
 
 class _BatchFailed(Exception):
