@@ -516,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--naive-events", type=int, default=5_000)
-    parser.add_argument("--batch-size", type=int, default=1_000)
+    parser.add_argument("--batch-size", type=int, default=2_000)
     parser.add_argument("--backends", default="postgresql,sqlite")
     parser.add_argument(
         "--workers", type=int, default=2, help="also run N concurrent runs (PostgreSQL)"

@@ -144,7 +144,7 @@ def add_process_command(commands: argparse._SubParsersAction) -> None:
         description="Claim due events in batches and apply them until none are due "
         "(or --max-batches). Safe to run beside Dagster: claims never overlap.",
     )
-    process.add_argument("--batch-size", type=positive_int, default=1000, help="events per batch")
+    process.add_argument("--batch-size", type=positive_int, default=2000, help="events per batch")
     process.add_argument("--max-batches", type=positive_int, default=None, help="stop after N")
     process.add_argument(
         "--lease-seconds", type=positive_int, default=300, help="claim lease (default 300)"

@@ -313,3 +313,27 @@ def test_worker_threads_share_a_run_and_apply_every_event_once(engine: Engine) -
     assert report.batches >= 9 and report.remaining_due == 0
     assert set(marks(engine).values()) == {1} and len(marks(engine)) == 60
     assert set(statuses(engine).values()) == {"processed"}
+
+
+@pytest.mark.postgres
+def test_events_that_become_due_behind_the_claims_are_taken_in_the_same_run(
+    fresh_pg_url: str,
+) -> None:
+    # PostgreSQL claims move forward (past the newest event claimed, ``ClaimCursor``);
+    # an older event delivered late, mid-run, must not wait for the next run. (SQLite
+    # always claims from the oldest event; its writer lock also keeps this delivery
+    # waiting until the batch commits.)
+    engine = make_engine(fresh_pg_url)
+    load(engine, [event_doc(n, created=1_700_000_100 + n) for n in range(1, 10)])
+    late = event_doc(99, created=1_700_000_000)
+
+    def deliver_late(events) -> None:
+        if len(apply.calls) == 1:
+            load(engine, [late])  # committed on its own connection, like the receiver
+
+    apply = MarkingApply(after=deliver_late)
+    report = process_pending(engine, policy=FAST, batch_size=3, workers=2, apply=apply)
+    assert report.processed == 10 and report.remaining_due == 0
+    assert set(statuses(engine).values()) == {"processed"}
+    assert marks(engine)["evt_000099"] == 1
+    engine.dispose()

@@ -26,6 +26,7 @@ escalated eventually.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -45,6 +46,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    tuple_,
     update,
 )
 from sqlalchemy.types import DateTime, Interval
@@ -123,15 +125,38 @@ def _id_in(conn: Connection, ids: Sequence[int]) -> ColumnElement[bool]:
 _RETURNING = (E.id, E.stripe_event_id, E.event_type, E.stripe_created, E.retry_count)
 
 
-def _pg_claim(batch_size: int):
+def _pg_claim(batch_size: int, after: tuple[int, int] | None):
     """Lock N due rows in claim order, skipping rows another batch holds."""
-    return (
-        select(*_RETURNING)
-        .where(QUEUED, due_condition(func.now()))
-        .order_by(E.stripe_created, E.id)
-        .limit(batch_size)
-        .with_for_update(skip_locked=True)
-    )
+    stmt = select(*_RETURNING).where(QUEUED, due_condition(func.now()))
+    if after is not None:
+        stmt = stmt.where(tuple_(E.stripe_created, E.id) > tuple_(*after))
+    return stmt.order_by(E.stripe_created, E.id).limit(batch_size).with_for_update(skip_locked=True)
+
+
+class ClaimCursor:
+    """Where the claims of a run's loops resume: past the newest event already claimed.
+
+    Without it every claim starts at the oldest queued event and steps over the rows
+    the run's other loops hold, a lock test per row (measured: ~20 ms per claim of
+    2,000 with two loops). A run still ends with a claim from the oldest event, so
+    events that became due behind the cursor (retries, late deliveries) are taken.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._position: tuple[int, int] | None = None
+
+    @property
+    def position(self) -> tuple[int, int] | None:
+        return self._position
+
+    def advance(self, events: Sequence[QueuedEvent]) -> None:
+        if not events:
+            return
+        last = max((e.stripe_created, e.id) for e in events)
+        with self._lock:
+            if self._position is None or last > self._position:
+                self._position = last
 
 
 # SQLite's claim as text, because it needs ``INDEXED BY`` (SQLAlchemy has no SQLite
@@ -188,20 +213,28 @@ class Batch:
 
 @contextmanager
 def open_batch(
-    engine: Engine, *, worker_id: str, batch_size: int, lease_seconds: float
+    engine: Engine,
+    *,
+    worker_id: str,
+    batch_size: int,
+    lease_seconds: float,
+    after: tuple[int, int] | None = None,
 ) -> Iterator[Batch]:
     """Claim up to ``batch_size`` due events and hold them for one transaction.
 
     The body applies the events and records their outcomes on ``batch.conn``; a clean
     exit commits, an exception rolls back (the events are due again). Events come
-    oldest first (Stripe ``created``, then row id), the order they are applied in.
+    oldest first (Stripe ``created``, then row id), the order they are applied in;
+    ``after`` (PostgreSQL, a ``ClaimCursor`` position) starts past that event.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
     if _is_pg(engine):
-        with _pg_batch(engine, worker_id, batch_size, lease_seconds) as batch:
+        with _pg_batch(engine, worker_id, batch_size, lease_seconds, after) as batch:
             yield batch
         return
+    if after is not None:
+        raise ValueError("SQLite claims always start at the oldest event (one loop per run)")
     claimed = claim_batch(
         engine, worker_id=worker_id, batch_size=batch_size, lease_seconds=lease_seconds
     )
@@ -223,14 +256,18 @@ _PG_SESSION = text(
 
 @contextmanager
 def _pg_batch(
-    engine: Engine, worker_id: str, batch_size: int, lease_seconds: float
+    engine: Engine,
+    worker_id: str,
+    batch_size: int,
+    lease_seconds: float,
+    after: tuple[int, int] | None,
 ) -> Iterator[Batch]:
     claim_id: int | None = None
     try:
         with engine.connect() as conn, conn.begin():
             timeout = f"{max(1, round(lease_seconds * 1000))}ms"
             _, pid, started = conn.execute(_PG_SESSION, {"timeout": timeout}).one()
-            events = [_queued(r) for r in conn.execute(_pg_claim(batch_size))]
+            events = [_queued(r) for r in conn.execute(_pg_claim(batch_size, after))]
             if events:
                 claim_id = _journal(engine, worker_id, pid, started, [e.id for e in events])
             yield Batch(conn, events, len(events))

@@ -186,7 +186,7 @@ def process_pending(
     engine: Engine,
     *,
     policy: RetryPolicy | None = None,
-    batch_size: int = 1000,
+    batch_size: int = 2000,
     max_batches: int | None = None,
     worker_id: str | None = None,
     lease_seconds: float = 300,
@@ -194,6 +194,7 @@ def process_pending(
     refund_source: Any = None,
     apply: ApplyFn = default_apply,
     workers: int = 1,
+    cursor: queue.ClaimCursor | None = None,
 ) -> ProcessingReport:
     """Process due events batch by batch until none are due (or ``max_batches``).
 
@@ -203,7 +204,9 @@ def process_pending(
 
     ``workers`` > 1 runs that many claim/apply loops on threads of this process: while
     one waits on PostgreSQL another parses, so a run uses both the database and the
-    interpreter. SQLite has one writer at a time, so there it stays one loop.
+    interpreter. SQLite has one writer at a time, so there it stays one loop. The loops
+    of a run share a ``cursor`` (PostgreSQL): each claim starts past the newest event
+    already claimed, so no loop steps over the rows another one holds.
     """
     if workers > 1 and engine.dialect.name != "sqlite":
         return _process_concurrently(
@@ -223,30 +226,34 @@ def process_pending(
     report = ProcessingReport(worker_id=worker_id or default_worker_id())
     started = time.perf_counter()
     queue.sweep_dead_claims(engine)
+    if cursor is None and engine.dialect.name == "postgresql":
+        cursor = queue.ClaimCursor()
+    from_start = cursor is None
     while max_batches is None or report.batches < max_batches:
+        after = None if from_start else cursor.position
         with queue.open_batch(
             engine,
             worker_id=report.worker_id,
             batch_size=batch_size,
             lease_seconds=lease_seconds,
+            after=after,
         ) as batch:
-            if not batch.claimed:
-                break
-            part = ProcessingReport(worker_id=report.worker_id, batches=1, claimed=batch.claimed)
-            part.lost_leases = batch.lost
-            notifications = _process_batch(
-                batch.conn, batch.events, part, policy, refund_source, apply
-            )
-        report.merge(part)  # committed
-        for title, body, priority, details in notifications:
-            try:
-                notifier.notify(title, body, priority, details)
-                report.notifications_sent += 1
-            except Exception as exc:  # notifiers should not raise; be sure anyway
-                log.error("notifier failed: %s", exc)
+            if cursor is not None:
+                cursor.advance(batch.events)
+            if batch.claimed:
+                part = ProcessingReport(worker_id=report.worker_id, batches=1)
+                part.claimed, part.lost_leases = batch.claimed, batch.lost
+                notifications = _process_batch(
+                    batch.conn, batch.events, part, policy, refund_source, apply
+                )
+        if batch.claimed:
+            report.merge(part)  # committed
+            _notify(notifier, notifications, report)
         if batch.claimed < batch_size:
-            break
-    report.duration_seconds = time.perf_counter() - started
+            if after is None:
+                break
+            from_start = True  # drained past the cursor: one pass from the oldest event
+        report.duration_seconds = time.perf_counter() - started
     stats = queue.queue_stats(engine)
     report.oldest_pending_age_seconds = stats.oldest_due_age_seconds
     report.remaining_due = stats.due
@@ -260,11 +267,17 @@ def _process_concurrently(
     """Several claim/apply loops on threads; their reports merged into one."""
     base = worker_id or default_worker_id()
     share = None if max_batches is None else max(1, -(-max_batches // workers))
+    cursor = queue.ClaimCursor()
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="process") as pool:
         futures = [
             pool.submit(
-                process_pending, engine, max_batches=share, worker_id=f"{base}/{n}", **options
+                process_pending,
+                engine,
+                max_batches=share,
+                worker_id=f"{base}/{n}",
+                cursor=cursor,
+                **options,
             )
             for n in range(workers)
         ]
@@ -282,6 +295,18 @@ def _process_concurrently(
 
 
 _Notification = tuple[str, str, str, dict[str, Any]]
+
+
+def _notify(
+    notifier: Notifier, notifications: list[_Notification], report: ProcessingReport
+) -> None:
+    """Send a committed batch's notifications; a failing notifier never stops the run."""
+    for title, body, priority, details in notifications:
+        try:
+            notifier.notify(title, body, priority, details)
+            report.notifications_sent += 1
+        except Exception as exc:  # notifiers should not raise; be sure anyway
+            log.error("notifier failed: %s", exc)
 
 
 def _process_batch(
