@@ -156,6 +156,10 @@ JSON_VALUES = st.one_of(
     st.booleans(),
     st.integers(min_value=-(2**70), max_value=2**70),
     st.floats(allow_nan=False, allow_infinity=False, width=32),
+    # the edges of the integer reader: fractional zeros, 15 and 16 digits, 2**53
+    st.sampled_from(
+        [5.0, 1.0, 0.0, -0.0, 1e20, 10**15 - 1, 10**15, -(10**15 - 1), -(10**15), 2**53]
+    ),
     st.sampled_from(["", "usd", "USD", "eur", "xx", "ééé", "pi_123", "cus_1", "succeeded"]),
     st.just({"id": "obj_1"}),
     st.just({"id": None}),

@@ -96,7 +96,7 @@ def extract_in_database(
             result = conn.exec_driver_sql(_query(write), (ids,))
             columns = tuple(write.values)
             seen: set[int] = set()
-            for event_id, ok, key, *values in result:
+            for event_id, ok, key, *values in result.all():
                 seen.add(event_id)
                 if not ok:
                     refused.add(event_id)

@@ -122,6 +122,7 @@ def _id_in(conn: Connection, ids: Sequence[int]) -> ColumnElement[bool]:
 
 # no payload: PostgreSQL extracts most events in place (``extract_sql``); shipping
 # every 2-3 KB payload out and parsing it was the larger part of a batch's cost
+# in ``QueuedEvent``'s field order (``_queued`` builds events positionally)
 _RETURNING = (E.id, E.stripe_event_id, E.event_type, E.stripe_created, E.retry_count)
 
 
@@ -187,15 +188,9 @@ RETURNING id, stripe_event_id, event_type, stripe_created, retry_count, payload
 )
 
 
-def _queued(row: Any) -> QueuedEvent:
-    return QueuedEvent(
-        id=row.id,
-        stripe_event_id=row.stripe_event_id,
-        event_type=row.event_type,
-        stripe_created=row.stripe_created,
-        retry_count=row.retry_count,
-        payload=getattr(row, "payload", None),
-    )
+def _queued(rows: Iterable[Any]) -> list[QueuedEvent]:
+    """Claimed rows as events; the payload only where the claim returned it (SQLite)."""
+    return [QueuedEvent(*row) if len(row) == 6 else QueuedEvent(*row, payload=None) for row in rows]
 
 
 @dataclass(frozen=True)
@@ -267,7 +262,7 @@ def _pg_batch(
         with engine.connect() as conn, conn.begin():
             timeout = f"{max(1, round(lease_seconds * 1000))}ms"
             _, pid, started = conn.execute(_PG_SESSION, {"timeout": timeout}).one()
-            events = [_queued(r) for r in conn.execute(_pg_claim(batch_size, after))]
+            events = _queued(conn.execute(_pg_claim(batch_size, after)).all())
             if events:
                 claim_id = _journal(engine, worker_id, pid, started, [e.id for e in events])
             yield Batch(conn, events, len(events))
@@ -370,7 +365,7 @@ def claim_batch(
                 "lease": now + timedelta(seconds=lease_seconds),
             },
         ).all()
-    events = [_queued(r) for r in rows]
+    events = _queued(rows)
     events.sort(key=lambda e: (e.stripe_created, e.id))
     return events
 
