@@ -37,7 +37,7 @@ ENVIRONMENT: dict[str, str] = {
     "STRIPE_PIPELINE_LOG_LEVEL": "Log level of the JSON logs (default INFO).",
     "STRIPE_PIPELINE_BATCH_SIZE": "Events claimed per processing batch (default 2000).",
     "STRIPE_PIPELINE_PROCESSING_WORKERS": "Claim/apply loops per processing run on "
-    "PostgreSQL (default 2; SQLite always 1).",
+    "PostgreSQL (default 2, at most 4; SQLite always 1).",
     "STRIPE_PIPELINE_MAX_BATCHES": "Batches one Dagster processing run takes at most "
     "(default 100); the sensor starts the next run.",
     "STRIPE_PIPELINE_LEASE_SECONDS": "Claim lease: longest a batch may stall; a hung run "
@@ -153,6 +153,22 @@ class ProcessingOptions:
     retry_jitter: str = "equal"
 
 
+# loops per processing run: on PostgreSQL each holds two pooled connections at a moment
+# (its batch and the claim journal) and an engine's pool holds 10; more than two loops
+# measured slower anyway (they contend for the interpreter and for the same rows)
+MAX_PROCESSING_WORKERS = 4
+
+
+def _workers(env: Mapping[str, str], default: int) -> int:
+    workers = _int(env, "STRIPE_PIPELINE_PROCESSING_WORKERS", default)
+    if not 1 <= workers <= MAX_PROCESSING_WORKERS:
+        raise ConfigError(
+            "STRIPE_PIPELINE_PROCESSING_WORKERS must be between 1 and "
+            f"{MAX_PROCESSING_WORKERS}, got {workers}"
+        )
+    return workers
+
+
 def load_processing_options(env: Mapping[str, str] | None = None) -> ProcessingOptions:
     """Processing settings from ``STRIPE_PIPELINE_*`` variables; unset means the default."""
     env = os.environ if env is None else env
@@ -162,7 +178,7 @@ def load_processing_options(env: Mapping[str, str] | None = None) -> ProcessingO
         raise ConfigError("STRIPE_PIPELINE_RETRY_JITTER must be equal, full or none")
     return ProcessingOptions(
         batch_size=max(1, _int(env, "STRIPE_PIPELINE_BATCH_SIZE", d.batch_size)),
-        workers=max(1, _int(env, "STRIPE_PIPELINE_PROCESSING_WORKERS", d.workers)),
+        workers=_workers(env, d.workers),
         max_batches=max(1, _int(env, "STRIPE_PIPELINE_MAX_BATCHES", d.max_batches)),
         lease_seconds=max(1, _int(env, "STRIPE_PIPELINE_LEASE_SECONDS", d.lease_seconds)),
         linger_seconds=_float(env, "STRIPE_PIPELINE_LINGER_SECONDS", d.linger_seconds),

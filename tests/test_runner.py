@@ -337,3 +337,13 @@ def test_events_that_become_due_behind_the_claims_are_taken_in_the_same_run(
     assert set(statuses(engine).values()) == {"processed"}
     assert marks(engine)["evt_000099"] == 1
     engine.dispose()
+
+
+def test_loops_per_run_are_bounded_by_what_the_pool_serves(engine: Engine) -> None:
+    from stripe_pipeline.config import ConfigError, load_processing_options
+
+    with pytest.raises(ValueError, match="between 1 and 4"):
+        process_pending(engine, workers=5, apply=MarkingApply())
+    with pytest.raises(ConfigError, match="PROCESSING_WORKERS must be between 1 and 4"):
+        load_processing_options({"STRIPE_PIPELINE_PROCESSING_WORKERS": "12"})
+    assert load_processing_options({"STRIPE_PIPELINE_PROCESSING_WORKERS": "4"}).workers == 4

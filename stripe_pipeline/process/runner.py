@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine
 
+from stripe_pipeline.config import MAX_PROCESSING_WORKERS
 from stripe_pipeline.process import queue
 from stripe_pipeline.process.backoff import RetryPolicy
 from stripe_pipeline.process.errors import classify, error_context
@@ -208,6 +209,8 @@ def process_pending(
     of a run share a ``cursor`` (PostgreSQL): each claim starts past the newest event
     already claimed, so no loop steps over the rows another one holds.
     """
+    if not 1 <= workers <= MAX_PROCESSING_WORKERS:
+        raise ValueError(f"workers must be between 1 and {MAX_PROCESSING_WORKERS}")
     if workers > 1 and engine.dialect.name != "sqlite":
         return _process_concurrently(
             engine,

@@ -65,7 +65,9 @@ class ProcessingConfig(Config):
         default=None, description="Stop after this many batches (the sensor starts another run)."
     )
     lease_seconds: int | None = Field(
-        default=None, description="Claim lease; must exceed the time one batch takes."
+        default=None,
+        description="Longest a batch may stall before it is taken from this run; must "
+        "exceed the time one batch takes.",
     )
     linger_seconds: float | None = Field(
         default=None,
