@@ -74,6 +74,7 @@ def test_processed_and_ignored_events_get_processed_at(engine: Engine) -> None:
     )
     report = process_pending(engine, policy=FAST, batch_size=2, apply=apply)
     assert (report.processed, report.ignored, report.claimed, report.batches) == (5, 1, 6, 3)
+    assert report.duration_seconds > 0 and report.events_per_second > 0
     assert report.events_by_type_and_outcome() == {
         "balance.available": {"ignored": 1},
         "payment_intent.succeeded": {"processed": 5},

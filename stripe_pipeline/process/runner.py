@@ -199,9 +199,10 @@ def process_pending(
 ) -> ProcessingReport:
     """Process due events batch by batch until none are due (or ``max_batches``).
 
-    Safe to run concurrently (disjoint claims) and to kill at any point (uncommitted
-    work rolls back; claims come back after ``lease_seconds``). ``lease_seconds`` must
-    exceed the time one batch takes to apply.
+    Safe to run concurrently (disjoint claims) and to kill at any point: uncommitted
+    work rolls back, and the batch in flight is due again at once on PostgreSQL (its
+    session ended) or after ``lease_seconds`` on SQLite. ``lease_seconds`` must exceed
+    the time one batch takes to apply.
 
     ``workers`` > 1 runs that many claim/apply loops on threads of this process: while
     one waits on PostgreSQL another parses, so a run uses both the database and the
@@ -256,7 +257,7 @@ def process_pending(
             if after is None:
                 break
             from_start = True  # drained past the cursor: one pass from the oldest event
-        report.duration_seconds = time.perf_counter() - started
+    report.duration_seconds = time.perf_counter() - started
     stats = queue.queue_stats(engine)
     report.oldest_pending_age_seconds = stats.oldest_due_age_seconds
     report.remaining_due = stats.due
