@@ -265,6 +265,28 @@ def test_pg_batch_whose_session_dies_is_due_at_once_and_charged(fresh_pg_url: st
 
 
 @pytest.mark.postgres
+def test_pg_batch_that_stalls_past_its_lease_is_taken_by_another_run(fresh_pg_url: str) -> None:
+    engine = make_engine(fresh_pg_url)
+    load(engine, [event_doc(n) for n in range(2)])
+    with (
+        pytest.raises(Exception, match=r"idle-in-transaction|terminat|closed"),
+        queue.open_batch(engine, worker_id="hung", batch_size=10, lease_seconds=0.3) as hung,
+    ):
+        assert hung.claimed == 2
+        time.sleep(1.0)  # a worker stuck between statements: the server ends its session
+        with queue.open_batch(engine, worker_id="next", batch_size=10, lease_seconds=60) as nxt:
+            assert sorted(e.id for e in nxt.events) == sorted(e.id for e in hung.events)
+            outcomes = dict.fromkeys((e.id for e in nxt.events), "processed")
+            queue.mark_finished(nxt.conn, outcomes, worker_id="next")
+        hung.conn.execute(text("SELECT 1"))  # the stalled run learns it lost the batch
+    assert set(statuses(engine).values()) == {"processed"}
+    with engine.connect() as conn:  # done by the next run: nothing left to charge
+        assert conn.execute(text("SELECT sum(retry_count) FROM stripe_events")).scalar() == 0
+        assert conn.execute(text("SELECT count(*) FROM processing_claims")).scalar() == 0
+    engine.dispose()
+
+
+@pytest.mark.postgres
 def test_pg_sweep_charges_only_batches_whose_session_is_gone(fresh_pg_url: str) -> None:
     engine = make_engine(fresh_pg_url)
     load(engine, [event_doc(n) for n in range(4)])
