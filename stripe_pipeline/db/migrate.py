@@ -39,13 +39,17 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
+# Alembic owns the transactions (one per revision, see migrations/env.py): a revision
+# may build an index CONCURRENTLY, which must run outside any transaction
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    with engine.begin() as connection:
+    with engine.connect() as connection:
         command.upgrade(_config(connection), revision)
 
 
 def downgrade(engine: Engine, revision: str = "-1") -> None:
-    with engine.begin() as connection:
+    with engine.connect() as connection:
         command.downgrade(_config(connection), revision)
 
 

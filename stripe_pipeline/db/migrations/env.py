@@ -14,6 +14,9 @@ def run_migrations() -> None:
         target_metadata=metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        # each revision commits on its own, so one that needs an autocommit block
+        # (CREATE INDEX CONCURRENTLY) leaves the ones before it complete
+        transaction_per_migration=True,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -47,17 +47,32 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_processing_claims")),
     )
-    op.drop_index("ix_stripe_events_queue", table_name="stripe_events")
-    op.create_index(
-        "ix_stripe_events_queue",
-        "stripe_events",
-        ["status", "next_retry_at"],
-        # PostgreSQL only: SQLite does not see ``status = 'pending'`` implies the predicate
-        postgresql_where=sa.text(QUEUE_INDEX_STATUSES),
-    )
+    if op.get_bind().dialect.name == "postgresql":  # SQLite keeps the full index
+        _swap_queue_index(sa.text(QUEUE_INDEX_STATUSES))
+
+
+def _swap_queue_index(where: sa.TextClause | None) -> None:
+    """Rebuild ``ix_stripe_events_queue`` without blocking the receiver's inserts.
+
+    ``stripe_events`` is the hot table: a plain CREATE INDEX would hold its writes for
+    the whole build. Built CONCURRENTLY under a new name, swapped in, the old one
+    dropped CONCURRENTLY; each outside the migration's transaction.
+    """
+    with op.get_context().autocommit_block():
+        op.create_index(
+            "ix_stripe_events_queue_new",
+            "stripe_events",
+            ["status", "next_retry_at"],
+            postgresql_where=where,
+            postgresql_concurrently=True,
+        )
+        op.drop_index(
+            "ix_stripe_events_queue", table_name="stripe_events", postgresql_concurrently=True
+        )
+        op.execute("ALTER INDEX ix_stripe_events_queue_new RENAME TO ix_stripe_events_queue")
 
 
 def downgrade() -> None:
-    op.drop_index("ix_stripe_events_queue", table_name="stripe_events")
-    op.create_index("ix_stripe_events_queue", "stripe_events", ["status", "next_retry_at"])
+    if op.get_bind().dialect.name == "postgresql":
+        _swap_queue_index(None)
     op.drop_table("processing_claims")
