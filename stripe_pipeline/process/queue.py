@@ -289,14 +289,29 @@ def _journal(
 
 
 def _charge_now(engine: Engine, claim_id: int) -> None:
+    """Charge our own abandoned batch at once (best effort).
+
+    Its events may still be locked for a moment: a session that died releases its
+    locks while it exits, after its client has already seen the error. So this waits
+    for the locks, briefly; a batch that cannot be charged now is only forgotten (its
+    events are due either way), because its session may live on in the pool and the
+    sweep would then never take it.
+    """
     try:
         with engine.begin() as conn:
-            _charge(conn, CLAIMS.c.id == claim_id)
-    except Exception as exc:  # the database is away; sweep_dead_claims will do it
+            conn.exec_driver_sql("SET LOCAL lock_timeout = '5s'")
+            _charge(conn, CLAIMS.c.id == claim_id, wait=True)
+    except Exception as exc:
         log.warning("could not charge abandoned batch %s: %s", claim_id, exc)
+        try:
+            with engine.begin() as conn:
+                conn.execute(delete(CLAIMS).where(CLAIMS.c.id == claim_id))
+        except Exception:  # the database is away; the sweep takes it once the session is gone
+            pass
 
 
-# a claim whose session still exists (``backend_start`` is hidden from other roles)
+# a claim whose session still exists (``backend_start`` is hidden from other roles); a
+# session leaves pg_stat_activity only after it has released its locks
 _SESSION_ALIVE = (
     "EXISTS (SELECT 1 FROM pg_stat_activity a "
     "WHERE a.pid = processing_claims.backend_pid "
@@ -305,10 +320,11 @@ _SESSION_ALIVE = (
 _DEAD_CLAIM = text(f"NOT {_SESSION_ALIVE}")
 
 
-def _charge(conn: Connection, which: ColumnElement[bool]) -> int:
+def _charge(conn: Connection, which: ColumnElement[bool], *, wait: bool = False) -> int:
     """Delete the chosen claims and charge their still-queued events one attempt.
 
-    Events another batch already holds again are skipped, not waited for.
+    Without ``wait``, events another batch already holds again are skipped; with it,
+    their locks are waited for (and an event that batch finished is not charged).
     """
     taken = select(CLAIMS.c.id).where(which).with_for_update(skip_locked=True)
     lists = conn.execute(
@@ -320,7 +336,7 @@ def _charge(conn: Connection, which: ColumnElement[bool]) -> int:
     free = (
         select(E.id)
         .where(_id_in(conn, ids), E.status.in_(("pending", "retry")))
-        .with_for_update(skip_locked=True)
+        .with_for_update(skip_locked=not wait)
     )
     return conn.execute(
         update(EVENTS).where(E.id.in_(free.scalar_subquery())).values(retry_count=E.retry_count + 1)
