@@ -83,6 +83,11 @@ def _is_pg(engine: Engine) -> bool:
     return engine.dialect.name == "postgresql"
 
 
+def _scalar(engine: Engine, sql: str) -> object:
+    with engine.connect() as conn:
+        return conn.execute(text(sql)).scalar()
+
+
 def test_batches_take_the_oldest_due_events_first(engine: Engine) -> None:
     # inserted newest first: the claim orders by Stripe created, not by arrival
     load(engine, [event_doc(n, created=1_700_000_000 + n) for n in range(10, 0, -1)])
@@ -107,8 +112,7 @@ def test_batches_take_the_oldest_due_events_first(engine: Engine) -> None:
         )
     assert not queue.has_due_events(engine)
     assert list(statuses(engine).values()).count("processed") == 4
-    with engine.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM processing_claims")).scalar() == 0
+    assert _scalar(engine, "SELECT count(*) FROM processing_claims") == 0
 
 
 def test_a_batch_left_without_outcomes_leaves_its_events_due(engine: Engine) -> None:
@@ -238,8 +242,7 @@ def test_pg_open_batches_hold_disjoint_events_until_they_commit(fresh_pg_url: st
         )
     assert list(statuses(engine).values()).count("processed") == 6
     assert queue.queue_stats(engine).processing == 0
-    with engine.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM processing_claims")).scalar() == 0
+    assert _scalar(engine, "SELECT count(*) FROM processing_claims") == 0
     engine.dispose()
 
 
@@ -259,7 +262,7 @@ def test_pg_batch_whose_session_dies_is_due_at_once_and_charged(fresh_pg_url: st
     assert "terminat" in str(raised.value).lower() or "closed" in str(raised.value).lower()
     with engine.connect() as conn:
         rows = conn.execute(text("SELECT status, retry_count FROM stripe_events")).all()
-        assert conn.execute(text("SELECT count(*) FROM processing_claims")).scalar() == 0
+    assert _scalar(engine, "SELECT count(*) FROM processing_claims") == 0
     assert sorted(rows) == [("pending", 1)] * 3
     engine.dispose()
 
@@ -280,9 +283,9 @@ def test_pg_batch_that_stalls_past_its_lease_is_taken_by_another_run(fresh_pg_ur
             queue.mark_finished(nxt.conn, outcomes, worker_id="next")
         hung.conn.execute(text("SELECT 1"))  # the stalled run learns it lost the batch
     assert set(statuses(engine).values()) == {"processed"}
-    with engine.connect() as conn:  # done by the next run: nothing left to charge
-        assert conn.execute(text("SELECT sum(retry_count) FROM stripe_events")).scalar() == 0
-        assert conn.execute(text("SELECT count(*) FROM processing_claims")).scalar() == 0
+    # done by the next run: nothing left to charge
+    assert _scalar(engine, "SELECT sum(retry_count) FROM stripe_events") == 0
+    assert _scalar(engine, "SELECT count(*) FROM processing_claims") == 0
     engine.dispose()
 
 
@@ -323,7 +326,7 @@ def test_pg_sweep_charges_only_batches_whose_session_is_gone(fresh_pg_url: str) 
     assert queue.sweep_dead_claims(engine) == 2
     with engine.connect() as conn:
         counts = dict(conn.execute(text("SELECT id, retry_count FROM stripe_events")).all())
-        assert conn.execute(text("SELECT count(*) FROM processing_claims")).scalar() == 0
+    assert _scalar(engine, "SELECT count(*) FROM processing_claims") == 0
     assert [counts[i] for i in ids] == [1, 1, 1, 1]
     engine.dispose()
 
@@ -435,10 +438,8 @@ def test_killed_run_mid_batch_is_taken_over(database_url: str, tmp_path: Path) -
         _wait_for_session_end(engine)
         late = process_pending(engine, policy=RetryPolicy(), apply=MarkingApply(use_real=REAL))
         assert late.processed == 15
-        with engine.connect() as conn:
-            charged = conn.execute(text("SELECT sum(retry_count) FROM stripe_events")).scalar()
-            assert conn.execute(text("SELECT count(*) FROM processing_claims")).scalar() == 0
-        assert charged == 10
+        assert _scalar(engine, "SELECT sum(retry_count) FROM stripe_events") == 10
+        assert _scalar(engine, "SELECT count(*) FROM processing_claims") == 0
     else:
         # SQLite: batch 2 is still leased (its apply rolled back); batch 3 pending
         assert state.count("processing") == 10 and state.count("pending") == 5

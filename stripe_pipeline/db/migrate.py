@@ -39,11 +39,9 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
-# Alembic owns the transactions (one per revision, see migrations/env.py): a revision
-# may build an index CONCURRENTLY, which must run outside any transaction
-
-
 def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Migrate up; Alembic commits each revision itself (``migrations/env.py``), so a
+    revision may build an index CONCURRENTLY, outside any transaction."""
     with engine.connect() as connection:
         command.upgrade(_config(connection), revision)
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -120,9 +120,9 @@ def _id_in(conn: Connection, ids: Sequence[int]) -> ColumnElement[bool]:
     return in_list(conn, E.id, ids)
 
 
-# no payload: PostgreSQL extracts most events in place (``extract_sql``); shipping
-# every 2-3 KB payload out and parsing it was the larger part of a batch's cost
-# in ``QueuedEvent``'s field order (``_queued`` builds events positionally)
+# in ``QueuedEvent``'s field order (``_queued`` builds events positionally); no payload:
+# PostgreSQL extracts most events in place (``extract_sql``), and shipping every 2-3 KB
+# payload out and parsing it was the larger part of a batch's cost
 _RETURNING = (E.id, E.stripe_event_id, E.event_type, E.stripe_created, E.retry_count)
 
 
@@ -267,7 +267,7 @@ def _pg_batch(
                 claim_id = _journal(engine, worker_id, pid, started, [e.id for e in events])
             yield Batch(conn, events, len(events))
             if claim_id is not None:
-                conn.execute(delete(CLAIMS).where(CLAIMS.c.id == claim_id))
+                _drop_claim(conn, claim_id)
     except BaseException:
         # rolled back (or the session is gone): the events are due again; charge each
         # one attempt now if we still can, else the next sweep does
@@ -303,11 +303,13 @@ def _charge_now(engine: Engine, claim_id: int) -> None:
             _charge(conn, CLAIMS.c.id == claim_id, wait=True)
     except Exception as exc:
         log.warning("could not charge abandoned batch %s: %s", claim_id, exc)
-        try:
-            with engine.begin() as conn:
-                conn.execute(delete(CLAIMS).where(CLAIMS.c.id == claim_id))
-        except Exception:  # the database is away; the sweep takes it once the session is gone
-            pass
+        # if the database is away too, the sweep takes it once the session is gone
+        with suppress(Exception), engine.begin() as conn:
+            _drop_claim(conn, claim_id)
+
+
+def _drop_claim(conn: Connection, claim_id: int) -> None:
+    conn.execute(delete(CLAIMS).where(CLAIMS.c.id == claim_id))
 
 
 # a claim whose session still exists (``backend_start`` is hidden from other roles); a

@@ -27,6 +27,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine
@@ -195,7 +196,6 @@ def process_pending(
     refund_source: Any = None,
     apply: ApplyFn = default_apply,
     workers: int = 1,
-    cursor: queue.ClaimCursor | None = None,
 ) -> ProcessingReport:
     """Process due events batch by batch until none are due (or ``max_batches``).
 
@@ -207,37 +207,69 @@ def process_pending(
     ``workers`` > 1 runs that many claim/apply loops on threads of this process: while
     one waits on PostgreSQL another parses, so a run uses both the database and the
     interpreter. SQLite has one writer at a time, so there it stays one loop. The loops
-    of a run share a ``cursor`` (PostgreSQL): each claim starts past the newest event
-    already claimed, so no loop steps over the rows another one holds.
+    of a run share a ``ClaimCursor`` (PostgreSQL): each claim starts past the newest
+    event already claimed, so no loop steps over the rows another one holds.
     """
     if not 1 <= workers <= MAX_PROCESSING_WORKERS:
         raise ValueError(f"workers must be between 1 and {MAX_PROCESSING_WORKERS}")
-    if workers > 1 and engine.dialect.name != "sqlite":
-        return _process_concurrently(
-            engine,
-            workers,
-            policy=policy,
-            batch_size=batch_size,
-            max_batches=max_batches,
-            worker_id=worker_id,
-            lease_seconds=lease_seconds,
-            notifier=notifier,
-            refund_source=refund_source,
-            apply=apply,
-        )
-    policy = policy or RetryPolicy()
-    notifier = notifier or LogNotifier()
-    report = ProcessingReport(worker_id=worker_id or default_worker_id())
+    is_pg = engine.dialect.name == "postgresql"
+    loops = workers if is_pg else 1
+    base = worker_id or default_worker_id()
+    loop = partial(
+        _drain,
+        engine,
+        policy=policy or RetryPolicy(),
+        batch_size=batch_size,
+        max_batches=None if max_batches is None else max(1, -(-max_batches // loops)),
+        lease_seconds=lease_seconds,
+        notifier=notifier or LogNotifier(),
+        refund_source=refund_source,
+        apply=apply,
+        cursor=queue.ClaimCursor() if is_pg else None,
+    )
     started = time.perf_counter()
     queue.sweep_dead_claims(engine)
-    if cursor is None and engine.dialect.name == "postgresql":
-        cursor = queue.ClaimCursor()
+    if loops == 1:
+        report = loop(worker_id=base)
+    else:
+        with ThreadPoolExecutor(max_workers=loops, thread_name_prefix="process") as pool:
+            futures = [pool.submit(loop, worker_id=f"{base}/{n}") for n in range(loops)]
+            parts = [f.result() for f in futures]
+        report = ProcessingReport(worker_id=base)
+        for part in parts:
+            report.merge(part)
+    report.duration_seconds = time.perf_counter() - started
+    # read after every loop: one that found the queue empty may have finished before
+    # another one claimed
+    stats = queue.queue_stats(engine)
+    report.oldest_pending_age_seconds = stats.oldest_due_age_seconds
+    report.remaining_due = stats.due
+    log.info("processed events: %s", report.as_metadata())
+    return report
+
+
+def _drain(
+    engine: Engine,
+    *,
+    worker_id: str,
+    policy: RetryPolicy,
+    batch_size: int,
+    max_batches: int | None,
+    lease_seconds: float,
+    notifier: Notifier,
+    refund_source: Any,
+    apply: ApplyFn,
+    cursor: queue.ClaimCursor | None,
+) -> ProcessingReport:
+    """One claim/apply loop: batches until none are due past the cursor, then from the
+    oldest event (late arrivals, retries) until none are due at all."""
+    report = ProcessingReport(worker_id=worker_id)
     from_start = cursor is None
     while max_batches is None or report.batches < max_batches:
         after = None if from_start else cursor.position
         with queue.open_batch(
             engine,
-            worker_id=report.worker_id,
+            worker_id=worker_id,
             batch_size=batch_size,
             lease_seconds=lease_seconds,
             after=after,
@@ -245,7 +277,7 @@ def process_pending(
             if cursor is not None:
                 cursor.advance(batch.events)
             if batch.claimed:
-                part = ProcessingReport(worker_id=report.worker_id, batches=1)
+                part = ProcessingReport(worker_id=worker_id, batches=1)
                 part.claimed, part.lost_leases = batch.claimed, batch.lost
                 notifications = _process_batch(
                     batch.conn, batch.events, part, policy, refund_source, apply
@@ -257,44 +289,6 @@ def process_pending(
             if after is None:
                 break
             from_start = True  # drained past the cursor: one pass from the oldest event
-    report.duration_seconds = time.perf_counter() - started
-    stats = queue.queue_stats(engine)
-    report.oldest_pending_age_seconds = stats.oldest_due_age_seconds
-    report.remaining_due = stats.due
-    log.info("processed events: %s", report.as_metadata())
-    return report
-
-
-def _process_concurrently(
-    engine: Engine, workers: int, *, max_batches: int | None, worker_id: str | None, **options: Any
-) -> ProcessingReport:
-    """Several claim/apply loops on threads; their reports merged into one."""
-    base = worker_id or default_worker_id()
-    share = None if max_batches is None else max(1, -(-max_batches // workers))
-    cursor = queue.ClaimCursor()
-    started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="process") as pool:
-        futures = [
-            pool.submit(
-                process_pending,
-                engine,
-                max_batches=share,
-                worker_id=f"{base}/{n}",
-                cursor=cursor,
-                **options,
-            )
-            for n in range(workers)
-        ]
-        parts = [f.result() for f in futures]
-    report = ProcessingReport(worker_id=base)
-    for part in parts:
-        report.merge(part)
-    report.duration_seconds = time.perf_counter() - started
-    # a worker that found the queue empty may have finished before another one claimed:
-    # read the queue once more, after all of them
-    stats = queue.queue_stats(engine)
-    report.oldest_pending_age_seconds = stats.oldest_due_age_seconds
-    report.remaining_due = stats.due
     return report
 
 

@@ -213,10 +213,7 @@ def card_fingerprint_of(path: str) -> Expr:
         f"(CASE WHEN {is_card} THEN ({path} -> 'fingerprint') END)",
     )
     found = text(chosen.value)
-    return Expr(
-        f"(CASE WHEN {is_object} THEN {found.value} END)",
-        f"(CASE WHEN {is_object} THEN {all_ok(chosen, found)} ELSE true END)",
-    )
+    return only_if(is_object, Expr(found.value, all_ok(chosen, found)))
 
 
 # Python's datetime spans years 1..9999; two days of margin keep any session time zone in it
