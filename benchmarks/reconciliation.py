@@ -287,9 +287,16 @@ def serve(n: int, port: int) -> None:
     async def stats(_request: web.Request) -> web.Response:
         return web.json_response({"calls": calls, "objects": object_counts})
 
+    async def fetch_handler(request: web.Request) -> web.Response:
+        """Objects are only listed here: a fetch by id is for a row Stripe lacks (404)."""
+        calls["fetch"] = calls.get("fetch", 0) + 1
+        error = {"type": "invalid_request_error", "code": "resource_missing"}
+        return web.json_response({"error": {**error, "message": "No such object"}}, status=404)
+
     app = web.Application()
     app.router.add_get("/_stats", stats)
     app.router.add_get("/v1/{resource}", list_handler)
+    app.router.add_get("/v1/{resource}/{id}", fetch_handler)
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 
 
@@ -298,15 +305,14 @@ def serve(n: int, port: int) -> None:
 
 def populate(database_url: str, n: int) -> None:
     """Local rows exactly as processing would build them, minus/plus the injections."""
+    from stripe_pipeline.catalog import CATALOG
     from stripe_pipeline.db.engine import make_engine
-    from stripe_pipeline.process.resources import TABLE_SPECS
     from stripe_pipeline.reconcile.parse import row_from_api_object
-    from stripe_pipeline.reconcile.specs import SPECS
 
     engine = make_engine(database_url)
     inj_all = injections(n)
     for object_type, count in counts(n).items():
-        spec = SPECS[object_type]
+        spec = CATALOG.by_type[object_type]
         table = spec.table
         inj = inj_all[object_type]
         field, wrong = MISMATCH[object_type]
@@ -314,13 +320,16 @@ def populate(database_url: str, n: int) -> None:
         for i in range(count):  # local indexes; missing_locally ones are >= count
             listed = remote_objects(object_type, i)
             first_resource = LISTINGS[object_type][0]
-            write = row_from_api_object(first_resource, listed[first_resource][0], observed_at=0)
-            values = {c: write.values.get(c) for c in TABLE_SPECS[table.name].policies}
+            read_as = CATALOG.listings[first_resource][1].read_as
+            write = row_from_api_object(
+                CATALOG, spec, read_as, listed[first_resource][0], observed_at=0
+            )
+            values = {c: write.values.get(c) for c in spec.policies}
             if object_type == "payment":
                 values["amount_refunded_minor"] = listed["charges"][0]["amount_refunded"]
                 if i in inj["refund_mismatch"]:
                     values["amount_refunded_minor"] += 1
-            for column, default in TABLE_SPECS[table.name].insert_defaults.items():
+            for column, default in spec.insert_defaults.items():
                 if values.get(column) is None:
                     values[column] = default
             if i in inj["field_mismatch"]:
@@ -363,7 +372,8 @@ def measure(database_url: str, api_base: str, n: int) -> dict[str, Any]:
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     api = StripeApi("sk_test_benchmark", api_base=api_base, requests_per_second=2000)
     started = time.perf_counter()
-    result = run_reconciliation(engine, api, RunConfig(full_run=True, backfill=False))
+    config = RunConfig(full_run=True, backfill=False, object_types=tuple(SHARES))
+    result = run_reconciliation(engine, api, config)
     seconds = time.perf_counter() - started
     with engine.connect() as conn:
         found = {
@@ -460,18 +470,27 @@ def run_size(n: int, sqlite: bool, tmp: Path) -> dict[str, Any]:
         wait_for_server(base)
         out = subprocess.run(
             [*me, "--measure", str(n), "--db", url, "--api", base],
-            check=True,
             capture_output=True,
             text=True,
         )
+        if out.returncode != 0:
+            sys.stderr.write(out.stderr)
+            out.check_returncode()
         result = json.loads(out.stdout.strip().splitlines()[-1])
         stats = requests.get(f"{base}/_stats", timeout=10).json()
         expected_calls = {r: max(1, math.ceil(c / 100)) for r, c in stats["objects"].items()}
+        listing_calls = {r: c for r, c in stats["calls"].items() if r != "fetch"}
+        # each local row no listing returned is fetched once by id before it is reported
+        fetches = stats["calls"].get("fetch", 0)
+        missing_in_stripe = sum(len(i["missing_in_stripe"]) for i in injections(n).values())
         result["populate_seconds"] = round(populate_s, 1)
-        result["api_calls_by_resource"] = stats["calls"]
+        result["api_calls_by_resource"] = listing_calls
         result["api_calls_expected"] = expected_calls
-        result["api_calls_ok"] = stats["calls"] == expected_calls and result["api_calls"] == sum(
-            expected_calls.values()
+        result["fetches_by_id"] = fetches
+        result["api_calls_ok"] = (
+            listing_calls == expected_calls
+            and fetches == missing_in_stripe
+            and result["api_calls"] == sum(expected_calls.values()) + fetches
         )
         return result
     finally:

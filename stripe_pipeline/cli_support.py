@@ -378,7 +378,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
 
 def add_reconcile_command(commands: argparse._SubParsersAction) -> None:
-    from stripe_pipeline.reconcile.specs import OBJECT_TYPES
+    from stripe_pipeline.reconcile.run import OBJECT_TYPES
 
     reconcile = commands.add_parser(
         "reconcile",

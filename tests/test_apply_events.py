@@ -265,7 +265,11 @@ def test_batch_with_several_events_per_object_reduces_to_newest(engine, stripe_f
         make_event("customer.subscription.created", {**sub, "status": "trialing"}, T0),
         make_event("customer.subscription.trial_will_end", {**sub, "status": "trialing"}, T0 + 1),
         make_event("customer.subscription.updated", {**sub, "status": "active"}, T0 + 2),
-        make_event("customer.subscription.deleted", {**sub, "status": "canceled"}, T0 + 3),
+        make_event(
+            "customer.subscription.deleted",
+            {**sub, "status": "canceled", "ended_at": T0 + 3},
+            T0 + 3,
+        ),
     ]
     result = apply_in_transaction(engine, list(reversed(events)))
     assert result.rows_written == {"stripe_subscriptions": 1}

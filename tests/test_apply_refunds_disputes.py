@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
+from stripe_pipeline.catalog.model import RefundSource
 from stripe_pipeline.process.apply import apply_events
-from stripe_pipeline.process.refunds import RefundSource
 from tests.support.events import apply_in_transaction, fetch_row, make_event, queued
 
 T0 = 1_700_000_000

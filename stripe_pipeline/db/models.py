@@ -385,6 +385,7 @@ class StripeInvoice(EventVersionMixin, Base):
     due_date: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     paid_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     marked_uncollectible_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
         Index("ix_stripe_invoices_customer_id", "customer_id"),
@@ -515,7 +516,7 @@ class FraudRuleHit(Base):
 # open or ticketed; only one unresolved row may exist per object, kind and field, so
 # a nightly run updates the row it found before instead of adding a duplicate.
 RECONCILIATION_RUN_STATUSES = ("running", "succeeded", "failed")
-DISCREPANCY_KINDS = ("missing_locally", "missing_in_stripe", "field_mismatch")
+DISCREPANCY_KINDS = ("missing_locally", "missing_in_stripe", "deleted_in_stripe", "field_mismatch")
 DISCREPANCY_STATUSES = ("open", "repaired", "ticketed", "resolved")
 UNRESOLVED_DISCREPANCY = "status IN ('open', 'ticketed')"
 
@@ -585,6 +586,29 @@ class ReconciliationDiscrepancy(Base):
         Index("ix_reconciliation_discrepancies_run_id", "run_id"),
         Index("ix_reconciliation_discrepancies_status", "status"),
     )
+
+
+class StaleObject(Base):
+    """An object whose stored state is a guess until it is fetched from the Stripe API.
+
+    Two events of one object in the same second that the lifecycle cannot order, and
+    that say different things, leave the row as the event-id tie-break had it; the
+    object is queued here, fetched by id (batched, rate-limited, audited) and its state
+    repaired, at the latest by the nightly reconciliation.
+    """
+
+    __tablename__ = "stale_objects"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    object_type: Mapped[str] = mapped_column(String(64), nullable=False)
+    object_id: Mapped[str] = mapped_column(String(255), nullable=False)
+    reason: Mapped[str] = mapped_column(String(255), nullable=False)
+    stripe_event_id: Mapped[str | None] = mapped_column(String(255))
+    queued_at: Mapped[datetime] = _now()
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    last_error: Mapped[str | None] = mapped_column(String(255))
+
+    __table_args__ = (Index("uq_stale_objects_object", "object_type", "object_id", unique=True),)
 
 
 class ReconciliationWatermark(Base):

@@ -2,11 +2,15 @@
 
 The queue claims events and owns the transaction; this module turns them into rows:
 
-1. parse every event: on PostgreSQL in the database where the handler has a SQL twin
-   (``extract_sql``), otherwise in Python (a handler per type, see ``registry``); a
-   payload that cannot be parsed fails only its own event, permanently; unknown
-   types are ignored;
+1. parse every event: on PostgreSQL in the database where the route has a SQL twin
+   (``extract_sql``), otherwise in Python (the catalog routes each type to its
+   resource's parser); a payload that cannot be parsed, carries another kind of
+   object than its type promises, or holds a value its table cannot store fails
+   only its own event, permanently; unknown types are ignored;
 2. fold the batch's rows per object, newest event last (``upsert.merge_row``);
+   two events of one object in the same second whose lifecycle stage cannot order
+   them and that disagree queue the object in ``stale_objects``: the id tie-break
+   is a guess until the object is fetched (reconciliation does it);
 3. per table, one SELECT of the stored rows (the audit "before"), one
    ``INSERT ... ON CONFLICT DO UPDATE`` guarded by event order, returning the rows that
    changed; then one insert of audit rows and the post-apply hooks.
@@ -27,24 +31,30 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import Connection, insert
+from sqlalchemy.dialects import postgresql, sqlite
 
 from stripe_pipeline.audit import AUDIT_LOG, AuditEntry, record
-from stripe_pipeline.process import resources
+from stripe_pipeline.catalog import CATALOG
+from stripe_pipeline.catalog.model import (
+    Catalog,
+    EventContext,
+    Policy,
+    RefundSource,
+    Resource,
+    RowWrite,
+    check_fits,
+    same_value,
+)
+from stripe_pipeline.catalog.refunds import RefundSourceFailed
+from stripe_pipeline.db.models import StaleObject
 from stripe_pipeline.process.errors import PermanentError
 from stripe_pipeline.process.events import QueuedEvent
 from stripe_pipeline.process.extract_sql import extract_in_database
 from stripe_pipeline.process.ordering import lifecycle_rank
 from stripe_pipeline.process.queue import with_payloads
-from stripe_pipeline.process.refunds import RefundSource
-from stripe_pipeline.process.registry import (
-    EventContext,
-    RowChange,
-    RowWrite,
-    handler_for,
-    post_apply_hooks,
-)
-from stripe_pipeline.process.resources.refunds import RefundSourceFailed
+from stripe_pipeline.process.registry import RowChange, post_apply_hooks
 from stripe_pipeline.process.upsert import (
+    GUARD_COLUMNS,
     Version,
     merge_row,
     recordset,
@@ -56,6 +66,8 @@ from stripe_pipeline.process.upsert import (
 log = logging.getLogger(__name__)
 
 NO_CHANGE_NOTE = "no change: older than stored state, or already applied"
+STALE = StaleObject.__table__
+SAME_SECOND = "same-second events disagree"
 
 
 @dataclass
@@ -66,6 +78,7 @@ class ApplyResult:
     failures: dict[int, BaseException] = field(default_factory=dict)  # id -> exception
     rows_written: dict[str, int] = field(default_factory=dict)  # table -> rows changed
     notes: dict[int, str] = field(default_factory=dict)  # id -> note
+    stale_objects: int = 0  # objects queued for a fetch (same-second disagreement)
 
 
 @dataclass(slots=True)
@@ -84,20 +97,24 @@ class _Folded:
     """One object's row after folding the batch's events about it."""
 
     values: dict[str, Any]
-    version: Version
+    version: Version | None  # None: only unversioned writes
     events: list[QueuedEvent]
+    # the batch itself held two same-second events that disagree about the object
+    ambiguous: bool = False
 
 
 @dataclass(slots=True)
 class _Written:
     rows_written: dict[str, int]
     changed_events: set[int]
+    stale: int = 0
 
 
 def apply_events(
     conn: Connection,
     events: Sequence[QueuedEvent],
     *,
+    catalog: Catalog = CATALOG,
     refund_source: RefundSource | None = None,
     actor_prefix: str = "event",
 ) -> ApplyResult:
@@ -111,7 +128,7 @@ def apply_events(
     parsed: list[_Parsed] = []
     handled = []
     for event in events:
-        if handler_for(event.event_type) is None:
+        if catalog.route_for(event.event_type) is None:
             result.outcomes[event.id] = "ignored"  # kept, counted, never loaded
         else:
             handled.append(event)
@@ -119,17 +136,22 @@ def apply_events(
     in_place = (
         [e for e in handled if e.payload is None] if conn.dialect.name == "postgresql" else []
     )
-    extracted = extract_in_database(conn, in_place)
+    extracted = extract_in_database(conn, in_place, catalog)
     python_events = []
     for event in handled:
         writes = extracted.get(event.id)
         if writes is None:
             python_events.append(event)
-        else:
-            parsed.append(_Parsed(event, writes))
+            continue
+        try:
+            _check_writes(catalog, writes)
+        except Exception as exc:
+            result.failures[event.id] = _as_permanent(event, exc)
+            continue
+        parsed.append(_Parsed(event, writes))
     for event in with_payloads(conn, python_events):
         try:
-            item = _parse(event, refund_source)
+            item = _parse(event, catalog, refund_source)
         except RefundSourceFailed as exc:
             result.failures[event.id] = exc.cause
             continue
@@ -147,7 +169,7 @@ def apply_events(
 
     try:
         with conn.begin_nested():
-            written = _write(conn, parsed, actor_prefix)
+            written = _write(conn, parsed, actor_prefix, catalog)
         _record(result, parsed, written)
     except Exception as exc:
         log.warning(
@@ -159,7 +181,7 @@ def apply_events(
         for item in sorted(parsed, key=lambda p: p.version):
             try:
                 with conn.begin_nested():
-                    written = _write(conn, [item], actor_prefix)
+                    written = _write(conn, [item], actor_prefix, catalog)
             except Exception as single_exc:
                 result.failures[item.event.id] = single_exc
                 result.notes.pop(item.event.id, None)
@@ -169,24 +191,37 @@ def apply_events(
 
 
 def _parse(
-    event: QueuedEvent, refund_source: RefundSource | None
+    event: QueuedEvent, catalog: Catalog, refund_source: RefundSource | None
 ) -> tuple[_Parsed, list[str]] | None:
-    """Rows an event writes, or ``None`` for a type nobody handles."""
-    handler = handler_for(event.event_type)
-    if handler is None:
+    """Rows an event writes, or ``None`` for a type no route names."""
+    route = catalog.route_for(event.event_type)
+    if route is None:
         return None
     payload = event.payload
     if not isinstance(payload, dict):
         raise TypeError("event payload is not an object")
-    obj = (payload.get("data") or {}).get("object")
+    data = payload.get("data")
+    obj = data.get("object") if isinstance(data, dict) else None
     if not isinstance(obj, dict):
         raise ValueError("event has no data.object")
+    kind = obj.get("object")
+    if kind is not None and kind not in route.objects:
+        raise ValueError(
+            f"{event.event_type} carries a {str(kind)[:40]!r} object, "
+            f"expected {' or '.join(sorted(route.objects))}"
+        )
     ctx = EventContext(event=event, obj=obj, refund_source=refund_source)
-    writes = list(handler(ctx))
-    for write in writes:
-        if write.table not in resources.TABLE_SPECS:
-            raise ValueError(f"handler wrote unknown table {write.table!r}")
+    writes = list(route.handler(ctx))
+    _check_writes(catalog, writes)
     return _Parsed(event, writes), ctx.notes
+
+
+def _check_writes(catalog: Catalog, writes: Sequence[RowWrite]) -> None:
+    for write in writes:
+        resource = catalog.by_table.get(write.table)
+        if resource is None:
+            raise ValueError(f"parser wrote unknown table {write.table!r}")
+        check_fits(resource, write)
 
 
 def _as_permanent(event: QueuedEvent, exc: Exception) -> PermanentError:
@@ -199,46 +234,104 @@ def _as_permanent(event: QueuedEvent, exc: Exception) -> PermanentError:
     return error
 
 
-def _fold(parsed: Sequence[_Parsed]) -> dict[str, dict[str, _Folded]]:
+def _fold(catalog: Catalog, parsed: Sequence[_Parsed]) -> dict[str, dict[str, _Folded]]:
     """Per table and key, the batch's rows merged oldest to newest (same rule as SQL)."""
     folded: dict[str, dict[str, _Folded]] = defaultdict(dict)
     for item in sorted(parsed, key=lambda p: p.version):
         for write in item.writes:
-            spec = resources.TABLE_SPECS[write.table]
+            spec = catalog.by_table[write.table]
+            version = item.version if write.versioned else None
             current = folded[write.table].get(write.key)
             if current is None:  # values are never mutated, only replaced by merges
-                folded[write.table][write.key] = _Folded(write.values, item.version, [item.event])
+                folded[write.table][write.key] = _Folded(write.values, version, [item.event])
                 continue
+            if _disagree(spec, current.values, current.version, write.values, version):
+                current.ambiguous = True
             current.values, current.version = merge_row(
-                spec, current.values, current.version, write.values, item.version
+                spec, current.values, current.version, write.values, version
             )
             if current.events[-1] is not item.event:
                 current.events.append(item.event)
     return folded
 
 
-def _write(conn: Connection, parsed: Sequence[_Parsed], actor_prefix: str) -> _Written:
-    folded = _fold(parsed)
+def _disagree(
+    spec: Resource,
+    stored: dict[str, Any],
+    stored_version: Version | None,
+    incoming: dict[str, Any],
+    incoming_version: Version | None,
+) -> bool:
+    """Two states of one object from the same second and lifecycle stage that differ:
+    only their event ids order them, which says nothing about which came last."""
+    if stored_version is None or incoming_version is None:
+        return False
+    if stored_version[:2] != incoming_version[:2] or stored_version[2] == incoming_version[2]:
+        return False
+    return any(
+        not same_value(stored.get(c), incoming.get(c))
+        for c, p in spec.policies.items()
+        if p is Policy.NEWEST
+    )
+
+
+def _stored_version(stored: dict[str, Any] | None) -> Version | None:
+    if stored is None or stored.get("last_event_created") is None:
+        return None
+    return (stored["last_event_created"], stored["last_event_rank"] or 0, stored["last_event_id"])
+
+
+def _queue_stale(conn: Connection, stale: list[dict[str, Any]]) -> None:
+    """Queue objects to fetch (once per object: a queued one stays queued)."""
+    if not stale:
+        return
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(STALE).on_conflict_do_nothing(index_elements=["object_type", "object_id"])
+    conn.execute(stmt, stale)
+
+
+def _write(
+    conn: Connection, parsed: Sequence[_Parsed], actor_prefix: str, catalog: Catalog
+) -> _Written:
+    folded = _fold(catalog, parsed)
     rows_written: dict[str, int] = {}
     changed_events: set[int] = set()
     changes: list[RowChange] = []
     audit: list[AuditEntry] = []
-    for table, spec in resources.TABLE_SPECS.items():
+    stale: list[dict[str, Any]] = []
+    for spec in catalog.resources:
+        table = spec.table_name
         by_key = folded.get(table)
         if not by_key:
             continue
         keys = sorted(by_key)  # one lock order for every run: no deadlocks between runs
-        before = select_current(conn, spec, keys)
+        current = select_current(conn, spec, keys)
+        before = {
+            k: {c: v for c, v in row.items() if c in spec.audit_fields}
+            for k, row in current.items()
+        }
         rows = []
         for key in keys:
             row = by_key[key]
+            stored = current.get(key)
+            if row.ambiguous or (
+                stored is not None
+                and _disagree(spec, stored, _stored_version(stored), row.values, row.version)
+            ):
+                stale.append(
+                    {
+                        "object_type": spec.object_type,
+                        "object_id": key,
+                        "reason": SAME_SECOND,
+                        "stripe_event_id": row.events[-1].stripe_event_id,
+                    }
+                )
+            version = row.version or (None, None, None)
             rows.append(
                 {
                     **row.values,
                     spec.key: key,
-                    "last_event_created": row.version[0],
-                    "last_event_rank": row.version[1],
-                    "last_event_id": row.version[2],
+                    **dict(zip(GUARD_COLUMNS, version, strict=True)),
                 }
             )
         after = upsert_rows(conn, spec, rows)
@@ -274,9 +367,10 @@ def _write(conn: Connection, parsed: Sequence[_Parsed], actor_prefix: str) -> _W
                 )
             )
     _record_audit(conn, audit)
+    _queue_stale(conn, stale)
     for hook in post_apply_hooks():
         hook(conn, changes)
-    return _Written(rows_written, changed_events)
+    return _Written(rows_written, changed_events, len(stale))
 
 
 _AUDIT_COLUMNS = tuple(f.name for f in fields(AuditEntry))
@@ -303,6 +397,7 @@ def _record_audit(conn: Connection, entries: list[AuditEntry]) -> None:
 
 
 def _record(result: ApplyResult, parsed: Sequence[_Parsed], written: _Written) -> None:
+    result.stale_objects += written.stale
     for table, count in written.rows_written.items():
         result.rows_written[table] = result.rows_written.get(table, 0) + count
     for item in parsed:

@@ -16,6 +16,11 @@ independent of delivery order (Stripe delivers at least once, in no order):
   fingerprint belongs to its latest charge): taken from any event, old or new, that
   names the merged value of that column; cleared when that column moves on.
 
+An unversioned write (a source that does not own the row, such as a charge event
+about a PaymentIntent's payment) has no version: it is never newer, so it only fills
+``NULL``s of ``NEWEST_KNOWN`` columns and adds monotone facts; on INSERT its values
+stand until the owning source's first event.
+
 The same merge runs in Python (:func:`merge_row`) to fold several events about one
 object within a batch into one row before the statement: PostgreSQL refuses to
 update a row twice in one ``ON CONFLICT`` statement.
@@ -23,9 +28,7 @@ update a row twice in one ``ON CONFLICT`` statement.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import cache
 from typing import Any
@@ -50,53 +53,31 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.sql.elements import ColumnElement
 
+from stripe_pipeline.catalog.model import Policy, Resource
 from stripe_pipeline.db.lists import chunked, in_list
 
-Version = tuple[int, int, str]  # (created, lifecycle rank, event id)
+# (created, lifecycle rank, event id); None for an unversioned write (see RowWrite)
+Version = tuple[int, int, str]
 GUARD_COLUMNS = ("last_event_created", "last_event_rank", "last_event_id")
 
 
-class Policy(enum.Enum):
-    NEWEST = "newest"
-    NEWEST_KNOWN = "newest_known"
-    GREATEST = "greatest"
-    LEAST = "least"
-    # set by whichever event names the same value of another column (``TableSpec.follows``)
-    FOLLOWS = "follows"
+def write_columns(resource: Resource) -> tuple[str, ...]:
+    """Every column an upsert of the resource writes: its key, declared columns, guard."""
+    return (resource.key, *resource.policies, *GUARD_COLUMNS)
 
 
-@dataclass(frozen=True, eq=False)  # hashed by identity: compiled statements are cached
-class TableSpec:
-    """How events write one domain table: its key, each column's merge policy, audit fields."""
-
-    table: Table
-    key: str
-    policies: Mapping[str, Policy]
-    object_type: str
-    audit_fields: tuple[str, ...]
-    # values used on INSERT when an event does not know a NOT NULL column
-    insert_defaults: Mapping[str, Any] = field(default_factory=dict)
-    # a column whose first non-NULL value means "deleted" (audit action "delete")
-    deleted_marker: str | None = None
-    # FOLLOWS column -> the column whose merged value it belongs to
-    follows: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def name(self) -> str:
-        return self.table.name
-
-    @property
-    def columns(self) -> tuple[str, ...]:
-        return (self.key, *self.policies, *GUARD_COLUMNS)
+def is_newer(incoming: Version | None, stored: Version | None) -> bool:
+    """An unversioned write is never newer; anything versioned beats an unversioned row."""
+    return incoming is not None and (stored is None or incoming > stored)
 
 
 def merge_row(
-    spec: TableSpec,
+    spec: Resource,
     stored: dict[str, Any],
-    stored_version: Version,
+    stored_version: Version | None,
     incoming: dict[str, Any],
-    incoming_version: Version,
-) -> tuple[dict[str, Any], Version]:
+    incoming_version: Version | None,
+) -> tuple[dict[str, Any], Version | None]:
     """Python twin of the SQL merge, used to fold one batch's events per object."""
     newer = _wins(spec, stored, stored_version, incoming, incoming_version)
     merged: dict[str, Any] = {}
@@ -124,11 +105,11 @@ def merge_row(
 
 
 def _wins(
-    spec: TableSpec,
+    spec: Resource,
     stored: Mapping[str, Any],
-    stored_version: Version,
+    stored_version: Version | None,
     incoming: Mapping[str, Any],
-    incoming_version: Version,
+    incoming_version: Version | None,
 ) -> bool:
     """Does the incoming event's state replace the stored one?
 
@@ -137,12 +118,12 @@ def _wins(
     the event id tie-break is arbitrary). Otherwise the newest event wins.
     """
     marker = spec.deleted_marker
-    if marker is not None:
+    if marker is not None and incoming_version is not None:
         stored_deleted = stored.get(marker) is not None
         incoming_deleted = incoming.get(marker) is not None
         if stored_deleted != incoming_deleted:
             return incoming_deleted
-    return incoming_version > stored_version
+    return is_newer(incoming_version, stored_version)
 
 
 def _json_default(value: Any) -> Any:
@@ -184,12 +165,13 @@ def recordset_param(rows: Sequence[dict[str, Any]]) -> dict[str, str]:
 
 
 @cache
-def _upsert_statement(spec: TableSpec, dialect_name: str):
+def _upsert_statement(spec: Resource, dialect_name: str):
     """``INSERT ... ON CONFLICT (key) DO UPDATE SET <merge> WHERE <something changes>``."""
     table = spec.table
     stmt = _insert_for(dialect_name)(table)
+    columns = write_columns(spec)
     if dialect_name == "postgresql":
-        stmt = stmt.from_select(list(spec.columns), recordset(table, spec.columns))
+        stmt = stmt.from_select(list(columns), recordset(table, columns))
     ex, cur = stmt.excluded, table.c
     new_id: ColumnElement = ex.last_event_id
     cur_id: ColumnElement = func.coalesce(cur.last_event_id, "")
@@ -211,7 +193,7 @@ def _upsert_statement(spec: TableSpec, dialect_name: str):
     if spec.deleted_marker is not None:  # SQL twin of _wins: a deletion is terminal
         cur_marker, new_marker = cur[spec.deleted_marker], ex[spec.deleted_marker]
         newer = or_(
-            and_(new_marker.is_not(None), cur_marker.is_(None)),
+            and_(new_marker.is_not(None), cur_marker.is_(None), ex.last_event_created.is_not(None)),
             and_(new_marker.is_not(None), cur_marker.is_not(None), newer),
             and_(new_marker.is_(None), cur_marker.is_(None), newer),
         )
@@ -246,17 +228,24 @@ def _upsert_statement(spec: TableSpec, dialect_name: str):
     ).returning(*returning)
 
 
+def stored_columns(spec: Resource) -> tuple[str, ...]:
+    """What :func:`select_current` reads: audit fields, NEWEST columns and the version."""
+    newest = [c for c, p in spec.policies.items() if p is Policy.NEWEST]
+    return tuple(dict.fromkeys([*spec.audit_fields, *newest, *GUARD_COLUMNS]))
+
+
 def select_current(
-    conn: Connection, spec: TableSpec, keys: Sequence[str]
+    conn: Connection, spec: Resource, keys: Sequence[str]
 ) -> dict[str, dict[str, Any]]:
-    """Stored audit fields of the given keys (the "before" of the audit log)."""
+    """Stored state of the given keys: the audit log's "before", and what an incoming
+    event of the same second is compared with (``stored_columns``)."""
     table = spec.table
-    columns = [table.c[spec.key], *(table.c[c] for c in spec.audit_fields)]
+    fields = stored_columns(spec)
+    columns = [table.c[spec.key], *(table.c[c] for c in fields)]
     found: dict[str, dict[str, Any]] = {}
     key_column = table.c[spec.key]
     parts = [keys] if conn.dialect.name == "postgresql" else chunked(keys)
     chunks = [select(*columns).where(in_list(conn, key_column, part)) for part in parts]
-    fields = spec.audit_fields
     for query in chunks:
         for row in conn.execute(query):
             found[row[0]] = dict(zip(fields, row[1:], strict=True))
@@ -264,17 +253,18 @@ def select_current(
 
 
 def upsert_rows(
-    conn: Connection, spec: TableSpec, rows: Sequence[dict[str, Any]]
+    conn: Connection, spec: Resource, rows: Sequence[dict[str, Any]]
 ) -> dict[str, dict[str, Any]]:
     """Merge rows into the table in one statement; returns key -> audit fields of rows changed.
 
-    Rows must have unique keys and every column of ``spec.columns``. Unchanged rows
-    (older or repeated events) are not returned.
+    Rows must have unique keys and every column of ``write_columns``; an unversioned
+    row has ``None`` guard columns. Unchanged rows (older or repeated events) are not
+    returned.
     """
     if not rows:
         return {}
     stmt = _upsert_statement(spec, conn.dialect.name)
-    columns, defaults = spec.columns, spec.insert_defaults.items()
+    columns, defaults = write_columns(spec), spec.insert_defaults.items()
     params = []
     for row in rows:
         values = row if len(row) == len(columns) else {c: row.get(c) for c in columns}

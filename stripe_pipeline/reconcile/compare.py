@@ -1,9 +1,13 @@
 """Object-level reconciliation: API listings against the local tables, with pandas.
 
-Memory stays bounded for any N: API pages are streamed into chunks (10,000 objects
-by default); each chunk is compared with the local rows of those ids only, and its
-ids are staged in a temporary table. Local rows the API never listed are found
-afterwards by an anti-join against that table over the window, read in chunks too.
+What is compared comes from the catalog: every reconciled column of the resource that
+the listed object states (``parse.stated``). Memory stays bounded for any N: API
+pages are streamed into chunks (10,000 objects by default); each chunk is compared
+with the local rows of those ids only, and its ids are staged in a temporary table.
+Local rows the API never listed are found afterwards by an anti-join against that
+table over the window, read in chunks too, and each is fetched by id before anything
+is reported: a listing hides some objects (a detached card, a deleted customer), and
+only a 404 says an object is gone.
 
 A local row changed by an event newer than the chunk's observation time is skipped:
 the API answer is older than what we already know, so it is not a discrepancy.
@@ -14,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import islice
@@ -23,6 +27,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import (
     Connection,
+    DateTime,
     and_,
     column,
     exists,
@@ -33,14 +38,14 @@ from sqlalchemy import (
 )
 from sqlalchemy import table as sql_table
 
+from stripe_pipeline.catalog.model import Catalog, Listing, Resource, same_value
 from stripe_pipeline.db.lists import IN_CHUNK, chunked, in_list
-from stripe_pipeline.reconcile.api import ListingApi, list_window
-from stripe_pipeline.reconcile.specs import (
-    DATETIME_FIELDS,
-    NOT_STALENESS,
-    Listing,
-    ObjectSpec,
+from stripe_pipeline.reconcile.api import ListingApi, NotFound, list_window
+from stripe_pipeline.reconcile.parse import (
     Projection,
+    project,
+    refined_by,
+    row_from_api_object,
 )
 from stripe_pipeline.reconcile.spool import Finding, Repair, Spool
 from stripe_pipeline.reconcile.window import Window, to_unix
@@ -49,14 +54,21 @@ log = logging.getLogger(__name__)
 
 CHUNK = 10_000
 SEEN = "reconciliation_seen"
+# objects fetched one by one per resource and run (those no listing returned); past
+# it, the rest are reported as missing without the fetch
+MAX_FETCHES = 2_000
+# Fields whose difference is not staleness: Stripe never changes an object's currency,
+# so a mismatch means a corrupted row or a parser bug, which a person must look at.
+NOT_STALENESS = frozenset({"currency"})
 
 
 @dataclass(slots=True)
 class CompareStats:
-    listed: Counter = field(default_factory=Counter)  # resource -> objects listed
+    listed: Counter = field(default_factory=Counter)  # listing -> objects listed
     compared: Counter = field(default_factory=Counter)  # object type -> objects compared
+    fetched: Counter = field(default_factory=Counter)  # object type -> fetched by id
     skipped_newer_locally: int = 0
-    unparseable: Counter = field(default_factory=Counter)  # resource -> objects
+    unparseable: Counter = field(default_factory=Counter)  # listing -> objects
     found: Counter = field(default_factory=Counter)  # kind -> findings
     repairable_objects: int = 0
 
@@ -64,6 +76,7 @@ class CompareStats:
         return {
             "listed": dict(self.listed),
             "compared": dict(self.compared),
+            "fetched": dict(self.fetched),
             "skipped_newer_locally": self.skipped_newer_locally,
             "unparseable": dict(self.unparseable),
             "found": dict(self.found),
@@ -111,9 +124,13 @@ def analyze_seen(conn: Connection) -> None:
         conn.execute(text(f"ANALYZE {SEEN}"))
 
 
+def _seen_table():
+    return sql_table(SEEN, column("object_type"), column("object_id"))
+
+
 def seen_ids(conn: Connection, object_type: str, ids: list[str]) -> set[str]:
     """Which of these ids the API listed in this run (for resolving old discrepancies)."""
-    seen = sql_table(SEEN, column("object_type"), column("object_id"))
+    seen = _seen_table()
     found: set[str] = set()
     for part in chunked(ids):
         stmt = select(seen.c.object_id).where(
@@ -123,58 +140,68 @@ def seen_ids(conn: Connection, object_type: str, ids: list[str]) -> set[str]:
     return found
 
 
-def _normalize_local(column: str, value: Any) -> Any:
+def local_value(resource: Resource, name: str, value: Any) -> Any:
+    """A stored value as the API side is projected: instants as Unix seconds."""
     if value is None:
         return None
-    if column in DATETIME_FIELDS and isinstance(value, datetime):
+    if isinstance(resource.table.c[name].type, DateTime) and isinstance(value, datetime):
         return to_unix(value)
-    if column == "currency" and isinstance(value, str):
-        return value.lower()
     return value
 
 
-def _local_rows(conn: Connection, spec: ObjectSpec, keys: list[str]) -> pd.DataFrame:
-    table = spec.table
-    columns = [table.c[spec.key], *(table.c[f] for f in spec.fields), table.c.last_event_created]
+def _local_rows(conn: Connection, resource: Resource, keys: list[str]) -> pd.DataFrame:
+    table = resource.table
+    fields = resource.reconciled
+    columns = [table.c[resource.key], *(table.c[f] for f in fields), table.c.last_event_created]
     records: list[dict[str, Any]] = []
     for part in chunked(keys, 10_000 if conn.dialect.name == "postgresql" else IN_CHUNK):
-        for row in conn.execute(select(*columns).where(in_list(conn, table.c[spec.key], part))):
+        stmt = select(*columns).where(in_list(conn, table.c[resource.key], part))
+        for row in conn.execute(stmt):
             m = row._mapping
-            rec = {f: _normalize_local(f, m[f]) for f in spec.fields}
-            rec["_key"] = m[spec.key]
+            rec = {f: local_value(resource, f, m[f]) for f in fields}
+            rec["_key"] = m[resource.key]
             rec["_version"] = m["last_event_created"]
             records.append(rec)
-    frame = pd.DataFrame.from_records(records, columns=["_key", "_version", *spec.fields]).astype(
-        object
-    )
-    return frame.set_index("_key")
+    frame = pd.DataFrame.from_records(records, columns=["_key", "_version", *fields])
+    return frame.astype(object).set_index("_key")
 
 
-def _chunks(iterable: Iterator[dict[str, Any]], size: int) -> Iterator[tuple[int, list[dict]]]:
+def _chunks(iterable: Iterable[dict[str, Any]], size: int) -> Iterator[tuple[int, list[dict]]]:
     """Chunks of API objects, each with the time its first page was requested."""
+    iterator = iter(iterable)
     while True:
         observed_at = int(time.time())
-        chunk = list(islice(iterable, size))
+        chunk = list(islice(iterator, size))
         if not chunk:
             return
         yield observed_at, chunk
 
 
-def _remote_frame(spec: ObjectSpec, projections: list[Projection]) -> pd.DataFrame:
+def _remote_frame(resource: Resource, projections: list[Projection]) -> pd.DataFrame:
     """Remote values (object dtype keeps None and ints as they are) and, per field,
-    whether the API object carried it at all."""
+    whether the API object stated it at all."""
     data: dict[str, list[Any]] = {"_key": [p.key for p in projections]}
-    for f in spec.fields:
+    for f in resource.reconciled:
         data[f] = [p.values.get(f) for p in projections]
         data[f"_has_{f}"] = [f in p.values for p in projections]
     data["_owns"] = [p.owns_object for p in projections]
     return pd.DataFrame(data).astype(object).set_index("_key")
 
 
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where a chunk of objects came from: a listing, or fetches by id (no listing)."""
+
+    name: str  # listing name, or "fetch"
+    read_as: str
+    listing: Listing | None = None
+
+
 def compare_chunk(
     conn: Connection,
-    spec: ObjectSpec,
-    listing: Listing,
+    catalog: Catalog,
+    resource: Resource,
+    source: Source,
     objects: list[dict[str, Any]],
     observed_at: int,
     spool: Spool,
@@ -184,60 +211,70 @@ def compare_chunk(
     projected: dict[str, tuple[Projection, dict[str, Any]]] = {}
     for obj in objects:
         try:
-            p = listing.project(obj)
+            write = row_from_api_object(
+                catalog, resource, source.read_as, obj, observed_at=observed_at
+            )
         except (LookupError, TypeError, ValueError) as exc:
             # processing would dead-letter the same payload; a ticket there says why
-            stats.unparseable[listing.resource] += 1
-            log.warning("%s %s not comparable: %s", listing.resource, obj.get("id"), exc)
+            stats.unparseable[source.name] += 1
+            log.warning("%s %s not comparable: %s", source.name, obj.get("id"), exc)
             continue
-        if p is not None and p.key not in projected:  # newest first: keep the first
+        p = project(resource, write, refines=refined_by(source.listing, obj))
+        if p.key not in projected:  # newest first: keep the first
             projected[p.key] = (p, obj)
     if not projected:
         return
     keys = list(projected)
-    _stage_seen(conn, spec.object_type, keys)
-    stats.compared[spec.object_type] += len(keys)
+    _stage_seen(conn, resource.object_type, keys)
+    stats.compared[resource.object_type] += len(keys)
 
-    remote = _remote_frame(spec, [p for p, _ in projected.values()])
-    local = _local_rows(conn, spec, keys)
+    remote = _remote_frame(resource, [p for p, _ in projected.values()])
+    local = _local_rows(conn, resource, keys)
     merged = pd.merge(
         remote, local, how="left", left_index=True, right_index=True, suffixes=("", "_local")
     )
     in_local = merged.index.isin(local.index)
 
+    def repair_of(key: str) -> Repair:
+        return Repair(
+            resource.object_type, key, source.read_as, observed_at, projected[key][1], source.name
+        )
+
     findings: dict[str, list[Finding]] = {}
     owns = merged["_owns"].astype(bool).to_numpy()
     for key in merged.index[~in_local & owns]:
         findings.setdefault(key, []).append(
-            Finding(spec.object_type, key, "missing_locally", "", None, projected[key][0].values)
+            Finding(
+                resource.object_type, key, "missing_locally", "", None, projected[key][0].values
+            )
         )
     for key in merged.index[~in_local & ~owns]:
         # the owner's listing (earlier in the run) reported the object missing; this
         # listing's facts (a charge's refunds) complete the repaired row after it
-        spool.add(
-            [], Repair(spec.object_type, key, listing.resource, observed_at, projected[key][1])
-        )
+        spool.add([], repair_of(key))
 
     version = pd.to_numeric(merged["_version"], errors="coerce")
     newer_locally = in_local & (version > observed_at).to_numpy()
     stats.skipped_newer_locally += int(newer_locally.sum())
     comparable = in_local & ~newer_locally
-    for f in spec.fields:
+    for f in resource.reconciled:
         r, loc = merged[f], merged[f"{f}_local"]
-        equal = (r == loc).fillna(False).astype(bool) | (r.isna() & loc.isna())
-        differs = comparable & merged[f"_has_{f}"].astype(bool).to_numpy() & ~equal.to_numpy()
+        equal = [same_value(_plain(a), _plain(b)) for a, b in zip(r, loc, strict=True)]
+        has = merged[f"_has_{f}"].astype(bool).to_numpy()
+        differs = comparable & has & ~pd.array(equal, dtype=bool).to_numpy()
         for key, lv, rv in zip(merged.index[differs], loc[differs], r[differs], strict=True):
             findings.setdefault(key, []).append(
-                Finding(spec.object_type, key, "field_mismatch", f, _plain(lv), _plain(rv))
+                Finding(resource.object_type, key, "field_mismatch", f, _plain(lv), _plain(rv))
             )
 
     for key, items in findings.items():
         for item in items:
             stats.found[item.kind] += 1
         repair = None
-        if all(i.field not in NOT_STALENESS for i in items):
+        # a currency that was unknown locally is staleness; one that differs is not
+        if all(i.field not in NOT_STALENESS or i.local_value is None for i in items):
             stats.repairable_objects += 1
-            repair = Repair(spec.object_type, key, listing.resource, observed_at, projected[key][1])
+            repair = repair_of(key)
         spool.add(items, repair)
 
 
@@ -255,71 +292,252 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def find_missing_in_stripe(
+def unseen_local_rows(
     conn: Connection,
-    spec: ObjectSpec,
+    resource: Resource,
     window: Window,
-    spool: Spool,
-    stats: CompareStats,
     *,
     chunk_size: int = CHUNK,
-) -> None:
-    """Local rows created in the window that no listing returned (anti-join, chunked)."""
-    table = spec.table
-    if window.start is None:  # full run: every row, also those without a created time
-        in_window = or_(table.c.stripe_created <= window.end, table.c.stripe_created.is_(None))
+    customers: list[str] | None = None,
+) -> Iterator[list[dict[str, Any]]]:
+    """Local rows no listing returned: created in the window (or, for a per-customer
+    listing, attached to a listed customer), deleted rows excepted.
+
+    Read by key in pages, each its own short query: the caller fetches objects and
+    commits between pages, which an open cursor would not survive.
+    """
+    table = resource.table
+    key_column = table.c[resource.key]
+    conditions = []
+    if customers is not None:
+        if not customers:
+            return
+        conditions.append(table.c.attached.is_(True))
+    elif window.start is None:  # full run: every row, also those without a created time
+        conditions.append(
+            or_(table.c.stripe_created <= window.end, table.c.stripe_created.is_(None))
+        )
     else:
-        in_window = table.c.stripe_created.between(window.start, window.end)
-    seen_table = sql_table(SEEN, column("object_type"), column("object_id"))
+        conditions.append(table.c.stripe_created.between(window.start, window.end))
+    if resource.deleted_marker is not None:
+        conditions.append(table.c[resource.deleted_marker].is_(None))
+    seen_table = _seen_table()
     analyze_seen(conn)
-    not_seen = ~exists(
-        select(literal_column("1"))
-        .select_from(seen_table)
-        .where(
-            and_(
-                seen_table.c.object_type == spec.object_type,
-                seen_table.c.object_id == table.c[spec.key],
+    conditions.append(
+        ~exists(
+            select(literal_column("1"))
+            .select_from(seen_table)
+            .where(
+                and_(
+                    seen_table.c.object_type == resource.object_type,
+                    seen_table.c.object_id == key_column,
+                )
             )
         )
     )
-    stmt = select(table.c[spec.key], *(table.c[f] for f in spec.fields)).where(in_window, not_seen)
-    # on the statement, not the connection: Connection.execution_options sticks
-    result = conn.execute(stmt.execution_options(yield_per=chunk_size))
-    for part in result.partitions():
-        frame = pd.DataFrame(part, columns=[spec.key, *spec.fields])
-        for rec in frame.astype(object).to_dict("records"):
-            local = {f: _plain(_normalize_local(f, rec[f])) for f in spec.fields}
-            spool.add(
-                [Finding(spec.object_type, rec[spec.key], "missing_in_stripe", "", local, None)]
-            )
-            stats.found["missing_in_stripe"] += 1
+    columns = [key_column, *(table.c[f] for f in resource.reconciled)]
+    if "status" in table.c and "status" not in resource.reconciled:
+        columns.append(table.c.status)
+    parts = chunked(customers) if customers is not None else [None]
+    for part in parts:
+        where = list(conditions)
+        if part is not None:
+            where.append(in_list(conn, table.c.customer_id, part))
+        after: str | None = None
+        while True:
+            page_where = [*where, key_column > after] if after is not None else where
+            stmt = select(*columns).where(*page_where).order_by(key_column).limit(chunk_size)
+            rows = [dict(row._mapping) for row in conn.execute(stmt)]
+            if not rows:
+                break
+            yield rows
+            after = rows[-1][resource.key]
 
 
-def compare_objects(
+def confirm_unseen(
     conn: Connection,
     api: ListingApi,
-    spec: ObjectSpec,
+    catalog: Catalog,
+    resource: Resource,
+    rows: list[dict[str, Any]],
+    spool: Spool,
+    stats: CompareStats,
+    budget: list[int],
+) -> None:
+    """Fetch each unseen local object by id: compare what Stripe says, or report it
+    missing when Stripe answers 404 (a 404 of a deletable row repairs it as deleted)."""
+    fetched: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        key = row[resource.key]
+        fetch = resource.fetch_for(key)
+        local = {f: _plain(local_value(resource, f, row[f])) for f in resource.reconciled}
+        if fetch is None or budget[0] <= 0:
+            _missing(resource, key, local, spool, stats)
+            continue
+        budget[0] -= 1
+        stats.fetched[resource.object_type] += 1
+        try:
+            obj = api.get(fetch.path.replace("{id}", key))
+        except NotFound:
+            if resource.gone_means_deleted is not None and resource.gone_means_deleted(row):
+                spool.add(
+                    [Finding(resource.object_type, key, "deleted_in_stripe", "", local, None)],
+                    Repair(resource.object_type, key, "", int(time.time()), {}, "deleted"),
+                )
+                stats.found["deleted_in_stripe"] += 1
+                stats.repairable_objects += 1
+            else:
+                _missing(resource, key, local, spool, stats)
+            continue
+        fetched.setdefault(fetch.read_as, []).append(obj)
+    observed_at = int(time.time())
+    for read_as, objects in fetched.items():
+        compare_chunk(
+            conn, catalog, resource, Source("fetch", read_as), objects, observed_at, spool, stats
+        )
+
+
+def _missing(
+    resource: Resource, key: str, local: dict[str, Any], spool: Spool, stats: CompareStats
+) -> None:
+    spool.add([Finding(resource.object_type, key, "missing_in_stripe", "", local, None)])
+    stats.found["missing_in_stripe"] += 1
+
+
+def listed_customers(conn: Connection, window: Window) -> list[str]:
+    """Customers whose payment methods a run lists: those listed or fetched this run,
+    and those with a local, attached payment method created in the window."""
+    from stripe_pipeline.db.models import StripePaymentMethod
+
+    seen = _seen_table()
+    ids = set(
+        conn.execute(select(seen.c.object_id).where(seen.c.object_type == "customer")).scalars()
+    )
+    methods = StripePaymentMethod.__table__.c
+    query = select(methods.customer_id).where(
+        methods.customer_id.is_not(None), methods.attached.is_(True)
+    )
+    if window.start is not None:
+        query = query.where(
+            or_(
+                methods.stripe_created.between(window.start, window.end),
+                methods.stripe_created.is_(None),
+            )
+        )
+    ids.update(conn.execute(query.distinct()).scalars())
+    return sorted(ids)
+
+
+def compare_resource(
+    conn: Connection,
+    api: ListingApi,
+    catalog: Catalog,
+    resource: Resource,
     window: Window,
     spool: Spool,
     stats: CompareStats,
     *,
     server_filter: bool = True,
     chunk_size: int = CHUNK,
+    max_fetches: int = MAX_FETCHES,
 ) -> None:
-    """Every listing of one object type, then the local rows no listing returned."""
-    for listing in spec.listings:
-        objects = list_window(
-            api, listing.resource, window.start, window.end, server_filter=server_filter
-        )
-        counted = _counting(objects, stats, listing.resource)
-        for observed_at, chunk in _chunks(counted, chunk_size):
-            compare_chunk(conn, spec, listing, chunk, observed_at, spool, stats)
+    """Every listing of one resource, then the local rows no listing returned."""
+    customers: list[str] | None = None
+    for listing in resource.listings:
+        source = Source(listing.name, listing.read_as, listing)
+        if listing.per_customer:
+            customers = listed_customers(conn, window)
+            objects: Iterable[dict[str, Any]] = _per_customer(api, listing, customers)
+        else:
+            objects = list_window(
+                api,
+                listing.path,
+                window.start,
+                window.end,
+                server_filter=server_filter and listing.created_filter,
+                params=dict(listing.params),
+            )
+        if listing.states is not None:
+            objects = (o for o in _counting(objects, stats, listing.name) if listing.states(o))
+        else:
+            objects = _counting(objects, stats, listing.name)
+        for observed_at, chunk in _chunks(objects, chunk_size):
+            compare_chunk(conn, catalog, resource, source, chunk, observed_at, spool, stats)
             conn.commit()  # release read snapshots; the temp table survives commits
-    find_missing_in_stripe(conn, spec, window, spool, stats, chunk_size=chunk_size)
-    conn.commit()
+    budget = [max_fetches]
+    for rows in unseen_local_rows(
+        conn, resource, window, chunk_size=chunk_size, customers=customers
+    ):
+        confirm_unseen(conn, api, catalog, resource, rows, spool, stats, budget)
+        conn.commit()
 
 
-def _counting(items: Iterator[dict[str, Any]], stats: CompareStats, resource: str):
+def _per_customer(
+    api: ListingApi, listing: Listing, customers: list[str]
+) -> Iterator[dict[str, Any]]:
+    for customer in customers:
+        yield from api.list_all(listing.path, params={**listing.params, "customer": customer})
+
+
+def _counting(items: Iterable[dict[str, Any]], stats: CompareStats, name: str):
     for item in items:
-        stats.listed[resource] += 1
+        stats.listed[name] += 1
         yield item
+
+
+def refresh_stale(
+    conn: Connection,
+    api: ListingApi,
+    catalog: Catalog,
+    object_types: Iterable[str],
+    spool: Spool,
+    stats: CompareStats,
+    *,
+    limit: int = MAX_FETCHES,
+) -> list[tuple[str, str]]:
+    """Fetch the objects processing left as a guess (``stale_objects``) and compare them.
+
+    Returns the (object type, id) entries handled, to forget when the run commits.
+    """
+    from stripe_pipeline.db.models import StaleObject
+
+    s = StaleObject.__table__.c
+    rows = conn.execute(
+        select(s.object_type, s.object_id)
+        .where(s.object_type.in_(list(object_types)))
+        .order_by(s.queued_at, s.id)
+        .limit(limit)
+    ).all()
+    conn.commit()
+    handled: list[tuple[str, str]] = []
+    by_type: dict[str, list[str]] = {}
+    for object_type, object_id in rows:
+        by_type.setdefault(object_type, []).append(object_id)
+    for object_type, ids in by_type.items():
+        resource = catalog.by_type[object_type]
+        fetched: dict[str, list[dict[str, Any]]] = {}
+        for object_id in ids:
+            fetch = resource.fetch_for(object_id)
+            handled.append((object_type, object_id))
+            if fetch is None:
+                continue
+            stats.fetched[object_type] += 1
+            try:
+                obj = api.get(fetch.path.replace("{id}", object_id))
+            except NotFound:
+                continue  # the run's own comparison reports a vanished object
+            fetched.setdefault(fetch.read_as, []).append(obj)
+        observed_at = int(time.time())
+        for read_as, objects in fetched.items():
+            compare_chunk(
+                conn,
+                catalog,
+                resource,
+                Source("fetch", read_as),
+                objects,
+                observed_at,
+                spool,
+                stats,
+            )
+        conn.commit()
+    return handled

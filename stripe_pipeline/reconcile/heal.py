@@ -23,21 +23,25 @@ from sqlalchemy import Connection, and_, bindparam, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from stripe_pipeline.audit import AuditEntry, record
+from stripe_pipeline.catalog.model import Catalog, Policy, Resource, RowWrite
 from stripe_pipeline.db.lists import chunked, in_list
-from stripe_pipeline.db.models import PaymentSupportTicket, ReconciliationDiscrepancy
+from stripe_pipeline.db.models import (
+    PaymentSupportTicket,
+    ReconciliationDiscrepancy,
+    StaleObject,
+)
 from stripe_pipeline.process.ordering import ORDINARY
-from stripe_pipeline.process.registry import RowWrite
-from stripe_pipeline.process.upsert import Policy, TableSpec
 from stripe_pipeline.reconcile.compare import seen_ids
-from stripe_pipeline.reconcile.parse import row_from_api_object
-from stripe_pipeline.reconcile.specs import SPECS
+from stripe_pipeline.reconcile.parse import refined_by, row_from_api_object, stated
 from stripe_pipeline.reconcile.spool import Finding, Repair, Spool
+from stripe_pipeline.reconcile.window import from_unix
 from stripe_pipeline.support.tickets import TicketRequest, open_ticket, resolve_ticket
 
 log = logging.getLogger(__name__)
 
 DISCREPANCIES = ReconciliationDiscrepancy.__table__
 TICKETS = PaymentSupportTicket.__table__
+STALE = StaleObject.__table__
 UNRESOLVED = ("open", "ticketed")
 REPAIR_ACTION = "reconciliation_repair"
 ISSUE_TYPE = "reconciliation_discrepancy"
@@ -61,12 +65,6 @@ class HealResult:
         }
 
 
-def _table_specs() -> dict[str, TableSpec]:
-    from stripe_pipeline.process.resources import TABLE_SPECS
-
-    return TABLE_SPECS
-
-
 def repair_event_id(run_id: int) -> str:
     """The ``last_event_id`` of a repaired row: says where its state came from."""
     return f"reconciliation:{run_id}"
@@ -78,15 +76,29 @@ def _insert(conn: Connection):
 
 @dataclass(slots=True)
 class _Parsed:
+    resource: Resource
     repair: Repair
     write: RowWrite
     fields: list[str]
+    refines: frozenset[str] | None = None  # None: the object owns its row (``parse``)
 
 
-def _parse_repair(run_id: int, repair: Repair, fields: list[str]) -> _Parsed | None:
+def _parse_repair(
+    catalog: Catalog, run_id: int, repair: Repair, fields: list[str]
+) -> _Parsed | None:
+    resource = catalog.by_type[repair.object_type]
+    if repair.source == "deleted":
+        marker = resource.deleted_marker
+        if marker is None:
+            return None
+        deleted = {marker: from_unix(repair.observed_at)}
+        write = RowWrite(resource.table_name, repair.object_id, deleted)
+        return _Parsed(resource, repair, write, fields, refines=frozenset(deleted))
     try:
         write = row_from_api_object(
-            repair.resource,
+            catalog,
+            resource,
+            repair.read_as,
             repair.obj,
             observed_at=repair.observed_at,
             event_id=repair_event_id(run_id),
@@ -94,48 +106,79 @@ def _parse_repair(run_id: int, repair: Repair, fields: list[str]) -> _Parsed | N
     except (LookupError, TypeError, ValueError) as exc:
         log.warning("cannot repair %s %s: %s", repair.object_type, repair.object_id, exc)
         return None
-    return _Parsed(repair, write, fields)
+    listing = catalog.listings.get(repair.source, (None, None))[1]
+    refines = refined_by(listing, repair.obj)
+    if refines is None and not write.versioned:
+        refines = frozenset(c for c, p in resource.policies.items() if p is not Policy.NEWEST)
+    return _Parsed(resource, repair, write, fields, refines)
 
 
 def _current_rows(conn: Connection, parsed: list[_Parsed]) -> dict[tuple[str, str], dict]:
     """Stored rows of every object a chunk repairs: one query per table, not per row."""
-    by_table: dict[str, set[str]] = {}
+    by_resource: dict[Resource, set[str]] = {}
     for p in parsed:
-        by_table.setdefault(p.write.table, set()).add(p.write.key)
+        by_resource.setdefault(p.resource, set()).add(p.write.key)
     found: dict[tuple[str, str], dict] = {}
-    for table_name, keys in by_table.items():
-        spec = _table_specs()[table_name]
-        column = spec.table.c[spec.key]
+    for resource, keys in by_resource.items():
+        column = resource.table.c[resource.key]
         for part in chunked(sorted(keys)):
-            rows = conn.execute(select(spec.table).where(in_list(conn, column, part)))
+            rows = conn.execute(select(resource.table).where(in_list(conn, column, part)))
             for row in rows.mappings():
-                found[(table_name, row[spec.key])] = dict(row)
+                found[(resource.table_name, row[resource.key])] = dict(row)
     return found
+
+
+def _repair_values(p: _Parsed, current: dict | None) -> dict[str, Any]:
+    """What a repair writes: the columns the object states (``parse.stated``), as the
+    API says them. The API state is the whole truth at the observation time, so it may
+    also lower a "growing" value that a corrupted row got wrong; columns the object does
+    not state (event facts, what another source owns) keep what the row has."""
+    resource, write = p.resource, p.write
+    if p.repair.source == "deleted":
+        return dict(write.values)
+    if current is None:  # a new row: everything the parser read, as processing would
+        values = {c: write.values.get(c) for c in resource.policies}
+        for column, default in resource.insert_defaults.items():
+            if values.get(column) is None:
+                values[column] = default
+        return values
+    values = {}
+    for name in stated(resource, write, refines=p.refines):
+        values[name] = write.values[name]
+    for column, anchor in resource.follows.items():
+        # a fact about another column's value: only with that value
+        anchor_value = values.get(anchor, current.get(anchor))
+        if column in values and anchor_value != write.values.get(anchor):
+            del values[column]
+    return values
 
 
 def _repair_one(
     conn: Connection, run_id: int, p: _Parsed, current: dict | None, actor: str
 ) -> tuple[str, dict | None, AuditEntry | None]:
     """Rebuild one row from its API object: (outcome, row as now stored, audit entry)."""
-    repair, write = p.repair, p.write
-    spec = _table_specs()[write.table]
-    table = spec.table
-    key_col = table.c[spec.key]
-    version = {
-        "last_event_created": repair.observed_at,
-        "last_event_rank": ORDINARY,
-        "last_event_id": repair_event_id(run_id),
-    }
+    repair, write, resource = p.repair, p.write, p.resource
+    table = resource.table
+    key_col = table.c[resource.key]
+    versioned = p.refines is None
+    version = (
+        {
+            "last_event_created": repair.observed_at,
+            "last_event_rank": ORDINARY,
+            "last_event_id": repair_event_id(run_id),
+        }
+        if versioned
+        else {}
+    )
     now = datetime.now(UTC)
+    values = _repair_values(p, current)
     if current is None:
-        values = {c: write.values.get(c) for c in spec.policies}
-        for column, default in spec.insert_defaults.items():
-            if values.get(column) is None:
-                values[column] = default
+        if not versioned:
+            return "not_owned", None, None  # only the owner's listing may create the row
         stmt = (
             _insert(conn)(table)
-            .values({spec.key: write.key, **values, **version})
-            .on_conflict_do_nothing(index_elements=[spec.key])
+            .values({resource.key: write.key, **values, **version})
+            .on_conflict_do_nothing(index_elements=[resource.key])
         )
         if conn.execute(stmt).rowcount == 0:
             return "newer_locally", None, None  # processing created it; the next run checks
@@ -144,12 +187,6 @@ def _repair_one(
         stored = current["last_event_created"]
         if stored is not None and stored > repair.observed_at:
             return "newer_locally", None, None
-        values = {}
-        for column, policy in spec.policies.items():
-            new = write.values.get(column)
-            # the API state is the whole truth at observed_at, so it may also lower a
-            # "growing" value that a corrupted row got wrong; unknowns keep what we had
-            values[column] = new if policy is Policy.NEWEST or new is not None else current[column]
         guard = (table.c.last_event_created.is_(None)) | (
             table.c.last_event_created <= repair.observed_at
         )
@@ -160,8 +197,9 @@ def _repair_one(
         )
         if done.rowcount == 0:
             return "newer_locally", None, None
-        before = {c: _jsonable(current[c]) for c in spec.audit_fields}
-    after = {c: _jsonable(values.get(c)) for c in spec.audit_fields}
+        before = {c: _jsonable(current[c]) for c in resource.audit_fields}
+    merged = {**(current or {}), **values, **version}
+    after = {c: _jsonable(merged.get(c)) for c in resource.audit_fields}
     entry = AuditEntry(
         actor=actor,
         action=REPAIR_ACTION,
@@ -171,12 +209,12 @@ def _repair_one(
         after=after,
         details={
             "run_id": run_id,
-            "resource": repair.resource,
+            "source": repair.source,
             "observed_at": repair.observed_at,
             "fields": p.fields,
         },
     )
-    return "repaired", {**(current or {}), **values, **version}, entry
+    return "repaired", merged, entry
 
 
 def _jsonable(value: Any) -> Any:
@@ -266,7 +304,13 @@ def _write_findings(
 
 
 def record_findings(
-    conn: Connection, run_id: int, spool: Spool, *, repair: bool = True, actor: str
+    conn: Connection,
+    catalog: Catalog,
+    run_id: int,
+    spool: Spool,
+    *,
+    repair: bool = True,
+    actor: str,
 ) -> HealResult:
     """Repair what is deterministic, then write every finding with its outcome.
 
@@ -281,7 +325,7 @@ def record_findings(
             for n, group in enumerate(chunk):
                 if group.repair is not None:
                     fields = sorted({f.field or f.kind for f in group.findings})
-                    p = _parse_repair(run_id, group.repair, fields)
+                    p = _parse_repair(catalog, run_id, group.repair, fields)
                     if p is None:
                         result.repair_failed += 1
                     else:
@@ -300,7 +344,7 @@ def record_findings(
                     result.repaired_objects += 1
                     current[row_key] = stored  # a later repair of the same row sees it
                     audit.append(entry)
-                else:
+                elif outcome == "newer_locally":
                     result.repair_skipped_newer += 1
             items.extend((f, repaired) for f in group.findings)
         record(conn, audit)
@@ -308,9 +352,8 @@ def record_findings(
     return result
 
 
-def _local_keys(conn: Connection, object_type: str, ids: list[str]) -> set[str]:
-    spec = SPECS[object_type]
-    column = spec.table.c[spec.key]
+def _local_keys(conn: Connection, resource: Resource, ids: list[str]) -> set[str]:
+    column = resource.table.c[resource.key]
     found: set[str] = set()
     for part in chunked(ids):
         found.update(conn.execute(select(column).where(in_list(conn, column, part))).scalars())
@@ -318,7 +361,7 @@ def _local_keys(conn: Connection, object_type: str, ids: list[str]) -> set[str]:
 
 
 def resolve_vanished(
-    conn: Connection, run_id: int, object_types: Iterable[str], *, full_run: bool
+    conn: Connection, catalog: Catalog, run_id: int, object_types: Iterable[str], *, full_run: bool
 ) -> int:
     """Close unresolved discrepancies this run checked again and no longer found.
 
@@ -339,7 +382,7 @@ def resolve_vanished(
         if not rows:
             continue
         ids = sorted({r.object_id for r in rows})
-        local = _local_keys(conn, object_type, ids)
+        local = _local_keys(conn, catalog.by_type[object_type], ids)
         seen = seen_ids(conn, object_type, ids)
         gone = []
         for row in rows:
@@ -433,3 +476,11 @@ def close_tickets_of_resolved(conn: Connection, *, actor: str = "reconciliation"
         if resolve_ticket(conn, row.ticket_id, resolution="auto_closed", note=note, actor=actor):
             closed.append(row.ticket_id)
     return closed
+
+
+def forget_refreshed(conn: Connection, refreshed: list[tuple[str, str]]) -> None:
+    """Drop the stale-object entries this run fetched (their state is now Stripe's)."""
+    s = STALE.c
+    for start in range(0, len(refreshed), 500):
+        part = refreshed[start : start + 500]
+        conn.execute(STALE.delete().where(tuple_(s.object_type, s.object_id).in_(part)))

@@ -1,63 +1,111 @@
 """API objects through the processing parsers, so a compared or repaired row is built
 exactly as an event-built one (same status vocabulary, units, API-version handling).
 
-Each listed resource is read as if an ``*.updated`` event of that object had arrived
-at the observation time: the handler registry picks the same parser processing uses.
+A listed or fetched object is read as if an event of the listing's ``read_as`` type
+(``*.updated``) had arrived at the observation time: the catalog routes it to the
+same parser processing uses. Which of the row's columns the object then states:
+
+- an object that owns its row (``Listing.owns``; a fetch by id always does) states
+  every reconciled column whose policy is ``NEWEST`` (``None`` included: a cleared
+  field is a fact), and every other reconciled column it knows (``None`` there means
+  "this payload does not say", the same way processing never erases a known value);
+- an object that only refines a row another source owns (a PaymentIntent's charge)
+  states only the columns its listing refines (``Listing.refines``: a charge's
+  refunded amount and card), never the owner's state.
 """
 
 from __future__ import annotations
 
-from functools import cache
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+from stripe_pipeline.catalog.model import Catalog, EventContext, Listing, Policy, Resource, RowWrite
 from stripe_pipeline.process.events import QueuedEvent
-from stripe_pipeline.process.registry import EventContext, Handler, RowWrite, handler_for
+from stripe_pipeline.reconcile.window import to_unix
 
-# resource -> (event type read as, table written)
-READ_AS: dict[str, tuple[str, str]] = {
-    "payment_intents": ("payment_intent.updated", "stripe_payments"),
-    "charges": ("charge.updated", "stripe_payments"),
-    "refunds": ("refund.updated", "stripe_refunds"),
-    "disputes": ("charge.dispute.updated", "stripe_disputes"),
-    "subscriptions": ("customer.subscription.updated", "stripe_subscriptions"),
-    "invoices": ("invoice.updated", "stripe_invoices"),
-}
 REPAIR_EVENT_PREFIX = "reconciliation"
 
 
-@cache
-def _handler(resource: str) -> Handler:
-    import stripe_pipeline.process.resources  # noqa: F401 - registers every handler
+@dataclass(frozen=True, slots=True)
+class Projection:
+    """An API object seen through one listing: its local key and the values it states."""
 
-    event_type = READ_AS[resource][0]
-    handler = handler_for(event_type)
-    if handler is None:
-        raise LookupError(f"no processing parser for {event_type}")
-    return handler
+    key: str
+    values: dict[str, Any]
+    # False: the listing only refines a row another listing owns (a PaymentIntent's
+    # charge), so its absence locally is reported by the owner
+    owns_object: bool = True
 
 
 def row_from_api_object(
-    resource: str, obj: dict[str, Any], *, observed_at: int, event_id: str = REPAIR_EVENT_PREFIX
+    catalog: Catalog,
+    resource: Resource,
+    read_as: str,
+    obj: dict[str, Any],
+    *,
+    observed_at: int,
+    event_id: str = REPAIR_EVENT_PREFIX,
 ) -> RowWrite:
     """The row processing would write for this object (raises like a parser on bad shapes)."""
-    event_type, table = READ_AS[resource]
-    livemode = bool(obj.get("livemode", False))
+    route = catalog.route_for(read_as)
+    if route is None:
+        raise LookupError(f"no parser for {read_as}")
+    kind = obj.get("object")
+    if kind is not None and kind not in route.objects:
+        raise ValueError(f"listed a {str(kind)[:40]!r} object as {resource.object_type}")
+    livemode = obj.get("livemode", False)
     event = QueuedEvent(
         id=0,
         stripe_event_id=event_id,
-        event_type=event_type,
+        event_type=read_as,
         stripe_created=observed_at,
         retry_count=0,
         payload={
             "id": event_id,
             "object": "event",
-            "type": event_type,
+            "type": read_as,
             "created": observed_at,
             "livemode": livemode,
             "data": {"object": obj},
         },
     )
-    for write in _handler(resource)(EventContext(event, obj)):
-        if write.table == table:
+    for write in route.handler(EventContext(event, obj)):
+        if write.table == resource.table_name:
             return write
-    raise LookupError(f"the {event_type} parser wrote no {table} row")
+    raise LookupError(f"the {read_as} parser wrote no {resource.table_name} row")
+
+
+def stated(
+    resource: Resource, write: RowWrite, *, refines: frozenset[str] | None = None
+) -> dict[str, Any]:
+    """The reconciled values a write states (see the module docstring), datetimes as
+    Unix seconds. ``refines``: None for an object that owns its row, else the columns
+    it may state."""
+    values = {}
+    for column in resource.columns:
+        if not column.reconciled or column.name not in write.values:
+            continue
+        if refines is not None and column.name not in refines:
+            continue
+        value = write.values[column.name]
+        if value is None and column.policy is not Policy.NEWEST:
+            continue
+        values[column.name] = to_unix(value) if isinstance(value, datetime) else value
+    return values
+
+
+def refined_by(listing: Listing | None, obj: dict[str, Any]) -> frozenset[str] | None:
+    """None when the object owns its row (a fetch by id, without a listing, does), else
+    the columns its listing refines."""
+    if listing is None or listing.owns is None or listing.owns(obj):
+        return None
+    return frozenset(listing.refines)
+
+
+def project(
+    resource: Resource, write: RowWrite, *, refines: frozenset[str] | None = None
+) -> Projection:
+    if not write.versioned and refines is None:
+        refines = frozenset(c for c, p in resource.policies.items() if p is not Policy.NEWEST)
+    return Projection(write.key, stated(resource, write, refines=refines), refines is None)

@@ -17,18 +17,21 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select, update
 
+from stripe_pipeline.catalog import CATALOG
+from stripe_pipeline.catalog.model import Catalog
 from stripe_pipeline.db.models import ReconciliationRun
 from stripe_pipeline.reconcile import heal
 from stripe_pipeline.reconcile.api import ListingApi
 from stripe_pipeline.reconcile.backfill import backfill_events
 from stripe_pipeline.reconcile.compare import (
     CHUNK,
+    MAX_FETCHES,
     CompareStats,
-    compare_objects,
+    compare_resource,
     create_seen_table,
     drop_seen_table,
+    refresh_stale,
 )
-from stripe_pipeline.reconcile.specs import OBJECT_TYPES, SPECS
 from stripe_pipeline.reconcile.spool import Spool
 from stripe_pipeline.reconcile.window import (
     DEFAULT_OVERLAP_MINUTES,
@@ -47,6 +50,14 @@ RUNS = ReconciliationRun.__table__
 ABANDONED_AFTER = timedelta(hours=12)
 
 
+def reconciled_types(catalog: Catalog = CATALOG) -> tuple[str, ...]:
+    """Object types with a listing, in the catalog's order."""
+    return tuple(r.object_type for r in catalog.resources if r.listings)
+
+
+OBJECT_TYPES = reconciled_types()
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """What a run covers and how; defaults are the nightly run."""
@@ -61,13 +72,17 @@ class RunConfig:
     # False for fakes whose list endpoints refuse created[...] (localstripe)
     server_filter: bool = True
     chunk_size: int = CHUNK
+    # objects fetched by id per resource (unlisted local rows) and stale rows refreshed
+    max_fetches: int = MAX_FETCHES
     triggered_by: str | None = None
     actor: str = "reconciliation"
+    catalog: Catalog = CATALOG
 
     def __post_init__(self) -> None:
-        unknown = set(self.object_types) - set(SPECS)
+        known = reconciled_types(self.catalog)
+        unknown = set(self.object_types) - set(known)
         if unknown:
-            raise ValueError(f"unknown object types {sorted(unknown)}; known: {OBJECT_TYPES}")
+            raise ValueError(f"unknown object types {sorted(unknown)}; known: {known}")
 
 
 @dataclass
@@ -180,17 +195,33 @@ def run_reconciliation(
                         conn, api, windows[EVENTS], server_filter=config.server_filter
                     ).as_dict()
                 stats = CompareStats()
-                for object_type in config.object_types:
-                    stage = f"comparing {object_type} objects"
-                    compare_objects(
+                catalog = config.catalog
+                stage = "refreshing objects left as a guess"
+                refreshed = refresh_stale(
+                    conn,
+                    api,
+                    catalog,
+                    config.object_types,
+                    spool,
+                    stats,
+                    limit=config.max_fetches,
+                )
+                # the catalog's order: a customer's listing before its payment methods
+                for resource in catalog.resources:
+                    if resource.object_type not in config.object_types:
+                        continue
+                    stage = f"comparing {resource.object_type} objects"
+                    compare_resource(
                         conn,
                         api,
-                        SPECS[object_type],
-                        windows[object_type],
+                        catalog,
+                        resource,
+                        windows[resource.object_type],
                         spool,
                         stats,
                         server_filter=config.server_filter,
                         chunk_size=config.chunk_size,
+                        max_fetches=config.max_fetches,
                     )
                 counts["compare"] = stats.as_dict()
                 counts["api_calls"] = api.calls - calls_before
@@ -201,11 +232,12 @@ def run_reconciliation(
                     # so the transaction cannot fail later on a stale read snapshot
                     conn.execute(update(RUNS).where(RUNS.c.id == run_id).values(counts=counts))
                     healed = heal.record_findings(
-                        conn, run_id, spool, repair=config.repair, actor=config.actor
+                        conn, catalog, run_id, spool, repair=config.repair, actor=config.actor
                     )
                     healed.resolved = heal.resolve_vanished(
-                        conn, run_id, config.object_types, full_run=config.full_run
+                        conn, catalog, run_id, config.object_types, full_run=config.full_run
                     )
+                    heal.forget_refreshed(conn, refreshed)
                     counts["heal"] = healed.as_dict()
                     advance_watermarks(conn, windows, window_end, run_id)
                     conn.execute(

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from itertools import islice
 from typing import Any
 
-KINDS = ("missing_locally", "missing_in_stripe", "field_mismatch")
+KINDS = ("missing_locally", "missing_in_stripe", "deleted_in_stripe", "field_mismatch")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,13 +35,19 @@ class Finding:
 
 @dataclass(frozen=True, slots=True)
 class Repair:
-    """An object to rebuild from its API state, as observed at ``observed_at``."""
+    """An object to rebuild from its API state, as observed at ``observed_at``.
+
+    ``read_as``: the event type whose parser reads ``obj``; ``source``: the listing it
+    came from, ``fetch``, or ``deleted`` (Stripe answered 404 for a deletable row:
+    ``obj`` is empty and the row is marked deleted).
+    """
 
     object_type: str
     object_id: str
-    resource: str
+    read_as: str
     observed_at: int
     obj: dict[str, Any]
+    source: str
 
 
 @dataclass(frozen=True, slots=True)

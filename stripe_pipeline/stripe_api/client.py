@@ -21,6 +21,7 @@ import stripe
 from sqlalchemy import Engine
 
 from stripe_pipeline.audit import AuditEntry, record
+from stripe_pipeline.stripe_api.errors import NotFound
 from stripe_pipeline.stripe_api.ratelimit import TokenBucket, default_rate_for_key
 
 log = logging.getLogger(__name__)
@@ -253,7 +254,9 @@ class StripeApi:
             query["created"] = created
         try:
             while True:
-                page = self._request("get", path, query, object_type=resource, buffer_audit=True)
+                page = self._request(
+                    "get", path, query, object_type=path.rsplit("/", 1)[-1], buffer_audit=True
+                )
                 items = page.get("data") or []
                 yield from items
                 if not page.get("has_more") or not items:
@@ -267,6 +270,15 @@ class StripeApi:
         return self._request(
             "get", f"{_path(resource)}/{object_id}", object_type=resource, object_id=object_id
         )
+
+    def get(self, path: str) -> dict[str, Any]:
+        """One object at a ``/v1/...`` path; :class:`NotFound` when Stripe answers 404."""
+        try:
+            return self._request("get", path, object_type="stripe_object", buffer_audit=True)
+        except stripe.InvalidRequestError as exc:
+            if exc.http_status == 404:
+                raise NotFound(path) from exc
+            raise
 
     def list_charge_refunds(self, charge_id: str) -> list[dict[str, Any]]:
         """All refunds of a charge (``charge.refunded`` stopped embedding them in 2022-11-15)."""
@@ -304,6 +316,9 @@ class StripeApi:
 
 
 def _path(resource: str) -> str:
+    """The path of a resource name, or the path itself (``/v1/...``)."""
+    if resource.startswith("/v1/"):
+        return resource
     try:
         return RESOURCES[resource]
     except KeyError:

@@ -10,6 +10,7 @@ from typing import Any
 import requests
 from sqlalchemy import Engine, text
 
+from stripe_pipeline.stripe_api.errors import NotFound
 from tests.support.localstripe_peer import LocalStripe
 
 # localstripe has no /v1/disputes: disputes are covered with the in-memory API
@@ -107,16 +108,42 @@ def stored_event_ids(engine: Engine) -> dict[str, str]:
 
 
 class MemoryApi:
-    """Stripe-shaped listings from memory: pages of 100, newest first, created filters."""
+    """Stripe-shaped listings from memory: pages of 100, newest first, created filters.
+
+    Behaves like Stripe where reconciliation depends on it: canceled subscriptions are
+    listed only with ``status=all``; payment methods are listed per customer; deleted
+    customers are not listed but answer ``{"deleted": true}`` by id; anything unknown
+    answers 404 (:class:`NotFound`).
+    """
 
     def __init__(self, data: dict[str, list[dict[str, Any]]] | None = None) -> None:
-        self.data: dict[str, list[dict[str, Any]]] = data or {}
+        self.data: dict[str, list[dict[str, Any]]] = {}
+        for resource, objects in (data or {}).items():
+            for obj in objects:
+                self.add(resource, obj)
         self.calls = 0
         self.fail_on: str | None = None
+        self.deleted: dict[str, str] = {}  # id -> object kind, answered as deleted
+
+    @staticmethod
+    def _path(resource: str) -> str:
+        return resource if resource.startswith("/v1/") else f"/v1/{resource}"
 
     def add(self, resource: str, obj: dict[str, Any]) -> dict[str, Any]:
-        self.data.setdefault(resource, []).append(obj)
+        self.data.setdefault(self._path(resource), []).append(obj)
         return obj
+
+    def remove(self, object_id: str) -> None:
+        for objects in self.data.values():
+            objects[:] = [o for o in objects if o.get("id") != object_id]
+
+    def _listed(self, path: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        items = list(self.data.get(path, []))
+        if path == "/v1/payment_methods":  # Stripe lists them per customer only
+            items = [o for o in items if o.get("customer") == params.get("customer")]
+        if path == "/v1/subscriptions" and params.get("status") != "all":
+            items = [o for o in items if o.get("status") != "canceled"]
+        return items
 
     def list_all(
         self,
@@ -126,15 +153,26 @@ class MemoryApi:
         created_lte: int | None = None,
         params: dict[str, Any] | None = None,
     ) -> Iterator[dict[str, Any]]:
-        if resource == self.fail_on:
+        path = self._path(resource)
+        if path.rsplit("/", 1)[-1] == self.fail_on or resource == self.fail_on:
             self.calls += 1
             raise ConnectionError(f"listing {resource}: connection refused")
         items = [
             o
-            for o in sorted(self.data.get(resource, []), key=lambda o: -o["created"])
-            if (created_gte is None or o["created"] >= created_gte)
-            and (created_lte is None or o["created"] <= created_lte)
+            for o in sorted(self._listed(path, params or {}), key=lambda o: -o.get("created", 0))
+            if (created_gte is None or o.get("created", 0) >= created_gte)
+            and (created_lte is None or o.get("created", 0) <= created_lte)
         ]
         for start in range(0, max(len(items), 1), 100):
             self.calls += 1
             yield from items[start : start + 100]
+
+    def get(self, path: str) -> dict[str, Any]:
+        self.calls += 1
+        base, _, object_id = path.rpartition("/")
+        if object_id in self.deleted:
+            return {"id": object_id, "object": self.deleted[object_id], "deleted": True}
+        for obj in self.data.get(base, []):
+            if obj.get("id") == object_id:
+                return obj
+        raise NotFound(path)

@@ -15,24 +15,25 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from stripe_pipeline.catalog import CATALOG
+from stripe_pipeline.catalog.model import RowWrite
 from stripe_pipeline.db.models import StripeEvent
 from stripe_pipeline.land.envelope import envelope_from_event
 from stripe_pipeline.land.store import insert_event
-from stripe_pipeline.process import resources
-from stripe_pipeline.process.apply import _parse
+from stripe_pipeline.process.apply import _check_writes, _parse
 from stripe_pipeline.process.events import QueuedEvent
 from stripe_pipeline.process.extract_sql import extract_in_database, twin_for
-from stripe_pipeline.process.registry import RowWrite
 
-Row = tuple[str, str, tuple[tuple[str, Any], ...]]
+Row = tuple[str, str, bool, tuple[tuple[str, Any], ...]]
 
 
 def normalize(writes: list[RowWrite]) -> list[Row]:
-    """Writes as comparable tuples: every column of the table's spec, missing as None."""
+    """Writes as comparable tuples: every declared column, missing as None."""
     out = []
     for w in writes:
-        spec = resources.TABLE_SPECS[w.table]
-        out.append((w.table, w.key, tuple((c, w.values.get(c)) for c in spec.policies)))
+        resource = CATALOG.by_table[w.table]
+        columns = tuple((c, w.values.get(c)) for c in resource.policies)
+        out.append((w.table, w.key, w.versioned, columns))
     return out
 
 
@@ -55,14 +56,20 @@ def compare(conn: Connection, events: list[dict[str, Any]]) -> list[Outcome]:
             select(StripeEvent.id).where(StripeEvent.stripe_event_id == doc["id"])
         ).scalar_one()
         queued.append(QueuedEvent(row_id, doc["id"], doc["type"], doc["created"], 0, payload=None))
-    extracted = extract_in_database(conn, queued)
+    extracted = extract_in_database(conn, queued, CATALOG)
     out = []
     for doc, event in zip(events, queued, strict=True):
-        assert twin_for(doc["type"]) is not None, f"{doc['type']} has no SQL twin"
+        assert twin_for(CATALOG, doc["type"]) is not None, f"{doc['type']} has no SQL twin"
         sql = extracted.get(event.id)
+        if sql is not None:
+            try:  # apply refuses a twin's row the table cannot hold, as the parser's
+                _check_writes(CATALOG, sql)
+            except ValueError:
+                sql = None
         try:
             parsed = _parse(
                 QueuedEvent(event.id, doc["id"], doc["type"], doc["created"], 0, payload=doc),
+                CATALOG,
                 None,
             )
             python, error = (normalize(parsed[0].writes), None) if parsed else ([], None)

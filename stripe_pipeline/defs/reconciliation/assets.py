@@ -24,12 +24,12 @@ from sqlalchemy import Engine, select
 from stripe_pipeline.db.models import ReconciliationDiscrepancy
 from stripe_pipeline.defs.common.resources import DatabaseResource, StripeApiResource
 from stripe_pipeline.reconcile.run import (
+    OBJECT_TYPES,
     ReconciliationFailed,
     RunConfig,
     RunResult,
     run_reconciliation,
 )
-from stripe_pipeline.reconcile.specs import OBJECT_TYPES
 from stripe_pipeline.reconcile.window import DEFAULT_OVERLAP_MINUTES
 
 GROUP = "reconciliation"

@@ -14,59 +14,59 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from stripe_pipeline.db.models import StripeDispute
-from stripe_pipeline.process import sql_fields as q
-from stripe_pipeline.process.extract_sql import SqlWrite, sql_twin
-from stripe_pipeline.process.registry import EventContext, RowWrite, handles
-from stripe_pipeline.process.resources.fields import (
+from stripe_pipeline.catalog import sql_readers as q
+from stripe_pipeline.catalog.model import (
+    Column,
+    EventContext,
+    Fetch,
+    Listing,
+    Policy,
+    Resource,
+    Route,
+    RowWrite,
+    SqlWrite,
+    event_fact,
+)
+from stripe_pipeline.catalog.readers import (
     boolean,
     currency,
     dig,
     integer,
-    object_id,
     ref_id,
-    required_integer,
+    required_amount,
     text,
     unix_time,
 )
-from stripe_pipeline.process.upsert import Policy, TableSpec
+from stripe_pipeline.db.models import StripeDispute
 
 N, K, G = Policy.NEWEST, Policy.NEWEST_KNOWN, Policy.GREATEST
+TABLE = StripeDispute.__tablename__
 
-SPEC = TableSpec(
-    table=StripeDispute.__table__,
-    key="stripe_dispute_id",
-    policies={
-        "payment_intent_id": K,
-        "charge_id": K,
-        "amount_minor": N,
-        "currency": K,
-        "status": N,
-        "reason": N,
-        "evidence": N,
-        "due_by": N,
-        "has_evidence": N,
-        "is_charge_refundable": N,
-        "funds_withdrawn_minor": G,
-        "funds_reinstated_minor": G,
-        "closed_at": K,
-        "stripe_created": K,
-        "livemode": N,
-    },
-    object_type="dispute",
-    audit_fields=(
-        "status",
-        "reason",
-        "amount_minor",
-        "currency",
-        "due_by",
-        "has_evidence",
-        "funds_withdrawn_minor",
-        "funds_reinstated_minor",
+COLUMNS = (
+    Column("payment_intent_id", K),
+    Column("charge_id", K),
+    Column("amount_minor", N, audit=True),
+    Column("currency", K, audit=True),
+    Column("status", N, audit=True),
+    Column("reason", N, audit=True),
+    # what the merchant submitted: names, emails, addresses, free text
+    Column("evidence", N, personal=True),
+    Column("due_by", N, audit=True),
+    Column("has_evidence", N, audit=True),
+    Column("is_charge_refundable", N),
+    Column("funds_withdrawn_minor", G, audit=True),
+    Column("funds_reinstated_minor", G, audit=True),
+    event_fact(
         "closed_at",
+        K,
+        "time of charge.dispute.closed; the dispute object has no closing time (the "
+        "nightly event backfill restores a lost closing event within Stripe's 30 days)",
+        audit=True,
     ),
-    insert_defaults={"funds_withdrawn_minor": 0, "funds_reinstated_minor": 0},
+    Column("stripe_created", K),
+    Column("livemode", N),
 )
+
 
 # Statuses as of today; a status Stripe adds later is stored as it comes.
 DISPUTE_STATUSES = frozenset(
@@ -92,11 +92,11 @@ def _funds_moved(dispute: dict[str, Any], code: str) -> tuple[int | None, int | 
             continue
         if currency(txn.get("currency")) not in (None, code):
             continue  # settled in another currency: not comparable with the dispute amount
-        amount = integer(txn.get("amount")) or 0
-        if amount < 0:
-            withdrawn = (withdrawn or 0) - amount
-        elif amount > 0:
-            reinstated = (reinstated or 0) + amount
+        moved = integer(txn.get("amount")) or 0  # signed: withdrawals are negative
+        if moved < 0:
+            withdrawn = (withdrawn or 0) - moved
+        elif moved > 0:
+            reinstated = (reinstated or 0) + moved
     return withdrawn, reinstated
 
 
@@ -119,7 +119,7 @@ def dispute_row(dispute: dict[str, Any], *, event_type: str, created: int, livem
     )
     if payment_intent_id is None:
         raise ValueError("dispute without a charge or PaymentIntent")
-    amount = required_integer(dispute, "amount")
+    disputed = required_amount(dispute, "amount")
     code = currency(dispute.get("currency"))
     if code is None:
         raise ValueError("dispute without a currency")
@@ -128,19 +128,24 @@ def dispute_row(dispute: dict[str, Any], *, event_type: str, created: int, livem
         raise ValueError("dispute without a status")
     withdrawn, reinstated = _funds_moved(dispute, code)
     if event_type == "charge.dispute.funds_withdrawn" and withdrawn is None:
-        withdrawn = amount
+        withdrawn = disputed
     if event_type == "charge.dispute.funds_reinstated" and reinstated is None:
-        reinstated = amount
+        reinstated = disputed
     details = dispute.get("evidence_details") or {}
+    # before 2014 the deadline sat at the top (``evidence_due_by``)
+    if isinstance(details, dict) and "due_by" in details:
+        due_by = details["due_by"]
+    else:
+        due_by = dispute.get("evidence_due_by")
     values = {
         "payment_intent_id": payment_intent_id,
         "charge_id": charge_id,
-        "amount_minor": amount,
+        "amount_minor": disputed,
         "currency": code,
         "status": status,
         "reason": text(dispute.get("reason")),
         "evidence": _evidence(dispute.get("evidence")),
-        "due_by": unix_time(dig(details, "due_by")),
+        "due_by": unix_time(due_by),
         "has_evidence": boolean(dig(details, "has_evidence")),
         "is_charge_refundable": boolean(dispute.get("is_charge_refundable")),
         "funds_withdrawn_minor": withdrawn,
@@ -149,10 +154,20 @@ def dispute_row(dispute: dict[str, Any], *, event_type: str, created: int, livem
         "stripe_created": integer(dispute.get("created")),
         "livemode": livemode,
     }
-    return RowWrite(SPEC.name, object_id(dispute), values)
+    return RowWrite(TABLE, dispute_key(dispute), values)
 
 
-@handles("charge.dispute.*")
+def dispute_key(dispute: dict[str, Any]) -> str:
+    """The dispute's id; a dispute of an API version before 2014 has none and was the
+    only dispute of its charge, so its charge id keys it."""
+    found = dispute.get("id")
+    if found is None and isinstance(dispute.get("charge"), str) and dispute["charge"]:
+        return dispute["charge"]
+    if not isinstance(found, str) or not found:
+        raise ValueError("dispute without an id")
+    return found
+
+
 def apply_dispute_event(ctx: EventContext) -> Iterable[RowWrite]:
     """created, updated, closed, funds_withdrawn, funds_reinstated."""
     return [
@@ -170,7 +185,7 @@ _PI = q.either(
     ),
     _CHARGE_ID,
 )
-_AMOUNT = q.required_integer(q.field("o", "amount"))
+_AMOUNT = q.required_amount(q.field("o", "amount"))
 _CODE = q.currency(q.field("o", "currency"))
 _STATUS = q.text(q.field("o", "status"))
 
@@ -224,34 +239,50 @@ _EVIDENCE_SQL = q.Expr(
     f"ELSE coalesce(jsonb_typeof({_EVIDENCE}) IN ('string', 'null'), true) END)",
 )
 
-sql_twin(
-    apply_dispute_event,
-    SqlWrite(
-        SPEC.name,
-        key=q.object_id(),
-        ok=q.Expr("true", _FUNDS_OK),
-        values={
-            "payment_intent_id": q.Expr(_PI.value, f"({_PI.ok} AND {_PI.value} IS NOT NULL)"),
-            "charge_id": _CHARGE_ID,
-            "amount_minor": _AMOUNT,
-            "currency": q.Expr(_CODE.value, f"({_CODE.ok} AND {_CODE.value} IS NOT NULL)"),
-            "status": q.Expr(
-                _STATUS.value, f"({_STATUS.ok} AND coalesce({_STATUS.value} <> '', false))"
-            ),
-            "reason": q.text(q.field("o", "reason")),
-            "evidence": _EVIDENCE_SQL,
-            # ``evidence_details or {}`` then ``dig``: NULL wherever it is not an object
-            "due_by": q.unix_time(q.field("o", "evidence_details", "due_by")),
-            "has_evidence": q.boolean(q.field("o", "evidence_details", "has_evidence")),
-            "is_charge_refundable": q.boolean(q.field("o", "is_charge_refundable")),
-            "funds_withdrawn_minor": _moved_or_amount("-", "charge.dispute.funds_withdrawn"),
-            "funds_reinstated_minor": _moved_or_amount("+", "charge.dispute.funds_reinstated"),
-            "closed_at": q.constant(
-                f"(CASE WHEN e.event_type = 'charge.dispute.closed' "
-                f"THEN {q.event_time().value} END)"
-            ),
-            "stripe_created": q.integer(q.field("o", "created")),
-            "livemode": q.livemode(),
-        },
-    ),
+_DETAILS = q.field("o", "evidence_details")
+_HAS_DUE_BY = f"coalesce(jsonb_typeof({_DETAILS}) = 'object' AND {_DETAILS} ? 'due_by', false)"
+_DUE_BY_NEW = q.unix_time(q.field(_DETAILS, "due_by"))
+_DUE_BY_OLD = q.unix_time(q.field("o", "evidence_due_by"))
+
+TWIN = SqlWrite(
+    TABLE,
+    key=q.object_id(),
+    ok=q.Expr("true", _FUNDS_OK),
+    values={
+        "payment_intent_id": q.Expr(_PI.value, f"({_PI.ok} AND {_PI.value} IS NOT NULL)"),
+        "charge_id": _CHARGE_ID,
+        "amount_minor": _AMOUNT,
+        "currency": q.Expr(_CODE.value, f"({_CODE.ok} AND {_CODE.value} IS NOT NULL)"),
+        "status": q.Expr(
+            _STATUS.value, f"({_STATUS.ok} AND coalesce({_STATUS.value} <> '', false))"
+        ),
+        "reason": q.text(q.field("o", "reason")),
+        "evidence": _EVIDENCE_SQL,
+        # ``evidence_details or {}`` then ``dig``: NULL wherever it is not an object
+        "due_by": q.Expr(
+            f"(CASE WHEN {_HAS_DUE_BY} THEN {_DUE_BY_NEW.value} ELSE {_DUE_BY_OLD.value} END)",
+            f"(CASE WHEN {_HAS_DUE_BY} THEN {_DUE_BY_NEW.ok} ELSE {_DUE_BY_OLD.ok} END)",
+        ),
+        "has_evidence": q.boolean(q.field("o", "evidence_details", "has_evidence")),
+        "is_charge_refundable": q.boolean(q.field("o", "is_charge_refundable")),
+        "funds_withdrawn_minor": _moved_or_amount("-", "charge.dispute.funds_withdrawn"),
+        "funds_reinstated_minor": _moved_or_amount("+", "charge.dispute.funds_reinstated"),
+        "closed_at": q.constant(
+            f"(CASE WHEN e.event_type = 'charge.dispute.closed' THEN {q.event_time().value} END)"
+        ),
+        "stripe_created": q.integer(q.field("o", "created")),
+        "livemode": q.livemode(),
+    },
+)
+
+RESOURCE = Resource(
+    object_type="dispute",
+    table=StripeDispute.__table__,
+    key="stripe_dispute_id",
+    columns=COLUMNS,
+    routes=(Route(("charge.dispute.*",), apply_dispute_event, frozenset({"dispute"}), (TWIN,)),),
+    listings=(Listing("disputes", "/v1/disputes", read_as="charge.dispute.updated"),),
+    fetch=(Fetch("/v1/disputes/{id}", "charge.dispute.updated"),),
+    docs="https://docs.stripe.com/api/disputes/object",
+    insert_defaults={"funds_withdrawn_minor": 0, "funds_reinstated_minor": 0},
 )

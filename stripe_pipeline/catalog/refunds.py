@@ -4,10 +4,11 @@ https://docs.stripe.com/api/refunds/object
 
 ``charge.refunded`` carries the charge: its ``refunds`` list when the API version
 includes it (before 2022-11-15, or expanded), each refund stored once; otherwise the
-refunds are fetched through a :class:`~stripe_pipeline.process.refunds.RefundSource`,
+refunds are fetched through a :class:`~stripe_pipeline.catalog.model.RefundSource`,
 or, without one, only the payment's refunded amount is updated and the refund rows
 arrive with ``refund.created`` / ``refund.updated`` / ``refund.failed`` and
-``charge.refund.updated``.
+``charge.refund.updated``. Refunds of API versions before 2014 may have no id:
+such a refund cannot be stored on its own (the payment's refunded amount still is).
 """
 
 from __future__ import annotations
@@ -15,41 +16,45 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from stripe_pipeline.db.models import StripeRefund
-from stripe_pipeline.process import sql_fields as q
-from stripe_pipeline.process.extract_sql import SqlWrite, sql_twin
-from stripe_pipeline.process.registry import EventContext, RowWrite, handles
-from stripe_pipeline.process.resources import payments
-from stripe_pipeline.process.resources.fields import (
+from stripe_pipeline.catalog import payments
+from stripe_pipeline.catalog import sql_readers as q
+from stripe_pipeline.catalog.model import (
+    Column,
+    EventContext,
+    Fetch,
+    Listing,
+    Policy,
+    Resource,
+    Route,
+    RowWrite,
+    SqlWrite,
+)
+from stripe_pipeline.catalog.payments import payment_from_charge
+from stripe_pipeline.catalog.readers import (
     currency,
     integer,
     list_data,
+    livemode,
     object_id,
     ref_id,
-    required_integer,
+    required_amount,
     text,
 )
-from stripe_pipeline.process.resources.payments import payment_from_charge
-from stripe_pipeline.process.upsert import Policy, TableSpec
+from stripe_pipeline.db.models import StripeRefund
 
 N, K = Policy.NEWEST, Policy.NEWEST_KNOWN
+TABLE = StripeRefund.__tablename__
 
-SPEC = TableSpec(
-    table=StripeRefund.__table__,
-    key="stripe_refund_id",
-    policies={
-        "payment_intent_id": K,
-        "charge_id": K,
-        "amount_minor": K,
-        "currency": K,
-        "status": N,
-        "reason": N,
-        "failure_reason": N,
-        "stripe_created": K,
-        "livemode": N,
-    },
-    object_type="refund",
-    audit_fields=("status", "amount_minor", "currency", "reason", "failure_reason"),
+COLUMNS = (
+    Column("payment_intent_id", K),
+    Column("charge_id", K),
+    Column("amount_minor", K, audit=True),
+    Column("currency", K, audit=True),
+    Column("status", N, audit=True),
+    Column("reason", N, audit=True),
+    Column("failure_reason", N, audit=True),
+    Column("stripe_created", K),
+    Column("livemode", N),
 )
 
 
@@ -62,7 +67,7 @@ class RefundSourceFailed(Exception):
 
 
 def refund_row(
-    refund: dict[str, Any], *, livemode: bool, charge: dict[str, Any] | None = None
+    refund: dict[str, Any], *, event_livemode: bool, charge: dict[str, Any] | None = None
 ) -> RowWrite:
     """A refund; its payment is its PaymentIntent, else its charge's, else the charge itself."""
     charge_ref = refund.get("charge") or charge
@@ -78,27 +83,25 @@ def refund_row(
     values = {
         "payment_intent_id": payment_intent_id,
         "charge_id": charge_id,
-        "amount_minor": required_integer(refund, "amount"),
+        "amount_minor": required_amount(refund, "amount"),
         "currency": currency(refund.get("currency")),
         # refunds of API versions before 2016-07-06 had no status: they had succeeded
         "status": text(refund.get("status")) or "succeeded",
         "reason": text(refund.get("reason")),
         "failure_reason": text(refund.get("failure_reason")),
         "stripe_created": integer(refund.get("created")),
-        "livemode": bool(refund.get("livemode", livemode)),
+        "livemode": livemode(refund) if "livemode" in refund else event_livemode,
     }
     if values["currency"] is None:
         raise ValueError("refund without a currency")
-    return RowWrite(SPEC.name, object_id(refund), values)
+    return RowWrite(TABLE, object_id(refund), values)
 
 
-@handles("refund.*", "charge.refund.updated")
 def apply_refund_event(ctx: EventContext) -> Iterable[RowWrite]:
     """refund.created / refund.updated / refund.failed and charge.refund.updated."""
-    return [refund_row(ctx.obj, livemode=ctx.livemode)]
+    return [refund_row(ctx.obj, event_livemode=ctx.livemode)]
 
 
-@handles("charge.refunded")
 def apply_charge_refunded(ctx: EventContext) -> Iterable[RowWrite]:
     """The payment's refunded amount, plus every refund of the charge, each once."""
     charge = ctx.obj
@@ -123,7 +126,10 @@ def apply_charge_refunded(ctx: EventContext) -> Iterable[RowWrite]:
         if not isinstance(refund, dict):
             # an unexpanded id says nothing storable (amount, status)
             continue
-        row = refund_row(refund, livemode=ctx.livemode, charge=charge)
+        if not refund.get("id"):
+            ctx.notes.append("a refund without an id (API before 2014) is not stored on its own")
+            continue
+        row = refund_row(refund, event_livemode=ctx.livemode, charge=charge)
         if row.key not in seen:
             seen.add(row.key)
             writes.append(row)
@@ -147,7 +153,7 @@ def _refund_values(refund: str, charge: str | None) -> dict[str, q.Expr]:
         payment_intent = q.either(payment_intent, q.ref_id(q.field(charge, "payment_intent")))
     payment_intent = q.either(payment_intent, charge_id)
     found = q.currency(q.field(refund, "currency"))
-    livemode, event_livemode = q.json_truth(q.field(refund, "livemode")), q.livemode()
+    livemode, event_livemode = q.boolean(q.field(refund, "livemode")), q.livemode()
     has_livemode = f"({refund} ? 'livemode')"
     return {
         "payment_intent_id": q.Expr(
@@ -155,24 +161,22 @@ def _refund_values(refund: str, charge: str | None) -> dict[str, q.Expr]:
             f"({q.all_ok(payment_intent)}) AND {payment_intent.value} IS NOT NULL",
         ),
         "charge_id": charge_id,
-        "amount_minor": q.required_integer(q.field(refund, "amount")),
+        "amount_minor": q.required_amount(q.field(refund, "amount")),
         "currency": q.Expr(found.value, f"({q.all_ok(found)}) AND {found.value} IS NOT NULL"),
         "status": q.either(q.text(q.field(refund, "status")), q.constant("'succeeded'::text")),
         "reason": q.text(q.field(refund, "reason")),
         "failure_reason": q.text(q.field(refund, "failure_reason")),
         "stripe_created": q.integer(q.field(refund, "created")),
-        # ``bool(refund.get("livemode", ctx.livemode))``
+        # ``livemode(refund)`` when the refund says, else the event's
         "livemode": q.Expr(
-            f"(CASE WHEN {has_livemode} THEN {livemode.value} ELSE {event_livemode.value} END)",
+            f"(CASE WHEN {has_livemode} THEN {livemode.value} IS TRUE "
+            f"ELSE {event_livemode.value} END)",
             f"(CASE WHEN {has_livemode} THEN {livemode.ok} ELSE {event_livemode.ok} END)",
         ),
     }
 
 
-sql_twin(
-    apply_refund_event,
-    SqlWrite(SPEC.name, key=q.object_id(), values=_refund_values("o", None)),
-)
+REFUND_TWIN = SqlWrite(TABLE, key=q.object_id(), values=_refund_values("o", None))
 
 _LISTED = q.field("o", "refunds")
 _HAS_MORE = q.json_truth(q.field(_LISTED, "has_more"))
@@ -183,18 +187,20 @@ _REFUNDS_UNIQUE = (
     f"NOT EXISTS (SELECT 1 FROM jsonb_array_elements({_REFUNDS.value}) AS listed(el) "
     "WHERE jsonb_typeof(el) = 'object' GROUP BY el -> 'id' HAVING count(*) > 1)"
 )
-# no list, or a truncated one: the handler asks the refund source or adds a note
+# no list, or a truncated one: the handler asks the refund source or adds a note; so
+# does a listed refund without an id (skipped with a note)
 _REFUNDS_DEFER = (
     f"(coalesce(jsonb_typeof({_LISTED}) NOT IN ('object', 'array'), true) OR "
     f"(CASE WHEN jsonb_typeof({_LISTED}) = 'object' "
-    f"THEN NOT ({_HAS_MORE.ok}) OR {_HAS_MORE.value} ELSE false END))"
+    f"THEN NOT ({_HAS_MORE.ok}) OR {_HAS_MORE.value} ELSE false END) OR "
+    f"EXISTS (SELECT 1 FROM jsonb_array_elements({_REFUNDS.value}) AS listed(el) "
+    f"WHERE jsonb_typeof(el) = 'object' AND NOT {q.json_truth(q.field('el', 'id')).value}))"
 )
 
-sql_twin(
-    apply_charge_refunded,
+CHARGE_REFUNDED_TWIN = (
     payments.CHARGE_PAYMENT,
     SqlWrite(
-        SPEC.name,
+        TABLE,
         key=q.object_id("item"),
         values=_refund_values("item", "o"),
         ok=q.Expr("true", f"({q.object_id().ok}) AND {_REFUNDS.ok} AND {_REFUNDS_UNIQUE}"),
@@ -202,4 +208,28 @@ sql_twin(
         when="jsonb_typeof(item) = 'object'",
         defer=_REFUNDS_DEFER,
     ),
+)
+
+RESOURCE = Resource(
+    object_type="refund",
+    table=StripeRefund.__table__,
+    key="stripe_refund_id",
+    columns=COLUMNS,
+    routes=(
+        Route(
+            ("refund.*", "charge.refund.updated"),
+            apply_refund_event,
+            frozenset({"refund"}),
+            (REFUND_TWIN,),
+        ),
+        Route(
+            ("charge.refunded",),
+            apply_charge_refunded,
+            frozenset({"charge"}),
+            CHARGE_REFUNDED_TWIN,
+        ),
+    ),
+    listings=(Listing("refunds", "/v1/refunds", read_as="refund.updated"),),
+    fetch=(Fetch("/v1/refunds/{id}", "refund.updated"),),
+    docs="https://docs.stripe.com/api/refunds/object",
 )

@@ -15,11 +15,20 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from stripe_pipeline.db.models import StripeInvoice
-from stripe_pipeline.process import sql_fields as q
-from stripe_pipeline.process.extract_sql import SqlWrite, sql_twin
-from stripe_pipeline.process.registry import EventContext, RowWrite, handles
-from stripe_pipeline.process.resources.fields import (
+from stripe_pipeline.catalog import sql_readers as q
+from stripe_pipeline.catalog.model import (
+    Column,
+    EventContext,
+    Fetch,
+    Listing,
+    Policy,
+    Resource,
+    Route,
+    RowWrite,
+    SqlWrite,
+)
+from stripe_pipeline.catalog.readers import (
+    amount,
     currency,
     dig,
     integer,
@@ -29,45 +38,33 @@ from stripe_pipeline.process.resources.fields import (
     text,
     unix_time,
 )
-from stripe_pipeline.process.upsert import Policy, TableSpec
+from stripe_pipeline.db.models import StripeInvoice
 
-N, K = Policy.NEWEST, Policy.NEWEST_KNOWN
+N, K, L = Policy.NEWEST, Policy.NEWEST_KNOWN, Policy.LEAST
+TABLE = StripeInvoice.__tablename__
 
-SPEC = TableSpec(
-    table=StripeInvoice.__table__,
-    key="stripe_invoice_id",
-    policies={
-        "customer_id": K,
-        "subscription_id": K,
-        "payment_intent_id": K,
-        "charge_id": K,
-        "status": N,
-        "billing_reason": K,
-        "currency": K,
-        "amount_due_minor": N,
-        "amount_paid_minor": N,
-        "amount_remaining_minor": N,
-        "attempt_count": N,
-        "next_payment_attempt": N,
-        "period_start": N,
-        "period_end": N,
-        "due_date": N,
-        "paid_at": K,
-        "marked_uncollectible_at": K,
-        "stripe_created": K,
-        "livemode": N,
-    },
-    object_type="invoice",
-    audit_fields=(
-        "status",
-        "amount_due_minor",
-        "amount_paid_minor",
-        "amount_remaining_minor",
-        "attempt_count",
-        "next_payment_attempt",
-        "paid_at",
-        "marked_uncollectible_at",
-    ),
+COLUMNS = (
+    Column("customer_id", K),
+    Column("subscription_id", K),
+    Column("payment_intent_id", K),
+    Column("charge_id", K),
+    Column("status", N, audit=True),
+    Column("billing_reason", K),
+    Column("currency", K),
+    Column("amount_due_minor", N, audit=True),
+    Column("amount_paid_minor", N, audit=True),
+    Column("amount_remaining_minor", N, audit=True),
+    Column("attempt_count", N, audit=True),
+    Column("next_payment_attempt", N, audit=True),
+    Column("period_start", N),
+    Column("period_end", N),
+    Column("due_date", N),
+    Column("paid_at", K, audit=True),
+    Column("marked_uncollectible_at", K, audit=True),
+    # a deleted draft (``invoice.deleted``; Stripe then answers 404 for it)
+    Column("deleted_at", L, audit=True),
+    Column("stripe_created", K),
+    Column("livemode", N),
 )
 
 PAID_EVENTS = frozenset({"invoice.paid", "invoice.payment_succeeded"})
@@ -85,17 +82,30 @@ def _payment_refs(invoice: dict[str, Any]) -> tuple[str | None, str | None]:
     return None, None
 
 
-def _legacy_status(invoice: dict[str, Any]) -> str | None:
+def _legacy_status(invoice: dict[str, Any]) -> str:
+    """Before 2018-11-08 invoices had flags, not a status. An unpaid one was open (a
+    ``closed`` one had only stopped retrying: today's ``auto_advance: false``, not void)."""
     if invoice.get("paid"):
         return "paid"
     if invoice.get("forgiven"):
         return "uncollectible"
-    if invoice.get("closed"):
-        return "void"
-    return None
+    return "open"
 
 
-@handles(
+def _legacy_amount(invoice: dict[str, Any], key: str, due: int | None) -> int | None:
+    """``amount_paid`` / ``amount_remaining`` of an invoice older than those fields (2013):
+    all of the amount due was paid, or none of it."""
+    if key in invoice:
+        return amount(invoice[key])
+    if due is None:
+        return None
+    paid = bool(invoice.get("paid"))
+    if key == "amount_paid":
+        return due if paid else 0
+    return 0 if paid else due
+
+
+ROUTED = (
     "invoice.created",
     "invoice.updated",
     "invoice.finalized",
@@ -108,12 +118,16 @@ def _legacy_status(invoice: dict[str, Any]) -> str | None:
     "invoice.voided",
     "invoice.sent",
     "invoice.overdue",
+    "invoice.deleted",
 )
+
+
 def apply_invoice_event(ctx: EventContext) -> Iterable[RowWrite]:
     invoice = ctx.obj
     new_pi, new_charge = _payment_refs(invoice)
     transitions = invoice.get("status_transitions") or {}
     status = text(invoice.get("status")) or _legacy_status(invoice)
+    due = amount(invoice.get("amount_due"))
     paid_at = unix_time(transitions.get("paid_at"))
     if paid_at is None and ctx.event_type in PAID_EVENTS and status == "paid":
         paid_at = unix_time(ctx.created)
@@ -129,9 +143,9 @@ def apply_invoice_event(ctx: EventContext) -> Iterable[RowWrite]:
         "status": status,
         "billing_reason": text(invoice.get("billing_reason")),
         "currency": currency(invoice.get("currency")),
-        "amount_due_minor": integer(invoice.get("amount_due")),
-        "amount_paid_minor": integer(invoice.get("amount_paid")),
-        "amount_remaining_minor": integer(invoice.get("amount_remaining")),
+        "amount_due_minor": due,
+        "amount_paid_minor": _legacy_amount(invoice, "amount_paid", due),
+        "amount_remaining_minor": _legacy_amount(invoice, "amount_remaining", due),
         "attempt_count": integer(invoice.get("attempt_count")),
         "next_payment_attempt": unix_time(invoice.get("next_payment_attempt")),
         "period_start": unix_time(invoice.get("period_start")),
@@ -139,10 +153,11 @@ def apply_invoice_event(ctx: EventContext) -> Iterable[RowWrite]:
         "due_date": unix_time(invoice.get("due_date")),
         "paid_at": paid_at,
         "marked_uncollectible_at": uncollectible_at,
+        "deleted_at": unix_time(ctx.created) if ctx.event_type == "invoice.deleted" else None,
         "stripe_created": integer(invoice.get("created", invoice.get("date"))),
         "livemode": ctx.livemode,
     }
-    return [RowWrite(SPEC.name, object_id(invoice), values)]
+    return [RowWrite(TABLE, object_id(invoice), values)]
 
 
 # --- SQL twin (``extract_sql``): the same row, read by PostgreSQL ---
@@ -193,53 +208,80 @@ _TRANSITIONS = _object_or_empty(q.field("o", "status_transitions"))
 _PAID_AT = q.unix_time(q.field(_TRANSITIONS.value, "paid_at"))
 _UNCOLLECTIBLE_AT = q.unix_time(q.field(_TRANSITIONS.value, "marked_uncollectible_at"))
 
-_PAID, _FORGIVEN, _CLOSED = (q.json_truth(q.field("o", k)) for k in ("paid", "forgiven", "closed"))
+_PAID, _FORGIVEN = (q.json_truth(q.field("o", k)) for k in ("paid", "forgiven"))
 _LEGACY_STATUS = q.Expr(
     f"(CASE WHEN {_PAID.value} THEN 'paid' WHEN {_FORGIVEN.value} THEN 'uncollectible' "
-    f"WHEN {_CLOSED.value} THEN 'void' END)",
-    q.all_ok(_PAID, _FORGIVEN, _CLOSED),
+    f"ELSE 'open' END)",
+    q.all_ok(_PAID, _FORGIVEN),
 )
+_DUE = q.amount(q.field("o", "amount_due"))
+
+
+def _legacy_amount_sql(key: str, if_paid: str, if_unpaid: str) -> q.Expr:
+    """``_legacy_amount``: the field when present, else all or nothing of the amount due."""
+    found = q.amount(q.field("o", key))
+    return q.Expr(
+        f"(CASE WHEN o ? '{key}' THEN {found.value} WHEN {_DUE.value} IS NULL THEN NULL "
+        f"WHEN {_PAID.value} THEN {if_paid} ELSE {if_unpaid} END)",
+        f"({_DUE.ok} AND CASE WHEN o ? '{key}' THEN {found.ok} ELSE {_PAID.ok} END)",
+    )
+
+
 _STATUS = q.either(q.text(q.field("o", "status")), _LEGACY_STATUS)
 _PAID_EVENT_TYPES = ", ".join(f"'{t}'" for t in sorted(PAID_EVENTS))
 _CREATED = "(CASE WHEN o ? 'created' THEN (o -> 'created') ELSE (o -> 'date') END)"
 
-sql_twin(
-    apply_invoice_event,
-    SqlWrite(
-        SPEC.name,
-        key=q.object_id(),
-        ok=q.Expr("true", f"({_PAYMENT_REFS_OK} AND {_TRANSITIONS.ok})"),
-        values={
-            "customer_id": q.ref_id(q.field("o", "customer")),
-            "subscription_id": q.either(
-                q.ref_id(q.field("o", "subscription")),
-                q.ref_id(q.field("o", "parent", "subscription_details", "subscription")),
-            ),
-            "payment_intent_id": q.either(q.ref_id(q.field("o", "payment_intent")), _NEW_PI),
-            "charge_id": q.either(q.ref_id(q.field("o", "charge")), _NEW_CHARGE),
-            "status": _STATUS,
-            "billing_reason": q.text(q.field("o", "billing_reason")),
-            "currency": q.currency(q.field("o", "currency")),
-            "amount_due_minor": q.integer(q.field("o", "amount_due")),
-            "amount_paid_minor": q.integer(q.field("o", "amount_paid")),
-            "amount_remaining_minor": q.integer(q.field("o", "amount_remaining")),
-            "attempt_count": q.integer(q.field("o", "attempt_count")),
-            "next_payment_attempt": q.unix_time(q.field("o", "next_payment_attempt")),
-            "period_start": q.unix_time(q.field("o", "period_start")),
-            "period_end": q.unix_time(q.field("o", "period_end")),
-            "due_date": q.unix_time(q.field("o", "due_date")),
-            "paid_at": q.Expr(
-                f"coalesce({_PAID_AT.value}, CASE WHEN e.event_type IN ({_PAID_EVENT_TYPES}) "
-                f"AND {_STATUS.value} = 'paid' THEN {q.event_time().value} END)",
-                _PAID_AT.ok,
-            ),
-            "marked_uncollectible_at": q.Expr(
-                f"coalesce({_UNCOLLECTIBLE_AT.value}, CASE WHEN e.event_type = "
-                f"'invoice.marked_uncollectible' THEN {q.event_time().value} END)",
-                _UNCOLLECTIBLE_AT.ok,
-            ),
-            "stripe_created": q.integer(_CREATED),
-            "livemode": q.livemode(),
-        },
-    ),
+TWIN = SqlWrite(
+    TABLE,
+    key=q.object_id(),
+    ok=q.Expr("true", f"({_PAYMENT_REFS_OK} AND {_TRANSITIONS.ok})"),
+    values={
+        "customer_id": q.ref_id(q.field("o", "customer")),
+        "subscription_id": q.either(
+            q.ref_id(q.field("o", "subscription")),
+            q.ref_id(q.field("o", "parent", "subscription_details", "subscription")),
+        ),
+        "payment_intent_id": q.either(q.ref_id(q.field("o", "payment_intent")), _NEW_PI),
+        "charge_id": q.either(q.ref_id(q.field("o", "charge")), _NEW_CHARGE),
+        "status": _STATUS,
+        "billing_reason": q.text(q.field("o", "billing_reason")),
+        "currency": q.currency(q.field("o", "currency")),
+        "amount_due_minor": _DUE,
+        "amount_paid_minor": _legacy_amount_sql("amount_paid", _DUE.value, "0"),
+        "amount_remaining_minor": _legacy_amount_sql("amount_remaining", "0", _DUE.value),
+        "attempt_count": q.integer(q.field("o", "attempt_count")),
+        "next_payment_attempt": q.unix_time(q.field("o", "next_payment_attempt")),
+        "period_start": q.unix_time(q.field("o", "period_start")),
+        "period_end": q.unix_time(q.field("o", "period_end")),
+        "due_date": q.unix_time(q.field("o", "due_date")),
+        "paid_at": q.Expr(
+            f"coalesce({_PAID_AT.value}, CASE WHEN e.event_type IN ({_PAID_EVENT_TYPES}) "
+            f"AND {_STATUS.value} = 'paid' THEN {q.event_time().value} END)",
+            _PAID_AT.ok,
+        ),
+        "marked_uncollectible_at": q.Expr(
+            f"coalesce({_UNCOLLECTIBLE_AT.value}, CASE WHEN e.event_type = "
+            f"'invoice.marked_uncollectible' THEN {q.event_time().value} END)",
+            _UNCOLLECTIBLE_AT.ok,
+        ),
+        "deleted_at": q.constant(
+            f"(CASE WHEN e.event_type = 'invoice.deleted' THEN {q.event_time().value} END)"
+        ),
+        "stripe_created": q.integer(_CREATED),
+        "livemode": q.livemode(),
+    },
+)
+
+RESOURCE = Resource(
+    object_type="invoice",
+    table=StripeInvoice.__table__,
+    key="stripe_invoice_id",
+    columns=COLUMNS,
+    routes=(Route(ROUTED, apply_invoice_event, frozenset({"invoice"}), (TWIN,)),),
+    listings=(Listing("invoices", "/v1/invoices", read_as="invoice.updated"),),
+    fetch=(Fetch("/v1/invoices/{id}", "invoice.updated"),),
+    # only a draft can be deleted; Stripe then answers 404 for it
+    gone_means_deleted=lambda row: row.get("status") == "draft",
+    docs="https://docs.stripe.com/api/invoices/object",
+    deleted_marker="deleted_at",
 )

@@ -45,17 +45,26 @@ def unix_time(value: Any) -> datetime | None:
     return datetime.fromtimestamp(value, UTC)
 
 
+# a BIGINT column holds what Stripe sends; anything past it is a broken payload, refused
+# here as a shape error (permanent) instead of failing the database write (retried)
+_INT64 = 2**63 - 1
+
+
 def integer(value: Any) -> int | None:
     """An integer field (amounts are integers of minor units in every API version)."""
     if value is None:
         return None
     if isinstance(value, bool):
         raise TypeError(f"expected an integer, got {value!r}")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    raise TypeError(f"expected an integer, got {value!r}")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise TypeError(f"expected an integer, got {value!r}")
+        value = int(value)
+    if not isinstance(value, int):
+        raise TypeError(f"expected an integer, got {type(value).__name__}")
+    if not -_INT64 <= value <= _INT64:
+        raise ValueError("integer out of the 64-bit range")
+    return value
 
 
 def required_integer(obj: dict[str, Any], key: str) -> int:
@@ -65,17 +74,45 @@ def required_integer(obj: dict[str, Any], key: str) -> int:
     return value
 
 
+def amount(value: Any) -> int | None:
+    """An amount Stripe never sends negative (charged, refunded, disputed, due)."""
+    found = integer(value)
+    if found is not None and found < 0:
+        raise ValueError(f"negative amount {found}")
+    return found
+
+
+def required_amount(obj: dict[str, Any], key: str) -> int:
+    found = amount(obj.get(key))
+    if found is None:
+        raise ValueError(f"{obj.get('object', 'object')} has no {key}")
+    return found
+
+
 def boolean(value: Any) -> bool | None:
     if value is None or isinstance(value, bool):
         return value
     raise TypeError(f"expected a boolean, got {value!r}")
 
 
+def livemode(obj: dict[str, Any], event: dict[str, Any] | None = None) -> bool:
+    """The object's ``livemode``, else the event's; a JSON boolean or absent (test mode).
+
+    Strict on purpose: ``"false"`` is truthy in Python, so a string would be stored as
+    live money while the event row says test mode.
+    """
+    if "livemode" in obj:
+        return boolean(obj["livemode"]) is True
+    if isinstance(event, dict):
+        return boolean(event.get("livemode")) is True
+    return False
+
+
 def currency(value: Any) -> str | None:
     """Lower-case ISO 4217 code; anything else is a shape error."""
     if value is None:
         return None
-    if not isinstance(value, str) or len(value) != 3 or not value.isalpha():
+    if not isinstance(value, str) or len(value) != 3 or not (value.isascii() and value.isalpha()):
         raise ValueError(f"not a currency code: {value!r}")
     return value.lower()
 

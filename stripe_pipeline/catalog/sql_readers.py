@@ -1,4 +1,4 @@
-"""PostgreSQL twins of ``fields.py``: the same tolerant readers as SQL over JSONB.
+"""PostgreSQL twins of ``readers.py``: the same tolerant readers as SQL over JSONB.
 
 Each reader returns an :class:`Expr`: the SQL ``value`` and an ``ok`` condition that
 holds exactly when the SQL value is certainly what the Python reader returns. Where
@@ -44,7 +44,7 @@ def _absent_or_null(path: str) -> str:
 
 
 def text(path: str) -> Expr:
-    """``fields.text``: a string or nothing."""
+    """``readers.text``: a string or nothing."""
     return Expr(
         f"({path} #>> '{{}}')",
         f"coalesce({_typeof(path)} IN ('string', 'null'), true)",
@@ -52,7 +52,7 @@ def text(path: str) -> Expr:
 
 
 def ref_id(path: str) -> Expr:
-    """``fields.ref_id``: an id string ("" is none) or an expanded object's id."""
+    """``readers.ref_id``: an id string ("" is none) or an expanded object's id."""
     kind = _typeof(path)
     return Expr(
         f"(CASE {kind} WHEN 'string' THEN nullif({path} #>> '{{}}', '') "
@@ -63,7 +63,7 @@ def ref_id(path: str) -> Expr:
 
 
 def integer(path: str) -> Expr:
-    """``fields.integer``: integral JSON numbers only (booleans are not integers).
+    """``readers.integer``: integral JSON numbers only (booleans are not integers).
 
     A number is taken when its stored numeric has no fractional digits (``5.0`` keeps
     its scale in JSONB and is left to Python, which reads a float) and fewer than 16
@@ -82,13 +82,25 @@ def integer(path: str) -> Expr:
 
 
 def required_integer(path: str) -> Expr:
-    """``fields.required_integer``: as ``integer``, and missing is a shape error."""
+    """``readers.required_integer``: as ``integer``, and missing is a shape error."""
     found = integer(path)
     return Expr(found.value, f"({found.ok} AND {found.value} IS NOT NULL)")
 
 
+def amount(path: str) -> Expr:
+    """``readers.amount``: as ``integer``; a negative amount is Python's to refuse."""
+    found = integer(path)
+    return Expr(found.value, f"({found.ok} AND coalesce({found.value} >= 0, true))")
+
+
+def required_amount(path: str) -> Expr:
+    """``readers.required_amount``."""
+    found = amount(path)
+    return Expr(found.value, f"({found.ok} AND {found.value} IS NOT NULL)")
+
+
 def boolean(path: str) -> Expr:
-    """``fields.boolean``."""
+    """``readers.boolean``."""
     return Expr(
         f"(CASE WHEN {_typeof(path)} = 'boolean' THEN ({path})::boolean END)",
         f"coalesce({_typeof(path)} IN ('boolean', 'null'), true)",
@@ -96,7 +108,7 @@ def boolean(path: str) -> Expr:
 
 
 def currency(path: str) -> Expr:
-    """``fields.currency``: three ASCII letters, lower-cased (other letters: Python)."""
+    """``readers.currency``: three ASCII letters, lower-cased (other letters: Python)."""
     return Expr(
         f"lower({path} #>> '{{}}')",
         f"({_absent_or_null(path)} OR ({_typeof(path)} = 'string' "
@@ -110,7 +122,7 @@ def constant(sql: str) -> Expr:
 
 
 def object_id(base: str = "o") -> Expr:
-    """``fields.object_id``: the object's own non-empty id string."""
+    """``readers.object_id``: the object's own non-empty id string."""
     path = field(base, "id")
     return Expr(
         f"({path} #>> '{{}}')",
@@ -184,7 +196,7 @@ def only_if(condition: str, found: Expr) -> Expr:
 
 
 def list_data(path: str) -> Expr:
-    """``fields.list_data``: a plain list, or a list object's data (falsy: empty; NULL
+    """``readers.list_data``: a plain list, or a list object's data (falsy: empty; NULL
     here); anything else raises."""
     kind, data = _typeof(path), field(path, "data")
     return Expr(
@@ -203,7 +215,7 @@ def json_or(*paths: str) -> Expr:
 
 
 def card_fingerprint_of(path: str) -> Expr:
-    """``fields.card_fingerprint``: None unless an object, else the first truthy candidate."""
+    """``readers.card_fingerprint``: None unless an object, else the first truthy candidate."""
     is_object = f"({_typeof(path)} = 'object')"
     is_card = f"(({path} -> 'object') = '\"card\"'::jsonb)"
     chosen = json_or(
@@ -221,7 +233,7 @@ _UNIX_MIN, _UNIX_MAX = -62_135_596_800 + 172_800, 253_402_300_799 - 172_800
 
 
 def unix_time(path: str) -> Expr:
-    """``fields.unix_time``: integral Unix seconds; 0 means "not set".
+    """``readers.unix_time``: integral Unix seconds; 0 means "not set".
 
     ``to_timestamp`` is only reached for times Python can represent (years 1-9999):
     PostgreSQL raises past year 294276, which would fail the whole batch's query.

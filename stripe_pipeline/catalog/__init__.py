@@ -1,0 +1,33 @@
+"""The Stripe resources the pipeline stores, each declared once (see ``model``).
+
+``CATALOG`` lists them in the order a batch writes their tables (a fixed order, so
+concurrent runs lock rows in the same order). It is an immutable value: entry points
+pass it (or another catalog, in tests) to processing and reconciliation.
+"""
+
+from __future__ import annotations
+
+from stripe_pipeline.catalog import (
+    customers,
+    disputes,
+    invoices,
+    payment_methods,
+    payments,
+    refunds,
+    subscriptions,
+)
+from stripe_pipeline.catalog.model import Catalog
+
+CATALOG = Catalog(
+    (
+        customers.RESOURCE,
+        payment_methods.RESOURCE,
+        payments.RESOURCE,
+        refunds.RESOURCE,
+        disputes.RESOURCE,
+        subscriptions.RESOURCE,
+        invoices.RESOURCE,
+    )
+)
+
+__all__ = ["CATALOG"]

@@ -1,0 +1,381 @@
+"""How a Stripe resource is declared: its table, columns, event routes and listings.
+
+One :class:`Resource` per stored Stripe object says everything the pipeline does with
+it, so processing, reconciliation, backfill, erasure and the docs read one place:
+
+- each stored column, its merge policy (how events of any order combine), whether it
+  is audited, whether it holds personal data, and whether reconciliation compares it
+  (or, when it cannot, why not);
+- which event types route to which parser, and which Stripe ``object`` those events
+  must carry;
+- the list endpoints that state the object (with their parameters, e.g.
+  ``status=all``), and the path to fetch one object by id.
+
+Parsers only parse: they turn a Stripe object into :class:`RowWrite` values and never
+touch the database. A write is ``versioned`` when its source owns the row's state (a
+PaymentIntent event for its payment); an unversioned write only fills what is unknown
+and adds monotone facts (a charge event about a PaymentIntent's payment), so it never
+overrides what the owning source said, whatever order events arrive in.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cache
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from sqlalchemy import BigInteger, Integer, SmallInteger, String, Table
+
+from stripe_pipeline.catalog.sql_readers import Expr
+
+if TYPE_CHECKING:
+    from stripe_pipeline.process.events import QueuedEvent
+
+
+class Policy(enum.Enum):
+    """How events about one object merge into one column, independent of arrival order."""
+
+    NEWEST = "newest"  # the newest event's value, NULL included (status)
+    NEWEST_KNOWN = "newest_known"  # the newest non-NULL value; older events fill NULLs
+    GREATEST = "greatest"  # monotone: refunded amounts only grow
+    LEAST = "least"  # monotone: the first deletion time stays
+    FOLLOWS = "follows"  # a fact about another column's value (see ``Resource.follows``)
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """One stored column of a resource's table.
+
+    ``reconciled`` False means the Stripe object itself does not state the value (the
+    time an event happened, such as a dispute's closing); ``note`` says why, and the
+    README's resource table shows it.
+    """
+
+    name: str
+    policy: Policy
+    audit: bool = False
+    personal: bool = False
+    reconciled: bool = True
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.reconciled and not self.note:
+            raise ValueError(f"column {self.name}: say why it is not reconciled")
+
+
+def event_fact(name: str, policy: Policy, note: str, *, audit: bool = False) -> Column:
+    """A column that records something about an event, not the object's state."""
+    return Column(name, policy, audit=audit, reconciled=False, note=note)
+
+
+@runtime_checkable
+class RefundSource(Protocol):
+    """Lists a charge's refunds (every page) as Stripe refund objects.
+
+    Since API version 2022-11-15 ``charge.refunded`` no longer embeds them; the
+    rate-limited API client answers, and its errors are the event's (temporary) failure.
+    """
+
+    def list_charge_refunds(self, charge_id: str) -> list[dict[str, Any]]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RowWrite:
+    """What one event (or listed object) says about one row of one table.
+
+    ``versioned`` False: the source does not own the row's state; the write fills
+    unknown values and monotone facts only, and never moves the row's event version.
+    """
+
+    table: str
+    key: str
+    values: dict[str, Any]
+    versioned: bool = True
+
+
+@dataclass(slots=True)
+class EventContext:
+    """A claimed event as parsers see it: its object, time, and the optional peers."""
+
+    event: QueuedEvent
+    obj: dict[str, Any]
+    refund_source: RefundSource | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def event_type(self) -> str:
+        return self.event.event_type
+
+    @property
+    def created(self) -> int:
+        return self.event.stripe_created
+
+    @property
+    def livemode(self) -> bool:
+        from stripe_pipeline.catalog.readers import livemode
+
+        return livemode(self.obj, self.event.payload)
+
+
+Handler = Callable[[EventContext], Iterable[RowWrite]]
+
+
+@dataclass(frozen=True, eq=False)  # hashed by identity: its SQL is cached
+class SqlWrite:
+    """One kind of row a parser writes, as SQL over ``o`` (``data.object``) / ``e.payload``.
+
+    ``items``: a JSONB array expression; the write then yields one row per element,
+    in order, with the element as ``item`` (a charge's refunds list). ``when``: rows
+    are written only where it holds (Python's ``if``). ``defer``: events the twin
+    leaves to Python (the parser would call the API, or add a note). ``versioned``:
+    SQL for :attr:`RowWrite.versioned`.
+    """
+
+    table: str
+    key: Expr
+    values: Mapping[str, Expr]
+    ok: Expr | None = None
+    items: str | None = None
+    when: str | None = None
+    defer: str | None = None
+    versioned: str = "true"
+
+
+@dataclass(frozen=True, eq=False)
+class Route:
+    """Event types (exact, or ``"prefix.*"``) parsed by one handler.
+
+    ``objects``: the ``data.object.object`` values the handler accepts; an event of
+    the family carrying another object is a hostile or broken payload and fails alone.
+    ``twin``: the same rows as SQL (PostgreSQL reads them in place); empty when the
+    parser stays in Python on purpose.
+    """
+
+    patterns: tuple[str, ...]
+    handler: Handler
+    objects: frozenset[str]
+    twin: tuple[SqlWrite, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """A list endpoint that states objects of a resource.
+
+    ``read_as``: the event type whose parser reads a listed object (the same parser
+    processing uses, so compared and repaired rows are built exactly as event rows).
+    ``params``: sent with every page (``status=all``: Stripe hides canceled
+    subscriptions otherwise). ``per_customer``: the endpoint lists one customer's
+    objects (``/v1/customers/{customer}/payment_methods``). ``created_filter``: the
+    endpoint accepts ``created[gte/lte]``. ``states``: which listed objects say
+    anything about a row (a failed attempt of a PaymentIntent does not). ``owns``:
+    which listed objects own their row's state; one that does not (a PaymentIntent's
+    charge) states only the columns in ``refines`` (its refunded amount and card).
+    """
+
+    name: str
+    path: str
+    read_as: str
+    params: Mapping[str, str] = field(default_factory=dict)
+    per_customer: bool = False
+    created_filter: bool = True
+    states: Callable[[dict[str, Any]], bool] | None = None
+    owns: Callable[[dict[str, Any]], bool] | None = None
+    refines: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Fetch:
+    """How one object is fetched by id: ``path`` (``{id}`` replaced), read as the
+    event type ``read_as``. ``prefix``: only keys starting with it (a legacy charge
+    keys its own payment and is fetched as a charge)."""
+
+    path: str
+    read_as: str
+    prefix: str = ""
+
+
+@dataclass(frozen=True, eq=False)  # hashed by identity: compiled statements are cached
+class Resource:
+    """One Stripe object as stored: declared once, read by every stage."""
+
+    object_type: str
+    table: Table
+    key: str
+    columns: tuple[Column, ...]
+    routes: tuple[Route, ...]
+    listings: tuple[Listing, ...] = ()
+    # one object by id: an object no listing returned is confirmed there, and a row
+    # left as a guess (same-second events) is refreshed from there
+    fetch: tuple[Fetch, ...] = ()
+    # a stored row for which Stripe's 404 means "deleted" (a deleted draft invoice)
+    gone_means_deleted: Callable[[Mapping[str, Any]], bool] | None = None
+    docs: str = ""
+    # values used on INSERT when no write knows a NOT NULL column
+    insert_defaults: Mapping[str, Any] = field(default_factory=dict)
+    # a column whose first non-NULL value means "deleted" (audit action "delete")
+    deleted_marker: str | None = None
+    # FOLLOWS column -> the column whose merged value it belongs to
+    follows: Mapping[str, str] = field(default_factory=dict)
+    # columns the pipeline itself sets (never from Stripe) -> who sets them
+    local_columns: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        names = [c.name for c in self.columns]
+        if len(set(names)) != len(names):
+            raise ValueError(f"{self.object_type}: a column is declared twice")
+        missing = [n for n in names if n not in self.table.c]
+        if missing:
+            raise ValueError(f"{self.object_type}: {missing} are not columns of {self.table}")
+        for column, anchor in self.follows.items():
+            if self.column(column).policy is not Policy.FOLLOWS or anchor not in names:
+                raise ValueError(f"{self.object_type}: bad FOLLOWS column {column}")
+
+    @property
+    def table_name(self) -> str:
+        return self.table.name
+
+    def fetch_for(self, key: str) -> Fetch | None:
+        """How to fetch the object of this key (the longest matching prefix)."""
+        found = [f for f in self.fetch if key.startswith(f.prefix)]
+        return max(found, key=lambda f: len(f.prefix)) if found else None
+
+    def column(self, name: str) -> Column:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(f"{self.object_type} has no column {name!r}")
+
+    @property
+    def policies(self) -> Mapping[str, Policy]:
+        return {c.name: c.policy for c in self.columns}
+
+    @property
+    def audit_fields(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns if c.audit)
+
+    @property
+    def reconciled(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns if c.reconciled)
+
+    @property
+    def personal(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns if c.personal)
+
+
+class Catalog:
+    """Every declared resource, with event routing built once from their routes.
+
+    The most specific route wins: an exact type, then the longest prefix; types no
+    route names are kept and marked ignored.
+    """
+
+    def __init__(self, resources: Iterable[Resource]) -> None:
+        self.resources: tuple[Resource, ...] = tuple(resources)
+        by_table: dict[str, Resource] = {}
+        by_type: dict[str, Resource] = {}
+        exact: dict[str, Route] = {}
+        prefix: dict[str, Route] = {}
+        for resource in self.resources:
+            if resource.table_name in by_table or resource.object_type in by_type:
+                raise ValueError(f"{resource.object_type} is declared twice")
+            by_table[resource.table_name] = resource
+            by_type[resource.object_type] = resource
+            for route in resource.routes:
+                for pattern in route.patterns:
+                    if pattern.endswith(".*"):
+                        # keep the dot: "charge." must not match "chargeback"
+                        table, name = prefix, pattern[:-1]
+                    else:
+                        table, name = exact, pattern
+                    if name in table:
+                        raise ValueError(f"two routes for {pattern!r}")
+                    table[name] = route
+        self.by_table: Mapping[str, Resource] = MappingProxyType(by_table)
+        self.by_type: Mapping[str, Resource] = MappingProxyType(by_type)
+        self._exact: Mapping[str, Route] = MappingProxyType(exact)
+        # longest prefix first
+        self._prefix: tuple[tuple[str, Route], ...] = tuple(
+            sorted(prefix.items(), key=lambda item: -len(item[0]))
+        )
+        listings: dict[str, tuple[Resource, Listing]] = {}
+        for resource in self.resources:
+            for listing in resource.listings:
+                if listing.name in listings:
+                    raise ValueError(f"listing {listing.name} is declared twice")
+                if self.route_for(listing.read_as) is None:
+                    raise ValueError(f"listing {listing.name} reads as unrouted {listing.read_as}")
+                listings[listing.name] = (resource, listing)
+            for fetch in resource.fetch:
+                if self.route_for(fetch.read_as) is None:
+                    raise ValueError(f"{resource.object_type} fetch reads as {fetch.read_as}")
+        self.listings: Mapping[str, tuple[Resource, Listing]] = MappingProxyType(listings)
+
+    def route_for(self, event_type: str) -> Route | None:
+        found = self._exact.get(event_type)
+        if found is not None:
+            return found
+        for prefix, route in self._prefix:
+            if event_type.startswith(prefix):
+                return route
+        return None
+
+    def routes(self) -> tuple[Route, ...]:
+        return tuple(route for resource in self.resources for route in resource.routes)
+
+    def patterns(self) -> dict[str, list[str]]:
+        """Event-type patterns per resource (docs and run metadata)."""
+        return {
+            r.object_type: sorted(p for route in r.routes for p in route.patterns)
+            for r in self.resources
+        }
+
+
+@cache
+def _limits(resource: Resource) -> dict[str, tuple[str, int]]:
+    """Per column what the database can hold: ("text", max length) or ("int", max abs)."""
+    limits: dict[str, tuple[str, int]] = {}
+    for name in (resource.key, *resource.policies):
+        column_type = resource.table.c[name].type
+        if isinstance(column_type, String) and column_type.length:
+            limits[name] = ("text", column_type.length)
+        elif isinstance(column_type, SmallInteger):
+            limits[name] = ("int", 2**15 - 1)
+        elif isinstance(column_type, BigInteger):
+            limits[name] = ("int", 2**63 - 1)
+        elif isinstance(column_type, Integer):
+            limits[name] = ("int", 2**31 - 1)
+    return limits
+
+
+def check_fits(resource: Resource, write: RowWrite) -> None:
+    """Refuse a row the table cannot hold (an over-long id, a count past INTEGER).
+
+    Checked after parsing, whether the row came from Python or from a SQL twin, so a
+    hostile value fails its own event as a shape error instead of the batch's write.
+    """
+    limits = _limits(resource)
+    for name, value in ((resource.key, write.key), *write.values.items()):
+        limit = limits.get(name)
+        if limit is None or value is None:
+            continue
+        kind, bound = limit
+        if kind == "text" and isinstance(value, str) and len(value) > bound:
+            raise ValueError(f"{resource.object_type} {name} longer than {bound} characters")
+        if kind == "int" and isinstance(value, int) and not -bound <= value <= bound:
+            raise ValueError(f"{resource.object_type} {name} out of range")
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Equality of a stored and a parsed value: instants compare as instants (SQLite
+    hands back naive UTC datetimes), JSON documents by content."""
+    if isinstance(a, datetime) and isinstance(b, datetime):
+        return _utc(a) == _utc(b)
+    return a == b
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
