@@ -161,6 +161,8 @@ JSON_VALUES = st.one_of(
         [5.0, 1.0, 0.0, -0.0, 1e20, 10**15 - 1, 10**15, -(10**15 - 1), -(10**15), 2**53]
     ),
     st.sampled_from(["", "usd", "USD", "eur", "xx", "ééé", "pi_123", "cus_1", "succeeded"]),
+    # hostile but signed: booleans as strings, another object kind, over-long ids
+    st.sampled_from(["false", "true", "charge", "dispute", "refund", "x" * 300, "ch_" + "9" * 260]),
     st.just({"id": "obj_1"}),
     st.just({"id": None}),
     st.just({"id": 5}),
