@@ -3,6 +3,10 @@
 SQLite (the embedded default) runs in WAL mode with a busy timeout and full sync,
 so an acknowledged webhook survives a crash; PostgreSQL connects through psycopg 3
 with a short connect timeout, so an outage turns into a fast 503, not a hung worker.
+
+Both hide SQL parameters from error messages (``hide_parameters``): parameters are
+payload parts (ids, emails, amounts), and error messages reach logs, the CLI and
+``stripe_events.error_context``.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ def make_engine(url: str, *, pool_size: int = 5, echo: bool = False) -> Engine:
         engine = create_engine(
             url,
             echo=echo,
+            hide_parameters=True,
             **JSON_OPTIONS,
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
         )
@@ -53,6 +58,7 @@ def make_engine(url: str, *, pool_size: int = 5, echo: bool = False) -> Engine:
     return create_engine(
         url,
         echo=echo,
+        hide_parameters=True,
         **JSON_OPTIONS,
         pool_size=pool_size,
         max_overflow=pool_size,

@@ -6,6 +6,8 @@ once. Anything unknown is treated as temporary until max retries, then escalated
 
 from __future__ import annotations
 
+import hashlib
+import re
 import traceback
 from typing import Any, Literal
 
@@ -51,13 +53,54 @@ def classify(exc: BaseException) -> ErrorKind:
     return "temporary"
 
 
+def is_connection_failure(exc: BaseException) -> bool:
+    """True when the database connection itself failed (gone, timed out, locked, deadlocked).
+
+    Then the transaction cannot go on and the batch must roll back; any other error
+    while recording a failure (a value the database refuses) stays with its event.
+    """
+    from sqlalchemy import exc as sa_exc
+
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError)
+
+
+def _storable(value: str) -> str:
+    """NUL cannot be stored in PostgreSQL text or JSONB."""
+    return value.replace("\x00", "\\x00")
+
+
 def error_context(exc: BaseException, attempt: int, *, limit: int = 4000) -> dict[str, Any]:
     """What ``stripe_events.error_context`` keeps: class, message, traceback excerpt, attempt."""
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     return {
         "exception": f"{type(exc).__module__}.{type(exc).__qualname__}",
-        "message": str(exc)[:1000],
-        "traceback": tb[-limit:],
+        "message": _storable(str(exc))[:1000],
+        "traceback": _storable(tb)[-limit:],
         "attempt": attempt,
         "kind": classify(exc),
     }
+
+
+# what varies between occurrences of one cause: Stripe-style ids (with a digit),
+# hex runs, numbers
+_VARYING = (
+    (re.compile(r"\b[A-Za-z]+_(?=[A-Za-z0-9]*\d)[A-Za-z0-9]+\b"), "<id>"),
+    (re.compile(r"\b[0-9a-fA-F]{12,}\b"), "<hex>"),
+    (re.compile(r"\d+"), "<n>"),
+    (re.compile(r"\s+"), " "),
+)
+
+
+def normalized_message(message: str, limit: int = 300) -> str:
+    """The message without what varies between occurrences of one cause."""
+    for pattern, replacement in _VARYING:
+        message = pattern.sub(replacement, message)
+    return message.strip()[:limit]
+
+
+def fingerprint(exception: str, message: str) -> str:
+    """Root cause of a failure: exception class and normalized message, hashed (16 hex)."""
+    text = f"{exception}|{normalized_message(message)}"
+    return hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:16]
