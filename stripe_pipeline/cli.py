@@ -126,8 +126,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: database unreachable ({url}): {reason}", file=sys.stderr)
         return EXIT_FAILURE
     except SQLAlchemyError as exc:
-        print(f"error: database error: {exc.__class__.__name__}: {exc}", file=sys.stderr)
+        # the driver's first line only: never the statement or its parameters (payload parts)
+        orig = getattr(exc, "orig", None)
+        reason = str(orig).strip().splitlines()[0] if orig is not None and str(orig) else ""
+        print(
+            f"error: database error: {type(exc).__name__}: {reason}".rstrip(": "), file=sys.stderr
+        )
         return EXIT_FAILURE
+    except OverflowError:
+        print("error: a number is out of range", file=sys.stderr)
+        return EXIT_USAGE
     except CommandError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE

@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_ENDPOINT = "default"
+# how metrics and the delivery audit name requests to endpoints nobody configured
+UNKNOWN_ENDPOINT = "unknown"
+RESERVED_ENDPOINTS = (DEFAULT_ENDPOINT, UNKNOWN_ENDPOINT)
 ENDPOINT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 ENVIRONMENT: dict[str, str] = {
@@ -206,7 +209,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     for key, value in env.items():
         if key.startswith(prefix) and split_secrets(value):
             name = key[len(prefix) :].lower()
-            if not ENDPOINT_NAME.match(name) or name == DEFAULT_ENDPOINT:
+            if not ENDPOINT_NAME.match(name) or name in RESERVED_ENDPOINTS:
                 raise ConfigError(f"{key}: endpoint name {name!r} is not allowed")
             secrets[name] = split_secrets(value)
 

@@ -100,7 +100,7 @@ def test_an_over_long_customer_id_dead_letters_one_event_and_the_rest_goes_throu
 
 @pytest.mark.postgres
 def test_the_issue_case_a_payment_with_a_304_character_customer_on_postgresql(
-    fresh_pg_url: str,
+    fresh_pg_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     # PostgreSQL enforces VARCHAR(255): the payment upsert refuses the event, and its
     # ticket once overflowed too, rolling the batch back on every run. (SQLite does
@@ -128,8 +128,14 @@ def test_the_issue_case_a_payment_with_a_304_character_customer_on_postgresql(
             engine, "SELECT error_context FROM stripe_events WHERE status = 'dead_letter'"
         )
         assert event["error_context"]["exception"] == "sqlalchemy.exc.DataError"
-        # parameters (payload parts) never reach the error context
+        # parameters (payload parts) never reach the error context nor the logs
         assert "z" * 50 not in json.dumps(event["error_context"])
+        assert event["error_context"]["message"] == (
+            "StringDataRightTruncation: value too long for type character varying(255)"
+        )
+        assert event["error_context"]["statement"].startswith("INSERT INTO stripe_payments")
+        assert "bulk apply of 41 events failed" in caplog.text
+        assert "z" * 50 not in caplog.text
     finally:
         engine.dispose()
 
@@ -351,3 +357,17 @@ def test_an_investigating_ticket_waits_for_all_its_events(engine: Engine) -> Non
     assert workflow.show_ticket(engine, ticket["id"])["status"] == "investigating"
     rest = process_pending(engine, policy=POLICY, apply=MarkingApply())
     assert rest.processed == 3 and rest.tickets_resolved == 1
+
+
+def test_sql_parameters_never_reach_error_messages(engine: Engine) -> None:
+    marker = "cus_parametermarker42"
+    with pytest.raises(Exception) as failure, engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO stripe_events (stripe_event_id, event_type, stripe_created, "
+                "payload) VALUES (NULL, :type, 1, :payload)"
+            ),
+            {"type": marker, "payload": json.dumps({"customer": marker})},
+        )
+    assert "IntegrityError" in type(failure.value).__name__
+    assert marker not in str(failure.value)

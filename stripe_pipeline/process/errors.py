@@ -72,15 +72,32 @@ def _storable(value: str) -> str:
 
 
 def error_context(exc: BaseException, attempt: int, *, limit: int = 4000) -> dict[str, Any]:
-    """What ``stripe_events.error_context`` keeps: class, message, traceback excerpt, attempt."""
+    """What ``stripe_events.error_context`` keeps: class, message, traceback excerpt, attempt.
+
+    A database error is described by the driver's first line (``DataError:
+    StringDataRightTruncation: value too long ...``) and the start of its statement,
+    not by SQLAlchemy's message, which is mostly the statement (parameters hidden).
+    """
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return {
+    context: dict[str, Any] = {
         "exception": f"{type(exc).__module__}.{type(exc).__qualname__}",
-        "message": _storable(str(exc))[:1000],
+        "message": _storable(_message(exc))[:1000],
         "traceback": _storable(tb)[-limit:],
         "attempt": attempt,
         "kind": classify(exc),
     }
+    statement = getattr(exc, "statement", None)
+    if isinstance(statement, str):
+        context["statement"] = " ".join(statement.split())[:300]
+    return context
+
+
+def _message(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)
+    if orig is None or getattr(exc, "statement", None) is None:
+        return str(exc)
+    lines = str(orig).strip().splitlines()  # later lines (DETAIL) may quote values
+    return f"{type(orig).__name__}: {lines[0] if lines else ''}"
 
 
 # what varies between occurrences of one cause: Stripe-style ids (with a digit),

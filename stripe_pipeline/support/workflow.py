@@ -236,6 +236,15 @@ def _epoch(value: datetime | int | None) -> int | None:
     return int(value.timestamp())
 
 
+MAX_ROW_ID = 2**63 - 1  # BIGINT
+
+
+def _is_row_id(value: int | str) -> bool:
+    """A ``stripe_events.id``: digits within BIGINT (longer digit strings match nothing)."""
+    text = str(value)
+    return text.isascii() and text.isdigit() and int(text) <= MAX_ROW_ID
+
+
 def _event_filters(
     *,
     ids: Sequence[int | str] | None,
@@ -246,8 +255,8 @@ def _event_filters(
 ) -> list[Any]:
     filters: list[Any] = []
     if ids:
-        row_ids = [int(i) for i in ids if isinstance(i, int) or str(i).isdigit()]
-        stripe_ids = [str(i) for i in ids if not (isinstance(i, int) or str(i).isdigit())]
+        row_ids = [int(i) for i in ids if _is_row_id(i)]
+        stripe_ids = [str(i) for i in ids if not _is_row_id(i)]
         filters.append(or_(E.id.in_(row_ids), E.stripe_event_id.in_(stripe_ids)))
     if event_type:
         # "charge.dispute.*" selects a family of types
