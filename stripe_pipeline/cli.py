@@ -54,6 +54,24 @@ def cmd_db_current(args: argparse.Namespace) -> int:
     return 0 if current == head else EXIT_FAILURE
 
 
+def cmd_db_grant_runtime(args: argparse.Namespace) -> int:
+    from stripe_pipeline.db.roles import grant_runtime, runtime_grants
+
+    if args.print_only:
+        print(";\n".join(runtime_grants(args.role, args.schema)) + ";")
+        return 0
+    engine = _engine()
+    if engine.dialect.name != "postgresql":
+        raise CommandError("a runtime role exists on PostgreSQL only (SQLite has no roles)")
+    try:
+        with engine.begin() as conn:
+            count = len(grant_runtime(conn, args.role, args.schema))
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    print(f"granted the runtime privileges to {args.role} ({count} statements)")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from receiver.server import serve
 
@@ -82,6 +100,20 @@ def build_parser() -> argparse.ArgumentParser:
     down.set_defaults(func=cmd_db_downgrade)
     current = db_commands.add_parser("current", help="show the schema revision (exit 1 if behind)")
     current.set_defaults(func=cmd_db_current)
+    grant = db_commands.add_parser(
+        "grant-runtime",
+        help="give a PostgreSQL role the runtime privileges (run as the table owner)",
+        description="Grant ROLE what the receiver and the Dagster runs need and no more: "
+        "read/write on the app tables, SELECT and INSERT only on audit_log, SELECT on "
+        "alembic_version, CREATE on the schema for the SQL models. Run it as the role "
+        "that owns the tables (the one running `db upgrade`); idempotent.",
+    )
+    grant.add_argument("role", help="an existing role that is neither owner nor superuser")
+    grant.add_argument("--schema", default="public")
+    grant.add_argument(
+        "--print", dest="print_only", action="store_true", help="print the SQL, change nothing"
+    )
+    grant.set_defaults(func=cmd_db_grant_runtime)
 
     serve = commands.add_parser("serve", help="run the webhook receiver under gunicorn")
     serve.add_argument("--host", default="127.0.0.1")
