@@ -30,6 +30,8 @@ ENVIRONMENT: dict[str, str] = {
     "(for example `STRIPE_WEBHOOK_SECRET_CONNECT`). An endpoint exists once it has a secret.",
     "STRIPE_WEBHOOK_TOLERANCE": "Maximum signature age in seconds (default 300).",
     "STRIPE_WEBHOOK_MAX_BYTES": "Largest accepted webhook body in bytes (default 1048576).",
+    "STRIPE_WEBHOOK_READ_TIMEOUT": "Seconds a client has to send one request's headers and "
+    "body (default 10); a slower one is answered 408 and disconnected.",
     "STRIPE_WEBHOOK_LIVEMODE": "Optional guard: `live` or `test` rejects events of the other mode.",
     "STRIPE_WEBHOOK_INVALID_LIMIT": "Invalid requests per minute one address may send before "
     "it is answered 429 (default 120).",
@@ -98,6 +100,7 @@ class Settings:
     webhook_secrets: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     webhook_tolerance: int = 300
     webhook_max_bytes: int = 1024 * 1024
+    webhook_read_timeout: float = 10.0
     webhook_livemode: bool | None = None
     invalid_requests_per_minute: int = 120
     stripe_api_key: str | None = None
@@ -134,6 +137,13 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         return float(raw)
     except ValueError as exc:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
+
+
+def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+    value = _float(env, name, default)
+    if not 0 < value < 86_400:
+        raise ConfigError(f"{name} must be a number of seconds above 0, got {value}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -224,6 +234,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         webhook_secrets=secrets,
         webhook_tolerance=_int(env, "STRIPE_WEBHOOK_TOLERANCE", 300),
         webhook_max_bytes=_int(env, "STRIPE_WEBHOOK_MAX_BYTES", 1024 * 1024),
+        webhook_read_timeout=_positive(env, "STRIPE_WEBHOOK_READ_TIMEOUT", 10.0),
         webhook_livemode=livemode,
         invalid_requests_per_minute=_int(env, "STRIPE_WEBHOOK_INVALID_LIMIT", 120),
         stripe_api_key=env.get("STRIPE_API_KEY") or None,
