@@ -100,18 +100,23 @@ def _message(exc: BaseException) -> str:
     return f"{type(orig).__name__}: {lines[0] if lines else ''}"
 
 
-# what varies between occurrences of one cause: Stripe-style ids (with a digit),
-# hex runs, numbers
+# what varies between occurrences of one cause: Stripe-style ids (prefix_..., with a
+# digit somewhere: ``payment_intent`` is a word, ``pi_3Mt0a`` an id), hex runs, numbers
+_STRIPE_ID = re.compile(r"\b[A-Za-z]+(?:_[A-Za-z0-9]+)+\b")
 _VARYING = (
-    (re.compile(r"\b[A-Za-z]+_(?=[A-Za-z0-9]*\d)[A-Za-z0-9]+\b"), "<id>"),
     (re.compile(r"\b[0-9a-fA-F]{12,}\b"), "<hex>"),
     (re.compile(r"\d+"), "<n>"),
     (re.compile(r"\s+"), " "),
 )
 
 
+def _id_or_word(match: re.Match[str]) -> str:
+    return "<id>" if any(c.isdigit() for c in match.group()) else match.group()
+
+
 def normalized_message(message: str, limit: int = 300) -> str:
     """The message without what varies between occurrences of one cause."""
+    message = _STRIPE_ID.sub(_id_or_word, message)
     for pattern, replacement in _VARYING:
         message = pattern.sub(replacement, message)
     return message.strip()[:limit]

@@ -416,8 +416,9 @@ def _apply_and_record(
     failures: dict[int, BaseException] = {}
     if events:
         result = apply(conn, events, refund_source=refund_source)
-        outcomes = {i: o for i, o in result.outcomes.items() if i in by_id}
         failures = {i: x for i, x in result.failures.items() if i in by_id}
+        # an event is finished or failed, never both (a failure wins)
+        outcomes = {i: o for i, o in result.outcomes.items() if i in by_id and i not in failures}
         report.rows_written.update(result.rows_written or {})
     for e in events:
         if e.id not in outcomes and e.id not in failures:
