@@ -287,7 +287,8 @@ def cmd_tickets_show(args: argparse.Namespace) -> int:
     print(f"occurrences: {ticket['occurrences']}  created: {ticket['created_at']}")
     if ticket.get("details"):
         print("details: " + json.dumps(ticket["details"], default=str, sort_keys=True))
-    print("events:")
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(ticket["events_by_status"].items()))
+    print(f"events ({counts or 'none'}; newest first):")
     for e in ticket["events"]:
         error = (e.get("error_context") or {}).get("exception", "")
         print(

@@ -28,7 +28,8 @@ ENVIRONMENT: dict[str, str] = {
     "while rolling secrets (`whsec_new,whsec_old`).",
     "STRIPE_WEBHOOK_SECRET_<NAME>": "Secret(s) of the extra endpoint `/webhooks/stripe/<name>` "
     "(for example `STRIPE_WEBHOOK_SECRET_CONNECT`). An endpoint exists once it has a secret.",
-    "STRIPE_WEBHOOK_TOLERANCE": "Maximum signature age in seconds (default 300).",
+    "STRIPE_WEBHOOK_TOLERANCE": "Largest difference in seconds between a signature's "
+    "timestamp and now, in the past or the future (default 300).",
     "STRIPE_WEBHOOK_MAX_BYTES": "Largest accepted webhook body in bytes (default 1048576).",
     "STRIPE_WEBHOOK_READ_TIMEOUT": "Seconds a client has to send one request's headers and "
     "body (default 10); a slower one is answered 408 and disconnected.",
