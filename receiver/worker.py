@@ -150,8 +150,19 @@ class ReceiverWorker(Worker):
             self._date = (now, text)
         return text
 
-    def call_app(self, environ: dict[str, Any], head_only: bool, close: bool) -> bytes:
+    def call_app(
+        self,
+        request: _Request,
+        peer: tuple[str, int],
+        local: tuple[str, int],
+        close: bool,
+    ) -> bytes:
         """Run the WSGI app on one complete request (in a pool thread); the response bytes."""
+        try:
+            environ = _environ(request, peer, local)
+        except (httptools.HttpParserInvalidURLError, ValueError):
+            return _simple_response(400, self.http_date(), close=True)
+        head_only = request.method == "HEAD"
         started: list[Any] = []
 
         def start_response(status: str, headers: list[tuple[str, str]], exc_info=None):
@@ -325,7 +336,7 @@ class _Connection(asyncio.Protocol):
         close = not request.keep_alive or not self.worker.alive
         try:
             future: Future = self.worker.executor.submit(
-                self.worker.call_app, self._environ(request), request.method == "HEAD", close
+                self.worker.call_app, request, self.peer, self.local, close
             )
         except RuntimeError:  # the pool is shut down: the worker is stopping
             self.abort()
@@ -353,42 +364,6 @@ class _Connection(asyncio.Protocol):
         elif self.request is None:
             self.waiting_since = self.loop.time()
             self._arm(self.worker.cfg.keepalive, self._idle_timeout)
-
-    def _environ(self, request: _Request) -> dict[str, Any]:
-        url = httptools.parse_url(request.url)
-        environ: dict[str, Any] = {
-            "REQUEST_METHOD": request.method,
-            "SCRIPT_NAME": "",
-            "PATH_INFO": unquote_to_bytes(url.path or b"/").decode("latin-1"),
-            "QUERY_STRING": (url.query or b"").decode("latin-1"),
-            "RAW_URI": request.url.decode("latin-1"),
-            "SERVER_NAME": self.local[0],
-            "SERVER_PORT": str(self.local[1]),
-            "SERVER_PROTOCOL": f"HTTP/{request.version}",
-            "REMOTE_ADDR": self.peer[0],
-            "REMOTE_PORT": str(self.peer[1]),
-            "wsgi.version": (1, 0),
-            "wsgi.url_scheme": "http",
-            "wsgi.input": io.BytesIO(bytes(request.body)),
-            "wsgi.input_terminated": True,  # the whole body is in wsgi.input
-            "wsgi.errors": sys.stderr,
-            "wsgi.multithread": True,
-            "wsgi.multiprocess": True,
-            "wsgi.run_once": False,
-        }
-        for name, value in request.headers:
-            key = name.decode("latin-1").upper()
-            if "_" in key:
-                continue  # HTTP_X_Y could be faked by X_Y: dropped, as gunicorn does
-            key = key.replace("-", "_")
-            if key == "CONTENT_LENGTH":
-                if request.chunked:
-                    continue
-            elif key != "CONTENT_TYPE":
-                key = "HTTP_" + key
-            text = value.decode("latin-1")
-            environ[key] = f"{environ[key]},{text}" if key in environ else text
-        return environ
 
     # ---- timers and closing
 
@@ -439,6 +414,44 @@ class _Connection(asyncio.Protocol):
         candidates = [c for c in self.worker.connections if not c.busy and c is not self]
         if candidates:
             min(candidates, key=lambda c: c.waiting_since).abort()
+
+
+def _environ(request: _Request, peer: tuple[str, int], local: tuple[str, int]) -> dict[str, Any]:
+    """The WSGI environ of a complete request (built in the pool thread, off the loop)."""
+    url = httptools.parse_url(request.url)
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": request.method,
+        "SCRIPT_NAME": "",
+        "PATH_INFO": unquote_to_bytes(url.path or b"/").decode("latin-1"),
+        "QUERY_STRING": (url.query or b"").decode("latin-1"),
+        "RAW_URI": request.url.decode("latin-1"),
+        "SERVER_NAME": local[0],
+        "SERVER_PORT": str(local[1]),
+        "SERVER_PROTOCOL": f"HTTP/{request.version}",
+        "REMOTE_ADDR": peer[0],
+        "REMOTE_PORT": str(peer[1]),
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(bytes(request.body)),
+        "wsgi.input_terminated": True,  # the whole body is in wsgi.input
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+    }
+    for name, value in request.headers:
+        key = name.decode("latin-1").upper()
+        if "_" in key:
+            continue  # HTTP_X_Y could be faked by X_Y: dropped, as gunicorn does
+        key = key.replace("-", "_")
+        if key == "CONTENT_LENGTH":
+            if request.chunked:
+                continue
+        elif key != "CONTENT_TYPE":
+            key = "HTTP_" + key
+        text = value.decode("latin-1")
+        environ[key] = f"{environ[key]},{text}" if key in environ else text
+    return environ
 
 
 def _simple_response(status: int, date: str, *, close: bool) -> bytes:
