@@ -1,12 +1,17 @@
 """Load benchmark of the webhook receiver against two baselines, under one gunicorn setup.
 
-Cases, each a fresh gunicorn (gthread, 2 workers x 4 threads by default) on 127.0.0.1:
+Cases, each a fresh gunicorn (the receiver's worker class, 2 workers x 4 threads by
+default) on 127.0.0.1:
 
 - ``project-postgresql`` / ``project-sqlite``: the real receiver (``receiver.server``),
   on a fresh migrated PostgreSQL database / on the embedded SQLite default;
 - ``naive-postgresql``: ``stripe.Webhook.construct_event`` plus one SQLAlchemy ORM
   insert per request, the way most tutorials write it;
-- ``hello-world``: a Flask view that returns a constant (the ceiling of the stack).
+- ``hello-world``: a Flask view that returns a constant (the ceiling of the stack);
+- ``project-postgresql-gthread`` (not run by default): the real receiver app under
+  gunicorn's gthread worker, the worker class before ``receiver.worker`` (which reads
+  whole requests in an asyncio loop so slow clients hold no thread): the same app and
+  settings, to compare the two workers in one run.
 
 The load comes from a separate process: an asyncio HTTP/1.1 client with keep-alive
 connections (one per concurrent sender) posting pre-signed, distinct Stripe events
@@ -109,7 +114,8 @@ def naive_app(database_url: str):
 
 
 def run_baseline(kind: str, port: int, workers: int, threads: int, database_url: str) -> None:
-    """Serve a baseline app under exactly the receiver's gunicorn options."""
+    """Serve a baseline app under exactly the receiver's gunicorn options (``gthread``: the
+    receiver app itself, under gunicorn's gthread worker)."""
     from gunicorn.app.base import BaseApplication
 
     from receiver.gunicorn_conf import gunicorn_options
@@ -121,8 +127,14 @@ def run_baseline(kind: str, port: int, workers: int, threads: int, database_url:
             ).items():
                 if key not in ("child_exit", "worker_exit"):
                     self.cfg.set(key, value)
+            if kind == "gthread":
+                self.cfg.set("worker_class", "gthread")
 
         def load(self):
+            if kind == "gthread":
+                from receiver.app import create_app
+
+                return create_app()
             return hello_app() if kind == "hello" else naive_app(database_url)
 
     Baseline().run()
@@ -398,7 +410,7 @@ def measure(case: str, kind: str, database_url: str, args, data_dir: Path) -> li
 def format_row(row: dict) -> str:
     lost = "n/a" if row["lost"] is None else str(row["lost"])
     return (
-        f"| {row['case']:<20} | {row['concurrency']:>4} | {row['events_per_s']:>9,.0f} "
+        f"| {row['case']:<26} | {row['concurrency']:>4} | {row['events_per_s']:>9,.0f} "
         f"| {row['p50_ms']:>7.2f} | {row['p99_ms']:>7.2f} | {row['errors']:>6} | {lost:>4} "
         f"| {row['server_cpu_us']:>7} | {row['machine_cpu_us']:>8} |"
     )
@@ -413,6 +425,10 @@ def ratios(rows: list[dict]) -> dict[str, float]:
                 out[f"project_vs_naive_c{conc}"] = round(rate / by[("naive-postgresql", conc)], 2)
             if ("hello-world", conc) in by:
                 out[f"project_vs_hello_c{conc}"] = round(rate / by[("hello-world", conc)], 2)
+            if ("project-postgresql-gthread", conc) in by:
+                out[f"project_vs_gthread_c{conc}"] = round(
+                    rate / by[("project-postgresql-gthread", conc)], 2
+                )
     return out
 
 
@@ -428,7 +444,9 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         default=["hello-world", "naive-postgresql", "project-postgresql", "project-sqlite"],
     )
-    parser.add_argument("--serve-baseline", choices=["hello", "naive"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--serve-baseline", choices=["hello", "naive", "gthread"], help=argparse.SUPPRESS
+    )
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -443,11 +461,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     print(
-        f"receiver load: {args.events} events per run, gunicorn gthread "
-        f"{args.workers} workers x {args.threads} threads, {os.cpu_count()} CPUs\n"
-        f"| {'case':<20} | conc | events/s  | p50 ms  | p99 ms  | errors | lost "
+        f"receiver load: {args.events} events per run, gunicorn with receiver.worker "
+        f"({args.workers} workers x {args.threads} threads), {os.cpu_count()} CPUs\n"
+        f"| {'case':<26} | conc | events/s  | p50 ms  | p99 ms  | errors | lost "
         f"| srv µs  | total µs |\n"
-        f"|{'-' * 22}|------|-----------|---------|---------|--------|------|---------|----------|",
+        f"|{'-' * 28}|------|-----------|---------|---------|--------|------|---------|----------|",
         flush=True,
     )
     rows: list[dict[str, Any]] = []
@@ -461,7 +479,13 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 url = create_pg_database()
                 try:
-                    kind = "naive" if case.startswith("naive") else "project"
+                    kind = (
+                        "naive"
+                        if case.startswith("naive")
+                        else "gthread"
+                        if case.endswith("-gthread")
+                        else "project"
+                    )
                     rows += measure(case, kind, url, args, data_dir)
                 finally:
                     drop_pg_database(url)

@@ -1,9 +1,10 @@
-"""Gunicorn settings and hooks for the receiver (gthread workers).
+"""Gunicorn settings and hooks for the receiver (``receiver.worker.ReceiverWorker``).
 
-gthread: each worker is one process with a few threads, so a request waiting for
-the database commit does not block the next one, and processes (not threads) give
-the CPU parallelism. Hooks keep the Prometheus multiprocess files correct and flush
-each worker's buffered delivery audit when it stops.
+Each worker is one process: an asyncio loop reads whole requests (so slow clients
+never hold a thread) and a few threads run the app, so a request waiting for the
+database commit does not block the next one; processes (not threads) give the CPU
+parallelism. Hooks keep the Prometheus multiprocess files correct and flush each
+worker's buffered delivery audit when it stops.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def gunicorn_options(
         "bind": [f"{host}:{port}"],
         "workers": workers,
         "threads": threads,
-        "worker_class": "gthread",
+        "worker_class": "receiver.worker.ReceiverWorker",
         "preload_app": False,  # each worker builds its own app, engine and pool
         "keepalive": 30,  # longer than a typical reverse proxy's idle timeout
         "timeout": 30,

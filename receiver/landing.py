@@ -113,7 +113,7 @@ class EventLander:
     def _thread_cursor(self):
         """This thread's autocommit cursor, connecting on first use or after a failure.
 
-        gthread serves requests from a fixed set of threads, so one connection per
+        The worker runs the app on a fixed set of threads, so one connection per
         thread is a pool without checkout, reset-on-return or autocommit toggling.
         The connection comes from the engine (same URL, timeouts, connect events)
         and is detached from its pool.

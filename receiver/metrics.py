@@ -63,6 +63,12 @@ class ReceiverMetrics:
             "Delivery-audit rows of invalid requests dropped (database down, buffer full).",
             registry=register,
         )
+        self.client_timeouts = Counter(
+            "stripe_webhook_client_timeouts",
+            "Connections closed (408) because a request's headers and body did not arrive "
+            "within STRIPE_WEBHOOK_READ_TIMEOUT: slow or stalled clients.",
+            registry=register,
+        )
 
     def observe(self, endpoint: str, outcome: str, event_type: str | None, seconds: float) -> None:
         self.deliveries.labels(endpoint, outcome, event_type or NO_TYPE).inc()

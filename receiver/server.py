@@ -81,7 +81,7 @@ def prepare_metrics_dir() -> Path:
 def serve(
     host: str, port: int, workers: int, threads: int, settings: Settings | None = None
 ) -> None:
-    """Run the receiver until SIGTERM/SIGINT (gunicorn master with gthread workers)."""
+    """Run the receiver until SIGTERM/SIGINT (gunicorn master, ``receiver.worker`` workers)."""
     from receiver.gunicorn_conf import gunicorn_options
 
     prepare_metrics_dir()

@@ -19,7 +19,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from receiver.context import ReceiverContext, receiver_context
 from receiver.landing import DatabaseUnavailable, RejectedByDatabase
 from receiver.logging import log_fields
-from stripe_pipeline.config import DEFAULT_ENDPOINT
+from stripe_pipeline.config import DEFAULT_ENDPOINT, UNKNOWN_ENDPOINT
 from stripe_pipeline.land.envelope import MalformedEvent, parse_envelope
 from stripe_pipeline.land.signature import InvalidSignature, verify_signature
 from stripe_pipeline.land.store import Delivery
@@ -76,8 +76,10 @@ def handle_delivery(ctx: ReceiverContext, endpoint: str) -> Answer:
     remote = request.remote_addr
     secrets = settings.webhook_secrets.get(endpoint)
     if secrets is None:
-        ctx.limiter.record_invalid(remote)
-        return Answer(404, "unknown_endpoint", "no such webhook endpoint")
+        # counted like any invalid request, so probing for endpoint names is rate limited
+        return _refuse_invalid(
+            ctx, remote, "unknown_endpoint", "no such webhook endpoint", None, 404
+        )
 
     header = request.headers.get(SIGNATURE_HEADER)
     declared = request.content_length
@@ -185,22 +187,31 @@ def read_body(max_bytes: int) -> bytes:
 
 
 def _refuse_invalid(
-    ctx: ReceiverContext, remote: str | None, outcome: str, reason: str, size: int | None
+    ctx: ReceiverContext,
+    remote: str | None,
+    outcome: str,
+    reason: str,
+    size: int | None,
+    status: int = 400,
 ) -> Answer:
-    """400, or 429 once this address has sent too many invalid requests."""
+    """``status`` (400), or 429 once this address has sent too many invalid requests."""
     if ctx.limiter.record_invalid(remote):
         return Answer(429, "rate_limited", reason, body_bytes=size)
-    return Answer(400, outcome, reason, body_bytes=size)
+    return Answer(status, outcome, reason, body_bytes=size)
 
 
 def finish(ctx: ReceiverContext, endpoint: str, answer: Answer, started: float) -> None:
-    """Metrics, the buffered audit row and the log line of one answered request."""
-    label = endpoint if endpoint in ctx.settings.webhook_secrets else "unknown"
+    """Metrics, the buffered audit row and the log line of one answered request.
+
+    Endpoint names nobody configured are recorded as ``unknown``: a client inventing a
+    new name per request adds no metric series and no audit row of its own.
+    """
+    label = endpoint if endpoint in ctx.settings.webhook_secrets else UNKNOWN_ENDPOINT
     ctx.metrics.observe(label, answer.outcome, answer.event_type, time.perf_counter() - started)
     if not answer.audited:
         ctx.audit.add(
             Delivery(
-                endpoint=endpoint[:64],
+                endpoint=label,
                 remote_addr=request.remote_addr,
                 outcome=answer.outcome,
                 status_code=answer.status,

@@ -1,6 +1,8 @@
 """The append-only audit trail of payment operations and state changes.
 
 Only inserts exist here; the database refuses UPDATE and DELETE on ``audit_log``.
+Text values are made to fit their columns: an audit row about a hostile payload (an
+id of 300 characters) is written, not refused.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection, insert
 
+from stripe_pipeline.db.fit import fit_row
 from stripe_pipeline.db.models import AuditLog
 
 AUDIT_LOG = AuditLog.__table__
@@ -34,5 +37,5 @@ def record(conn: Connection, entries: Sequence[AuditEntry]) -> int:
     """Append entries in one statement; returns how many were written."""
     if not entries:
         return 0
-    conn.execute(insert(AUDIT_LOG), [asdict(e) for e in entries])
+    conn.execute(insert(AUDIT_LOG), [fit_row(AUDIT_LOG, asdict(e)) for e in entries])
     return len(entries)

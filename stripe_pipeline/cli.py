@@ -54,6 +54,24 @@ def cmd_db_current(args: argparse.Namespace) -> int:
     return 0 if current == head else EXIT_FAILURE
 
 
+def cmd_db_grant_runtime(args: argparse.Namespace) -> int:
+    from stripe_pipeline.db.roles import grant_runtime, runtime_grants
+
+    if args.print_only:
+        print(";\n".join(runtime_grants(args.role, args.schema)) + ";")
+        return 0
+    engine = _engine()
+    if engine.dialect.name != "postgresql":
+        raise CommandError("a runtime role exists on PostgreSQL only (SQLite has no roles)")
+    try:
+        with engine.begin() as conn:
+            count = len(grant_runtime(conn, args.role, args.schema))
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    print(f"granted the runtime privileges to {args.role} ({count} statements)")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from receiver.server import serve
 
@@ -82,6 +100,20 @@ def build_parser() -> argparse.ArgumentParser:
     down.set_defaults(func=cmd_db_downgrade)
     current = db_commands.add_parser("current", help="show the schema revision (exit 1 if behind)")
     current.set_defaults(func=cmd_db_current)
+    grant = db_commands.add_parser(
+        "grant-runtime",
+        help="give a PostgreSQL role the runtime privileges (run as the table owner)",
+        description="Grant ROLE what the receiver and the Dagster runs need and no more: "
+        "read/write on the app tables, SELECT and INSERT only on audit_log, SELECT on "
+        "alembic_version, CREATE on the schema for the SQL models. Run it as the role "
+        "that owns the tables (the one running `db upgrade`); idempotent.",
+    )
+    grant.add_argument("role", help="an existing role that is neither owner nor superuser")
+    grant.add_argument("--schema", default="public")
+    grant.add_argument(
+        "--print", dest="print_only", action="store_true", help="print the SQL, change nothing"
+    )
+    grant.set_defaults(func=cmd_db_grant_runtime)
 
     serve = commands.add_parser("serve", help="run the webhook receiver under gunicorn")
     serve.add_argument("--host", default="127.0.0.1")
@@ -126,8 +158,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: database unreachable ({url}): {reason}", file=sys.stderr)
         return EXIT_FAILURE
     except SQLAlchemyError as exc:
-        print(f"error: database error: {exc.__class__.__name__}: {exc}", file=sys.stderr)
+        # the driver's first line only: never the statement or its parameters (payload parts)
+        orig = getattr(exc, "orig", None)
+        reason = str(orig).strip().splitlines()[0] if orig is not None and str(orig) else ""
+        print(
+            f"error: database error: {type(exc).__name__}: {reason}".rstrip(": "), file=sys.stderr
+        )
         return EXIT_FAILURE
+    except OverflowError:
+        print("error: a number is out of range", file=sys.stderr)
+        return EXIT_USAGE
     except CommandError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE

@@ -42,10 +42,21 @@ def _default_actor() -> str:
         return "operator:cli"
 
 
+# integer arguments end up in BIGINT columns: a larger one is a usage error, not a
+# driver traceback
+MAX_INT = 2**63 - 1
+
+
+def _bounded(number: int) -> int:
+    if number > MAX_INT:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_INT}")
+    return number
+
+
 def _timestamp(value: str) -> int:
     """Epoch seconds or an ISO date/time (UTC unless it says otherwise)."""
-    if value.isdigit():
-        return int(value)
+    if value.isascii() and value.isdigit():
+        return _bounded(int(value))
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
@@ -67,7 +78,14 @@ def positive_int(value: str) -> int:
         raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
     if number < 1:
         raise argparse.ArgumentTypeError("must be >= 1")
-    return number
+    return _bounded(number)
+
+
+def event_ref(value: str) -> str:
+    """A row id (digits, within BIGINT) or a Stripe event id."""
+    if value.isascii() and value.isdigit():
+        _bounded(int(value))
+    return value
 
 
 def _print_json(value: Any) -> None:
@@ -199,7 +217,11 @@ def cmd_events_replay(args: argparse.Namespace) -> int:
 
 def _add_event_filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--id", action="append", metavar="ID", help="row id or Stripe event id (repeatable)"
+        "--id",
+        action="append",
+        type=event_ref,
+        metavar="ID",
+        help="row id or Stripe event id (repeatable)",
     )
     parser.add_argument("--type", help="event type, or a family such as 'charge.dispute.*'")
     parser.add_argument("--since", type=_timestamp, help="Stripe created >= (ISO or Unix)")
@@ -265,7 +287,8 @@ def cmd_tickets_show(args: argparse.Namespace) -> int:
     print(f"occurrences: {ticket['occurrences']}  created: {ticket['created_at']}")
     if ticket.get("details"):
         print("details: " + json.dumps(ticket["details"], default=str, sort_keys=True))
-    print("events:")
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(ticket["events_by_status"].items()))
+    print(f"events ({counts or 'none'}; newest first):")
     for e in ticket["events"]:
         error = (e.get("error_context") or {}).get("exception", "")
         print(

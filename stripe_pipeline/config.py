@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_ENDPOINT = "default"
+# how metrics and the delivery audit name requests to endpoints nobody configured
+UNKNOWN_ENDPOINT = "unknown"
+RESERVED_ENDPOINTS = (DEFAULT_ENDPOINT, UNKNOWN_ENDPOINT)
 ENDPOINT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 ENVIRONMENT: dict[str, str] = {
@@ -25,8 +28,11 @@ ENVIRONMENT: dict[str, str] = {
     "while rolling secrets (`whsec_new,whsec_old`).",
     "STRIPE_WEBHOOK_SECRET_<NAME>": "Secret(s) of the extra endpoint `/webhooks/stripe/<name>` "
     "(for example `STRIPE_WEBHOOK_SECRET_CONNECT`). An endpoint exists once it has a secret.",
-    "STRIPE_WEBHOOK_TOLERANCE": "Maximum signature age in seconds (default 300).",
+    "STRIPE_WEBHOOK_TOLERANCE": "Largest difference in seconds between a signature's "
+    "timestamp and now, in the past or the future (default 300).",
     "STRIPE_WEBHOOK_MAX_BYTES": "Largest accepted webhook body in bytes (default 1048576).",
+    "STRIPE_WEBHOOK_READ_TIMEOUT": "Seconds a client has to send one request's headers and "
+    "body (default 10); a slower one is answered 408 and disconnected.",
     "STRIPE_WEBHOOK_LIVEMODE": "Optional guard: `live` or `test` rejects events of the other mode.",
     "STRIPE_WEBHOOK_INVALID_LIMIT": "Invalid requests per minute one address may send before "
     "it is answered 429 (default 120).",
@@ -95,6 +101,7 @@ class Settings:
     webhook_secrets: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     webhook_tolerance: int = 300
     webhook_max_bytes: int = 1024 * 1024
+    webhook_read_timeout: float = 10.0
     webhook_livemode: bool | None = None
     invalid_requests_per_minute: int = 120
     stripe_api_key: str | None = None
@@ -131,6 +138,13 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         return float(raw)
     except ValueError as exc:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
+
+
+def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+    value = _float(env, name, default)
+    if not 0 < value < 86_400:
+        raise ConfigError(f"{name} must be a number of seconds above 0, got {value}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -206,7 +220,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     for key, value in env.items():
         if key.startswith(prefix) and split_secrets(value):
             name = key[len(prefix) :].lower()
-            if not ENDPOINT_NAME.match(name) or name == DEFAULT_ENDPOINT:
+            if not ENDPOINT_NAME.match(name) or name in RESERVED_ENDPOINTS:
                 raise ConfigError(f"{key}: endpoint name {name!r} is not allowed")
             secrets[name] = split_secrets(value)
 
@@ -221,6 +235,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         webhook_secrets=secrets,
         webhook_tolerance=_int(env, "STRIPE_WEBHOOK_TOLERANCE", 300),
         webhook_max_bytes=_int(env, "STRIPE_WEBHOOK_MAX_BYTES", 1024 * 1024),
+        webhook_read_timeout=_positive(env, "STRIPE_WEBHOOK_READ_TIMEOUT", 10.0),
         webhook_livemode=livemode,
         invalid_requests_per_minute=_int(env, "STRIPE_WEBHOOK_INVALID_LIMIT", 120),
         stripe_api_key=env.get("STRIPE_API_KEY") or None,

@@ -162,3 +162,19 @@ def test_readme_main_job_runs_on_a_fresh_embedded_database(tmp_path: Path) -> No
     )
     assert "RUN_SUCCESS" in result.stdout + result.stderr, result.stderr[-3000:]
     assert (tmp_path / "data" / "stripe_pipeline.db").exists()
+
+
+def test_integer_arguments_beyond_64_bits_are_usage_errors(tmp_path: Path) -> None:
+    huge = "99999999999999999999999"
+    for args in (
+        ["tickets", "show", huge],
+        ["tickets", "retry", huge],
+        ["events", "list", "--id", huge],
+        ["events", "replay", "--since", huge, "--dry-run"],
+        ["process", "--batch-size", huge],
+    ):
+        result = run_cli(*args, data_dir=tmp_path)
+        assert result.returncode == 2, (args, result.stderr)
+        errors = [line for line in result.stderr.splitlines() if "error:" in line]
+        assert len(errors) == 1 and errors[0].endswith("must be at most 9223372036854775807")
+        assert "Traceback" not in result.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from dataclasses import replace
 
 import pytest
 from sqlalchemy import select
@@ -97,9 +98,28 @@ def test_envelope_refuses_what_is_not_a_storable_event(doc):
         parse_envelope(json.dumps(doc) if not isinstance(doc, str) else doc)
 
 
-def test_envelope_drops_values_that_do_not_fit_their_columns():
-    env = parse_envelope(json.dumps(make_event(api_version="x" * 65, account="a" * 300)))
-    assert env.api_version is None and env.account is None
+def test_envelope_refuses_values_that_do_not_fit_their_columns():
+    # refused, not stored with parts missing: what is stored can always be recorded
+    too_long = {
+        "id": "evt_" + "i" * 252,
+        "type": "t" * 256,
+        "api_version": "x" * 65,
+        "account": "acct_" + "a" * 251,
+    }
+    for field, value in too_long.items():
+        with pytest.raises(MalformedEvent, match=f"'{field}' is longer than"):
+            parse_envelope(json.dumps(make_event(**{field: value})))
+    event = make_event()
+    event["data"]["object"]["id"] = "pi_" + "o" * 253
+    with pytest.raises(MalformedEvent, match=r"'data\.object\.id' is longer than 255"):
+        parse_envelope(json.dumps(event))
+    with pytest.raises(MalformedEvent, match="'id' contains control characters"):
+        parse_envelope(json.dumps(make_event(event_id="evt_\n1")))
+    # the longest values that fit are kept; values of another type are not stored
+    env = parse_envelope(
+        json.dumps(make_event(event_id="evt_" + "i" * 251, api_version=7, account=None))
+    )
+    assert len(env.stripe_event_id) == 255 and env.api_version is None and env.account is None
 
 
 def test_limiter_slides_and_is_per_address():
@@ -199,12 +219,15 @@ def test_landers_write_the_same_rows_on_every_path(engine):
 
 
 def test_lander_refuses_payloads_the_database_cannot_hold(engine):
-    """A lone surrogate: the parser refuses it first (MalformedEvent -> 400); an envelope
-    built around the parser (a /v1/events item) must still never reach a 500."""
+    """A lone surrogate: the parser and the envelope check refuse it first
+    (MalformedEvent -> 400); an envelope built around both must still never reach a 500."""
     lander = EventLander(engine)
-    doc = make_event(f"evt_\ud800{uuid.uuid4().hex[:6]}")
+    bad_id = f"evt_\ud800{uuid.uuid4().hex[:6]}"
+    doc = make_event(bad_id)
     with pytest.raises(MalformedEvent):
         parse_envelope(json.dumps(doc))
-    envelope = envelope_from_event(doc, json.dumps(doc))
+    with pytest.raises(MalformedEvent, match="control characters"):
+        envelope_from_event(doc, json.dumps(doc))
+    envelope = replace(envelope_from_event(make_event()), stripe_event_id=bad_id)
     with pytest.raises(RejectedByDatabase):
         lander.land(envelope, Delivery("default", None, "stored", 200))

@@ -3,6 +3,12 @@
 SQLite (the embedded default) runs in WAL mode with a busy timeout and full sync,
 so an acknowledged webhook survives a crash; PostgreSQL connects through psycopg 3
 with a short connect timeout, so an outage turns into a fast 503, not a hung worker.
+
+Both hide SQL parameters from error messages (``hide_parameters``): parameters are
+payload parts (ids, emails, amounts), and error messages reach logs, the CLI and
+``stripe_events.error_context``. For the same reason PostgreSQL errors keep only their
+first line: the server's DETAIL quotes the values (``Failing row contains (...)``,
+``Key (id)=(...)``); the detail stays readable in code as ``exc.orig.diag``.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from pathlib import Path
 
 import orjson
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import ExceptionContext, make_url
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 
@@ -42,6 +48,7 @@ def make_engine(url: str, *, pool_size: int = 5, echo: bool = False) -> Engine:
         engine = create_engine(
             url,
             echo=echo,
+            hide_parameters=True,
             **JSON_OPTIONS,
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
         )
@@ -50,15 +57,30 @@ def make_engine(url: str, *, pool_size: int = 5, echo: bool = False) -> Engine:
         # for writers is issued by callers that need it)
         event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
         return engine
-    return create_engine(
+    engine = create_engine(
         url,
         echo=echo,
+        hide_parameters=True,
         **JSON_OPTIONS,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_recycle=1800,
         connect_args={"connect_timeout": 3, "application_name": "stripe-pipeline"},
     )
+    event.listen(engine, "handle_error", _first_line_only)
+    return engine
+
+
+def _first_line_only(context: ExceptionContext) -> None:
+    """Drop the DETAIL/HINT/CONTEXT lines of a driver error (they may quote row values)."""
+    orig = context.original_exception
+    if orig is None or not orig.args or not isinstance(orig.args[0], str):
+        return
+    orig.args = (orig.args[0].split("\n", 1)[0], *orig.args[1:])
+    wrapped = context.sqlalchemy_exception
+    if wrapped is not None and wrapped.args:  # its message was built from the whole text
+        cls = type(orig)
+        wrapped.args = (f"({cls.__module__}.{cls.__name__}) {orig}", *wrapped.args[1:])
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

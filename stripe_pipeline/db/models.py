@@ -49,6 +49,7 @@ QUEUED_EVENTS = "status IN ('pending', 'retry', 'processing')"
 # rows ix_stripe_events_queue holds: the queue and its dead letters, never the
 # (ever growing) processed and ignored events
 QUEUE_INDEX_STATUSES = "status IN ('pending', 'retry', 'processing', 'dead_letter')"
+LINKED_TO_TICKET = "support_ticket_id IS NOT NULL"
 TICKET_STATUSES = ("open", "investigating", "resolved")
 TICKET_PRIORITIES = ("low", "medium", "high", "critical")
 
@@ -100,6 +101,8 @@ class StripeEvent(Base):
     # claim lease of the processing run that holds the event
     claimed_by: Mapped[str | None] = mapped_column(String(255))
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # the support ticket a dead letter was escalated to (tickets group events by cause)
+    support_ticket_id: Mapped[int | None] = mapped_column(BigInteger)
 
     __table_args__ = (
         Index(
@@ -119,6 +122,13 @@ class StripeEvent(Base):
         ),
         Index("ix_stripe_events_object", "object_id", "stripe_created"),
         Index("ix_stripe_events_type_created", "event_type", "stripe_created"),
+        # only linked events (0010_hostile_input): a ticket's events, for AutoRetry
+        Index(
+            "ix_stripe_events_support_ticket_id",
+            "support_ticket_id",
+            postgresql_where=text(LINKED_TO_TICKET),
+            sqlite_where=text(LINKED_TO_TICKET),
+        ),
     )
 
 
@@ -424,7 +434,8 @@ class AuditLog(Base):
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     occurred_at: Mapped[datetime] = _now()
-    actor: Mapped[str] = mapped_column(String(255), nullable=False)
+    # "event:<id>" for an event id of up to 255 characters (0010_hostile_input)
+    actor: Mapped[str] = mapped_column(String(512), nullable=False)
     action: Mapped[str] = mapped_column(String(64), nullable=False)
     object_type: Mapped[str] = mapped_column(String(64), nullable=False)
     object_id: Mapped[str | None] = mapped_column(String(255))

@@ -10,7 +10,11 @@ import orjson
 
 # stripe_created is a BIGINT column; a larger value would fail in the driver, not here
 MAX_BIGINT = 2**63
-# api_version is a VARCHAR(64) column
+# the columns the envelope fills: stripe_event_id, event_type, object_id and account
+# are VARCHAR(255), api_version VARCHAR(64). An event whose envelope does not fit is
+# refused (400) rather than stored with parts missing: whatever is stored can then
+# always be recorded again (tickets, the audit log's "event:<id>" actor).
+MAX_ID = 255
 MAX_API_VERSION = 64
 
 
@@ -49,10 +53,23 @@ class EventEnvelope:
         }
 
 
-def _require_str(doc: dict[str, Any], key: str, max_len: int = 255) -> str:
+def _require_str(doc: dict[str, Any], key: str, max_len: int = MAX_ID) -> str:
     value = doc.get(key)
-    if not isinstance(value, str) or not value or len(value) > max_len:
+    if not isinstance(value, str) or not value:
         raise MalformedEvent(f"event field {key!r} must be a non-empty string")
+    return _bounded(value, key, max_len)
+
+
+def _optional_str(value: Any, name: str, max_len: int = MAX_ID) -> str | None:
+    """A string field that may be absent (or of another type: then it is not stored)."""
+    return _bounded(value, name, max_len) if isinstance(value, str) and value else None
+
+
+def _bounded(value: str, name: str, max_len: int) -> str:
+    if len(value) > max_len:
+        raise MalformedEvent(f"event field {name!r} is longer than {max_len} characters")
+    if not value.isprintable():
+        raise MalformedEvent(f"event field {name!r} contains control characters")
     return value
 
 
@@ -80,18 +97,13 @@ def envelope_from_event(doc: Any, payload_text: str | None = None) -> EventEnvel
     data = doc.get("data")
     if not isinstance(data, dict) or not isinstance(data.get("object"), dict):
         raise MalformedEvent("event has no data.object")
-    obj_id = data["object"].get("id")
-    api_version = doc.get("api_version")
-    account = doc.get("account")
     return EventEnvelope(
         stripe_event_id=event_id,
         event_type=event_type,
-        api_version=api_version
-        if isinstance(api_version, str) and len(api_version) <= MAX_API_VERSION
-        else None,
+        api_version=_optional_str(doc.get("api_version"), "api_version", MAX_API_VERSION),
         livemode=doc.get("livemode") is True,
-        account=account if isinstance(account, str) and len(account) <= 255 else None,
-        object_id=obj_id if isinstance(obj_id, str) and len(obj_id) <= 255 else None,
+        account=_optional_str(doc.get("account"), "account"),
+        object_id=_optional_str(data["object"].get("id"), "data.object.id"),
         stripe_created=created,
         payload_text=payload_text if payload_text is not None else json.dumps(doc),
     )

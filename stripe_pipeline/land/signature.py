@@ -7,7 +7,8 @@ and the receiver never needs the objects.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 
 import stripe
 
@@ -19,12 +20,19 @@ class InvalidSignature(ValueError):
 
 
 def verify_signature(
-    body: bytes, header: str | None, secrets: Iterable[str], tolerance: int = 300
+    body: bytes,
+    header: str | None,
+    secrets: Iterable[str],
+    tolerance: int = 300,
+    *,
+    clock: Callable[[], float] = time.time,
 ) -> None:
     """Accept the body when any secret matches any ``v1`` signature within the tolerance.
 
     Several secrets are tried so a secret can be rolled without dropping deliveries;
-    ``v0`` (test-only) signatures are ignored by the verifier.
+    ``v0`` (test-only) signatures are ignored by the verifier. The tolerance bounds the
+    timestamp on both sides: Stripe's verifier refuses only old ones, and a signed
+    timestamp from the future would be a replay window that never closes.
     """
     if not header:
         raise InvalidSignature("missing Stripe-Signature header")
@@ -39,12 +47,24 @@ def verify_signature(
     for secret in secrets:
         try:
             stripe.WebhookSignature.verify_header(body, header, secret, tolerance)
-            return
         except stripe.SignatureVerificationError as exc:
             # a stale but genuine signature says more than the other secrets' mismatch
             if last_error != STALE:
                 last_error = _reason(str(exc))
+            continue
+        if signed_at(header) > clock() + tolerance:
+            raise InvalidSignature(STALE)
+        return
     raise InvalidSignature(last_error)
+
+
+def signed_at(header: str) -> int:
+    """The header's ``t=`` timestamp, read as Stripe's verifier reads it (the first one)."""
+    for item in header.split(","):
+        parts = item.split("=", 2)
+        if parts[0] == "t" and len(parts) > 1:
+            return int(parts[1])
+    raise InvalidSignature("malformed Stripe-Signature header")
 
 
 def _reason(message: str) -> str:

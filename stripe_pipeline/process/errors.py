@@ -6,6 +6,8 @@ once. Anything unknown is treated as temporary until max retries, then escalated
 
 from __future__ import annotations
 
+import hashlib
+import re
 import traceback
 from typing import Any, Literal
 
@@ -51,13 +53,76 @@ def classify(exc: BaseException) -> ErrorKind:
     return "temporary"
 
 
+def is_connection_failure(exc: BaseException) -> bool:
+    """True when the database connection itself failed (gone, timed out, locked, deadlocked).
+
+    Then the transaction cannot go on and the batch must roll back; any other error
+    while recording a failure (a value the database refuses) stays with its event.
+    """
+    from sqlalchemy import exc as sa_exc
+
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError)
+
+
+def _storable(value: str) -> str:
+    """NUL cannot be stored in PostgreSQL text or JSONB."""
+    return value.replace("\x00", "\\x00")
+
+
 def error_context(exc: BaseException, attempt: int, *, limit: int = 4000) -> dict[str, Any]:
-    """What ``stripe_events.error_context`` keeps: class, message, traceback excerpt, attempt."""
+    """What ``stripe_events.error_context`` keeps: class, message, traceback excerpt, attempt.
+
+    A database error is described by the driver's first line (``DataError:
+    StringDataRightTruncation: value too long ...``) and the start of its statement,
+    not by SQLAlchemy's message, which is mostly the statement (parameters hidden).
+    """
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return {
+    context: dict[str, Any] = {
         "exception": f"{type(exc).__module__}.{type(exc).__qualname__}",
-        "message": str(exc)[:1000],
-        "traceback": tb[-limit:],
+        "message": _storable(_message(exc))[:1000],
+        "traceback": _storable(tb)[-limit:],
         "attempt": attempt,
         "kind": classify(exc),
     }
+    statement = getattr(exc, "statement", None)
+    if isinstance(statement, str):
+        context["statement"] = " ".join(statement.split())[:300]
+    return context
+
+
+def _message(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)
+    if orig is None or getattr(exc, "statement", None) is None:
+        return str(exc)
+    lines = str(orig).strip().splitlines()  # later lines (DETAIL) may quote values
+    return f"{type(orig).__name__}: {lines[0] if lines else ''}"
+
+
+# what varies between occurrences of one cause: Stripe-style ids (prefix_..., with a
+# digit somewhere: ``payment_intent`` is a word, ``pi_3Mt0a`` an id), hex runs, numbers
+_STRIPE_ID = re.compile(r"\b[A-Za-z]+(?:_[A-Za-z0-9]+)+\b")
+_VARYING = (
+    (re.compile(r"\b[0-9a-fA-F]{12,}\b"), "<hex>"),
+    (re.compile(r"\d+"), "<n>"),
+    (re.compile(r"\s+"), " "),
+)
+
+
+def _id_or_word(match: re.Match[str]) -> str:
+    return "<id>" if any(c.isdigit() for c in match.group()) else match.group()
+
+
+def normalized_message(message: str, limit: int = 300) -> str:
+    """The message without what varies between occurrences of one cause."""
+    message = _STRIPE_ID.sub(_id_or_word, message)
+    for pattern, replacement in _VARYING:
+        message = pattern.sub(replacement, message)
+    return message.strip()[:limit]
+
+
+def fingerprint(exception: str, message: str) -> str:
+    """Root cause of a failure: exception class and normalized message, hashed (16 hex)."""
+    text = f"{exception}|{normalized_message(message)}"
+    return hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:16]

@@ -49,7 +49,7 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.types import DateTime, Interval
+from sqlalchemy.types import BigInteger, DateTime, Interval
 
 from stripe_pipeline.db.lists import in_list
 from stripe_pipeline.db.models import QUEUED_EVENTS, ProcessingClaim, StripeEvent
@@ -455,6 +455,8 @@ class FailureUpdate:
     retry_count: int
     error_context: dict[str, Any]
     next_retry_at: datetime | None = None
+    # the ticket a dead letter was escalated to (a retry keeps the event's link)
+    support_ticket_id: int | None = None
 
 
 def mark_failed(conn: Connection, updates: Sequence[FailureUpdate], *, worker_id: str) -> int:
@@ -469,6 +471,9 @@ def mark_failed(conn: Connection, updates: Sequence[FailureUpdate], *, worker_id
             retry_count=bindparam("b_retry_count"),
             error_context=bindparam("b_error_context", type_=EVENTS.c.error_context.type),
             next_retry_at=bindparam("b_next_retry_at", type_=DateTime(timezone=True)),
+            support_ticket_id=func.coalesce(
+                bindparam("b_ticket", type_=BigInteger()), E.support_ticket_id
+            ),
             claimed_by=None,
             lease_expires_at=None,
         )
@@ -480,6 +485,7 @@ def mark_failed(conn: Connection, updates: Sequence[FailureUpdate], *, worker_id
             "b_retry_count": u.retry_count,
             "b_error_context": u.error_context,
             "b_next_retry_at": to_db_time(conn, u.next_retry_at) if u.next_retry_at else None,
+            "b_ticket": u.support_ticket_id,
         }
         for u in updates
     ]

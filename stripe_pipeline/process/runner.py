@@ -8,12 +8,21 @@ and publishes its ``ProcessingReport`` as metadata. Per batch:
 * a temporary failure schedules a retry by ``RetryPolicy`` (``retry_count`` + 1,
   ``next_retry_at``, ``error_context``); past ``max_retries`` it is dead-lettered;
 * a permanent failure is dead-lettered at once;
-* every dead-lettered event gets a (deduplicated) support ticket; critical tickets
-  are sent through the notifier after the commit.
+* every dead-lettered event is escalated to a support ticket grouped by cause: one
+  open ticket per issue and object (payment, subscription, customer, else the event's
+  object), or per issue and root-cause fingerprint when the event names no usable
+  object; repeats raise ``occurrences``. Critical tickets are sent through the
+  notifier after the commit.
 
 ``apply`` isolates poison events with savepoints; if the batch fails as a whole, its
 work is rolled back to a savepoint and the events are applied one at a time, each in
 its own savepoint, so the culprit fails alone and the run goes on.
+
+A failure while recording a failure never takes the batch down: each ticket is
+opened in its own savepoint (falling back to a bare ticket, then to none, with the
+reason in the event's ``error_context``), and an event whose failure cannot be
+recorded as it is, is dead-lettered with a minimal context. Only a failure of the
+database connection itself rolls the batch back.
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, Protocol
 
@@ -35,10 +44,17 @@ from sqlalchemy import Connection, Engine
 from stripe_pipeline.config import MAX_PROCESSING_WORKERS
 from stripe_pipeline.process import queue
 from stripe_pipeline.process.backoff import RetryPolicy
-from stripe_pipeline.process.errors import classify, error_context
+from stripe_pipeline.process.errors import (
+    PermanentError,
+    classify,
+    error_context,
+    fingerprint,
+    is_connection_failure,
+    normalized_message,
+)
 from stripe_pipeline.process.events import QueuedEvent
 from stripe_pipeline.support.notify import LogNotifier, Notifier
-from stripe_pipeline.support.tickets import TicketRequest, open_ticket
+from stripe_pipeline.support.tickets import TicketRequest, TicketResult, open_ticket
 from stripe_pipeline.support.workflow import resolve_requeued_tickets
 
 log = logging.getLogger(__name__)
@@ -336,14 +352,46 @@ def _process_batch(
                     conn, [event], attempt, policy, refund_source, apply
                 )
         except Exception as exc:
+            if is_connection_failure(exc):
+                raise  # the database is gone: the whole batch rolls back and is retried
             failure = exc if classify(exc) == "permanent" else _as_temporary(exc)
-            attempt = _fresh(report)
-            with conn.begin_nested():  # if even this fails, the database is gone: raise
-                notifications += _record(
-                    conn, {event.id: event}, {}, {event.id: failure}, attempt, policy
-                )
+            attempt, sent = _record_failure(conn, event, failure, report, policy)
+            notifications += sent
         report.merge(attempt)
     return notifications
+
+
+def _record_failure(
+    conn: Connection,
+    event: QueuedEvent,
+    failure: BaseException,
+    report: ProcessingReport,
+    policy: RetryPolicy,
+) -> tuple[ProcessingReport, list[_Notification]]:
+    """Record one event's failure; if even that is refused, dead-letter it with the bare
+    minimum (class names only) instead of rolling back the batch."""
+    attempt = _fresh(report)
+    try:
+        with conn.begin_nested():
+            return attempt, _record(
+                conn, {event.id: event}, {}, {event.id: failure}, attempt, policy
+            )
+    except Exception as exc:
+        if is_connection_failure(exc):
+            raise
+        log.error(
+            "could not record the failure of event row %d (%s); dead-lettering it with a "
+            "minimal context",
+            event.id,
+            type(exc).__name__,
+        )
+        bare = _Unrecordable(
+            f"{type(failure).__name__}: the failure could not be recorded as it is "
+            f"({type(exc).__name__}); its details were dropped"
+        )
+    attempt = _fresh(report)
+    with conn.begin_nested():
+        return attempt, _record(conn, {event.id: event}, {}, {event.id: bare}, attempt, policy)
 
 
 def _fresh(report: ProcessingReport) -> ProcessingReport:
@@ -368,8 +416,9 @@ def _apply_and_record(
     failures: dict[int, BaseException] = {}
     if events:
         result = apply(conn, events, refund_source=refund_source)
-        outcomes = {i: o for i, o in result.outcomes.items() if i in by_id}
         failures = {i: x for i, x in result.failures.items() if i in by_id}
+        # an event is finished or failed, never both (a failure wins)
+        outcomes = {i: o for i, o in result.outcomes.items() if i in by_id and i not in failures}
         report.rows_written.update(result.rows_written or {})
     for e in events:
         if e.id not in outcomes and e.id not in failures:
@@ -394,6 +443,10 @@ class _BatchFailed(Exception):
     """An apply failure of unknown kind; retried with backoff."""
 
 
+class _Unrecordable(PermanentError):
+    """A failure whose own record the database refused; dead-lettered with class names."""
+
+
 def _record(
     conn: Connection,
     by_id: Mapping[int, QueuedEvent],
@@ -405,9 +458,7 @@ def _record(
     """Write outcomes and failure states, open tickets; returns notifications to send."""
     queue.mark_finished(conn, outcomes, worker_id=report.worker_id)
     # AutoRetry tickets close when their re-queued events go through
-    report.tickets_resolved += len(
-        resolve_requeued_tickets(conn, [by_id[i].stripe_event_id for i in outcomes])
-    )
+    report.tickets_resolved += len(resolve_requeued_tickets(conn, list(outcomes)))
     for event_id, outcome in outcomes.items():
         report.count(by_id[event_id].event_type, outcome)
         if outcome == "processed":
@@ -436,23 +487,115 @@ def _record(
             report.retries_scheduled += 1
             report.count(event.event_type, "retry")
         else:
-            updates.append(queue.FailureUpdate(event_id, "dead_letter", attempt, context))
             escalations.append(_Escalation(event, issue, context))
             report.dead_lettered += 1
             report.count(event.event_type, "dead_letter")
-    queue.mark_failed(conn, updates, worker_id=report.worker_id)
 
     notifications: list[_Notification] = []
+    if escalations:
+        linked, notifications = _escalate(conn, escalations, report)
+        for esc in escalations:
+            ticket_id, ticket_error = linked[esc.event.id]
+            esc.context["support_ticket_id"] = ticket_id
+            if ticket_error is not None:
+                esc.context["ticket_error"] = ticket_error
+            updates.append(
+                queue.FailureUpdate(
+                    esc.event.id,
+                    "dead_letter",
+                    esc.context["attempt"],
+                    esc.context,
+                    support_ticket_id=ticket_id,
+                )
+            )
+    queue.mark_failed(conn, updates, worker_id=report.worker_id)
+    return notifications
+
+
+def _escalate(
+    conn: Connection, escalations: list[_Escalation], report: ProcessingReport
+) -> tuple[dict[int, tuple[int | None, str | None]], list[_Notification]]:
+    """One ticket per cause for a batch's dead letters, each opened in its own savepoint.
+
+    Returns per event row its ticket id (None if none could be opened) and what went
+    wrong opening it, and the notifications of new critical tickets.
+    """
     loaded = {e.id: e for e in queue.with_payloads(conn, [esc.event for esc in escalations])}
+    groups: dict[str, list[tuple[_Escalation, TicketRequest]]] = defaultdict(list)
     for esc in escalations:
         request = ticket_for(loaded[esc.event.id], esc.issue_type, esc.context)
-        result = open_ticket(conn, request, actor=f"processor:{report.worker_id}")
-        if result.created:
+        groups[request.dedupe_key].append((esc, request))
+    actor = f"processor:{report.worker_id}"
+    linked: dict[int, tuple[int | None, str | None]] = {}
+    notifications: list[_Notification] = []
+    for key in sorted(groups):  # one lock order in every batch: no deadlock between runs
+        members = groups[key]
+        request = _merged([r for _, r in members])
+        result, error = _open_isolated(conn, request, actor)
+        for esc, _ in members:
+            linked[esc.event.id] = (result.ticket_id if result else None, error)
+        if result is not None and result.created:
             report.tickets_opened += 1
             report.ticket_ids.append(result.ticket_id)
             if request.priority == "critical":
-                notifications.append(_notification(result.ticket_id, request, esc))
-    return notifications
+                notifications.append(_notification(result.ticket_id, request, members[0][0]))
+    return linked, notifications
+
+
+_PRIORITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
+
+
+def _merged(requests: list[TicketRequest]) -> TicketRequest:
+    """The requests of one cause in one batch as one: their events, count and top priority."""
+    if len(requests) == 1:
+        return requests[0]
+    return replace(
+        requests[0],
+        priority=max((r.priority for r in requests), key=_PRIORITY_RANK.__getitem__),
+        event_ids=tuple(i for r in requests for i in r.event_ids),
+        occurrences=sum(r.occurrences for r in requests),
+    )
+
+
+def _open_isolated(
+    conn: Connection, request: TicketRequest, actor: str
+) -> tuple[TicketResult | None, str | None]:
+    """Open the ticket in a savepoint; if the database refuses it, a bare one (ids and
+    class names only); if that fails too, none. A lost connection is raised."""
+    errors: list[str] = []
+    for attempt in (request, _bare(request)):
+        try:
+            with conn.begin_nested():
+                return open_ticket(conn, attempt, actor=actor), "; ".join(errors) or None
+        except Exception as exc:
+            if is_connection_failure(exc):
+                raise
+            errors.append(f"{type(exc).__name__} while opening the ticket")
+            log.error(
+                "could not open support ticket (%s) for %d event(s): %s",
+                request.issue_type,
+                request.occurrences,
+                type(exc).__name__,
+            )
+    return None, "; ".join(errors)
+
+
+def _ascii(value: str) -> str:
+    return value.encode("ascii", "backslashreplace").decode("ascii")
+
+
+def _bare(request: TicketRequest) -> TicketRequest:
+    """The ticket without anything taken from the payload but escaped ids."""
+    return TicketRequest(
+        issue_type=request.issue_type,
+        dedupe_key=_ascii(request.dedupe_key),
+        title=f"{request.issue_type}: events could not be described (see their error_context)",
+        priority=request.priority,
+        stripe_event_id=_ascii(request.stripe_event_id) if request.stripe_event_id else None,
+        event_ids=tuple(_ascii(i) for i in request.event_ids),
+        occurrences=request.occurrences,
+        details={"bare": True},
+    )
 
 
 def ticket_priority(event_type: str) -> str:
@@ -460,29 +603,89 @@ def ticket_priority(event_type: str) -> str:
     return "critical" if event_type.startswith(CRITICAL_EVENT_PREFIXES) else "high"
 
 
+# what a dead letter's ticket is about, most specific first: (link, name in the key)
+_SUBJECTS = (
+    ("payment_intent_id", "payment"),
+    ("subscription_id", "subscription"),
+    ("customer_id", "customer"),
+    ("object_id", "object"),
+)
+# longest id a ticket groups by and stores (the ticket columns are VARCHAR(255))
+MAX_ID_LENGTH = 255
+
+
+def usable_id(value: Any) -> bool:
+    """A Stripe id a ticket can be keyed and searched by: short, printable text."""
+    return isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH and value.isprintable()
+
+
 def ticket_for(event: QueuedEvent, issue_type: str, context: Mapping[str, Any]) -> TicketRequest:
-    """The support ticket of one dead-lettered event: deduplicated per event and issue."""
+    """The support ticket of one dead-lettered event, keyed by its cause.
+
+    One open ticket per issue and object (the payment, else the subscription, the
+    customer, the event's object); an event naming no usable id is keyed by issue
+    and root-cause fingerprint (exception class and message without ids and numbers).
+    Ids that are not usable (over-long, unprintable) are left out of the columns and
+    shown cut short in ``details.unusable_ids``.
+    """
     links = ticket_links(event.payload)
-    what = "failed permanently" if issue_type == ISSUE_PERMANENT else "exhausted its retries"
+    usable = {k: v for k, v in links.items() if usable_id(v)}
+    exception = str(context.get("exception") or "unknown")
+    message = str(context.get("message") or "")
+    short = exception.rpartition(".")[2]
+    what = "failed permanently" if issue_type == ISSUE_PERMANENT else "exhausted their retries"
+    details: dict[str, Any] = {
+        "event_row_id": event.id,
+        "event_type": event.event_type,
+        "object_id": usable.get("object_id"),
+        "attempt": context.get("attempt"),
+        "error_kind": context.get("kind"),
+        "exception": exception,
+        "message": message,
+    }
+    unusable = {k: _preview(v) for k, v in links.items() if k not in usable}
+    if unusable:
+        details["unusable_ids"] = unusable
+    subject = next(((name, usable[k]) for k, name in _SUBJECTS if k in usable), None)
+    if subject is not None:
+        name, object_id = subject
+        key = f"{issue_type}:{name}:{object_id}"
+        shown = _object_kind(event.payload) if name == "object" else name
+        title = f"Events of {shown} {object_id} {what} ({short})"
+        details["grouped_by"] = name
+    else:
+        cause = fingerprint(exception, message)
+        key = f"{issue_type}:cause:{cause}"
+        title = f"Events {what}: {short}: {normalized_message(message, 200)}"
+        details["grouped_by"] = "cause"
+        details["fingerprint"] = cause
     return TicketRequest(
         issue_type=issue_type,
-        dedupe_key=f"{issue_type}:{event.stripe_event_id}",
-        title=f"{event.event_type} event {event.stripe_event_id} {what}",
+        dedupe_key=key,
+        title=title,
         priority=ticket_priority(event.event_type),
-        payment_intent_id=links.get("payment_intent_id"),
-        subscription_id=links.get("subscription_id"),
-        customer_id=links.get("customer_id"),
+        payment_intent_id=usable.get("payment_intent_id"),
+        subscription_id=usable.get("subscription_id"),
+        customer_id=usable.get("customer_id"),
         stripe_event_id=event.stripe_event_id,
-        details={
-            "event_row_id": event.id,
-            "event_type": event.event_type,
-            "object_id": links.get("object_id"),
-            "attempt": context.get("attempt"),
-            "error_kind": context.get("kind"),
-            "exception": context.get("exception"),
-            "message": context.get("message"),
-        },
+        details=details,
+        event_ids=(event.stripe_event_id,),
     )
+
+
+def _object_kind(payload: Any) -> str:
+    """``data.object.object`` (dispute, invoice, ...) when it is a plain word."""
+    try:
+        kind = payload["data"]["object"]["object"]
+    except (KeyError, TypeError):
+        return "object"
+    return kind if isinstance(kind, str) and kind.isidentifier() and len(kind) <= 64 else "object"
+
+
+def _preview(value: str, keep: int = 40) -> str:
+    """An unusable id cut short for a person to recognise it."""
+    shown = value[:keep].encode("ascii", "backslashreplace").decode("ascii")
+    return f"{shown}… ({len(value)} characters)" if len(value) > keep else shown
 
 
 def _notification(ticket_id: int, request: TicketRequest, esc: _Escalation) -> _Notification:

@@ -19,8 +19,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, or_, select, update
+from sqlalchemy.sql.elements import ColumnElement
 
 from stripe_pipeline.audit import AUDIT_LOG, AuditEntry, record
+from stripe_pipeline.db.lists import in_list
 from stripe_pipeline.db.models import StripeEvent
 from stripe_pipeline.process.queue import FINAL_STATUSES
 from stripe_pipeline.support.tickets import OPEN_STATES, TICKETS, resolve_ticket
@@ -31,6 +33,10 @@ T = TICKETS.c
 
 # issue types whose ticket is about specific stripe_events rows
 EVENT_ISSUES = ("event_permanent_error", "event_max_retries_exceeded")
+# an event of a ticket in one of these is not through yet
+UNFINISHED = ("pending", "retry", "processing", "dead_letter")
+# how many of its events ``show_ticket`` lists (newest first; the total is counted)
+EVENTS_SHOWN = 50
 _CHUNK = 1000
 
 
@@ -56,13 +62,21 @@ def _ticket(conn: Connection, ticket_id: int, *, lock: bool = False) -> Mapping[
 
 
 def linked_event_ids(ticket: Mapping[str, Any]) -> list[str]:
-    """Stripe event ids a ticket is about: its own link plus ``details.stripe_event_ids``."""
+    """Stripe event ids a ticket names: its own link plus ``details.stripe_event_ids``."""
     ids = [ticket["stripe_event_id"]] if ticket.get("stripe_event_id") else []
     details = ticket.get("details") or {}
     extra = details.get("stripe_event_ids") if isinstance(details, Mapping) else None
     if isinstance(extra, list):
         ids += [i for i in extra if isinstance(i, str) and i not in ids]
     return ids
+
+
+def ticket_events(ticket: Mapping[str, Any]) -> ColumnElement[bool]:
+    """The ``stripe_events`` rows of a ticket: every event escalated to it (a ticket
+    groups events by cause and names only the latest) and the events it names."""
+    named = linked_event_ids(ticket)
+    linked = E.support_ticket_id == ticket["id"]
+    return or_(linked, E.stripe_event_id.in_(named)) if named else linked
 
 
 def _requeue(
@@ -112,15 +126,12 @@ def requeue_ticket_events(engine: Engine, ticket_id: int, actor: str) -> Requeue
         ticket = _ticket(conn, ticket_id, lock=True)
         if ticket["status"] not in OPEN_STATES:
             raise WorkflowError(f"support ticket {ticket_id} is already resolved")
-        event_ids = linked_event_ids(ticket)
-        rows = []
-        if event_ids:
-            stmt = select(E.id, E.stripe_event_id, E.status, E.retry_count).where(
-                E.stripe_event_id.in_(event_ids), E.status == "dead_letter"
-            )
-            if conn.dialect.name == "postgresql":
-                stmt = stmt.with_for_update()
-            rows = list(conn.execute(stmt).mappings())
+        stmt = select(E.id, E.stripe_event_id, E.status, E.retry_count).where(
+            ticket_events(ticket), E.status == "dead_letter"
+        )
+        if conn.dialect.name == "postgresql":
+            stmt = stmt.with_for_update()
+        rows = list(conn.execute(stmt).mappings())
         count = _requeue(
             conn, rows, actor=actor, action="event_requeued", why={"ticket_id": ticket_id}
         )
@@ -170,13 +181,15 @@ def resolve(engine: Engine, ticket_id: int, note: str, actor: str) -> None:
         resolve_ticket(conn, ticket_id, resolution="manual", note=note.strip(), actor=actor)
 
 
-def resolve_requeued_tickets(conn: Connection, stripe_event_ids: Iterable[str]) -> list[int]:
-    """Close ``investigating`` event tickets whose events have now been applied.
+def resolve_requeued_tickets(conn: Connection, event_row_ids: Iterable[int]) -> list[int]:
+    """Close ``investigating`` event tickets once all their re-queued events are applied.
 
-    Called by the processor inside its transaction, so the ticket closes exactly when
-    the retried event commits.
+    Called by the processor inside its transaction, with the row ids it just finished,
+    so a ticket closes exactly when its last retried event commits. A ticket is locked
+    before its remaining events are counted: two batches finishing the last events of
+    one ticket at once take turns, and the second sees the first one's commit.
     """
-    ids = list(stripe_event_ids)
+    ids = list(event_row_ids)
     if not ids:
         return []
     # almost always none: one index probe instead of matching a thousand event ids
@@ -185,23 +198,33 @@ def resolve_requeued_tickets(conn: Connection, stripe_event_ids: Iterable[str]) 
     ).first()
     if waiting is None:
         return []
-    found = conn.execute(
-        select(T.id).where(
+    applied = in_list(conn, E.id, ids)
+    finished = select(E.support_ticket_id).where(applied, E.support_ticket_id.is_not(None))
+    named = select(E.stripe_event_id).where(applied)
+    candidates = (
+        select(TICKETS)
+        .where(
             T.status == "investigating",
             T.issue_type.in_(EVENT_ISSUES),
-            T.stripe_event_id.in_(ids),
+            or_(T.id.in_(finished), T.stripe_event_id.in_(named)),
         )
-    ).scalars()
+        .order_by(T.id)
+    )
+    if conn.dialect.name == "postgresql":
+        candidates = candidates.with_for_update()
     closed = []
-    for ticket_id in list(found):
-        if resolve_ticket(
+    for ticket in list(conn.execute(candidates).mappings()):
+        left = conn.execute(
+            select(func.count()).where(ticket_events(ticket), E.status.in_(UNFINISHED))
+        ).scalar()
+        if left == 0 and resolve_ticket(
             conn,
-            ticket_id,
+            ticket["id"],
             resolution="auto_retry",
-            note="re-queued event applied",
+            note="re-queued events applied",
             actor="processor",
         ):
-            closed.append(ticket_id)
+            closed.append(ticket["id"])
     return closed
 
 
@@ -211,6 +234,15 @@ def _epoch(value: datetime | int | None) -> int | None:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return int(value.timestamp())
+
+
+MAX_ROW_ID = 2**63 - 1  # BIGINT
+
+
+def _is_row_id(value: int | str) -> bool:
+    """A ``stripe_events.id``: digits within BIGINT (longer digit strings match nothing)."""
+    text = str(value)
+    return text.isascii() and text.isdigit() and int(text) <= MAX_ROW_ID
 
 
 def _event_filters(
@@ -223,8 +255,8 @@ def _event_filters(
 ) -> list[Any]:
     filters: list[Any] = []
     if ids:
-        row_ids = [int(i) for i in ids if isinstance(i, int) or str(i).isdigit()]
-        stripe_ids = [str(i) for i in ids if not (isinstance(i, int) or str(i).isdigit())]
+        row_ids = [int(i) for i in ids if _is_row_id(i)]
+        stripe_ids = [str(i) for i in ids if not _is_row_id(i)]
         filters.append(or_(E.id.in_(row_ids), E.stripe_event_id.in_(stripe_ids)))
     if event_type:
         # "charge.dispute.*" selects a family of types
@@ -324,26 +356,31 @@ def list_tickets(
 
 
 def show_ticket(engine: Engine, ticket_id: int) -> dict[str, Any]:
-    """A ticket with its linked events (queue state, last error) and its audit trail."""
+    """A ticket with its events (the newest ``EVENTS_SHOWN``, with queue state and last
+    error; ``events_by_status`` counts all of them) and its audit trail."""
     with engine.connect() as conn:
         ticket = dict(_ticket(conn, ticket_id))
-        event_ids = linked_event_ids(ticket)
-        events = []
-        if event_ids:
-            events = [
-                dict(r)
-                for r in conn.execute(
-                    select(
-                        E.id,
-                        E.stripe_event_id,
-                        E.event_type,
-                        E.status,
-                        E.retry_count,
-                        E.next_retry_at,
-                        E.error_context,
-                    ).where(E.stripe_event_id.in_(event_ids))
-                ).mappings()
-            ]
+        linked = ticket_events(ticket)
+        events = [
+            dict(r)
+            for r in conn.execute(
+                select(
+                    E.id,
+                    E.stripe_event_id,
+                    E.event_type,
+                    E.status,
+                    E.retry_count,
+                    E.next_retry_at,
+                    E.error_context,
+                )
+                .where(linked)
+                .order_by(E.id.desc())
+                .limit(EVENTS_SHOWN)
+            ).mappings()
+        ]
+        by_status = dict(
+            conn.execute(select(E.status, func.count()).where(linked).group_by(E.status)).all()
+        )
         A = AUDIT_LOG.c
         history = [
             dict(r)
@@ -354,6 +391,7 @@ def show_ticket(engine: Engine, ticket_id: int) -> dict[str, Any]:
             ).mappings()
         ]
     ticket["events"] = events
+    ticket["events_by_status"] = by_status
     ticket["history"] = history
     return ticket
 

@@ -138,6 +138,8 @@ class MarkingApply:
             real = apply_events(conn, accepted, refund_source=refund_source)
             result.outcomes.update(real.outcomes)
             result.failures.update(real.failures)
+            for failed in real.failures:
+                result.outcomes.pop(failed, None)
             result.rows_written = dict(real.rows_written)
             accepted = [e for e in accepted if e.id in real.outcomes]
         record(

@@ -1,7 +1,7 @@
 """The real receiver under gunicorn as its own process group, on 127.0.0.1.
 
 For end-to-end tests and benchmarks: it runs exactly as in production
-(``python -m receiver``: gunicorn master + gthread workers), configured through the
+(``python -m receiver``: gunicorn master + receiver workers), configured through the
 documented environment variables.
 """
 

@@ -1,6 +1,6 @@
 """Receiver servers and HTTP helpers for the receiver tests.
 
-One real gunicorn receiver (2 gthread workers) per backend per test session:
+One real gunicorn receiver (2 workers) per backend per test session:
 SQLite as the embedded default (it migrates itself), PostgreSQL on a database cloned
 from the migrated template, reached through a ``TcpProxy`` so a test can take the
 database away. Requests go over real loopback HTTP; each test gets its own source
@@ -226,8 +226,9 @@ def start_server(
     workers: int = 2,
     threads: int = 4,
     timeout: float = 30,
+    env: dict[str, str] | None = None,
 ) -> ReceiverServer:
-    """Start the receiver and wait until /healthz says 200."""
+    """Start the receiver and wait until /healthz says 200 (``env``: extra variables)."""
     tmp.mkdir(parents=True, exist_ok=True)
     port = free_port()
     log_path = tmp / "live_receiver.log"
@@ -237,7 +238,7 @@ def start_server(
     process = subprocess.Popen(
         cmd,
         cwd=ROOT,
-        env=receiver_env(tmp, serve_url),
+        env=receiver_env(tmp, serve_url, **(env or {})),
         stdout=log,
         stderr=log,
         start_new_session=True,
