@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -14,8 +14,9 @@ from dagster import (
     RunRequest,
     build_schedule_context,
 )
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, select, text, update
 
+from stripe_pipeline.db.models import ReconciliationDiscrepancy, StripeSubscription
 from stripe_pipeline.defs.common.resources import DatabaseResource, StripeApiResource
 from stripe_pipeline.defs.reconciliation import schedules
 from stripe_pipeline.defs.reconciliation.assets import (
@@ -184,3 +185,55 @@ def test_failed_run_fails_the_step_with_the_reason(database_url: str) -> None:
     [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     message = failure.step_failure_data.error.message
     assert "failed while backfilling events" in message and "APIConnectionError" in message
+
+
+@pytest.mark.slow
+def test_job_publishes_numeric_string_null_and_object_values(
+    localstripe: LocalStripe, database_url: str, engine: Engine
+) -> None:
+    """A discrepancy's JSON value may be any JSON value; the run publishes them all.
+
+    On SQLite a bare number (a period end) used to fail the step after its work was
+    done, when the preview read it back.
+    """
+    localstripe.flush()
+    traffic = Traffic(localstripe)
+    customer, pm = traffic.customer_with_card()
+    pi = traffic.payment(customer, pm, 1800)
+    refund = traffic.refund(pi, 300)
+    subscription = traffic.subscription(customer)
+    assert _run(localstripe, database_url, full_run=True).success
+    process_pending(engine)
+
+    with engine.begin() as conn:
+        subs = StripeSubscription.__table__
+        period_end = conn.execute(select(subs.c.current_period_end)).scalar_one()
+        conn.execute(  # compared as Unix seconds, a number: repaired
+            update(subs).values(current_period_end=period_end + timedelta(seconds=60))
+        )
+        conn.execute(text("UPDATE stripe_refunds SET currency = 'eur'"))  # a string: open
+        conn.execute(text("DELETE FROM stripe_invoices"))  # null locally, an object remotely
+    result = _run(localstripe, database_url, full_run=True)
+    assert result.success, [
+        e.step_failure_data.error.message
+        for e in result.all_events
+        if e.event_type_value == "STEP_FAILURE"
+    ]
+    d = ReconciliationDiscrepancy.__table__.c
+    with engine.connect() as conn:
+        values = {
+            (r.object_type, r.kind, r.field): (r.local_value, r.remote_value)
+            for r in conn.execute(
+                select(d.object_type, d.kind, d.field, d.local_value, d.remote_value)
+            )
+        }
+    local_end, remote_end = values[("subscription", "field_mismatch", "current_period_end")]
+    assert isinstance(local_end, int) and local_end == remote_end + 60
+    assert values[("refund", "field_mismatch", "currency")] == ("eur", "usd")
+    local_invoice, remote_invoice = values[("invoice", "missing_locally", "")]
+    assert local_invoice is None and remote_invoice["status"] == "paid"
+    preview = _metadata(result, "reconciliation_discrepancies")["preview"]
+    assert f"| subscription | {subscription} | field_mismatch | current_period_end |" in preview
+    assert f"| refund | {refund} | field_mismatch | currency | eur | usd | open |" in preview
+    assert "| invoice |" in preview and "missing_locally" in preview
+    assert not _check(result).passed  # the refund's currency is ticketed

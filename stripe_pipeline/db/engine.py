@@ -8,6 +8,7 @@ with a short connect timeout, so an outage turns into a fast 503, not a hung wor
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import orjson
 from sqlalchemy import Engine, create_engine, event
@@ -20,8 +21,21 @@ def _dumps(value: object) -> str:
     return orjson.dumps(value).decode()
 
 
+def _loads(value: str | bytes | int | float) -> Any:
+    """Decode a JSON column's value, including what SQLite turned into a number.
+
+    SQLite gives a column declared ``JSON`` numeric affinity: a bare JSON number (a
+    discrepancy's period end) is stored as an INTEGER or REAL and comes back as a
+    Python number, which orjson refuses (SQLAlchemy's own fallback only catches the
+    TypeError of ``json.loads``). Strings, null, objects and lists stay JSON text.
+    """
+    if isinstance(value, int | float):
+        return value
+    return orjson.loads(value)
+
+
 # JSON columns hold whole Stripe payloads: orjson decodes them ~5x faster than json
-JSON_OPTIONS = {"json_serializer": _dumps, "json_deserializer": orjson.loads}
+JSON_OPTIONS = {"json_serializer": _dumps, "json_deserializer": _loads}
 
 
 def normalize_url(url: str) -> str:
