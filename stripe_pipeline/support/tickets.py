@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from stripe_pipeline.audit import AuditEntry, record
-from stripe_pipeline.db.models import TICKET_PRIORITIES, PaymentSupportTicket
+from stripe_pipeline.db.models import TICKET_PRIORITIES, UNRESOLVED_TICKET, PaymentSupportTicket
 
 TICKETS = PaymentSupportTicket.__table__
 OPEN_STATES = ("open", "investigating")
@@ -64,9 +64,7 @@ def open_ticket(
     stmt = (
         dialect.insert(TICKETS)
         .values(values)
-        .on_conflict_do_nothing(
-            index_elements=["dedupe_key"], index_where=TICKETS.c.status != "resolved"
-        )
+        .on_conflict_do_nothing(index_elements=["dedupe_key"], index_where=text(UNRESOLVED_TICKET))
         .returning(TICKETS.c.id)
     )
     new_id = conn.execute(stmt).scalar()
