@@ -16,6 +16,7 @@ from dagster import (
 )
 from sqlalchemy import Engine, func, insert, select, text, update
 
+from stripe_pipeline.config import load_schedule_options
 from stripe_pipeline.db.models import (
     PaymentSupportTicket,
     ReconciliationDiscrepancy,
@@ -38,9 +39,9 @@ from tests.support.localstripe_peer import LocalStripe, start_localstripe
 from tests.support.reconciliation_traffic import LOCALSTRIPE_OBJECT_TYPES, Traffic
 
 
-def test_schedule_runs_at_two_in_the_configured_timezone(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(schedules.TZ_ENV, "Europe/Berlin")
-    schedule = schedules.build_schedule()
+def test_schedule_runs_at_two_in_the_configured_timezone() -> None:
+    options = load_schedule_options({"STRIPE_PIPELINE_RECONCILIATION_TZ": "Europe/Berlin"})
+    schedule = schedules.build_schedule(options)
     assert schedule.name == "nightly_reconciliation_schedule"
     assert schedule.job_name == "nightly_reconciliation"
     assert schedule.cron_schedule == "0 2 * * *"
@@ -56,9 +57,9 @@ def test_schedule_runs_at_two_in_the_configured_timezone(monkeypatch: pytest.Mon
 def test_schedule_defaults_to_utc_and_refuses_unknown_zones(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.delenv(schedules.TZ_ENV, raising=False)
-    assert schedules.build_schedule().execution_timezone == "UTC"
-    monkeypatch.setenv(schedules.TZ_ENV, "Mars/Olympus_Mons")
+    monkeypatch.delenv("STRIPE_PIPELINE_RECONCILIATION_TZ", raising=False)
+    assert schedules.build_schedule().execution_timezone == "UTC"  # read at load
+    monkeypatch.setenv("STRIPE_PIPELINE_RECONCILIATION_TZ", "Mars/Olympus_Mons")
     with pytest.raises(ValueError, match="not an IANA timezone"):
         schedules.build_schedule()
 
