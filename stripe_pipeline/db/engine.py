@@ -3,18 +3,29 @@
 SQLite (the embedded default) runs in WAL mode with a busy timeout and full sync,
 so an acknowledged webhook survives a crash; PostgreSQL connects through psycopg 3
 with a short connect timeout, so an outage turns into a fast 503, not a hung worker.
+
+SQLite has one writer at a time, and the busy timeout only helps a transaction that
+has not read yet: a deferred transaction that read, then wants to write after another
+writer committed, fails at once with "database is locked" (its snapshot is stale, no
+wait can fix it). A transaction that reads before it writes therefore starts with
+:func:`begin_write` (``BEGIN IMMEDIATE``: the write lock first, waiting up to the busy
+timeout); one whose first statement writes (a claim, a landing) needs nothing more.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
+# execution option of connections whose transaction begins with the write lock (SQLite)
+BEGIN_IMMEDIATE = "stripe_pipeline_begin_immediate"
 
 
 def _dumps(value: object) -> str:
@@ -60,9 +71,8 @@ def make_engine(url: str, *, pool_size: int = 5, echo: bool = False) -> Engine:
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
         )
         event.listen(engine, "connect", _sqlite_pragmas)
-        # let SQLAlchemy, not pysqlite, decide where transactions begin (BEGIN IMMEDIATE
-        # for writers is issued by callers that need it)
-        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+        # let SQLAlchemy, not pysqlite, decide where transactions begin
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     return create_engine(
         url,
@@ -73,6 +83,22 @@ def make_engine(url: str, *, pool_size: int = 5, echo: bool = False) -> Engine:
         pool_recycle=1800,
         connect_args={"connect_timeout": 3, "application_name": "stripe-pipeline"},
     )
+
+
+@contextmanager
+def begin_write(engine: Engine) -> Iterator[Connection]:
+    """A transaction that reads and then writes: on SQLite it takes the write lock when
+    it begins (``BEGIN IMMEDIATE``), so it waits its turn instead of failing with
+    "database is locked" once another writer commits; elsewhere a plain transaction."""
+    with engine.connect() as conn:
+        conn.execution_options(**{BEGIN_IMMEDIATE: True})
+        with conn.begin():
+            yield conn
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    immediate = conn.get_execution_options().get(BEGIN_IMMEDIATE, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
