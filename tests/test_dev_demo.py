@@ -196,3 +196,7 @@ def test_ctrl_c_stops_every_child_and_a_second_run_reuses_the_data(
     assert second.scalar("SELECT COUNT(*) FROM stripe_events") >= events_before
     assert _localstripe_customers(second) == customers_before  # localstripe's state file
     assert len(_runs(second, "process_stripe_events")) >= runs_before  # same DAGSTER_HOME
+    # every run of the first session is green: none failed, none was killed by Ctrl-C
+    # (the demo lets runs in flight finish, or cancels them, before it stops Dagster)
+    failed = second.graphql(RUNS_QUERY, filter={"statuses": ["FAILURE"]})
+    assert [(r["jobName"], r["runId"]) for r in failed["runsOrError"]["results"]] == []

@@ -49,6 +49,21 @@ mutation DemoLaunch($executionParams: ExecutionParams!) {
 }
 """
 
+# runs that are not finished yet (a run killed in one of these states ends FAILURE)
+ACTIVE_RUNS_QUERY = """
+query DemoActiveRuns {
+  runsOrError(filter: {statuses: [QUEUED, NOT_STARTED, STARTING, STARTED, CANCELING]}) {
+    ... on Runs { results { runId jobName status } }
+  }
+}
+"""
+
+TERMINATE_MUTATION = """
+mutation DemoTerminate($runIds: [String!]!) {
+  terminateRuns(runIds: $runIds) { __typename }
+}
+"""
+
 
 class DagsterAPI:
     """A client of one ``dagster dev`` webserver's ``/graphql`` endpoint."""
@@ -102,3 +117,12 @@ class DagsterAPI:
             return result["run"]["runId"]
         reason = result.get("message") or result.get("errors") or result.get("__typename")
         raise RuntimeError(f"could not launch {job}: {reason}")
+
+    def active_runs(self) -> list[dict[str, Any]]:
+        """Runs queued, starting, running or being canceled."""
+        runs = self.query(ACTIVE_RUNS_QUERY).get("runsOrError") or {}
+        return list(runs.get("results") or [])
+
+    def terminate(self, run_ids: list[str]) -> None:
+        """Ask Dagster to cancel these runs (they end CANCELED, not FAILURE)."""
+        self.query(TERMINATE_MUTATION, runIds=run_ids)

@@ -55,6 +55,9 @@ LOCALSTRIPE_RECONCILIATION = {
 }
 FOLLOW_UP_JOBS = {"nightly_reconciliation": LOCALSTRIPE_RECONCILIATION, "payment_recovery": {}}
 SETTLE_TIMEOUT = 60.0
+# on the way out: how long runs in flight may take to finish, then to cancel
+RUN_DRAIN_SECONDS = 30.0
+RUN_CANCEL_SECONDS = 15.0
 WEBHOOK_ID = "stripe-pipeline-dev"
 LOCALHOST = "127.0.0.1"
 
@@ -305,10 +308,12 @@ class Demo:
         self.supervisor = Supervisor(paths.logs, env, cwd=repo_root())
         install_signal_handlers(lambda signum: log(f"{signal.Signals(signum).name}: stopping"))
         started = time.monotonic()
+        dagster_up = False
         try:
             self._start_children()
             self.write_status("starting")
             self._wait_ready()
+            dagster_up = True
             register_webhook(self.localstripe_url, self.webhook_url, secret)
             log(f"localstripe now delivers signed webhooks to {self.webhook_url}")
             self.write_status("ready")
@@ -321,6 +326,8 @@ class Demo:
             return 1
         finally:
             self.write_status("stopping")
+            if dagster_up:
+                self.finish_dagster_runs()
             self.supervisor.stop()
             self.write_status("stopped")
             log("every child process stopped")
@@ -439,6 +446,36 @@ class Demo:
         except (stripe.StripeError, OSError) as exc:
             log(f"warning: traffic stopped early: {type(exc).__name__}: {exc}")
             return {}
+
+    def finish_dagster_runs(self, timeout: float = RUN_DRAIN_SECONDS) -> None:
+        """Before stopping, let the runs in flight finish, then cancel what is left.
+
+        A run whose worker is killed ends FAILURE, and the next start would greet the
+        user with a red run that only says the demo stopped. Traffic has stopped by now,
+        so the queue drains; a second Ctrl-C skips the wait.
+        """
+        try:
+            deadline = time.monotonic() + timeout
+            active = self.dagster.active_runs()
+            if active:
+                log(
+                    f"waiting up to {timeout:g} s for {len(active)} Dagster run(s) to finish "
+                    "(Ctrl-C again to stop at once)"
+                )
+            while active and time.monotonic() < deadline:
+                time.sleep(0.5)
+                active = self.dagster.active_runs()
+            if active:
+                ids = [run["runId"] for run in active]
+                log(f"canceling {len(ids)} Dagster run(s) still in flight")
+                self.dagster.terminate(ids)
+                deadline = time.monotonic() + RUN_CANCEL_SECONDS
+                while self.dagster.active_runs() and time.monotonic() < deadline:
+                    time.sleep(0.5)
+        except KeyboardInterrupt:
+            log("stopping at once")
+        except (OSError, ValueError) as exc:
+            log(f"warning: could not wait for Dagster runs: {exc}")
 
     def launch_follow_ups(self) -> None:
         """Run reconciliation and recovery once now rather than at their nightly schedule."""
