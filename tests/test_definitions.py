@@ -25,7 +25,21 @@ def test_definitions_load_and_validate(placeholder_env: None) -> None:
     assert isinstance(defs, Definitions)
     Definitions.validate_loadable(defs)
     repo = defs.get_repository_def()
-    assert repo.get_all_jobs() is not None
+    # every job, the implicit one of model automation too, runs its steps in one
+    # process: a subprocess per step costs seconds each (a model rebuild took minutes)
+    assert {job.name: job.executor_def.name for job in repo.get_all_jobs()} == {
+        name: "in_process"
+        for name in (
+            "__ASSET_JOB",
+            "fraud_screening",
+            "nightly_reconciliation",
+            "payment_recovery",
+            "process_stripe_events",
+            "refresh_models",
+            "replay_stripe_events",
+            "support_ticket_action",
+        )
+    }
 
 
 def test_workspace_yaml_names_the_code_location() -> None:
