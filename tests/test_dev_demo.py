@@ -51,6 +51,32 @@ def _runs(demo: RunningDemo, job: str, status: str | None = None) -> list[dict]:
     return data["runsOrError"]["results"]
 
 
+FAILURE_EVENTS_QUERY = """
+query DemoRunFailure($runId: ID!) {
+  logsForRun(runId: $runId) {
+    ... on EventConnection {
+      events {
+        __typename
+        ... on MessageEvent { message }
+        ... on ExecutionStepFailureEvent { error { message } }
+        ... on RunFailureEvent { error { message } }
+      }
+    }
+  }
+}
+"""
+
+
+def _failure_messages(demo: RunningDemo, run_id: str) -> list[str]:
+    """Why a run failed (its failure events), for the assertion message."""
+    events = demo.graphql(FAILURE_EVENTS_QUERY, runId=run_id)["logsForRun"].get("events", [])
+    return [
+        f"{e['__typename']}: {(e.get('error') or {}).get('message') or e.get('message')}"[:600]
+        for e in events
+        if "Failure" in e["__typename"] or "Error" in e["__typename"]
+    ]
+
+
 def _localstripe_customers(demo: RunningDemo) -> int:
     request = urllib.request.Request(
         f"{demo.localstripe_url}/v1/customers?limit=100",
@@ -199,4 +225,8 @@ def test_ctrl_c_stops_every_child_and_a_second_run_reuses_the_data(
     # every run of the first session is green: none failed, none was killed by Ctrl-C
     # (the demo lets runs in flight finish, or cancels them, before it stops Dagster)
     failed = second.graphql(RUNS_QUERY, filter={"statuses": ["FAILURE"]})
-    assert [(r["jobName"], r["runId"]) for r in failed["runsOrError"]["results"]] == []
+    reasons = {
+        (r["jobName"], r["runId"]): _failure_messages(second, r["runId"])
+        for r in failed["runsOrError"]["results"]
+    }
+    assert reasons == {}
