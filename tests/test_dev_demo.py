@@ -20,6 +20,7 @@ import stripe
 
 from stripe_pipeline.cli import main
 from stripe_pipeline.devtools import fixture_events as fx
+from stripe_pipeline.devtools.dagster_api import SENSORS_QUERY
 from stripe_pipeline.devtools.demo import API_KEY
 from stripe_pipeline.devtools.processes import Supervisor, descendants, group_alive, is_alive
 from tests.support.demo import DemoManager, RunningDemo, free_port, shared_demo, wait_for
@@ -222,6 +223,15 @@ def test_ctrl_c_stops_every_child_and_a_second_run_reuses_the_data(
     assert second.scalar("SELECT COUNT(*) FROM stripe_events") >= events_before
     assert _localstripe_customers(second) == customers_before  # localstripe's state file
     assert len(_runs(second, "process_stripe_events")) >= runs_before  # same DAGSTER_HOME
+    # the sensors paused on the way out run again (the automation one included)
+    nodes = second.graphql(SENSORS_QUERY)["repositoriesOrError"]["nodes"]
+    running = {
+        sensor["name"]
+        for repo in nodes
+        for sensor in repo["sensors"]
+        if sensor["sensorState"]["status"] == "RUNNING"
+    }
+    assert {"stripe_events_sensor", "models_automation_sensor"} <= running
     # every run of the first session is green: none failed, none was killed by Ctrl-C
     # (the demo lets runs in flight finish, or cancels them, before it stops Dagster)
     failed = second.graphql(RUNS_QUERY, filter={"statuses": ["FAILURE"]})

@@ -64,6 +64,26 @@ mutation DemoTerminate($runIds: [String!]!) {
 }
 """
 
+SENSORS_QUERY = """
+query DemoSensors {
+  repositoriesOrError {
+    ... on RepositoryConnection {
+      nodes { name location { name } sensors { id name sensorState { status } } }
+    }
+  }
+}
+"""
+
+STOP_SENSOR_MUTATION = """
+mutation DemoStopSensor($id: String!) { stopSensor(id: $id) { __typename } }
+"""
+
+START_SENSOR_MUTATION = """
+mutation DemoStartSensor($selector: SensorSelector!) {
+  startSensor(sensorSelector: $selector) { __typename }
+}
+"""
+
 
 class DagsterAPI:
     """A client of one ``dagster dev`` webserver's ``/graphql`` endpoint."""
@@ -126,3 +146,29 @@ class DagsterAPI:
     def terminate(self, run_ids: list[str]) -> None:
         """Ask Dagster to cancel these runs (they end CANCELED, not FAILURE)."""
         self.query(TERMINATE_MUTATION, runIds=run_ids)
+
+    def running_sensors(self) -> list[dict[str, str]]:
+        """Sensors now running: id, name, repository and location of each."""
+        nodes = (self.query(SENSORS_QUERY).get("repositoriesOrError") or {}).get("nodes") or []
+        return [
+            {
+                "id": sensor["id"],
+                "name": sensor["name"],
+                "repository": repo["name"],
+                "location": repo["location"]["name"],
+            }
+            for repo in nodes
+            for sensor in repo["sensors"]
+            if (sensor.get("sensorState") or {}).get("status") == "RUNNING"
+        ]
+
+    def stop_sensor(self, sensor_id: str) -> None:
+        self.query(STOP_SENSOR_MUTATION, id=sensor_id)
+
+    def start_sensor(self, name: str, repository: str, location: str) -> None:
+        selector = {
+            "repositoryLocationName": location,
+            "repositoryName": repository,
+            "sensorName": name,
+        }
+        self.query(START_SENSOR_MUTATION, selector=selector)
