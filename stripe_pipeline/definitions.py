@@ -9,7 +9,7 @@ the shared resources. Only ``defs`` is a ``Definitions`` at module scope, so
 
 from __future__ import annotations
 
-from dagster import Definitions
+from dagster import Definitions, in_process_executor
 
 from stripe_pipeline.defs.common.resources import DatabaseResource
 from stripe_pipeline.defs.models import definitions as models
@@ -20,6 +20,9 @@ from stripe_pipeline.defs.recovery import definitions as recovery
 AREAS = (processing, recovery, reconciliation, models)
 
 defs = Definitions.merge(
-    Definitions(resources={"database": DatabaseResource()}),
+    # the default of asset jobs (model rebuilds started by automation): one process per
+    # run, not per step; a step subprocess costs seconds (8-25 s each on a busy 2-core
+    # machine: a rebuild of every model took minutes), and SQLite has one writer anyway
+    Definitions(resources={"database": DatabaseResource()}, executor=in_process_executor),
     *(area.defs for area in AREAS),
 )

@@ -20,6 +20,7 @@ import stripe
 
 from stripe_pipeline.cli import main
 from stripe_pipeline.devtools import fixture_events as fx
+from stripe_pipeline.devtools.dagster_api import SENSORS_QUERY
 from stripe_pipeline.devtools.demo import API_KEY
 from stripe_pipeline.devtools.processes import Supervisor, descendants, group_alive, is_alive
 from tests.support.demo import DemoManager, RunningDemo, free_port, shared_demo, wait_for
@@ -49,6 +50,32 @@ def _runs(demo: RunningDemo, job: str, status: str | None = None) -> list[dict]:
         run_filter["statuses"] = [status]
     data = demo.graphql(RUNS_QUERY, filter=run_filter)
     return data["runsOrError"]["results"]
+
+
+FAILURE_EVENTS_QUERY = """
+query DemoRunFailure($runId: ID!) {
+  logsForRun(runId: $runId) {
+    ... on EventConnection {
+      events {
+        __typename
+        ... on MessageEvent { message }
+        ... on ExecutionStepFailureEvent { error { message } }
+        ... on RunFailureEvent { error { message } }
+      }
+    }
+  }
+}
+"""
+
+
+def _failure_messages(demo: RunningDemo, run_id: str) -> list[str]:
+    """Why a run failed (its failure events), for the assertion message."""
+    events = demo.graphql(FAILURE_EVENTS_QUERY, runId=run_id)["logsForRun"].get("events", [])
+    return [
+        f"{e['__typename']}: {(e.get('error') or {}).get('message') or e.get('message')}"[:600]
+        for e in events
+        if "Failure" in e["__typename"] or "Error" in e["__typename"]
+    ]
 
 
 def _localstripe_customers(demo: RunningDemo) -> int:
@@ -196,3 +223,20 @@ def test_ctrl_c_stops_every_child_and_a_second_run_reuses_the_data(
     assert second.scalar("SELECT COUNT(*) FROM stripe_events") >= events_before
     assert _localstripe_customers(second) == customers_before  # localstripe's state file
     assert len(_runs(second, "process_stripe_events")) >= runs_before  # same DAGSTER_HOME
+    # the sensors paused on the way out run again (the automation one included)
+    nodes = second.graphql(SENSORS_QUERY)["repositoriesOrError"]["nodes"]
+    running = {
+        sensor["name"]
+        for repo in nodes
+        for sensor in repo["sensors"]
+        if sensor["sensorState"]["status"] == "RUNNING"
+    }
+    assert {"stripe_events_sensor", "models_automation_sensor"} <= running
+    # every run of the first session is green: none failed, none was killed by Ctrl-C
+    # (the demo lets runs in flight finish, or cancels them, before it stops Dagster)
+    failed = second.graphql(RUNS_QUERY, filter={"statuses": ["FAILURE"]})
+    reasons = {
+        (r["jobName"], r["runId"]): _failure_messages(second, r["runId"])
+        for r in failed["runsOrError"]["results"]
+    }
+    assert reasons == {}

@@ -68,3 +68,69 @@ def test_sqlite_and_postgresql_give_the_same_rows(fresh_sqlite_url: str, fresh_p
     finally:
         for eng in engines:
             eng.dispose()
+
+
+def test_models_build_while_processing_writes_on_sqlite(fresh_sqlite_url: str) -> None:
+    """The embedded default serves the demo's concurrency: model rebuilds and event
+    processing at once (each with its own engine, as separate Dagster runs have), on
+    one SQLite file, both finish without "database is locked".
+
+    A model build reads the catalog before it drops and creates; a deferred SQLite
+    transaction that read before another writer committed cannot write any more (no
+    busy wait helps), so builds take the write lock when they begin.
+    """
+    import threading
+
+    from stripe_pipeline.process.runner import process_pending
+    from tests.support.queue_events import event_doc, load
+
+    seed_all(make_engine(fresh_sqlite_url))
+    rounds, per_round = 30, 40
+    errors: list[BaseException] = []
+    builds = 0
+    processing_done = threading.Event()
+
+    def processing() -> None:
+        engine = make_engine(fresh_sqlite_url)
+        try:
+            for r in range(rounds):
+                load(engine, [event_doc(r * per_round + n) for n in range(per_round)])
+                report = process_pending(engine, batch_size=5)
+                assert report.processed == per_round, report
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            processing_done.set()
+            engine.dispose()
+
+    def models() -> None:
+        nonlocal builds
+        engine = make_engine(fresh_sqlite_url)
+        try:
+            while not processing_done.is_set() or builds < 3:
+                run_project(engine, PROJECT)
+                builds += 1
+        except BaseException as exc:
+            errors.append(exc)
+            processing_done.wait()
+        finally:
+            engine.dispose()
+
+    threads = [threading.Thread(target=processing), threading.Thread(target=models)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    assert not any(t.is_alive() for t in threads)
+    assert not errors, [f"{type(e).__name__}: {e}" for e in errors]
+    assert builds >= 3
+    engine = make_engine(fresh_sqlite_url)
+    with engine.connect() as conn:
+        statuses = dict(
+            conn.exec_driver_sql(
+                "SELECT status, count(*) FROM stripe_events "
+                "WHERE stripe_event_id LIKE 'evt_0%' GROUP BY status"
+            ).all()
+        )
+    assert statuses == {"processed": rounds * per_round}
+    assert set(run_project(engine, PROJECT)) == set(PROJECT.models)

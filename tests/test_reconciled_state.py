@@ -59,8 +59,7 @@ def test_canceled_subscription_whose_deletion_was_lost_is_repaired_not_missing(
     assert result.counts["compare"]["found"].get("missing_in_stripe", 0) == 0
     row = _rows(
         engine,
-        "SELECT status, canceled_at IS NOT NULL, deleted_at IS NOT NULL "
-        "FROM stripe_subscriptions",
+        "SELECT status, canceled_at IS NOT NULL, deleted_at IS NOT NULL FROM stripe_subscriptions",
     )
     assert [tuple(r) for r in row] == [("canceled", True, True)]
     assert _open_discrepancies(engine) == []

@@ -13,6 +13,7 @@ from stripe_pipeline.process.backoff import RetryPolicy
 from stripe_pipeline.process.errors import PermanentError
 from stripe_pipeline.process.runner import process_pending
 from stripe_pipeline.support import workflow
+from stripe_pipeline.support.tickets import TicketRequest, open_tickets, resolve_tickets
 from tests.support.queue_events import MarkingApply, event_doc, load, marks, statuses
 
 POLICY = RetryPolicy(max_retries=1)
@@ -205,3 +206,38 @@ def test_cli_bad_arguments_and_unreachable_database(
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["tickets", "--help"])
     assert exit_info.value.code == 0
+
+
+def test_open_tickets_in_bulk_dedupes_counts_and_reopens_after_resolution(
+    engine: Engine,
+) -> None:
+    """The set-based path the reconciliation check uses: results in request order, a key
+    repeated in one call is one ticket, an open ticket counts occurrences, a resolved
+    one leaves its key free for a new ticket."""
+    req = {k: TicketRequest("test_issue", f"key:{k}", f"ticket {k}") for k in "abc"}
+    with engine.begin() as conn:
+        [a] = open_tickets(conn, [req["a"]])
+        assert resolve_tickets(conn, {a.ticket_id: "done"}, resolution="manual") == [a.ticket_id]
+        assert resolve_tickets(conn, {a.ticket_id: "again"}, resolution="manual") == []
+        [b] = open_tickets(conn, [req["b"]])
+        results = open_tickets(conn, [req["c"], req["a"], req["b"], req["c"]], actor="bulk")
+    c1, a2, b2, c2 = results
+    assert a2.created and a2.ticket_id != a.ticket_id  # the resolved ticket stays resolved
+    assert not b2.created and b2.ticket_id == b.ticket_id
+    assert c1.created and not c2.created and c1.ticket_id == c2.ticket_id
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT dedupe_key, status, occurrences, resolution_note "
+                "FROM payment_support_tickets ORDER BY id"
+            )
+        ).all()
+    assert [tuple(r) for r in rows] == [
+        ("key:a", "resolved", 1, "done"),
+        ("key:b", "open", 2, None),
+        ("key:c", "open", 2, None),
+        ("key:a", "open", 1, None),
+    ]
+    opened = [object_id for actor, object_id in _audit(engine, "ticket_opened")]
+    assert opened == [str(a.ticket_id), str(b.ticket_id), str(c1.ticket_id), str(a2.ticket_id)]
+    assert len(_audit(engine, "ticket_resolved")) == 1

@@ -9,25 +9,50 @@ payload parts (ids, emails, amounts), and error messages reach logs, the CLI and
 ``stripe_events.error_context``. For the same reason PostgreSQL errors keep only their
 first line: the server's DETAIL quotes the values (``Failing row contains (...)``,
 ``Key (id)=(...)``); the detail stays readable in code as ``exc.orig.diag``.
+
+SQLite has one writer at a time, and the busy timeout only helps a transaction that
+has not read yet: a deferred transaction that read, then wants to write after another
+writer committed, fails at once with "database is locked" (its snapshot is stale, no
+wait can fix it). A transaction that reads before it writes therefore starts with
+:func:`begin_write` (``BEGIN IMMEDIATE``: the write lock first, waiting up to the busy
+timeout); one whose first statement writes (a claim, a landing) needs nothing more.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import orjson
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import ExceptionContext, make_url
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
+# execution option of connections whose transaction begins with the write lock (SQLite)
+BEGIN_IMMEDIATE = "stripe_pipeline_begin_immediate"
 
 
 def _dumps(value: object) -> str:
     return orjson.dumps(value).decode()
 
 
+def _loads(value: str | bytes | int | float) -> Any:
+    """Decode a JSON column's value, including what SQLite turned into a number.
+
+    SQLite gives a column declared ``JSON`` numeric affinity: a bare JSON number (a
+    discrepancy's period end) is stored as an INTEGER or REAL and comes back as a
+    Python number, which orjson refuses (SQLAlchemy's own fallback only catches the
+    TypeError of ``json.loads``). Strings, null, objects and lists stay JSON text.
+    """
+    if isinstance(value, int | float):
+        return value
+    return orjson.loads(value)
+
+
 # JSON columns hold whole Stripe payloads: orjson decodes them ~5x faster than json
-JSON_OPTIONS = {"json_serializer": _dumps, "json_deserializer": orjson.loads}
+JSON_OPTIONS = {"json_serializer": _dumps, "json_deserializer": _loads}
 
 
 def normalize_url(url: str) -> str:
@@ -53,9 +78,8 @@ def make_engine(url: str, *, pool_size: int = 5, echo: bool = False) -> Engine:
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
         )
         event.listen(engine, "connect", _sqlite_pragmas)
-        # let SQLAlchemy, not pysqlite, decide where transactions begin (BEGIN IMMEDIATE
-        # for writers is issued by callers that need it)
-        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+        # let SQLAlchemy, not pysqlite, decide where transactions begin
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     engine = create_engine(
         url,
@@ -81,6 +105,22 @@ def _first_line_only(context: ExceptionContext) -> None:
     if wrapped is not None and wrapped.args:  # its message was built from the whole text
         cls = type(orig)
         wrapped.args = (f"({cls.__module__}.{cls.__name__}) {orig}", *wrapped.args[1:])
+
+
+@contextmanager
+def begin_write(engine: Engine) -> Iterator[Connection]:
+    """A transaction that reads and then writes: on SQLite it takes the write lock when
+    it begins (``BEGIN IMMEDIATE``), so it waits its turn instead of failing with
+    "database is locked" once another writer commits; elsewhere a plain transaction."""
+    with engine.connect() as conn:
+        conn.execution_options(**{BEGIN_IMMEDIATE: True})
+        with conn.begin():
+            yield conn
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    immediate = conn.get_execution_options().get(BEGIN_IMMEDIATE, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

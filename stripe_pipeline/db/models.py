@@ -169,6 +169,13 @@ class WebhookDelivery(Base):
     __table_args__ = (Index("ix_webhook_deliveries_received_at", "received_at"),)
 
 
+# Predicates of partial unique indexes, as SQL text: an ``ON CONFLICT ... WHERE`` that
+# infers such an index must repeat the predicate as text, never as a bound parameter
+# (a generic plan of a prepared statement cannot infer the index from a parameter).
+UNRESOLVED_TICKET = "status <> 'resolved'"
+LIVE_RECOVERY = "status NOT IN ('recovered', 'canceled')"
+
+
 class PaymentSupportTicket(Base):
     """Escalations a person must look at; one open ticket per issue and object."""
 
@@ -199,8 +206,8 @@ class PaymentSupportTicket(Base):
             "uq_payment_support_tickets_open_dedupe",
             "dedupe_key",
             unique=True,
-            postgresql_where=text("status <> 'resolved'"),
-            sqlite_where=text("status <> 'resolved'"),
+            postgresql_where=text(UNRESOLVED_TICKET),
+            sqlite_where=text(UNRESOLVED_TICKET),
         ),
         Index("ix_payment_support_tickets_status_priority", "status", "priority"),
     )
@@ -466,8 +473,8 @@ PaymentRecoveryAttempt.__table__.append_constraint(  # one live recovery per pay
         "uq_payment_recovery_attempts_live_key",
         PaymentRecoveryAttempt.__table__.c.recovery_key,
         unique=True,
-        postgresql_where=text("status NOT IN ('recovered', 'canceled')"),
-        sqlite_where=text("status NOT IN ('recovered', 'canceled')"),
+        postgresql_where=text(LIVE_RECOVERY),
+        sqlite_where=text(LIVE_RECOVERY),
     )
 )
 

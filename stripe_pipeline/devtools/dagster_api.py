@@ -49,6 +49,41 @@ mutation DemoLaunch($executionParams: ExecutionParams!) {
 }
 """
 
+# runs that are not finished yet (a run killed in one of these states ends FAILURE)
+ACTIVE_RUNS_QUERY = """
+query DemoActiveRuns {
+  runsOrError(filter: {statuses: [QUEUED, NOT_STARTED, STARTING, STARTED, CANCELING]}) {
+    ... on Runs { results { runId jobName status } }
+  }
+}
+"""
+
+TERMINATE_MUTATION = """
+mutation DemoTerminate($runIds: [String!]!) {
+  terminateRuns(runIds: $runIds) { __typename }
+}
+"""
+
+SENSORS_QUERY = """
+query DemoSensors {
+  repositoriesOrError {
+    ... on RepositoryConnection {
+      nodes { name location { name } sensors { id name sensorState { status } } }
+    }
+  }
+}
+"""
+
+STOP_SENSOR_MUTATION = """
+mutation DemoStopSensor($id: String!) { stopSensor(id: $id) { __typename } }
+"""
+
+START_SENSOR_MUTATION = """
+mutation DemoStartSensor($selector: SensorSelector!) {
+  startSensor(sensorSelector: $selector) { __typename }
+}
+"""
+
 
 class DagsterAPI:
     """A client of one ``dagster dev`` webserver's ``/graphql`` endpoint."""
@@ -102,3 +137,38 @@ class DagsterAPI:
             return result["run"]["runId"]
         reason = result.get("message") or result.get("errors") or result.get("__typename")
         raise RuntimeError(f"could not launch {job}: {reason}")
+
+    def active_runs(self) -> list[dict[str, Any]]:
+        """Runs queued, starting, running or being canceled."""
+        runs = self.query(ACTIVE_RUNS_QUERY).get("runsOrError") or {}
+        return list(runs.get("results") or [])
+
+    def terminate(self, run_ids: list[str]) -> None:
+        """Ask Dagster to cancel these runs (they end CANCELED, not FAILURE)."""
+        self.query(TERMINATE_MUTATION, runIds=run_ids)
+
+    def running_sensors(self) -> list[dict[str, str]]:
+        """Sensors now running: id, name, repository and location of each."""
+        nodes = (self.query(SENSORS_QUERY).get("repositoriesOrError") or {}).get("nodes") or []
+        return [
+            {
+                "id": sensor["id"],
+                "name": sensor["name"],
+                "repository": repo["name"],
+                "location": repo["location"]["name"],
+            }
+            for repo in nodes
+            for sensor in repo["sensors"]
+            if (sensor.get("sensorState") or {}).get("status") == "RUNNING"
+        ]
+
+    def stop_sensor(self, sensor_id: str) -> None:
+        self.query(STOP_SENSOR_MUTATION, id=sensor_id)
+
+    def start_sensor(self, name: str, repository: str, location: str) -> None:
+        selector = {
+            "repositoryLocationName": location,
+            "repositoryName": repository,
+            "sensorName": name,
+        }
+        self.query(START_SENSOR_MUTATION, selector=selector)

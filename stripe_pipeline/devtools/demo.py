@@ -29,6 +29,7 @@ from stripe_pipeline.devtools.dagster_api import DagsterAPI
 from stripe_pipeline.devtools.processes import (
     StartupError,
     Supervisor,
+    descendants_running,
     http_ready,
     install_signal_handlers,
     is_alive,
@@ -55,6 +56,10 @@ LOCALSTRIPE_RECONCILIATION = {
 }
 FOLLOW_UP_JOBS = {"nightly_reconciliation": LOCALSTRIPE_RECONCILIATION, "payment_recovery": {}}
 SETTLE_TIMEOUT = 60.0
+# on the way out: how long runs in flight may take to finish, then to cancel
+RUN_DRAIN_SECONDS = 30.0
+RUN_CANCEL_SECONDS = 15.0
+DAGSTER_DAEMON_MODULE = "dagster._daemon"  # how `dagster dev` starts its daemon
 WEBHOOK_ID = "stripe-pipeline-dev"
 LOCALHOST = "127.0.0.1"
 
@@ -114,6 +119,7 @@ class DemoPaths:
     localstripe_state: Path = field(init=False)
     settings_file: Path = field(init=False)
     status_file: Path = field(init=False)
+    paused_sensors: Path = field(init=False)
 
     def __post_init__(self) -> None:
         self.data_dir = self.data_dir.resolve()
@@ -122,6 +128,7 @@ class DemoPaths:
         self.localstripe_state = self.data_dir / "localstripe.pickle"
         self.settings_file = self.data_dir / "dev.json"
         self.status_file = self.data_dir / "dev_status.json"
+        self.paused_sensors = self.data_dir / "dagster_paused_sensors.json"
 
 
 def webhook_secret(paths: DemoPaths) -> str:
@@ -305,10 +312,13 @@ class Demo:
         self.supervisor = Supervisor(paths.logs, env, cwd=repo_root())
         install_signal_handlers(lambda signum: log(f"{signal.Signals(signum).name}: stopping"))
         started = time.monotonic()
+        dagster_up = False
         try:
             self._start_children()
             self.write_status("starting")
             self._wait_ready()
+            dagster_up = True
+            self.resume_sensors()
             register_webhook(self.localstripe_url, self.webhook_url, secret)
             log(f"localstripe now delivers signed webhooks to {self.webhook_url}")
             self.write_status("ready")
@@ -321,6 +331,8 @@ class Demo:
             return 1
         finally:
             self.write_status("stopping")
+            if dagster_up:
+                self.finish_dagster_runs()
             self.supervisor.stop()
             self.write_status("stopped")
             log("every child process stopped")
@@ -439,6 +451,82 @@ class Demo:
         except (stripe.StripeError, OSError) as exc:
             log(f"warning: traffic stopped early: {type(exc).__name__}: {exc}")
             return {}
+
+    def finish_dagster_runs(self, timeout: float = RUN_DRAIN_SECONDS) -> None:
+        """Before stopping: pause the sensors, let the runs in flight finish, cancel what
+        is left, and stop the daemon so that it launches nothing more.
+
+        A run whose worker is killed ends FAILURE (Dagster's run monitoring marks it so
+        on the next start), which would greet the user with a red run that only says the
+        demo stopped. The sensors would keep submitting runs (a model rebuild after each
+        processing run) while the others drain, so they pause first; the next start
+        resumes them (:meth:`resume_sensors`). A second Ctrl-C skips the wait.
+        """
+        try:
+            self._pause_sensors()
+            deadline = time.monotonic() + timeout
+            active = self.dagster.active_runs()
+            if active:
+                log(
+                    f"waiting up to {timeout:g} s for {len(active)} Dagster run(s) to finish "
+                    "(Ctrl-C again to stop at once)"
+                )
+            while active and time.monotonic() < deadline:
+                time.sleep(0.25)
+                active = self.dagster.active_runs()
+            if active:
+                ids = [run["runId"] for run in active]
+                log(f"canceling {len(ids)} Dagster run(s) still in flight")
+                self.dagster.terminate(ids)
+                deadline = time.monotonic() + RUN_CANCEL_SECONDS
+                while self.dagster.active_runs() and time.monotonic() < deadline:
+                    time.sleep(0.25)
+        except KeyboardInterrupt:
+            log("stopping at once")
+        except (OSError, ValueError) as exc:
+            log(f"warning: could not wait for Dagster runs: {exc}")
+        finally:
+            self._stop_dagster_daemon()
+
+    def _pause_sensors(self) -> None:
+        """Stop the running sensors, noting them first so the next start resumes them."""
+        sensors = self.dagster.running_sensors()
+        if not sensors:
+            return
+        noted = {s["name"]: s for s in self._paused_sensors()}
+        noted.update({s["name"]: s for s in sensors})
+        self.paths.paused_sensors.write_text(json.dumps(list(noted.values()), indent=2) + "\n")
+        for sensor in sensors:
+            self.dagster.stop_sensor(sensor["id"])
+
+    def _paused_sensors(self) -> list[dict[str, str]]:
+        try:
+            return list(json.loads(self.paths.paused_sensors.read_text()))
+        except (OSError, ValueError):
+            return []
+
+    def resume_sensors(self) -> None:
+        """Start the sensors the last run paused on its way out (and only those: a sensor
+        the user stopped in the UI stays stopped)."""
+        sensors = self._paused_sensors()
+        for sensor in sensors:
+            try:
+                self.dagster.start_sensor(sensor["name"], sensor["repository"], sensor["location"])
+            except (OSError, ValueError) as exc:
+                log(f"warning: could not resume sensor {sensor['name']}: {exc}")
+                return
+        if sensors:
+            log(f"resumed {len(sensors)} sensor(s) paused when the demo last stopped")
+        self.paths.paused_sensors.unlink(missing_ok=True)
+
+    def _stop_dagster_daemon(self) -> None:
+        dagster = self.supervisor.child("dagster") if self.supervisor else None
+        if dagster is None:
+            return
+        dagster.remember_descendants()  # the daemon's children are still to be stopped
+        for pid in descendants_running(dagster.pid, DAGSTER_DAEMON_MODULE):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
 
     def launch_follow_ups(self) -> None:
         """Run reconciliation and recovery once now rather than at their nightly schedule."""

@@ -72,6 +72,19 @@ def _environ(pid: int) -> dict[str, str]:
     return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in pairs}
 
 
+def descendants_running(pid: int, module: str) -> list[int]:
+    """Descendants of ``pid`` whose command line runs ``module`` (``python -m module``)."""
+    found = []
+    for child in sorted(descendants(pid)):
+        try:
+            argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if module.encode() in argv:
+            found.append(child)
+    return found
+
+
 def orphans_of_dead_demos(owner_env: str, owner_value: str, demo_pid_env: str) -> list[int]:
     """Processes left behind by an earlier demo that was killed hard (SIGKILL, a crash).
 
@@ -205,6 +218,9 @@ class Supervisor:
                     f"{child.name} exited with code {child.process.returncode}; "
                     f"last lines of {child.log_path}:\n{child.log_tail()}"
                 )
+
+    def child(self, name: str) -> Child | None:
+        return next((c for c in self.children if c.name == name), None)
 
     def process_groups(self) -> dict[str, int]:
         return {child.name: child.pid for child in self.children}

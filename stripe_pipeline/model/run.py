@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, Engine, inspect, text
 from sqlalchemy.exc import DBAPIError
 
+from stripe_pipeline.db.engine import begin_write
 from stripe_pipeline.model.project import Model, ModelError, Project
 from stripe_pipeline.model.render import render_model
 
@@ -34,7 +35,9 @@ def materialize(engine: Engine, project: Project, model: Model) -> MaterializeRe
     dialect = engine.dialect.name
     sql = render_model(model, project, dialect)
     try:
-        with engine.begin() as conn:
+        # it inspects the catalog before it drops and creates: take SQLite's write lock
+        # first, or a writer committing in between fails the build ("database is locked")
+        with begin_write(engine) as conn:
             if model.materialized == "view":
                 _replace_view(conn, model.name, sql)
             else:

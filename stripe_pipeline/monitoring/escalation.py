@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine
 
+from stripe_pipeline.db.engine import begin_write
 from stripe_pipeline.monitoring.checks import CheckFunction, CheckOutcome, Thresholds
 from stripe_pipeline.support.notify import Notifier
 from stripe_pipeline.support.tickets import TicketRequest, open_ticket, resolve_by_key
@@ -67,7 +68,7 @@ def run_check(
     """Evaluate a check, record its ticket in one transaction, then notify if critical."""
     limits = limits or Thresholds()
     now = now or datetime.now(UTC)
-    with engine.begin() as conn:
+    with begin_write(engine) as conn:  # the check reads, its ticket writes
         outcome = check(conn, limits, now)
         action = apply_outcome(conn, outcome)
     if action.notify and notifier is not None:

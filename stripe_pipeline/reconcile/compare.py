@@ -261,6 +261,13 @@ def compare_chunk(
         r, loc = merged[f], merged[f"{f}_local"]
         equal = [same_value(_plain(a), _plain(b)) for a, b in zip(r, loc, strict=True)]
         has = merged[f"_has_{f}"].astype(bool).to_numpy()
+        anchor = resource.follows.get(f)
+        if anchor is not None:  # a fact about the anchor's value: only when they agree
+            same_anchor = [
+                same_value(projected[k][0].anchors.get(anchor), _plain(v)) if ok else False
+                for k, v, ok in zip(merged.index, merged[f"{anchor}_local"], in_local, strict=True)
+            ]
+            has = has & pd.array(same_anchor, dtype=bool).to_numpy()
         differs = comparable & has & ~pd.array(equal, dtype=bool).to_numpy()
         for key, lv, rv in zip(merged.index[differs], loc[differs], r[differs], strict=True):
             findings.setdefault(key, []).append(

@@ -35,7 +35,7 @@ from stripe_pipeline.reconcile.compare import seen_ids
 from stripe_pipeline.reconcile.parse import refined_by, row_from_api_object, stated
 from stripe_pipeline.reconcile.spool import Finding, Repair, Spool
 from stripe_pipeline.reconcile.window import from_unix
-from stripe_pipeline.support.tickets import TicketRequest, open_ticket, resolve_ticket
+from stripe_pipeline.support.tickets import TicketRequest, open_tickets, resolve_tickets
 
 log = logging.getLogger(__name__)
 
@@ -404,6 +404,8 @@ def resolve_vanished(
 
 # --- tickets (driven by the discrepancy asset check) ------------------------------------
 
+TICKET_CHUNK = 1000  # open discrepancies ticketed per round of statements
+
 
 def dedupe_key(object_type: str, object_id: str, kind: str, field_name: str) -> str:
     return f"reconciliation:{object_type}:{object_id}:{kind}:{field_name}"
@@ -439,19 +441,34 @@ def _ticket_request(row: Any) -> TicketRequest:
 
 
 def ticket_open_discrepancies(conn: Connection, *, actor: str = "reconciliation") -> list[int]:
-    """One deduplicated ticket per open discrepancy; the discrepancy becomes ``ticketed``."""
+    """One deduplicated ticket per open discrepancy; the discrepancy becomes ``ticketed``.
+
+    Set-based, a chunk of discrepancies at a time: a run may leave thousands open, and
+    the check handles them in one transaction on one connection.
+    """
     d = DISCREPANCIES.c
-    rows = conn.execute(select(DISCREPANCIES).where(d.status == "open").order_by(d.id)).all()
-    ticket_ids = []
-    for row in rows:
-        ticket = open_ticket(conn, _ticket_request(row), actor=actor)
+    ticket_ids: list[int] = []
+    after_id = 0
+    while True:
+        rows = conn.execute(
+            select(DISCREPANCIES)
+            .where(d.status == "open", d.id > after_id)
+            .order_by(d.id)
+            .limit(TICKET_CHUNK)
+        ).all()
+        if not rows:
+            return ticket_ids
+        after_id = rows[-1].id
+        tickets = open_tickets(conn, [_ticket_request(row) for row in rows], actor=actor)
         conn.execute(
             update(DISCREPANCIES)
-            .where(d.id == row.id)
-            .values(status="ticketed", ticket_id=ticket.ticket_id, updated_at=datetime.now(UTC))
+            .where(d.id == bindparam("_id"))
+            .values(
+                status="ticketed", ticket_id=bindparam("_ticket"), updated_at=datetime.now(UTC)
+            ),
+            [{"_id": row.id, "_ticket": t.ticket_id} for row, t in zip(rows, tickets, strict=True)],
         )
-        ticket_ids.append(ticket.ticket_id)
-    return ticket_ids
+        ticket_ids.extend(t.ticket_id for t in tickets)
 
 
 def close_tickets_of_resolved(conn: Connection, *, actor: str = "reconciliation") -> list[int]:
@@ -468,14 +485,14 @@ def close_tickets_of_resolved(conn: Connection, *, actor: str = "reconciliation"
             select(d.ticket_id).where(d.status.in_(UNRESOLVED), d.ticket_id.is_not(None))
         ).scalars()
     )
-    closed = []
+    notes: dict[int, str] = {}
     for row in rows:
-        if row.ticket_id in still_open:
+        if row.ticket_id in still_open or row.ticket_id in notes:
             continue  # the same difference came back: its ticket stays open
-        note = f"discrepancy {row.status} by reconciliation run {row.resolved_run_id}"
-        if resolve_ticket(conn, row.ticket_id, resolution="auto_closed", note=note, actor=actor):
-            closed.append(row.ticket_id)
-    return closed
+        notes[row.ticket_id] = (
+            f"discrepancy {row.status} by reconciliation run {row.resolved_run_id}"
+        )
+    return resolve_tickets(conn, notes, resolution="auto_closed", actor=actor)
 
 
 def forget_refreshed(conn: Connection, refreshed: list[tuple[str, str]]) -> None:

@@ -16,7 +16,7 @@ same parser processing uses. Which of the row's columns the object then states:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -36,6 +36,8 @@ class Projection:
     # False: the listing only refines a row another listing owns (a PaymentIntent's
     # charge), so its absence locally is reported by the owner
     owns_object: bool = True
+    # the values FOLLOWS columns belong to (a card fingerprint is the charge_id's)
+    anchors: dict[str, Any] = field(default_factory=dict)
 
 
 def row_from_api_object(
@@ -108,4 +110,5 @@ def project(
 ) -> Projection:
     if not write.versioned and refines is None:
         refines = frozenset(c for c, p in resource.policies.items() if p is not Policy.NEWEST)
-    return Projection(write.key, stated(resource, write, refines=refines), refines is None)
+    anchors = {a: write.values.get(a) for a in resource.follows.values()}
+    return Projection(write.key, stated(resource, write, refines=refines), refines is None, anchors)

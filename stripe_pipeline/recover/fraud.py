@@ -21,6 +21,7 @@ from sqlalchemy import Connection, Engine, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from stripe_pipeline.audit import AuditEntry, record
+from stripe_pipeline.db.engine import begin_write
 from stripe_pipeline.db.models import (
     FraudRuleHit,
     StripeCustomer,
@@ -418,7 +419,7 @@ def scan(
     now = (now or datetime.now(UTC)).astimezone(UTC)
     until = int(now.timestamp())
     since = until - int(lookback.total_seconds())
-    with engine.begin() as conn:
+    with begin_write(engine) as conn:  # the rules read, their hits write
         hits = evaluate(conn, since=since, until=until, rules=rules)
         new_ids = [i for h in hits if (i := record_hit(conn, h, now=now, actor=actor))]
     return ScanResult(since, until, hits, new_ids)

@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, or_, select, update
+from sqlalchemy import Connection, Engine, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from stripe_pipeline.audit import AuditEntry, record
 from stripe_pipeline.db.models import (
+    LIVE_RECOVERY,
     PaymentRecoveryAttempt,
     StripeInvoice,
     StripePayment,
@@ -386,7 +387,7 @@ def open_recovery(
             )
             .on_conflict_do_nothing(
                 index_elements=["recovery_key"],
-                index_where=RECOVERIES.c.status.not_in(("recovered", "canceled")),
+                index_where=text(LIVE_RECOVERY),
             )
             .returning(RECOVERIES.c.id)
         ).scalar()

@@ -22,6 +22,7 @@ from sqlalchemy import Connection, Engine, func, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from stripe_pipeline.audit import AUDIT_LOG, AuditEntry, record
+from stripe_pipeline.db.engine import begin_write
 from stripe_pipeline.db.lists import in_list
 from stripe_pipeline.db.models import StripeEvent
 from stripe_pipeline.process.queue import FINAL_STATUSES
@@ -122,7 +123,7 @@ def requeue_ticket_events(engine: Engine, ticket_id: int, actor: str) -> Requeue
     The ticket goes to ``investigating`` until the processor applies the events (then it
     is resolved as ``auto_retry``); with nothing left to re-queue it is resolved now.
     """
-    with engine.begin() as conn:
+    with begin_write(engine) as conn:  # reads the ticket, then writes
         ticket = _ticket(conn, ticket_id, lock=True)
         if ticket["status"] not in OPEN_STATES:
             raise WorkflowError(f"support ticket {ticket_id} is already resolved")
@@ -174,7 +175,7 @@ def resolve(engine: Engine, ticket_id: int, note: str, actor: str) -> None:
     """ManualResolution: close a ticket with the operator's explanation."""
     if not note or not note.strip():
         raise WorkflowError("a resolution note is required")
-    with engine.begin() as conn:
+    with begin_write(engine) as conn:  # reads the ticket, then writes
         ticket = _ticket(conn, ticket_id, lock=True)
         if ticket["status"] not in OPEN_STATES:
             raise WorkflowError(f"support ticket {ticket_id} is already resolved")
@@ -302,7 +303,7 @@ def replay_events(
     filters = _event_filters(
         ids=ids, event_type=event_type, since=since, until=until, status=statuses
     )
-    with engine.begin() as conn:
+    with begin_write(engine) as conn:  # selects the events, then re-queues them
         stmt = (
             select(E.id, E.stripe_event_id, E.status, E.retry_count).where(*filters).order_by(E.id)
         )

@@ -6,6 +6,7 @@ from collections import Counter
 from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_check
 from sqlalchemy import func, select
 
+from stripe_pipeline.db.engine import begin_write
 from stripe_pipeline.db.models import ReconciliationDiscrepancy
 from stripe_pipeline.defs.common.resources import DatabaseResource
 from stripe_pipeline.reconcile.heal import (
@@ -23,7 +24,7 @@ from stripe_pipeline.reconcile.heal import (
 )
 def discrepancies_are_ticketed(database: DatabaseResource) -> AssetCheckResult:
     d = ReconciliationDiscrepancy.__table__.c
-    with database.get_engine().begin() as conn:
+    with begin_write(database.get_engine()) as conn:  # reads, then writes
         closed = close_tickets_of_resolved(conn, actor="reconciliation-check")
         opened = ticket_open_discrepancies(conn, actor="reconciliation-check")
         rows = conn.execute(
