@@ -405,9 +405,7 @@ class StripeInvoicePayment(EventVersionMixin, Base):
     __tablename__ = "stripe_invoice_payments"
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
-    stripe_invoice_payment_id: Mapped[str] = mapped_column(
-        String(255), nullable=False, unique=True
-    )
+    stripe_invoice_payment_id: Mapped[str] = mapped_column(String(255), nullable=False, unique=True)
     invoice_id: Mapped[str] = mapped_column(String(255), nullable=False)
     payment_type: Mapped[str | None] = mapped_column(String(32))
     payment_intent_id: Mapped[str | None] = mapped_column(String(255))
