@@ -175,6 +175,12 @@ def enrich(conn: Connection, failure: FailedPayment) -> FailedPayment:
                     INVOICES.c.payment_intent_id == failure.payment_intent_id
                 )
             ).scalar()
+    elif failure.invoice_id:  # a basil invoice names its PaymentIntent only once linked
+        values["payment_intent_id"] = conn.execute(
+            select(INVOICES.c.payment_intent_id).where(
+                INVOICES.c.stripe_invoice_id == failure.invoice_id
+            )
+        ).scalar()
     if values["payment_method_id"] and not values["card_fingerprint"]:
         values["card_fingerprint"] = conn.execute(
             select(PAYMENT_METHODS.c.card_fingerprint).where(
