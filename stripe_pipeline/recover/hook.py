@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, or_, select
+from sqlalchemy import Connection, and_, or_, select
 
 from stripe_pipeline.process.registry import RowChange, register_post_apply_hook
 from stripe_pipeline.recover.merge import merge_linked
@@ -59,6 +59,9 @@ class LiveRecoveries:
     payment_intents: set[str] = field(default_factory=set)
     invoices: set[str] = field(default_factory=set)
     awaiting_customers: set[str] = field(default_factory=set)
+    # PaymentIntents whose recovery, opened before their invoice was known, recovered:
+    # a link made known now may have to merge it with the invoice's
+    recovered_payment_intents: set[str] = field(default_factory=set)
     complete: bool = False  # True: assume every key may have one (no prefilter)
 
     @classmethod
@@ -70,6 +73,12 @@ class LiveRecoveries:
             self.complete
             or payment_intent_id in self.payment_intents
             or invoice_id in self.invoices
+        )
+
+    def may_merge(self, payment_intent_id: str, invoice_id: str) -> bool:
+        return (
+            self.has(payment_intent_id=payment_intent_id, invoice_id=invoice_id)
+            or payment_intent_id in self.recovered_payment_intents
         )
 
     def awaits(self, customer_id: str) -> bool:
@@ -105,15 +114,27 @@ def live_recoveries(conn: Connection, changes: list[RowChange]) -> LiveRecoverie
     r = RECOVERIES.c
     rows = conn.execute(
         select(r.payment_intent_id, r.invoice_id, r.customer_id, r.status).where(
-            r.status.in_(LIVE_STATUSES),
             or_(
-                r.payment_intent_id.in_(sorted(payment_intents)),
-                r.invoice_id.in_(sorted(invoices)),
-                r.customer_id.in_(sorted(customers)),
-            ),
+                and_(
+                    r.status.in_(LIVE_STATUSES),
+                    or_(
+                        r.payment_intent_id.in_(sorted(payment_intents)),
+                        r.invoice_id.in_(sorted(invoices)),
+                        r.customer_id.in_(sorted(customers)),
+                    ),
+                ),
+                and_(
+                    r.status == "recovered",
+                    r.invoice_id.is_(None),
+                    r.payment_intent_id.in_(sorted(payment_intents)),
+                ),
+            )
         )
     )
     for pi, invoice, customer, status in rows:
+        if status == "recovered":
+            found.recovered_payment_intents.add(pi)
+            continue
         if pi:
             found.payment_intents.add(pi)
         if invoice:
@@ -155,7 +176,7 @@ def merges_for(
             continue
         seen.add(pair)
         payment_intent_id, invoice_id = pair
-        if live.has(payment_intent_id=payment_intent_id, invoice_id=invoice_id):
+        if live.may_merge(payment_intent_id, invoice_id):
             decisions.append(
                 merge_linked(
                     conn,

@@ -13,7 +13,9 @@ payments, the nightly listing of invoice payments), the PaymentIntent's recovery
 merged into the invoice's: the survivor (the invoice's, else the oldest) takes the
 missing facts, the attempts made so far and the most severe strategy; the duplicate
 is closed as ``canceled`` with a ``recovery_merged`` audit row naming the survivor,
-and its ticket is resolved. Retrying cards charges money, so the retry run merges
+and its ticket is resolved. When one half had already recovered (its success event
+came before the link), that one survives and the other is closed as merged, so the
+case counts as recovered once. Retrying cards charges money, so the retry run merges
 whatever it can before it claims anything (``merge_all_linked``).
 """
 
@@ -61,8 +63,12 @@ def merge_linked(
     stripe_event_id: str | None = None,
     now: datetime | None = None,
 ) -> RecoveryDecision | None:
-    """Make the live recoveries of this invoice and this PaymentIntent one recovery,
-    keyed by the invoice. ``None`` when there is nothing to merge or fill."""
+    """Make the recoveries of this invoice and this PaymentIntent one recovery, keyed by
+    the invoice. ``None`` when there is nothing to merge or fill.
+
+    A recovery that already ``recovered`` settles the failure: it survives, and the
+    others (live, or recovered by the other half's success event before the link was
+    known) are closed as merged into it, so the case counts as recovered once."""
     now = _utc(now)
     r = RECOVERIES.c
     rows = [
@@ -70,7 +76,7 @@ def merge_linked(
         for row in conn.execute(
             select(RECOVERIES)
             .where(
-                r.status.in_(LIVE_STATUSES),
+                r.status.in_((*LIVE_STATUSES, "recovered")),
                 or_(
                     r.invoice_id == invoice_id,
                     and_(r.invoice_id.is_(None), r.payment_intent_id == payment_intent_id),
@@ -80,27 +86,26 @@ def merge_linked(
             .with_for_update()
         ).mappings()
     ]
-    if not rows:
+    live = [row for row in rows if row["status"] in LIVE_STATUSES]
+    if not live and len(rows) < 2:
         return None
     key = f"invoice:{invoice_id}"
-    keep = next((row for row in rows if row["recovery_key"] == key), rows[0])
+    recovered = [row for row in rows if row["status"] == "recovered"]
+    pool = recovered or rows
+    keep = next((row for row in pool if row["recovery_key"] == key), pool[0])
     duplicates = [row for row in rows if row["id"] != keep["id"]]
-    fill: dict[str, Any] = {}
-    if keep["recovery_key"] != key:
-        fill["recovery_key"] = key
-    if keep["invoice_id"] is None:
-        fill["invoice_id"] = invoice_id
-    if keep["payment_intent_id"] is None:
-        fill["payment_intent_id"] = payment_intent_id
-    for duplicate in duplicates:
-        for name in FACTS:
-            if keep[name] is None and fill.get(name) is None and duplicate[name] is not None:
-                fill[name] = duplicate[name]
+    fill = _link_facts(keep, duplicates, key, invoice_id, payment_intent_id)
     if not duplicates and not fill:
         return None
     for duplicate in duplicates:  # closed first: the survivor may take their key
         _close_duplicate(conn, duplicate, keep["id"], actor, stripe_event_id, now)
-    if duplicates:
+    details = {
+        "invoice_id": invoice_id,
+        "payment_intent_id": payment_intent_id,
+        "merged": [row["id"] for row in duplicates],
+    }
+    current = policy.strategy(keep["recovery_strategy"])
+    if keep["status"] in LIVE_STATUSES and duplicates:
         fill["attempt_count"] = sum(row["attempt_count"] for row in rows)
         last = [row["last_attempt_at"] for row in rows if row["last_attempt_at"] is not None]
         if last:
@@ -108,34 +113,29 @@ def merge_linked(
         due = [row["next_attempt_at"] for row in rows if row["next_attempt_at"] is not None]
         if keep["status"] == "open" and due:  # never sooner than either schedule said
             fill["next_attempt_at"] = max(due)
-    merged = {**keep, **fill}
-    current = policy.strategy(keep["recovery_strategy"])
-    worst = max(
-        (policy.strategy(row["recovery_strategy"]) for row in duplicates),
-        key=lambda s: s.severity,
-        default=current,
-    )
-    details = {
-        "invoice_id": invoice_id,
-        "payment_intent_id": payment_intent_id,
-        "merged": [row["id"] for row in duplicates],
-    }
-    if keep["status"] in ("open", "awaiting_customer") and worst.severity > current.severity:
-        source = max(duplicates, key=lambda row: policy.strategy(row["recovery_strategy"]).severity)
-        decision = apply_strategy(
-            conn,
-            merged,
-            worst,
-            source["last_error_type"] or worst.name,
-            now=now,
-            actor=actor,
-            reason="merged",
-            stripe_event_id=stripe_event_id,
-            extra=fill,
+        worst = max(
+            (policy.strategy(row["recovery_strategy"]) for row in duplicates),
+            key=lambda s: s.severity,
         )
-        decision.action = "merged"
-        return decision
-    conn.execute(update(RECOVERIES).where(r.id == keep["id"]).values(**fill, updated_at=now))
+        if keep["status"] in ("open", "awaiting_customer") and worst.severity > current.severity:
+            source = max(
+                duplicates, key=lambda row: policy.strategy(row["recovery_strategy"]).severity
+            )
+            decision = apply_strategy(
+                conn,
+                {**keep, **fill},
+                worst,
+                source["last_error_type"] or worst.name,
+                now=now,
+                actor=actor,
+                reason="merged",
+                stripe_event_id=stripe_event_id,
+                extra=fill,
+            )
+            decision.action = "merged"
+            return decision
+    if fill:
+        conn.execute(update(RECOVERIES).where(r.id == keep["id"]).values(**fill, updated_at=now))
     _audit(
         conn,
         "recovery_merged" if duplicates else "recovery_linked",
@@ -151,6 +151,29 @@ def merge_linked(
     )
 
 
+def _link_facts(
+    keep: Mapping[str, Any],
+    duplicates: list[dict[str, Any]],
+    key: str,
+    invoice_id: str,
+    payment_intent_id: str,
+) -> dict[str, Any]:
+    """What the survivor learns: the invoice's key and the link, and the facts only a
+    duplicate knew (its card, its decline)."""
+    fill: dict[str, Any] = {}
+    if keep["recovery_key"] != key:
+        fill["recovery_key"] = key
+    if keep["invoice_id"] is None:
+        fill["invoice_id"] = invoice_id
+    if keep["payment_intent_id"] is None:
+        fill["payment_intent_id"] = payment_intent_id
+    for duplicate in duplicates:
+        for name in FACTS:
+            if keep[name] is None and fill.get(name) is None and duplicate[name] is not None:
+                fill[name] = duplicate[name]
+    return fill
+
+
 def _close_duplicate(
     conn: Connection,
     duplicate: Mapping[str, Any],
@@ -159,11 +182,10 @@ def _close_duplicate(
     stripe_event_id: str | None,
     now: datetime,
 ) -> None:
-    conn.execute(
-        update(RECOVERIES)
-        .where(RECOVERIES.c.id == duplicate["id"])
-        .values(status="canceled", next_attempt_at=None, closed_at=now, updated_at=now)
-    )
+    closed = {"status": "canceled", "next_attempt_at": None, "updated_at": now}
+    if duplicate["closed_at"] is None:
+        closed["closed_at"] = now
+    conn.execute(update(RECOVERIES).where(RECOVERIES.c.id == duplicate["id"]).values(closed))
     if duplicate["support_ticket_id"] is not None:
         resolve_ticket(
             conn,

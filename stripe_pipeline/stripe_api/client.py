@@ -295,7 +295,7 @@ class StripeApi:
         payment = {"type": "payment_intent", "payment_intent": payment_intent_id}
         try:
             return list(self.list_all("invoice_payments", params={"payment": payment}))
-        except stripe.InvalidRequestError as exc:
+        except stripe.StripeError as exc:  # a fake without the endpoint: a non-JSON 404
             if exc.http_status in (400, 404):
                 log.warning("invoice payments of %s unavailable: %s", payment_intent_id, exc)
                 return None
