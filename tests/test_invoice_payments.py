@@ -188,6 +188,31 @@ def test_a_late_invoice_payment_links_stored_rows_for_the_audit_and_the_hooks(
     ]
 
 
+def test_the_paid_invoice_payment_decides_the_link_over_an_invoice_payload(
+    engine, stripe_fixtures
+) -> None:
+    """An older-version invoice payload names the PaymentIntent it was created with; the
+    invoice payment that paid it names another one (the customer paid another way):
+    the paid one is the link, whichever arrives last."""
+    fx = stripe_fixtures
+    ip = invoice_payment(
+        fx, "inpay_o", invoice="in_o", payment_intent="pi_o2", status="paid", paid_at=T0
+    )
+    legacy = {
+        **subscription_invoice(fx, "in_o", customer="cus_o", subscription="sub_o"),
+        "payment_intent": "pi_o1",
+    }
+    apply_in_transaction(engine, [make_event("invoice_payment.paid", ip, T0)])
+    apply_in_transaction(engine, [make_event("invoice.updated", legacy, T0 + 5)])
+    assert fetch_row(engine, "stripe_invoices", "in_o")["payment_intent_id"] == "pi_o2"
+    after = _rows(
+        engine,
+        "SELECT after FROM audit_log WHERE object_type = 'invoice' AND object_id = 'in_o'",
+    )
+    assert len(after) == 1  # the insert; its payment_intent_id never showed as pi_o1
+    assert '"pi_o2"' in str(after[0][0]).replace("'", '"')
+
+
 # --- links, whatever the order -------------------------------------------------------
 
 

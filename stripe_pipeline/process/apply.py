@@ -389,6 +389,8 @@ def _write(
     audit: list[AuditEntry] = []
     for item in changed.values():
         spec, old, new = item.spec, item.before, item.after
+        if old == new:  # an event moved a linked value that its link then restored
+            continue
         newest = item.event_ids[-1] if item.event_ids else None
         deleted = (
             spec.deleted_marker is not None
