@@ -37,7 +37,7 @@ from tests.support.events import (
     queued,
 )
 from tests.support.localstripe_peer import localstripe_session
-from tests.support.queue_events import load
+from tests.support.queue_events import load, make_due
 from tests.support.reconciliation_traffic import MemoryApi
 from tests.support.recovery_peers import RecordingApi
 
@@ -479,6 +479,85 @@ def test_reconciliation_lands_invoice_payments_and_never_erases_a_link(
     assert repaired.counts["heal"]["repaired_objects"] == 1
     row = fetch_row(engine, "stripe_invoices", "in_n")
     assert (row["status"], row["payment_intent_id"]) == ("paid", "pi_n")
+
+
+def test_the_nightly_run_settles_a_link_concurrent_batches_could_not_see(
+    engine, stripe_fixtures
+) -> None:
+    """Two concurrent PostgreSQL batches, one writing the invoice payment and one its
+    payment, cannot see each other's uncommitted row: the link stays empty (made here by
+    clearing it). The nightly run recomputes the links of every row it lists."""
+    fx = stripe_fixtures
+    now = int(time.time())
+    inv = subscription_invoice(
+        fx, "in_c", customer="cus_c", subscription="sub_c", status="paid", created=now - 600
+    )
+    pi = payment_intent(fx, "pi_c", customer="cus_c", status="succeeded", created=now - 600)
+    ip = invoice_payment(
+        fx, "inpay_c", invoice="in_c", payment_intent="pi_c", status="paid", created=now - 600,
+        paid_at=now - 500,
+    )  # fmt: skip
+    apply_in_transaction(
+        engine,
+        [
+            make_event("invoice.paid", inv, now - 500),
+            make_event("payment_intent.succeeded", pi, now - 500),
+            make_event("invoice_payment.paid", ip, now - 500),
+        ],
+    )
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE stripe_payments SET invoice_id = NULL"))
+        conn.execute(text("UPDATE stripe_invoices SET payment_intent_id = NULL"))
+    api = MemoryApi({"invoices": [inv], "payment_intents": [pi], "invoice_payments": [ip]})
+    config = RunConfig(backfill=False, object_types=("payment", "invoice", "invoice_payment"))
+    result = run_reconciliation(engine, api, config)
+    assert result.counts["compare"]["found"] == {}  # nothing the API states differs
+    assert result.counts["heal"]["links_settled"] == 2
+    assert fetch_row(engine, "stripe_payments", "pi_c")["invoice_id"] == "in_c"
+    assert fetch_row(engine, "stripe_invoices", "in_c")["payment_intent_id"] == "pi_c"
+    again = run_reconciliation(engine, api, config)
+    assert again.counts["heal"]["links_settled"] == 0
+
+
+class UnreachableInvoicePayments:
+    """A lookup peer whose connection fails (the real client raises the same class for
+    an unreachable API); then it answers. localstripe has no such endpoint to break."""
+
+    def __init__(self, answer: list[dict]) -> None:
+        self.answer = answer
+        self.down = True
+
+    def list_payment_intent_invoice_payments(self, payment_intent_id: str) -> list[dict]:
+        if self.down:
+            import stripe
+
+            raise stripe.APIConnectionError("connection refused")
+        return self.answer
+
+
+def test_a_failed_lookup_retries_the_event_until_the_api_answers(engine, stripe_fixtures) -> None:
+    basil = Basil(stripe_fixtures, "down")
+    peer = UnreachableInvoicePayments([basil.open_ip])
+    failure = make_event(
+        "payment_intent.payment_failed",
+        basil.pi("requires_payment_method", "insufficient_funds"),
+        basil.created + 60,
+    )
+    load(engine, [failure])
+    report = process_pending(engine, refund_source=peer)
+    assert report.retries_scheduled == 1 and report.dead_lettered == 0
+    assert fetch_row(engine, "stripe_payments", basil.pi_id) is None
+    [(status, context)] = _rows(
+        engine,
+        "SELECT status, error_context FROM stripe_events WHERE stripe_event_id = :e",
+        e=failure["id"],
+    )
+    assert status == "retry" and "APIConnectionError" in str(context)
+
+    peer.down = False
+    make_due(engine)
+    assert process_pending(engine, refund_source=peer).processed == 1
+    assert fetch_row(engine, "stripe_payments", basil.pi_id)["invoice_id"] == basil.invoice_id
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ from stripe_pipeline.db.models import (
 )
 from stripe_pipeline.process.links import fill_links
 from stripe_pipeline.process.ordering import ORDINARY
-from stripe_pipeline.reconcile.compare import seen_ids
+from stripe_pipeline.reconcile.compare import listed_ids, seen_ids
 from stripe_pipeline.reconcile.parse import refined_by, row_from_api_object, stated
 from stripe_pipeline.reconcile.spool import Finding, Repair, Spool
 from stripe_pipeline.reconcile.window import from_unix
@@ -58,6 +58,7 @@ class HealResult:
     repair_skipped_newer: int = 0
     discrepancies: Counter = field(default_factory=Counter)  # status -> rows written
     resolved: int = 0
+    links_settled: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -66,6 +67,7 @@ class HealResult:
             "repair_skipped_newer": self.repair_skipped_newer,
             "discrepancies": dict(self.discrepancies),
             "resolved_since_last_run": self.resolved,
+            "links_settled": self.links_settled,
         }
 
 
@@ -381,6 +383,22 @@ def _link_entries(
         )
         for linked in fill_links(conn, catalog, written)
     ]
+
+
+def settle_links(conn: Connection, catalog: Catalog, run_id: int, *, actor: str) -> int:
+    """Recompute the linked columns of every row the run listed, on both sides of each
+    link. Processing links rows as it writes them, but two concurrent PostgreSQL batches
+    that each write one side (an invoice payment, its payment) cannot see each other's
+    uncommitted row; the nightly run settles such a link. Returns the rows changed."""
+    written: dict[str, dict[str, str | None]] = {}
+    for resource in catalog.resources:
+        if resource.links or catalog.links_into(resource):
+            keys = listed_ids(conn, resource.object_type)
+            if keys:
+                written[resource.table_name] = dict.fromkeys(keys)
+    entries = _link_entries(conn, catalog, run_id, written, actor)
+    record(conn, entries)
+    return len(entries)
 
 
 def _local_keys(conn: Connection, resource: Resource, ids: list[str]) -> set[str]:

@@ -51,8 +51,6 @@ DOMAIN_TABLES: dict[str, str] = {
     "stripe_invoices": "Invoices: status, amounts, attempts, paid and uncollectible times.",
     "stripe_customers": "Customers, including deleted ones (deleted_at).",
     "stripe_payment_methods": "Payment methods and whether they are attached to a customer.",
-    "stripe_invoice_payments": "Invoice payments (API 2025-03-31.basil on): which payment "
-    "pays which invoice; they fill the invoice <-> payment links.",
     "payment_support_tickets": "Escalations a person must look at (dead-lettered events, "
     "failed checks), deduplicated per issue and object.",
 }
