@@ -54,7 +54,7 @@ from stripe_pipeline.db.models import StaleObject
 from stripe_pipeline.process.errors import PermanentError
 from stripe_pipeline.process.events import QueuedEvent
 from stripe_pipeline.process.extract_sql import extract_in_database
-from stripe_pipeline.process.links import fill_links
+from stripe_pipeline.process.links import fill_links, may_move_link
 from stripe_pipeline.process.ordering import lifecycle_rank
 from stripe_pipeline.process.queue import with_payloads
 from stripe_pipeline.process.registry import RowChange, post_apply_hooks
@@ -369,9 +369,10 @@ def _write(
             changed_events.update(e.id for e in row.events)
             ids = [e.stripe_event_id for e in row.events]
             changed[(table, key)] = _Changed(spec, key, old, new, ids)
-    written = {}
+    written: dict[str, dict[str, str | None]] = {}
     for (table, key), change in changed.items():
-        written.setdefault(table, {})[key] = change.event_ids[-1]
+        if may_move_link(catalog, change.spec, change.before, change.after):
+            written.setdefault(table, {})[key] = change.event_ids[-1]
     for linked in fill_links(conn, catalog, written):
         found = changed.get((linked.resource.table_name, linked.key))
         if found is not None:  # written by the batch too: one change, linked values after

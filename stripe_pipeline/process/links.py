@@ -7,10 +7,11 @@ the preferred link row's value: after a write (a processed batch, a reconciliati
 repair), every target row it may have moved is recomputed, those it wrote itself and
 those named by the link rows it changed.
 
-Set-based: per target table, one SELECT of the rows whose linked value differs (with
-their audit "before", locked on PostgreSQL) and one UPDATE of those rows. Both read the
-preferred link row through a correlated subquery on the link table's indexed match
-columns, so a batch without invoice payments costs one indexed probe per written row.
+Set-based: per target table, one indexed probe per match column for the written
+targets some link row names (on an account without invoice payments, that is all it
+costs), one SELECT of the rows whose linked value differs (with their audit "before",
+locked on PostgreSQL) and one UPDATE of those rows; both read the preferred link row
+through a correlated subquery on the link table's indexed match columns.
 The UPDATE leaves the target's event version alone: the link is a fact about another
 object, not a newer state of this one.
 """
@@ -54,7 +55,9 @@ def fill_links(
         links = catalog.links_into(target)
         if not links:
             continue
-        candidates: dict[str, str | None] = dict(written.get(target.table_name, {}))
+        # a written target needs its links only when some link row names it (on an
+        # account without invoice payments: one indexed probe, nothing more)
+        candidates = _named(conn, links, written.get(target.table_name, {}))
         for source, link in links:
             rows = written.get(source.table_name)
             if not rows:
@@ -67,6 +70,42 @@ def fill_links(
         if candidates:
             out.extend(_relink(conn, target, links, candidates))
     return out
+
+
+def may_move_link(
+    catalog: Catalog,
+    resource: Resource,
+    before: Mapping[str, Any] | None,
+    after: Mapping[str, Any],
+) -> bool:
+    """Whether a write of a row can need its links recomputed: a row of a link source,
+    a new target row, or a target row whose own payload moved a linked column. A
+    target row updated otherwise keeps the links computed when they last moved."""
+    if resource.links:
+        return True
+    columns = [link.column for _, link in catalog.links_into(resource)]
+    if not columns:
+        return False
+    return before is None or any(before.get(c) != after.get(c) for c in columns)
+
+
+def _named(
+    conn: Connection,
+    links: tuple[tuple[Resource, Link], ...],
+    targets: Mapping[str, str | None],
+) -> dict[str, str | None]:
+    """The written target keys some source row names through a match column."""
+    if not targets:
+        return {}
+    found: set[str] = set()
+    keys = sorted(targets)
+    for source, match in dict.fromkeys((source, link.match) for source, link in links):
+        table = source.table
+        for column in match:
+            for part in [keys] if conn.dialect.name == "postgresql" else chunked(keys):
+                stmt = select(table.c[column]).where(in_list(conn, table.c[column], part))
+                found.update(conn.execute(stmt.distinct()).scalars())
+    return {key: cause for key, cause in targets.items() if key in found}
 
 
 def _matched_keys(
