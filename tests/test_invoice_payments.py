@@ -790,3 +790,46 @@ def test_a_charge_failure_processed_first_still_opens_one_recovery(engine, strip
     )
     _deliver(engine, basil.failure("payment_intent_first"), "separate_batches", api)
     assert [r[:2] for r in _recoveries(engine, basil)] == [("open", f"invoice:{basil.invoice_id}")]
+
+
+def test_a_hard_decline_on_one_half_is_never_retried_through_the_other(
+    engine, stripe_fixtures
+) -> None:
+    """Without the lookup the PaymentIntent's half sees the issuer's "stolen card" and
+    blocks; the invoice's half (no decline code on an invoice) would retry. Once the
+    link is known the survivor takes the most severe strategy: nothing is charged."""
+    basil = Basil(stripe_fixtures, "hard")
+    t = basil.created + 60
+    _deliver(
+        engine,
+        [
+            make_event("invoice.payment_failed", basil.invoice(attempt_count=1), t),
+            make_event(
+                "payment_intent.payment_failed",
+                basil.pi("requires_payment_method", "stolen_card"),
+                t,
+            ),
+        ],
+        "separate_batches",
+        None,
+    )
+    assert sorted(r[0] for r in _recoveries(engine, basil)) == ["blocked", "open"]
+    api = MemoryApi({"invoice_payments": [basil.open_ip]})
+    run_reconciliation(engine, api, RunConfig(backfill=False, object_types=("invoice_payment",)))
+    retries = RecordingApi()
+    summary = run_due_retries(engine, retries, now=datetime.now(UTC) + timedelta(days=30))
+    assert summary.merged == 1 and retries.calls_made == []
+    after = _recoveries(engine, basil)
+    assert sorted(r[:2] for r in after) == [
+        ("blocked", f"invoice:{basil.invoice_id}"),
+        ("canceled", f"payment_intent:{basil.pi_id}"),
+    ]
+    tickets = _rows(
+        engine,
+        "SELECT dedupe_key, status FROM payment_support_tickets "
+        "WHERE issue_type = 'payment_recovery_blocked' ORDER BY id",
+    )
+    assert tickets == [
+        (f"payment_recovery_blocked:payment_intent:{basil.pi_id}", "resolved"),
+        (f"payment_recovery_blocked:invoice:{basil.invoice_id}", "open"),
+    ]
