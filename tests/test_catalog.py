@@ -133,7 +133,7 @@ def _full_objects(fx: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
         amount_refunded=0,
         currency="usd",
         customer="cus_c1",
-        invoice="in_c1",
+        invoice="in_c2",
         payment_method="pm_c1",
         description="legacy",
         failure_code=None,
@@ -182,6 +182,44 @@ def _full_objects(fx: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     )
     for item in sub["items"]["data"]:
         item.update(current_period_start=NOW - 700, current_period_end=NOW + 86400, quantity=2)
+    # invoice payments (basil): in_c1 paid by pi_c1 after a payment that was detached
+    # (canceled), in_c2 paid out of band by the legacy charge
+    paid_by_pi = obj(
+        "invoice_payment",
+        "inpay_c1",
+        invoice="in_c1",
+        payment={"type": "payment_intent", "payment_intent": "pi_c1"},
+        status="paid",
+        is_default=True,
+        amount_requested=1500,
+        amount_paid=1500,
+        currency="usd",
+        status_transitions={"paid_at": NOW - 200, "canceled_at": None},
+    )
+    detached = obj(
+        "invoice_payment",
+        "inpay_c0",
+        invoice="in_c1",
+        payment={"type": "payment_intent", "payment_intent": "pi_c9"},
+        status="canceled",
+        is_default=False,
+        amount_requested=1500,
+        amount_paid=None,
+        currency="usd",
+        status_transitions={"paid_at": None, "canceled_at": NOW - 400},
+    )
+    paid_by_charge = obj(
+        "invoice_payment",
+        "inpay_c2",
+        invoice="in_c2",
+        payment={"type": "charge", "charge": "ch_legacy"},
+        status="paid",
+        is_default=True,
+        amount_requested=900,
+        amount_paid=900,
+        currency="usd",
+        status_transitions={"paid_at": NOW - 250, "canceled_at": None},
+    )
     invoice = obj(
         "invoice",
         "in_c1",
@@ -198,16 +236,24 @@ def _full_objects(fx: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
         period_end=NOW - 100,
         due_date=NOW + 7200,
         parent={"subscription_details": {"subscription": "sub_c1"}},
-        payments={
-            "object": "list",
-            "data": [
-                {
-                    "status": "paid",
-                    "payment": {"payment_intent": "pi_c1", "charge": "ch_c1"},
-                }
-            ],
-        },
+        # expanded, as a listing or fetch may ask for it
+        payments={"object": "list", "data": [detached, paid_by_pi], "has_more": False},
         status_transitions={"paid_at": NOW - 200, "marked_uncollectible_at": NOW - 300},
+    )
+    out_of_band = obj(
+        "invoice",
+        "in_c2",
+        customer="cus_c1",
+        status="paid",
+        billing_reason="manual",
+        currency="usd",
+        amount_due=900,
+        amount_paid=900,
+        amount_remaining=0,
+        attempt_count=0,
+        parent=None,
+        payments={"object": "list", "data": [paid_by_charge], "has_more": False},
+        status_transitions={"paid_at": NOW - 250},
     )
     return {
         "customers": [customer],
@@ -217,7 +263,8 @@ def _full_objects(fx: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
         "refunds": [refund],
         "disputes": [dispute],
         "subscriptions": [sub],
-        "invoices": [invoice],
+        "invoices": [invoice, out_of_band],
+        "invoice_payments": [paid_by_pi, detached, paid_by_charge],
     }
 
 
@@ -244,7 +291,8 @@ def test_reconciliation_compares_every_reconciled_column(
 ) -> None:
     api = MemoryApi(_full_objects(stripe_fixtures))
     first = run_reconciliation(engine, api, RunConfig(backfill=False))
-    assert first.counts["compare"]["found"]["missing_locally"] == 9  # the PI owns ch_c1
+    # the PI owns ch_c1
+    assert first.counts["compare"]["found"]["missing_locally"] == 13
     clean = run_reconciliation(engine, api, RunConfig(backfill=False))
     assert clean.counts["compare"]["found"] == {}, "a clean copy must compare equal"
 
@@ -312,6 +360,7 @@ def test_parsers_write_exactly_the_declared_columns(resource, stripe_fixtures: d
                 "customer": "customers",
                 "dispute": "disputes",
                 "invoice": "invoices",
+                "invoice_payment": "invoice_payments",
                 "payment_intent": "payment_intents",
                 "payment_method": "payment_methods",
                 "refund": "refunds",
@@ -361,7 +410,7 @@ def test_deletions_found_by_fetching_are_repaired(engine: Engine, stripe_fixture
             "WHERE status IN ('open', 'ticketed')"
         ).all()
     assert deleted == {"cus_c1": True}
-    assert drafts == {"in_c1": False, "in_draft": True}
+    assert drafts == {"in_c1": False, "in_c2": False, "in_draft": True}
     assert open_ones == [("refund", "re_c1", "missing_in_stripe")]
     again = run_reconciliation(engine, api, RunConfig(backfill=False))
     # deleted rows are expected to be missing from the listings: not fetched again

@@ -10,6 +10,7 @@ from __future__ import annotations
 from stripe_pipeline.catalog import (
     customers,
     disputes,
+    invoice_payments,
     invoices,
     payment_methods,
     payments,
@@ -27,6 +28,7 @@ CATALOG = Catalog(
         disputes.RESOURCE,
         subscriptions.RESOURCE,
         invoices.RESOURCE,
+        invoice_payments.RESOURCE,
     )
 )
 

@@ -45,8 +45,11 @@ def resource_table(catalog: Catalog = CATALOG) -> str:
         lines.append(f"| {r.object_type} | `{r.table_name}` | {events} | {_listings(r)} |")
     lines += ["", "| table | field | merge | reconciled |", "|---|---|---|---|"]
     for r in catalog.resources:
+        linked = {link.column: source.table_name for source, link in catalog.links_into(r)}
         for c in r.columns:
             merge = _POLICY[c.policy] + (" · personal" if c.personal else "")
+            if c.name in linked:
+                merge += f" · linked from `{linked[c.name]}`"
             reconciled = "yes" if c.reconciled else f"no: {c.note}"
             lines.append(f"| `{r.table_name}` | `{c.name}` | {merge} | {reconciled} |")
         for name, who in r.local_columns.items():

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from stripe_pipeline.catalog import sql_readers as q
+from stripe_pipeline.catalog.invoice_payments import expanded_invoice_payments
 from stripe_pipeline.catalog.model import (
     Column,
     EventContext,
@@ -46,8 +47,9 @@ TABLE = StripeInvoice.__tablename__
 COLUMNS = (
     Column("customer_id", K),
     Column("subscription_id", K),
-    Column("payment_intent_id", K),
-    Column("charge_id", K),
+    # since basil filled from invoice payments (``invoice_payments.RESOURCE.links``)
+    Column("payment_intent_id", K, audit=True),
+    Column("charge_id", K, audit=True),
     Column("status", N, audit=True),
     Column("billing_reason", K),
     Column("currency", K),
@@ -157,17 +159,11 @@ def apply_invoice_event(ctx: EventContext) -> Iterable[RowWrite]:
         "stripe_created": integer(invoice.get("created", invoice.get("date"))),
         "livemode": ctx.livemode,
     }
-    return [RowWrite(TABLE, object_id(invoice), values)]
+    invoice_id = object_id(invoice)
+    return [RowWrite(TABLE, invoice_id, values), *expanded_invoice_payments(ctx, invoice_id)]
 
 
 # --- SQL twin (``extract_sql``): the same row, read by PostgreSQL ---
-
-
-def _object_or_empty(path: str) -> q.Expr:
-    """``value or {}`` then ``.get``: the object, or NULL; a truthy non-object raises."""
-    return q.Expr(
-        f"(CASE WHEN jsonb_typeof({path}) = 'object' THEN {path} END)", q.falsy_or(path, "object")
-    )
 
 
 # ``list_data(invoice.get("payments"))``
@@ -204,7 +200,7 @@ _NEW_PI = q.Expr(_first_payment(f"(CASE WHEN {_PAY_MATCH} THEN {_PAY_PI.value} E
 _NEW_CHARGE = q.Expr(_first_payment(f"(CASE WHEN {_PAY_MATCH} THEN {_PAY_CHARGE.value} END)"))
 _PAYMENT_REFS_OK = f"({_PAYMENTS.ok} AND NOT coalesce({_first_payment(_PAY_ERROR)}, false))"
 
-_TRANSITIONS = _object_or_empty(q.field("o", "status_transitions"))
+_TRANSITIONS = q.object_or_empty(q.field("o", "status_transitions"))
 _PAID_AT = q.unix_time(q.field(_TRANSITIONS.value, "paid_at"))
 _UNCOLLECTIBLE_AT = q.unix_time(q.field(_TRANSITIONS.value, "marked_uncollectible_at"))
 
@@ -231,10 +227,18 @@ _STATUS = q.either(q.text(q.field("o", "status")), _LEGACY_STATUS)
 _PAID_EVENT_TYPES = ", ".join(f"'{t}'" for t in sorted(PAID_EVENTS))
 _CREATED = "(CASE WHEN o ? 'created' THEN (o -> 'created') ELSE (o -> 'date') END)"
 
+# an expanded list of full InvoicePayment objects (a listing or fetch asked for them;
+# webhooks do not include ``payments``): their rows are Python's
+_EXPANDED_PAYMENTS = (
+    f"EXISTS (SELECT 1 FROM jsonb_array_elements({_PAYMENTS.value}) AS listed(p) "
+    "WHERE jsonb_typeof(p) = 'object' AND coalesce(jsonb_typeof(p -> 'id') <> 'null', false))"
+)
+
 TWIN = SqlWrite(
     TABLE,
     key=q.object_id(),
     ok=q.Expr("true", f"({_PAYMENT_REFS_OK} AND {_TRANSITIONS.ok})"),
+    defer=_EXPANDED_PAYMENTS,
     values={
         "customer_id": q.ref_id(q.field("o", "customer")),
         "subscription_id": q.either(

@@ -83,6 +83,32 @@ class RefundSource(Protocol):
     def list_charge_refunds(self, charge_id: str) -> list[dict[str, Any]]: ...
 
 
+@runtime_checkable
+class InvoicePaymentSource(Protocol):
+    """Lists the invoice payments of one PaymentIntent as Stripe InvoicePayment objects
+    (``GET /v1/invoice_payments?payment[type]=payment_intent&payment[payment_intent]=``).
+
+    Since API version 2025-03-31.basil a PaymentIntent no longer names its invoice and
+    a failed attempt fires no ``invoice_payment.*`` event: the rate-limited API client
+    answers, so the link is stored before dunning sees the failure. ``None``: the API
+    cannot answer this question (the endpoint is unknown to it); its other errors are
+    the event's (temporary) failure.
+    """
+
+    def list_payment_intent_invoice_payments(
+        self, payment_intent_id: str
+    ) -> list[dict[str, Any]] | None: ...
+
+
+class SourceFailed(Exception):
+    """Carries a peer's own exception (a refund or invoice payment lookup) out of
+    parsing, unchanged, so the runner classifies the peer's error, not a parse error."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
 @dataclass(frozen=True, slots=True)
 class RowWrite:
     """What one event (or listed object) says about one row of one table.
@@ -104,6 +130,7 @@ class EventContext:
     event: QueuedEvent
     obj: dict[str, Any]
     refund_source: RefundSource | None = None
+    invoice_payment_source: InvoicePaymentSource | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -198,6 +225,26 @@ class Fetch:
     prefix: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Link:
+    """A column of another resource's rows that this resource's rows decide.
+
+    Since API version 2025-03-31.basil neither an invoice nor a PaymentIntent names the
+    other; invoice payments do. The ``target`` resource's ``column`` gets ``value`` of
+    the preferred row of this resource whose ``match`` columns (any of them) hold the
+    target's key, whatever order the rows arrive in; a target with no such row keeps
+    what its own events say. Preferred: the rows with ``prefer``'s (column, value)
+    pairs first, in order, then the newest ``stripe_created``, then the greatest key.
+    Only rows with a ``value`` count, so a link never erases a known value.
+    """
+
+    target: str  # object type of the resource whose column is filled
+    column: str
+    value: str
+    match: tuple[str, ...]
+    prefer: tuple[tuple[str, Any], ...] = ()
+
+
 @dataclass(frozen=True, eq=False)  # hashed by identity: compiled statements are cached
 class Resource:
     """One Stripe object as stored: declared once, read by every stage."""
@@ -222,6 +269,8 @@ class Resource:
     follows: Mapping[str, str] = field(default_factory=dict)
     # columns the pipeline itself sets (never from Stripe) -> who sets them
     local_columns: Mapping[str, str] = field(default_factory=dict)
+    # columns of other resources this resource's rows fill (see ``Link``)
+    links: tuple[Link, ...] = ()
 
     def __post_init__(self) -> None:
         names = [c.name for c in self.columns]
@@ -313,6 +362,18 @@ class Catalog:
                 if self.route_for(fetch.read_as) is None:
                     raise ValueError(f"{resource.object_type} fetch reads as {fetch.read_as}")
         self.listings: Mapping[str, tuple[Resource, Listing]] = MappingProxyType(listings)
+        for resource in self.resources:
+            for link in resource.links:
+                _check_link(resource, link, by_type)
+
+    def links_into(self, target: Resource) -> tuple[tuple[Resource, Link], ...]:
+        """The links that fill columns of ``target``, with the resource declaring each."""
+        return tuple(
+            (source, link)
+            for source in self.resources
+            for link in source.links
+            if link.target == target.object_type
+        )
 
     def route_for(self, event_type: str) -> Route | None:
         found = self._exact.get(event_type)
@@ -332,6 +393,19 @@ class Catalog:
             r.object_type: sorted(p for route in r.routes for p in route.patterns)
             for r in self.resources
         }
+
+
+def _check_link(source: Resource, link: Link, by_type: Mapping[str, Resource]) -> None:
+    """A link fills a newest-known, audited column (the audit log and the post-apply
+    hooks see it change) from columns the source declares."""
+    target = by_type.get(link.target)
+    if target is None:
+        raise ValueError(f"{source.object_type} links into unknown {link.target}")
+    column = target.column(link.column)
+    if column.policy is not Policy.NEWEST_KNOWN or not column.audit:
+        raise ValueError(f"{link.target}.{link.column}: a link fills audited newest-known columns")
+    for name in (link.value, *link.match, *(c for c, _ in link.prefer)):
+        source.column(name)
 
 
 @cache

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from stripe_pipeline.catalog import sql_readers as q
+from stripe_pipeline.catalog.invoice_payments import looked_up_invoice_payments
 from stripe_pipeline.catalog.model import (
     Column,
     EventContext,
@@ -180,12 +181,20 @@ def _legacy_card_id(charge: dict[str, Any]) -> str | None:
 
 
 def apply_payment_intent_event(ctx: EventContext) -> Iterable[RowWrite]:
-    """succeeded, payment_failed, requires_action, canceled, created, processing, ..."""
-    return [payment_from_payment_intent(ctx.obj, livemode=ctx.livemode)]
+    """succeeded, payment_failed, requires_action, canceled, created, processing, ...
+
+    A basil ``payment_failed`` names no invoice: its invoice payments are looked up."""
+    row = payment_from_payment_intent(ctx.obj, livemode=ctx.livemode)
+    links = looked_up_invoice_payments(ctx, row.key, row.values["customer_id"])
+    return [row, *links]
 
 
 def apply_charge_event(ctx: EventContext) -> Iterable[RowWrite]:
-    return [payment_from_charge(ctx.obj, livemode=ctx.livemode)]
+    """A charge's facts about its payment; a basil ``charge.failed`` names no invoice,
+    so its PaymentIntent's invoice payments are looked up."""
+    row = payment_from_charge(ctx.obj, livemode=ctx.livemode)
+    payment_intent = ref_id(ctx.obj.get("payment_intent"))
+    return [row, *looked_up_invoice_payments(ctx, payment_intent, row.values["customer_id"])]
 
 
 def charge_owns_its_payment(charge: dict[str, Any]) -> bool:
@@ -220,9 +229,17 @@ _PI_METHOD = q.json_or(q.field("o", "payment_method"), q.field(_PI_ERROR, "payme
 _PI_FINGERPRINT = q.either(q.card_fingerprint_of("b_pm"), q.card_fingerprint_of("b_lc"))
 _PI_BIND = f"FROM (SELECT {_PI_METHOD.value} AS b_pm, {_PI_LAST_CHARGE} AS b_lc OFFSET 0) AS b"
 
+
+def _basil_failure(event_type: str) -> str:
+    """A failure event without ``invoice``: the handler looks its invoice payments up
+    (``looked_up_invoice_payments``) or notes that it cannot; Python's."""
+    return f"(e.event_type = '{event_type}' AND NOT o ? 'invoice')"
+
+
 PAYMENT_INTENT_TWIN = SqlWrite(
     TABLE,
     key=q.object_id(),
+    defer=_basil_failure("payment_intent.payment_failed"),
     ok=q.Expr(
         "true",
         _and(q.falsy_or(_PI_ERROR, "object"), _PI_CHARGES.ok, _PI_ONE_CHARGE, _PI_METHOD.ok),
@@ -291,6 +308,7 @@ _CH_CREATED = q.integer(q.field("o", "created"))
 CHARGE_PAYMENT = SqlWrite(
     TABLE,
     key=_CH_KEY,
+    defer=_basil_failure("charge.failed"),
     # ``charge["id"]`` is read whatever the key: a non-empty string, or Python decides
     ok=q.Expr("true", _and(q.object_id().ok, q.falsy_or(_CH_OUTCOME, "object"))),
     values={

@@ -134,6 +134,14 @@ def list_data(value: Any) -> list[Any]:
     return value
 
 
+def object_or_empty(obj: dict[str, Any], key: str) -> dict[str, Any]:
+    """``obj[key] or {}`` as an object (a nested object Stripe may leave out or null)."""
+    found = obj.get(key) or {}
+    if not isinstance(found, dict):
+        raise TypeError(f"expected an object at {key}, got {type(found).__name__}")
+    return found
+
+
 def object_id(obj: dict[str, Any]) -> str:
     """The object's own id: without it nothing can be stored."""
     found = obj.get("id")

@@ -27,6 +27,7 @@ from stripe_pipeline.catalog.model import (
     Resource,
     Route,
     RowWrite,
+    SourceFailed,
     SqlWrite,
 )
 from stripe_pipeline.catalog.payments import payment_from_charge
@@ -58,12 +59,8 @@ COLUMNS = (
 )
 
 
-class RefundSourceFailed(Exception):
+class RefundSourceFailed(SourceFailed):
     """Carries the refund source's own exception out of parsing, unchanged."""
-
-    def __init__(self, cause: BaseException) -> None:
-        super().__init__(str(cause))
-        self.cause = cause
 
 
 def refund_row(

@@ -187,6 +187,11 @@ def falsy_or(path: str, kind: str) -> str:
     return f"coalesce({_typeof(path)} = '{kind}' OR {path} IN {_FALSY}, true)"
 
 
+def object_or_empty(path: str) -> Expr:
+    """``value or {}`` read as an object: the object, or NULL; a truthy non-object raises."""
+    return Expr(f"(CASE WHEN {_typeof(path)} = 'object' THEN {path} END)", falsy_or(path, "object"))
+
+
 def only_if(condition: str, found: Expr) -> Expr:
     """``found if condition else None`` (``found`` read only where the condition holds)."""
     return Expr(

@@ -410,6 +410,39 @@ class StripeInvoice(EventVersionMixin, Base):
     )
 
 
+class StripeInvoicePayment(EventVersionMixin, Base):
+    """One payment attached to an invoice (an InvoicePayment, API 2025-03-31.basil on).
+
+    Since basil neither the invoice nor the PaymentIntent names the other: this row is
+    the link, and it fills ``stripe_invoices.payment_intent_id`` / ``charge_id`` and
+    ``stripe_payments.invoice_id`` (catalog ``Link``). ``amount`` is derived from the
+    amount requested (``amount_paid`` stays NULL until the payment is paid).
+    """
+
+    __tablename__ = "stripe_invoice_payments"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    stripe_invoice_payment_id: Mapped[str] = mapped_column(String(255), nullable=False, unique=True)
+    invoice_id: Mapped[str] = mapped_column(String(255), nullable=False)
+    payment_type: Mapped[str | None] = mapped_column(String(32))
+    payment_intent_id: Mapped[str | None] = mapped_column(String(255))
+    charge_id: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[str | None] = mapped_column(String(32))
+    is_default: Mapped[bool | None] = mapped_column(Boolean)
+    amount_requested_minor: Mapped[int | None] = mapped_column(BigInteger)
+    amount_paid_minor: Mapped[int | None] = mapped_column(BigInteger)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    amount = derived_amount("amount_requested_minor")
+    paid_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    canceled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("ix_stripe_invoice_payments_invoice_id", "invoice_id"),
+        Index("ix_stripe_invoice_payments_payment_intent_id", "payment_intent_id"),
+        Index("ix_stripe_invoice_payments_charge_id", "charge_id"),
+    )
+
+
 class StripePaymentMethod(EventVersionMixin, Base):
     __tablename__ = "stripe_payment_methods"
 

@@ -13,7 +13,10 @@ The queue claims events and owns the transaction; this module turns them into ro
    is a guess until the object is fetched (reconciliation does it);
 3. per table, one SELECT of the stored rows (the audit "before"), one
    ``INSERT ... ON CONFLICT DO UPDATE`` guarded by event order, returning the rows that
-   changed; then one insert of audit rows and the post-apply hooks.
+   changed; then the linked columns the changed rows decide (``links``: the invoice
+   <-> payment link of basil invoice payments, one SELECT and one UPDATE per target
+   table), so the audit rows and the post-apply hooks see linked values; then one
+   insert of audit rows and the post-apply hooks.
 
 Step 3 runs inside a SAVEPOINT. If any statement fails, the batch is written again
 one event at a time, each inside its own SAVEPOINT, so only the culprit fails.
@@ -38,18 +41,20 @@ from stripe_pipeline.catalog import CATALOG
 from stripe_pipeline.catalog.model import (
     Catalog,
     EventContext,
+    InvoicePaymentSource,
     Policy,
     RefundSource,
     Resource,
     RowWrite,
+    SourceFailed,
     check_fits,
     same_value,
 )
-from stripe_pipeline.catalog.refunds import RefundSourceFailed
 from stripe_pipeline.db.models import StaleObject
 from stripe_pipeline.process.errors import PermanentError
 from stripe_pipeline.process.events import QueuedEvent
 from stripe_pipeline.process.extract_sql import extract_in_database
+from stripe_pipeline.process.links import fill_links, may_move_link
 from stripe_pipeline.process.ordering import lifecycle_rank
 from stripe_pipeline.process.queue import with_payloads
 from stripe_pipeline.process.registry import RowChange, post_apply_hooks
@@ -116,13 +121,14 @@ def apply_events(
     *,
     catalog: Catalog = CATALOG,
     refund_source: RefundSource | None = None,
+    invoice_payment_source: InvoicePaymentSource | None = None,
     actor_prefix: str = "event",
 ) -> ApplyResult:
     """Apply claimed events inside the caller's transaction (never commits).
 
     Every event ends in exactly one of ``outcomes`` or ``failures``. Failures are
-    the raw exceptions (parse failures as :class:`PermanentError`, refund-source
-    errors as raised); the caller classifies them.
+    the raw exceptions (parse failures as :class:`PermanentError`, the peers' errors
+    (refund and invoice payment lookups) as raised); the caller classifies them.
     """
     result = ApplyResult()
     parsed: list[_Parsed] = []
@@ -151,8 +157,8 @@ def apply_events(
         parsed.append(_Parsed(event, writes))
     for event in with_payloads(conn, python_events):
         try:
-            item = _parse(event, catalog, refund_source)
-        except RefundSourceFailed as exc:
+            item = _parse(event, catalog, refund_source, invoice_payment_source)
+        except SourceFailed as exc:
             result.failures[event.id] = exc.cause
             continue
         except Exception as exc:
@@ -191,7 +197,10 @@ def apply_events(
 
 
 def _parse(
-    event: QueuedEvent, catalog: Catalog, refund_source: RefundSource | None
+    event: QueuedEvent,
+    catalog: Catalog,
+    refund_source: RefundSource | None,
+    invoice_payment_source: InvoicePaymentSource | None = None,
 ) -> tuple[_Parsed, list[str]] | None:
     """Rows an event writes, or ``None`` for a type no route names."""
     route = catalog.route_for(event.event_type)
@@ -210,7 +219,12 @@ def _parse(
             f"{event.event_type} carries a {str(kind)[:40]!r} object, "
             f"expected {' or '.join(sorted(route.objects))}"
         )
-    ctx = EventContext(event=event, obj=obj, refund_source=refund_source)
+    ctx = EventContext(
+        event=event,
+        obj=obj,
+        refund_source=refund_source,
+        invoice_payment_source=invoice_payment_source,
+    )
     writes = list(route.handler(ctx))
     _check_writes(catalog, writes)
     return _Parsed(event, writes), ctx.notes
@@ -290,14 +304,25 @@ def _queue_stale(conn: Connection, stale: list[dict[str, Any]]) -> None:
     conn.execute(stmt, stale)
 
 
+@dataclass(slots=True)
+class _Changed:
+    """A row the batch changed: its audit fields before and after, and its events."""
+
+    spec: Resource
+    key: str
+    before: dict[str, Any] | None
+    after: dict[str, Any]
+    event_ids: list[str]
+    action: str = "upsert"
+
+
 def _write(
     conn: Connection, parsed: Sequence[_Parsed], actor_prefix: str, catalog: Catalog
 ) -> _Written:
     folded = _fold(catalog, parsed)
     rows_written: dict[str, int] = {}
     changed_events: set[int] = set()
-    changes: list[RowChange] = []
-    audit: list[AuditEntry] = []
+    changed: dict[tuple[str, str], _Changed] = {}
     stale: list[dict[str, Any]] = []
     for spec in catalog.resources:
         table = spec.table_name
@@ -341,31 +366,54 @@ def _write(
             if old == new:
                 continue
             row = by_key[key]
-            newest = row.events[-1]
             changed_events.update(e.id for e in row.events)
-            deleted = (
-                spec.deleted_marker is not None
-                and new.get(spec.deleted_marker) is not None
-                and (old is None or old.get(spec.deleted_marker) is None)
+            ids = [e.stripe_event_id for e in row.events]
+            changed[(table, key)] = _Changed(spec, key, old, new, ids)
+    written: dict[str, dict[str, str | None]] = {}
+    for (table, key), change in changed.items():
+        if may_move_link(catalog, change.spec, change.before, change.after):
+            written.setdefault(table, {})[key] = change.event_ids[-1]
+    for linked in fill_links(conn, catalog, written):
+        found = changed.get((linked.resource.table_name, linked.key))
+        if found is not None:  # written by the batch too: one change, linked values after
+            found.after = linked.after
+        else:
+            changed[(linked.resource.table_name, linked.key)] = _Changed(
+                linked.resource,
+                linked.key,
+                linked.before,
+                linked.after,
+                [linked.cause] if linked.cause else [],
+                action="link",
             )
-            old_json, new_json = _jsonable(old), _jsonable(new)
-            changes.append(
-                RowChange(table, spec.object_type, key, newest.stripe_event_id, old_json, new_json)
+    changes: list[RowChange] = []
+    audit: list[AuditEntry] = []
+    for item in changed.values():
+        spec, old, new = item.spec, item.before, item.after
+        if old == new:  # an event moved a linked value that its link then restored
+            continue
+        newest = item.event_ids[-1] if item.event_ids else None
+        deleted = (
+            spec.deleted_marker is not None
+            and new.get(spec.deleted_marker) is not None
+            and (old is None or old.get(spec.deleted_marker) is None)
+        )
+        old_json, new_json = _jsonable(old), _jsonable(new)
+        changes.append(
+            RowChange(spec.table_name, spec.object_type, item.key, newest or "", old_json, new_json)
+        )
+        audit.append(
+            AuditEntry(
+                actor=f"{actor_prefix}:{newest}",
+                action="delete" if deleted else item.action,
+                object_type=spec.object_type,
+                object_id=item.key,
+                stripe_event_id=newest,
+                before=old_json,
+                after=new_json,
+                details={"events": item.event_ids} if len(item.event_ids) > 1 else None,
             )
-            audit.append(
-                AuditEntry(
-                    actor=f"{actor_prefix}:{newest.stripe_event_id}",
-                    action="delete" if deleted else "upsert",
-                    object_type=spec.object_type,
-                    object_id=key,
-                    stripe_event_id=newest.stripe_event_id,
-                    before=old_json,
-                    after=new_json,
-                    details={"events": [e.stripe_event_id for e in row.events]}
-                    if len(row.events) > 1
-                    else None,
-                )
-            )
+        )
     _record_audit(conn, audit)
     _queue_stale(conn, stale)
     for hook in post_apply_hooks():

@@ -95,12 +95,22 @@ def default_apply(
 
     Importing the recovery hook registers dunning with every processing path (the
     Dagster job, ``stripe-pipeline process``, benchmarks), not only with the ones that
-    happen to load the Dagster definitions.
+    happen to load the Dagster definitions. ``refund_source`` is the run's Stripe API
+    peer: it lists a charge's refunds and, when it can, a PaymentIntent's invoice
+    payments (``InvoicePaymentSource``).
     """
     import stripe_pipeline.recover.hook  # noqa: F401 - registers the post-apply hook
+    from stripe_pipeline.catalog.model import InvoicePaymentSource
     from stripe_pipeline.process.apply import apply_events
 
-    return apply_events(conn, events, refund_source=refund_source, actor_prefix=actor_prefix)
+    invoice_payments = refund_source if isinstance(refund_source, InvoicePaymentSource) else None
+    return apply_events(
+        conn,
+        events,
+        refund_source=refund_source,
+        invoice_payment_source=invoice_payments,
+        actor_prefix=actor_prefix,
+    )
 
 
 @dataclass

@@ -140,6 +140,13 @@ def seen_ids(conn: Connection, object_type: str, ids: list[str]) -> set[str]:
     return found
 
 
+def listed_ids(conn: Connection, object_type: str) -> list[str]:
+    """Every id of this object type the API listed (or returned by id) in this run."""
+    seen = _seen_table()
+    stmt = select(seen.c.object_id).where(seen.c.object_type == object_type)
+    return sorted(conn.execute(stmt).scalars())
+
+
 def local_value(resource: Resource, name: str, value: Any) -> Any:
     """A stored value as the API side is projected: instants as Unix seconds."""
     if value is None:

@@ -4,10 +4,12 @@ A missing or stale local object is rebuilt from its API object through the
 processing parsers and written newest-wins: the API answer observed at time T is
 the object's full state at T, so it replaces what events older than T said, and an
 event newer than T still wins afterwards. Each repair is an audit row
-(``reconciliation_repair``). Objects the API no longer has, and differences that
-are not staleness (a currency), are left open for the discrepancy check, which
-raises one deduplicated ticket per discrepancy and closes it when the difference
-is gone.
+(``reconciliation_repair``). Repaired rows then settle the columns they link
+(``process.links``: a listed invoice payment fills its invoice's PaymentIntent and its
+payment's invoice), each such change an audit row (``reconciliation_link``).
+Objects the API no longer has, and differences that are not staleness (a currency),
+are left open for the discrepancy check, which raises one deduplicated ticket per
+discrepancy and closes it when the difference is gone.
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ from stripe_pipeline.db.models import (
     ReconciliationDiscrepancy,
     StaleObject,
 )
+from stripe_pipeline.process.links import fill_links
 from stripe_pipeline.process.ordering import ORDINARY
-from stripe_pipeline.reconcile.compare import seen_ids
+from stripe_pipeline.reconcile.compare import listed_ids, seen_ids
 from stripe_pipeline.reconcile.parse import refined_by, row_from_api_object, stated
 from stripe_pipeline.reconcile.spool import Finding, Repair, Spool
 from stripe_pipeline.reconcile.window import from_unix
@@ -44,6 +47,7 @@ TICKETS = PaymentSupportTicket.__table__
 STALE = StaleObject.__table__
 UNRESOLVED = ("open", "ticketed")
 REPAIR_ACTION = "reconciliation_repair"
+LINK_ACTION = "reconciliation_link"
 ISSUE_TYPE = "reconciliation_discrepancy"
 
 
@@ -54,6 +58,7 @@ class HealResult:
     repair_skipped_newer: int = 0
     discrepancies: Counter = field(default_factory=Counter)  # status -> rows written
     resolved: int = 0
+    links_settled: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -62,6 +67,7 @@ class HealResult:
             "repair_skipped_newer": self.repair_skipped_newer,
             "discrepancies": dict(self.discrepancies),
             "resolved_since_last_run": self.resolved,
+            "links_settled": self.links_settled,
         }
 
 
@@ -333,6 +339,7 @@ def record_findings(
         current = _current_rows(conn, list(parsed.values())) if parsed else {}
         audit: list[AuditEntry] = []
         items: list[tuple[Finding, bool]] = []
+        written: dict[str, dict[str, str | None]] = {}
         for n, group in enumerate(chunk):
             repaired = False
             p = parsed.get(n)
@@ -344,12 +351,54 @@ def record_findings(
                     result.repaired_objects += 1
                     current[row_key] = stored  # a later repair of the same row sees it
                     audit.append(entry)
+                    written.setdefault(p.write.table, {})[p.write.key] = repair_event_id(run_id)
                 elif outcome == "newer_locally":
                     result.repair_skipped_newer += 1
             items.extend((f, repaired) for f in group.findings)
+        audit.extend(_link_entries(conn, catalog, run_id, written, actor))
         record(conn, audit)
         _write_findings(conn, run_id, items, result)
     return result
+
+
+def _link_entries(
+    conn: Connection,
+    catalog: Catalog,
+    run_id: int,
+    written: dict[str, dict[str, str | None]],
+    actor: str,
+) -> list[AuditEntry]:
+    """Settle the linked columns the repaired rows decide; one audit row per change."""
+    if not written:
+        return []
+    return [
+        AuditEntry(
+            actor=actor,
+            action=LINK_ACTION,
+            object_type=linked.resource.object_type,
+            object_id=linked.key,
+            before={c: _jsonable(v) for c, v in linked.before.items()},
+            after={c: _jsonable(v) for c, v in linked.after.items()},
+            details={"run_id": run_id},
+        )
+        for linked in fill_links(conn, catalog, written)
+    ]
+
+
+def settle_links(conn: Connection, catalog: Catalog, run_id: int, *, actor: str) -> int:
+    """Recompute the linked columns of every row the run listed, on both sides of each
+    link. Processing links rows as it writes them, but two concurrent PostgreSQL batches
+    that each write one side (an invoice payment, its payment) cannot see each other's
+    uncommitted row; the nightly run settles such a link. Returns the rows changed."""
+    written: dict[str, dict[str, str | None]] = {}
+    for resource in catalog.resources:
+        if resource.links or catalog.links_into(resource):
+            keys = listed_ids(conn, resource.object_type)
+            if keys:
+                written[resource.table_name] = dict.fromkeys(keys)
+    entries = _link_entries(conn, catalog, run_id, written, actor)
+    record(conn, entries)
+    return len(entries)
 
 
 def _local_keys(conn: Connection, resource: Resource, ids: list[str]) -> set[str]:

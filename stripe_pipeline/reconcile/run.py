@@ -234,6 +234,10 @@ def run_reconciliation(
                     healed = heal.record_findings(
                         conn, catalog, run_id, spool, repair=config.repair, actor=config.actor
                     )
+                    if config.repair:
+                        healed.links_settled = heal.settle_links(
+                            conn, catalog, run_id, actor=config.actor
+                        )
                     healed.resolved = heal.resolve_vanished(
                         conn, catalog, run_id, config.object_types, full_run=config.full_run
                     )

@@ -5,8 +5,10 @@ then calls every registered hook with the rows that changed, inside the same
 transaction. This hook turns those changes into recovery decisions: a payment or
 invoice that failed opens (or escalates) a recovery, one that succeeded closes it, a
 void invoice cancels it, and a customer's new default card resumes recoveries that
-waited for them. Importing this module registers the hook (the recovery Dagster area
-imports it, so every run in the code location has it).
+waited for them. A change that makes an invoice <-> PaymentIntent link known (basil
+accounts: an invoice payment arrived) first merges the two recoveries one failure may
+have opened before the link was known (``merge``). Importing this module registers the
+hook (the recovery Dagster area imports it, so every run in the code location has it).
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, or_, select
+from sqlalchemy import Connection, and_, or_, select
 
 from stripe_pipeline.process.registry import RowChange, register_post_apply_hook
+from stripe_pipeline.recover.merge import merge_linked
 from stripe_pipeline.recover.open import (
     LIVE_STATUSES,
     RECOVERIES,
@@ -56,6 +59,9 @@ class LiveRecoveries:
     payment_intents: set[str] = field(default_factory=set)
     invoices: set[str] = field(default_factory=set)
     awaiting_customers: set[str] = field(default_factory=set)
+    # PaymentIntents whose recovery, opened before their invoice was known, recovered:
+    # a link made known now may have to merge it with the invoice's
+    recovered_payment_intents: set[str] = field(default_factory=set)
     complete: bool = False  # True: assume every key may have one (no prefilter)
 
     @classmethod
@@ -67,6 +73,12 @@ class LiveRecoveries:
             self.complete
             or payment_intent_id in self.payment_intents
             or invoice_id in self.invoices
+        )
+
+    def may_merge(self, payment_intent_id: str, invoice_id: str) -> bool:
+        return (
+            self.has(payment_intent_id=payment_intent_id, invoice_id=invoice_id)
+            or payment_intent_id in self.recovered_payment_intents
         )
 
     def awaits(self, customer_id: str) -> bool:
@@ -90,6 +102,8 @@ def live_recoveries(conn: Connection, changes: list[RowChange]) -> LiveRecoverie
                 invoices.add(after["invoice_id"])
         elif change.table == "stripe_invoices":
             invoices.add(change.object_id)
+            if after.get("payment_intent_id"):
+                payment_intents.add(after["payment_intent_id"])
         elif change.table == "stripe_customers":
             customers.add(change.object_id)
         elif change.table == "stripe_payment_methods" and after.get("customer_id"):
@@ -100,15 +114,27 @@ def live_recoveries(conn: Connection, changes: list[RowChange]) -> LiveRecoverie
     r = RECOVERIES.c
     rows = conn.execute(
         select(r.payment_intent_id, r.invoice_id, r.customer_id, r.status).where(
-            r.status.in_(LIVE_STATUSES),
             or_(
-                r.payment_intent_id.in_(sorted(payment_intents)),
-                r.invoice_id.in_(sorted(invoices)),
-                r.customer_id.in_(sorted(customers)),
-            ),
+                and_(
+                    r.status.in_(LIVE_STATUSES),
+                    or_(
+                        r.payment_intent_id.in_(sorted(payment_intents)),
+                        r.invoice_id.in_(sorted(invoices)),
+                        r.customer_id.in_(sorted(customers)),
+                    ),
+                ),
+                and_(
+                    r.status == "recovered",
+                    r.invoice_id.is_(None),
+                    r.payment_intent_id.in_(sorted(payment_intents)),
+                ),
+            )
         )
     )
     for pi, invoice, customer, status in rows:
+        if status == "recovered":
+            found.recovered_payment_intents.add(pi)
+            continue
         if pi:
             found.payment_intents.add(pi)
         if invoice:
@@ -120,6 +146,48 @@ def live_recoveries(conn: Connection, changes: list[RowChange]) -> LiveRecoverie
 
 def _changed(before: Mapping[str, Any] | None, after: Mapping[str, Any], *keys: str) -> bool:
     return before is None or any(before.get(k) != after.get(k) for k in keys)
+
+
+def newly_linked(change: RowChange) -> tuple[str, str] | None:
+    """(PaymentIntent, invoice) when this change made their link known: a payment that
+    now names its invoice, an invoice that now names its PaymentIntent."""
+    before, after = change.before or {}, change.after
+    if change.table == "stripe_payments":
+        invoice_id = after.get("invoice_id")
+        if invoice_id and before.get("invoice_id") != invoice_id:
+            return change.object_id, invoice_id
+    elif change.table == "stripe_invoices":
+        payment_intent_id = after.get("payment_intent_id")
+        if payment_intent_id and before.get("payment_intent_id") != payment_intent_id:
+            return payment_intent_id, change.object_id
+    return None
+
+
+def merges_for(
+    conn: Connection, changes: list[RowChange], live: LiveRecoveries
+) -> list[RecoveryDecision | None]:
+    """Merge the recoveries of every link the batch made known, before any other
+    decision: a success must close the one recovery left, a failure update it."""
+    decisions: list[RecoveryDecision | None] = []
+    seen: set[tuple[str, str]] = set()
+    for change in changes:
+        pair = newly_linked(change)
+        if pair is None or pair in seen:
+            continue
+        seen.add(pair)
+        payment_intent_id, invoice_id = pair
+        if live.may_merge(payment_intent_id, invoice_id):
+            decisions.append(
+                merge_linked(
+                    conn,
+                    payment_intent_id=payment_intent_id,
+                    invoice_id=invoice_id,
+                    policy=_state["policy"],
+                    actor=f"event:{change.stripe_event_id}",
+                    stripe_event_id=change.stripe_event_id or None,
+                )
+            )
+    return decisions
 
 
 def decisions_for(
@@ -240,8 +308,8 @@ def decisions_for(
 @register_post_apply_hook
 def recovery_post_apply_hook(conn: Connection, changes: list[RowChange]) -> None:
     """Open, escalate, close or resume recoveries for a processed batch."""
-    decisions: list[RecoveryDecision | None] = []
     live = live_recoveries(conn, changes)
+    decisions = merges_for(conn, changes, live)
     for change in changes:
         decisions.extend(decisions_for(conn, change, live))
     notifier = _state["notifier"]

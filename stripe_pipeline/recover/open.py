@@ -176,6 +176,15 @@ def enrich(conn: Connection, failure: FailedPayment) -> FailedPayment:
                     INVOICES.c.payment_intent_id == failure.payment_intent_id
                 )
             ).scalar()
+    elif failure.invoice_id:  # a basil invoice names its PaymentIntent only once linked
+        invoice = conn.execute(
+            select(INVOICES.c.payment_intent_id, INVOICES.c.customer_id).where(
+                INVOICES.c.stripe_invoice_id == failure.invoice_id
+            )
+        ).first()
+        if invoice is not None:
+            values["payment_intent_id"] = invoice.payment_intent_id
+            values["customer_id"] = values["customer_id"] or invoice.customer_id
     if values["payment_method_id"] and not values["card_fingerprint"]:
         values["card_fingerprint"] = conn.execute(
             select(PAYMENT_METHODS.c.card_fingerprint).where(

@@ -27,6 +27,7 @@ from sqlalchemy import Engine, select, update
 from stripe_pipeline.db.models import PaymentRecoveryAttempt, StripeCustomer
 from stripe_pipeline.process.errors import classify
 from stripe_pipeline.recover import limits as attempt_limits
+from stripe_pipeline.recover.merge import merge_all_linked
 from stripe_pipeline.recover.open import (
     RecoveryDecision,
     _audit,
@@ -56,12 +57,14 @@ class RetryRunSummary:
 
     claimed: int = 0
     outcomes: Counter = field(default_factory=Counter)
+    merged: int = 0  # duplicate recoveries of one failure merged before claiming
     api_calls: int = 0
     seconds: float = 0.0
 
     def as_metadata(self) -> dict[str, Any]:
         return {
             "claimed": self.claimed,
+            "merged_duplicates": self.merged,
             **{f"outcome_{k}": v for k, v in sorted(self.outcomes.items())},
             "api_calls": self.api_calls,
             "seconds": round(self.seconds, 3),
@@ -127,6 +130,13 @@ def run_due_retries(
     started = time.perf_counter()
     calls_before = getattr(api, "calls", 0)
     summary = RetryRunSummary()
+    # one failure, one retry: recoveries whose invoice link arrived without a processed
+    # event (reconciliation) are merged before anything is claimed
+    with engine.begin() as conn:
+        merged = merge_all_linked(conn, policy=policy, actor=actor, now=clock())
+    summary.merged = sum(1 for decision in merged if decision.action == "merged")
+    if notifier is not None:  # a merge may escalate the survivor (a hard decline)
+        send_notifications(notifier, merged)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         while max_recoveries is None or summary.claimed < max_recoveries:
             take = batch_size

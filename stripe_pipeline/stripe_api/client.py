@@ -35,6 +35,7 @@ RESOURCES: dict[str, str] = {
     "disputes": "/v1/disputes",
     "subscriptions": "/v1/subscriptions",
     "invoices": "/v1/invoices",
+    "invoice_payments": "/v1/invoice_payments",
     "customers": "/v1/customers",
     "payment_methods": "/v1/payment_methods",
     "early_fraud_warnings": "/v1/radar/early_fraud_warnings",
@@ -283,6 +284,22 @@ class StripeApi:
     def list_charge_refunds(self, charge_id: str) -> list[dict[str, Any]]:
         """All refunds of a charge (``charge.refunded`` stopped embedding them in 2022-11-15)."""
         return list(self.list_all("refunds", params={"charge": charge_id}))
+
+    def list_payment_intent_invoice_payments(
+        self, payment_intent_id: str
+    ) -> list[dict[str, Any]] | None:
+        """The invoice payments of a PaymentIntent: since API 2025-03-31.basil the only
+        place its invoice is named. ``None`` when the API refuses the question (400 or
+        404: an endpoint or filter it does not know), so processing goes on without the
+        link; rate limits, timeouts and 5xx raise (the event is retried)."""
+        payment = {"type": "payment_intent", "payment_intent": payment_intent_id}
+        try:
+            return list(self.list_all("invoice_payments", params={"payment": payment}))
+        except stripe.StripeError as exc:  # a fake without the endpoint: a non-JSON 404
+            if exc.http_status in (400, 404):
+                log.warning("invoice payments of %s unavailable: %s", payment_intent_id, exc)
+                return None
+            raise
 
     # --- payment operations ------------------------------------------------------------
 

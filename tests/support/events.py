@@ -67,6 +67,7 @@ DOMAIN_TABLES = {
     "stripe_subscriptions": "stripe_subscription_id",
     "stripe_invoices": "stripe_invoice_id",
     "stripe_payment_methods": "stripe_payment_method_id",
+    "stripe_invoice_payments": "stripe_invoice_payment_id",
 }
 # columns that record when a row was written, not what it says
 VOLATILE_COLUMNS = frozenset({"id", "created_at", "updated_at", "amount"})

@@ -107,13 +107,29 @@ def stored_event_ids(engine: Engine) -> dict[str, str]:
         return dict(conn.execute(text("SELECT stripe_event_id, source FROM stripe_events")).all())
 
 
+def _invoice_payment_matches(obj: dict[str, Any], params: dict[str, Any]) -> bool:
+    """Stripe's filters of ``GET /v1/invoice_payments``: ``invoice``, ``status`` and
+    ``payment[type]`` / ``payment[payment_intent]`` (nested, as the client sends them,
+    or already flattened)."""
+    payment = dict(params.get("payment") or {})
+    for name in ("type", "payment_intent", "payment_record"):
+        if f"payment[{name}]" in params:
+            payment[name] = params[f"payment[{name}]"]
+    stated = obj.get("payment") or {}
+    if any(stated.get(name) != value for name, value in payment.items()):
+        return False
+    return all(obj.get(name) == params[name] for name in ("invoice", "status") if name in params)
+
+
 class MemoryApi:
     """Stripe-shaped listings from memory: pages of 100, newest first, created filters.
 
     Behaves like Stripe where reconciliation depends on it: canceled subscriptions are
-    listed only with ``status=all``; payment methods are listed per customer; deleted
-    customers are not listed but answer ``{"deleted": true}`` by id; anything unknown
-    answers 404 (:class:`NotFound`).
+    listed only with ``status=all``; payment methods are listed per customer; invoice
+    payments are filtered by invoice, status and payment; deleted customers are not
+    listed but answer ``{"deleted": true}`` by id; anything unknown answers 404
+    (:class:`NotFound`). ``list_payment_intent_invoice_payments`` answers processing's
+    invoice payment lookup as the real client does.
     """
 
     def __init__(self, data: dict[str, list[dict[str, Any]]] | None = None) -> None:
@@ -143,6 +159,8 @@ class MemoryApi:
             items = [o for o in items if o.get("customer") == params.get("customer")]
         if path == "/v1/subscriptions" and params.get("status") != "all":
             items = [o for o in items if o.get("status") != "canceled"]
+        if path == "/v1/invoice_payments":
+            items = [o for o in items if _invoice_payment_matches(o, params)]
         return items
 
     def list_all(
@@ -166,6 +184,11 @@ class MemoryApi:
         for start in range(0, max(len(items), 1), 100):
             self.calls += 1
             yield from items[start : start + 100]
+
+    def list_payment_intent_invoice_payments(self, payment_intent_id: str) -> list[dict[str, Any]]:
+        """``StripeApi.list_payment_intent_invoice_payments``: one filtered listing."""
+        payment = {"type": "payment_intent", "payment_intent": payment_intent_id}
+        return list(self.list_all("/v1/invoice_payments", params={"payment": payment}))
 
     def get(self, path: str) -> dict[str, Any]:
         self.calls += 1

@@ -94,29 +94,39 @@ def retry_policy(config: ProcessingConfig, settings: ProcessingSettings) -> Retr
     )
 
 
-class LazyRefundSource:
-    """Builds the Stripe client only when a ``charge.refunded`` lacks its refund list."""
+class LazyStripePeer:
+    """Processing's Stripe API peer, built only when a parser needs it: a
+    ``charge.refunded`` without its refund list, a basil payment failure without its
+    invoice (``GET /v1/invoice_payments`` by PaymentIntent)."""
 
     def __init__(self, api: StripeApiResource, database: DatabaseResource) -> None:
         self.api = api
         self.database = database
 
-    def list_charge_refunds(self, charge_id: str) -> list[dict[str, Any]]:
+    def _client(self) -> Any:
         engine = self.database.get_engine()
         # the call happens inside the apply transaction: on SQLite that transaction holds
         # the only write lock, so an audit row written on another connection would wait
         # for it (busy timeout) and fail; PostgreSQL audits the call as usual
         audit_engine = None if engine.dialect.name == "sqlite" else engine
-        client = self.api.get_client(audit_engine, actor="processor")
-        return client.list_charge_refunds(charge_id)
+        return self.api.get_client(audit_engine, actor="processor")
+
+    def list_charge_refunds(self, charge_id: str) -> list[dict[str, Any]]:
+        return self._client().list_charge_refunds(charge_id)
+
+    def list_payment_intent_invoice_payments(
+        self, payment_intent_id: str
+    ) -> list[dict[str, Any]] | None:
+        return self._client().list_payment_intent_invoice_payments(payment_intent_id)
 
 
-def refund_source(api: StripeApiResource, database: DatabaseResource) -> LazyRefundSource | None:
+def refund_source(api: StripeApiResource, database: DatabaseResource) -> LazyStripePeer | None:
     """The API only when a key is configured; without one, refund rows come from the
-    ``refund.*`` events alone (the appliers note it) instead of every charge.refunded
-    retrying until it is dead-lettered."""
+    ``refund.*`` events alone and invoice links from ``invoice_payment.*`` events and
+    reconciliation (the appliers note both) instead of those events retrying until
+    they are dead-lettered."""
     if api.api_key or load_settings().stripe_api_key:
-        return LazyRefundSource(api, database)
+        return LazyStripePeer(api, database)
     return None
 
 
