@@ -29,6 +29,8 @@ from typing import Any
 from sqlalchemy import Connection, insert
 
 from stripe_pipeline.audit import AUDIT_LOG, AuditEntry, record
+from stripe_pipeline.privacy.guard import scrub_erased
+from stripe_pipeline.privacy.redact import redact_audit_entry
 from stripe_pipeline.process import resources
 from stripe_pipeline.process.errors import PermanentError
 from stripe_pipeline.process.events import QueuedEvent
@@ -241,6 +243,7 @@ def _write(conn: Connection, parsed: Sequence[_Parsed], actor_prefix: str) -> _W
                     "last_event_id": row.version[2],
                 }
             )
+        rows = scrub_erased(conn, table, rows)  # erased customers stay erased (privacy)
         after = upsert_rows(conn, spec, rows)
         rows_written[table] = len(after)
         for key, new in after.items():
@@ -273,7 +276,7 @@ def _write(conn: Connection, parsed: Sequence[_Parsed], actor_prefix: str) -> _W
                     else None,
                 )
             )
-    _record_audit(conn, audit)
+    _record_audit(conn, [redact_audit_entry(e) for e in audit])  # no personal values (privacy)
     for hook in post_apply_hooks():
         hook(conn, changes)
     return _Written(rows_written, changed_events)

@@ -25,6 +25,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from stripe_pipeline.audit import AuditEntry, record
 from stripe_pipeline.db.lists import chunked, in_list
 from stripe_pipeline.db.models import PaymentSupportTicket, ReconciliationDiscrepancy
+from stripe_pipeline.privacy.guard import scrub_erased_write
+from stripe_pipeline.privacy.redact import redact_audit_entry
 from stripe_pipeline.process.ordering import ORDINARY
 from stripe_pipeline.process.registry import RowWrite
 from stripe_pipeline.process.upsert import Policy, TableSpec
@@ -117,7 +119,7 @@ def _repair_one(
     conn: Connection, run_id: int, p: _Parsed, current: dict | None, actor: str
 ) -> tuple[str, dict | None, AuditEntry | None]:
     """Rebuild one row from its API object: (outcome, row as now stored, audit entry)."""
-    repair, write = p.repair, p.write
+    repair, write = p.repair, scrub_erased_write(conn, p.write)  # erased stay erased (privacy)
     spec = _table_specs()[write.table]
     table = spec.table
     key_col = table.c[spec.key]
@@ -303,7 +305,7 @@ def record_findings(
                 else:
                     result.repair_skipped_newer += 1
             items.extend((f, repaired) for f in group.findings)
-        record(conn, audit)
+        record(conn, [redact_audit_entry(e) for e in audit])  # no personal values (privacy)
         _write_findings(conn, run_id, items, result)
     return result
 
