@@ -37,6 +37,7 @@ from sqlalchemy import (
     Text,
     cast,
     func,
+    null,
     or_,
     select,
     update,
@@ -222,7 +223,7 @@ def _scrub_rows(
         for column in columns:
             value = quoted.in_value(new[column])
             if value != old[column]:
-                diff[column] = value
+                diff[column] = null() if value is None else value  # SQL NULL in JSON columns
         if diff:
             conn.execute(update(table).where(pk == old["id"]).values(**diff))
             changed += 1
@@ -407,7 +408,7 @@ def _scrub_operational(
                 d.c.field.in_(fields),
                 or_(d.c.local_value.is_not(None), d.c.remote_value.is_not(None)),
             )
-            .values(local_value=None, remote_value=None)
+            .values(local_value=null(), remote_value=null())  # SQL NULL, not JSON null
         )
         counts[str(d.name)] += done.rowcount or 0
     return counts

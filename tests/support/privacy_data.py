@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, inspect, insert, select, text
+from sqlalchemy import Engine, insert, inspect, select, text
 
 from stripe_pipeline.db.models import metadata
 from stripe_pipeline.land.envelope import envelope_from_event
@@ -307,9 +307,9 @@ def operational_rows(engine: Engine, p: Person) -> None:
             )
         )
         run_id = conn.execute(
-            insert(T["reconciliation_runs"]).values(status="succeeded").returning(
-                T["reconciliation_runs"].c.id
-            )
+            insert(T["reconciliation_runs"])
+            .values(status="succeeded")
+            .returning(T["reconciliation_runs"].c.id)
         ).scalar_one()
         conn.execute(
             insert(T["reconciliation_discrepancies"]).values(
@@ -337,13 +337,17 @@ def seed(engine: Engine, fixtures: dict[str, Any], people: list[Person]) -> int:
     return t0
 
 
+def table_names(engine: Engine) -> list[str]:
+    """Every table and view in the database (the schema's, the marts', any other)."""
+    inspector = inspect(engine)
+    return sorted(inspector.get_table_names() + inspector.get_view_names())
+
+
 def dump(engine: Engine) -> list[tuple[str, str, str]]:
     """Every text and JSON value of every table and view: (table, column, text)."""
     found = []
-    inspector = inspect(engine)
-    names = inspector.get_table_names() + inspector.get_view_names()
     with engine.connect() as conn:
-        for name in names:
+        for name in table_names(engine):
             rows = conn.execute(text(f'SELECT * FROM "{name}"')).mappings()
             for row in rows:
                 for column, value in row.items():
