@@ -258,17 +258,22 @@ def _released_since(conn: Connection, since: datetime | None) -> list[int]:
     return ids
 
 
-def _prunable(conn: Connection, cutoff: datetime, ids: ColumnElement[bool]) -> ColumnElement[bool]:
-    """Events of these ids whose payload may be dropped now."""
-    t = TICKETS.c
-    direct_ticket = exists().where(t.stripe_event_id == E.stripe_event_id, t.status != "resolved")
+def _prunable(
+    conn: Connection, cutoff: datetime, ids: ColumnElement[bool], *, held_check: bool = True
+) -> ColumnElement[bool]:
+    """Events of these ids whose payload may be dropped now (``held_check``: unless an
+    unresolved ticket, maybe opened during the run, points at them directly)."""
     clauses = [
         ids,
         E.status.in_(PRUNABLE_STATUSES),
         E.received_at < cutoff,
         _NOT_PRUNED[conn.dialect.name],
-        not_(direct_ticket),  # a ticket opened during the run
     ]
+    if held_check:
+        t = TICKETS.c
+        clauses.append(
+            not_(exists().where(t.stripe_event_id == E.stripe_event_id, t.status != "resolved"))
+        )
     return and_(*clauses)
 
 
@@ -302,7 +307,8 @@ def _drop_payloads(
         where = _prunable(conn, cutoff, ids)
         result.payloads_dropped += _apply(conn, where, envelope, pruned_at, result)
         if keep:
-            result.payloads_held_by_tickets += _count(conn, _prunable(conn, cutoff, E.id.in_(keep)))
+            held_here = _prunable(conn, cutoff, E.id.in_(keep), held_check=False)
+            result.payloads_held_by_tickets += _count(conn, held_here)
     late = [i for i in _released_since(conn, previous.started_at) if i < start and i not in held]
     for part in chunked(late, batch):
         where = _prunable(conn, cutoff, in_list(conn, E.id, list(part)))
