@@ -17,14 +17,28 @@ def test_erase_from_the_command_line(
 ) -> None:
     pd.seed(engine, stripe_fixtures, [pd.ADA])
     env = {"STRIPE_PIPELINE_DATABASE_URL": database_url}
-    dry = run_cli("erase", "--customer", pd.ADA.customer_id, "--dry-run", "--json",
-                  env_extra=env, data_dir=tmp_path)  # fmt: skip
+    dry = run_cli(
+        "erase",
+        "--customer",
+        pd.ADA.customer_id,
+        "--dry-run",
+        "--json",
+        env_extra=env,
+        data_dir=tmp_path,
+    )
     assert dry.returncode == 0, dry.stderr
     assert json.loads(dry.stdout)["counts"]["stripe_events"] == 10
     assert pd.leaks(engine, pd.ADA.secrets())
 
-    done = run_cli("erase", "--customer", pd.ADA.customer_id, "--actor", "dpo:ticket-42",
-                   env_extra=env, data_dir=tmp_path)  # fmt: skip
+    done = run_cli(
+        "erase",
+        "--customer",
+        pd.ADA.customer_id,
+        "--actor",
+        "dpo:ticket-42",
+        env_extra=env,
+        data_dir=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     assert f"{pd.ADA.customer_id}: changed" in done.stdout and "stripe_events: 10" in done.stdout
     assert pd.leaks(engine, pd.ADA.secrets()) == []

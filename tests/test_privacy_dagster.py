@@ -43,13 +43,21 @@ def test_erase_customer_job_erases_and_is_audited(
     database_url: str, engine: Engine, stripe_fixtures: dict
 ) -> None:
     pd.seed(engine, stripe_fixtures, [pd.ADA])
-    dry = run(database_url, "erase_customer", "erase_customer_data",
-              {"customer_id": pd.ADA.customer_id, "dry_run": True})  # fmt: skip
+    dry = run(
+        database_url,
+        "erase_customer",
+        "erase_customer_data",
+        {"customer_id": pd.ADA.customer_id, "dry_run": True},
+    )
     assert dry.success and step_metadata(dry, "erase_customer_data")["dry_run"] is True
     assert pd.leaks(engine, pd.ADA.secrets())
 
-    result = run(database_url, "erase_customer", "erase_customer_data",
-                 {"customer_id": pd.ADA.customer_id, "actor": "dpo@example.test#123"})  # fmt: skip
+    result = run(
+        database_url,
+        "erase_customer",
+        "erase_customer_data",
+        {"customer_id": pd.ADA.customer_id, "actor": "dpo@example.test#123"},
+    )
     assert result.success
     meta = step_metadata(result, "erase_customer_data")
     assert meta["customer_id"] == pd.ADA.customer_id and meta["rows_changed"] > 10

@@ -233,8 +233,15 @@ def test_deleted_customers_are_erased_after_the_delay_only(
         erase_deleted_customers(seeded, options, actor="t", now=at_deletion + timedelta(days=29))
         == []
     )
-    assert erase_deleted_customers(seeded, PrivacyOptions(erase_after_delete_days=None), actor="t",
-                                   now=at_deletion + timedelta(days=300)) == []  # fmt: skip
+    assert (
+        erase_deleted_customers(
+            seeded,
+            PrivacyOptions(erase_after_delete_days=None),
+            actor="t",
+            now=at_deletion + timedelta(days=300),
+        )
+        == []
+    )
     done = erase_deleted_customers(seeded, options, actor="t", now=at_deletion + timedelta(days=31))
     assert [(r.customer_id, r.reason) for r in done] == [(BOB.customer_id, "customer_deleted")]
     assert pd.leaks(seeded, BOB.secrets()) == []
@@ -275,8 +282,17 @@ def test_audit_rows_name_personal_fields_without_their_values(
 def test_every_table_is_covered_by_the_dump(seeded: Engine) -> None:
     """The leak scan reads every table of the schema (a new table cannot hide from it)."""
     scanned = {table for table, _, _ in pd.dump(seeded)}
-    with_text = {"stripe_customers", "stripe_events", "webhook_deliveries", "audit_log",
-                 "payment_support_tickets", "fraud_rule_hits", "reconciliation_discrepancies",
-                 "payment_recovery_attempts", "stripe_disputes", "stripe_payments"}  # fmt: skip
+    with_text = {
+        "stripe_customers",
+        "stripe_events",
+        "webhook_deliveries",
+        "audit_log",
+        "payment_support_tickets",
+        "fraud_rule_hits",
+        "reconciliation_discrepancies",
+        "payment_recovery_attempts",
+        "stripe_disputes",
+        "stripe_payments",
+    }
     assert with_text <= scanned
     assert set(metadata.tables) - {"alembic_version"} <= set(pd.table_names(seeded))

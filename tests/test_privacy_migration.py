@@ -51,30 +51,48 @@ def test_existing_audit_rows_lose_personal_values_but_keep_the_chain(
         migrate.upgrade(engine, "0008_batch_claims")
         with engine.begin() as conn:
             _insert(
-                conn, actor="event:evt_1", action="upsert", object_type="customer",
-                object_id="cus_1", stripe_event_id="evt_1", before=None,
+                conn,
+                actor="event:evt_1",
+                action="upsert",
+                object_type="customer",
+                object_id="cus_1",
+                stripe_event_id="evt_1",
+                before=None,
                 after={"email": "jane@example.com", "name": "Jane Roe", "delinquent": False},
                 details=None,
-            )  # fmt: skip
+            )
             _insert(
-                conn, actor="event:evt_2", action="upsert", object_type="customer",
-                object_id="cus_1", stripe_event_id="evt_2",
+                conn,
+                actor="event:evt_2",
+                action="upsert",
+                object_type="customer",
+                object_id="cus_1",
+                stripe_event_id="evt_2",
                 before={"email": "jane@example.com", "name": "Jane Roe", "delinquent": False},
                 after={"email": "jane.roe@example.com", "name": "Jane Roe", "delinquent": True},
                 details={"events": ["evt_2", "evt_3"]},
-            )  # fmt: skip
+            )
             _insert(
-                conn, actor="event:evt_4", action="upsert", object_type="payment_method",
-                object_id="pm_1", stripe_event_id="evt_4", before=None,
+                conn,
+                actor="event:evt_4",
+                action="upsert",
+                object_type="payment_method",
+                object_id="pm_1",
+                stripe_event_id="evt_4",
+                before=None,
                 after={"customer_id": "cus_1", "card_last4": "4242", "card_exp_year": 2030},
                 details=None,
-            )  # fmt: skip
+            )
             _insert(
-                conn, actor="operator:ann", action="ticket_resolved",
-                object_type="support_ticket", object_id="7",
-                before={"status": "open"}, after={"status": "resolved", "note": "done"},
+                conn,
+                actor="operator:ann",
+                action="ticket_resolved",
+                object_type="support_ticket",
+                object_id="7",
+                before={"status": "open"},
+                after={"status": "resolved", "note": "done"},
                 details=None,
-            )  # fmt: skip
+            )
         before = _audit(engine)
 
         migrate.upgrade(engine)

@@ -360,10 +360,9 @@ def _prune_deliveries(
         ).scalar_one()
         conn.commit()
         return
-    # the newest delivery past the age, through ix_webhook_deliveries_received_at
-    upper = conn.execute(
-        select(d.id).where(d.received_at < cutoff).order_by(d.received_at.desc()).limit(1)
-    ).scalar()
+    # the last delivery past the age, through ix_webhook_deliveries_received_at (after
+    # the first run, about one day's rows)
+    upper = conn.execute(select(func.max(d.id)).where(d.received_at < cutoff)).scalar()
     lowest = conn.execute(select(func.min(d.id))).scalar()
     conn.commit()
     if upper is None or lowest is None:

@@ -75,13 +75,23 @@ class Person:
 
 
 ADA = Person(
-    "Ada1", "Ada Quartermaine", "ada.q@example.test", "ada.old@example.test",
-    "+44 20 7946 0958", "12 Lantern Yard", "Winchelsea",
-)  # fmt: skip
+    "Ada1",
+    "Ada Quartermaine",
+    "ada.q@example.test",
+    "ada.old@example.test",
+    "+44 20 7946 0958",
+    "12 Lantern Yard",
+    "Winchelsea",
+)
 BOB = Person(
-    "Bob2", "Bob Tiverton", "bob.t@example.test", "bob.old@example.test",
-    "+44 20 7946 0111", "7 Orchard Row", "Hexham",
-)  # fmt: skip
+    "Bob2",
+    "Bob Tiverton",
+    "bob.t@example.test",
+    "bob.old@example.test",
+    "+44 20 7946 0111",
+    "7 Orchard Row",
+    "Hexham",
+)
 
 
 def _details(p: Person) -> dict[str, Any]:
