@@ -35,6 +35,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    and_,
     cast,
     func,
     null,
@@ -208,9 +209,11 @@ def _scrub_rows(
     *,
     order_by: str | None = None,
     blank: bool = False,
+    dry: bool = False,
 ) -> int:
     """Rewrite the matching rows: personal columns blank (``blank``), quotes replaced in
-    every text and JSON column. Only changed columns of changed rows are written."""
+    every text and JSON column. Only changed columns of changed rows are written (none
+    when ``dry``: then only counted)."""
     columns = _scrubbed_columns(table, blank)
     pk = table.c.id
     query = select(pk, *(table.c[c] for c in columns)).where(where)
@@ -225,7 +228,8 @@ def _scrub_rows(
             if value != old[column]:
                 diff[column] = null() if value is None else value  # SQL NULL in JSON columns
         if diff:
-            conn.execute(update(table).where(pk == old["id"]).values(**diff))
+            if not dry:
+                conn.execute(update(table).where(pk == old["id"]).values(**diff))
             changed += 1
     return changed
 
@@ -310,26 +314,31 @@ def erase_customer(
     if reason not in REASONS:
         raise ErasureError(f"reason must be one of {REASONS}")
     with engine.connect() as conn:
-        result = _erase(conn, customer_id, actor=actor, reason=reason, commit=not dry_run)
-        if dry_run:
-            conn.rollback()
+        result = _erase(conn, customer_id, actor=actor, reason=reason, dry=dry_run)
+        conn.rollback()  # a dry run only read; a real one has committed every step
         return result
 
 
 def _erase(
-    conn: Connection, customer_id: str, *, actor: str, reason: str, commit: bool
+    conn: Connection, customer_id: str, *, actor: str, reason: str, dry: bool
 ) -> ErasureResult:
-    """The erasure, committing after each step (or never: a dry run is one transaction)."""
+    """The erasure, committing after each step; a dry run reads and counts, writes nothing
+    (no lock either: on SQLite it must not hold the one write lock the receiver needs)."""
 
     def step_done() -> None:
-        if commit:
+        if not dry:
             conn.commit()
             _begin_write(conn)
 
     customers = [customer_id]
-    first = _record_start(conn, customer_id, actor=actor, reason=reason)
-    step_done()  # from here on, the write paths keep this customer blank
-    result = ErasureResult(customer_id, reason, dry_run=not commit, first_erasure=first)
+    if dry:
+        e = ERASURES.c
+        first = conn.execute(select(e.id).where(e.customer_id == customer_id)).first() is None
+    else:
+        first = _record_start(conn, customer_id, actor=actor, reason=reason)
+    if not dry:
+        conn.commit()  # from here on, the write paths keep this customer blank
+    result = ErasureResult(customer_id, reason, dry_run=dry, first_erasure=first)
     counts = result.counts
 
     settled = settled_event_id(conn, datetime.now(UTC))
@@ -346,6 +355,9 @@ def _erase(
             stripe_ids.append(row.stripe_event_id)
             quoted_values |= quoted_in_payload(row.payload)
     quoted = Quoted.of(quoted_values)
+    conn.commit()  # end the reads: they held no write lock, the writes below take it
+    if not dry:
+        _begin_write(conn)
 
     for name in DOMAIN_ORDER:  # processing's lock order: no deadlock with a batch
         key = (BY_CUSTOMER.get(name) or BY_PAYMENT[name])[0]
@@ -356,27 +368,28 @@ def _erase(
             quoted,
             order_by=key,
             blank=name in PERSONAL_COLUMNS,
+            dry=dry,
         )
-    counts.update(_scrub_operational(conn, customers, stripe_ids, quoted))
+    counts.update(_scrub_operational(conn, customers, stripe_ids, quoted, dry=dry))
     step_done()
 
     events_changed = blanked = 0
     for part in chunked(event_ids, EVENT_BATCH):
-        changed, paths = _redact_events(conn, list(part), quoted)
+        changed, paths = _redact_events(conn, list(part), quoted, dry=dry)
         events_changed += changed
         blanked += paths
         step_done()
     counts["stripe_events"] = events_changed
     counts["payload_paths_blanked"] = blanked
-    counts["webhook_deliveries"] = _scrub_deliveries(conn, stripe_ids, quoted)
-    _record_done(conn, customer_id, actor=actor, reason=reason, counts=counts, swept_to=settled)
-    if commit:
+    counts["webhook_deliveries"] = _scrub_deliveries(conn, stripe_ids, quoted, dry=dry)
+    if not dry:
+        _record_done(conn, customer_id, actor=actor, reason=reason, counts=counts, swept_to=settled)
         conn.commit()
     return result
 
 
 def _scrub_operational(
-    conn: Connection, customers: list[str], stripe_ids: list[str], quoted: Quoted
+    conn: Connection, customers: list[str], stripe_ids: list[str], quoted: Quoted, *, dry: bool
 ) -> dict[str, int]:
     """Quotes of the person in the pipeline's own tables (recovery, fraud, tickets...)."""
     counts: dict[str, int] = {}
@@ -388,33 +401,40 @@ def _scrub_operational(
             table.c.payment_intent_id.in_(_payments_of(customers)),
             table.c.invoice_id.in_(their_invoices),
         )
-        counts[str(table.name)] = _scrub_rows(conn, table, owner, quoted)
+        counts[str(table.name)] = _scrub_rows(conn, table, owner, quoted, dry=dry)
     hits = FraudRuleHit.__table__
-    counts[str(hits.name)] = _scrub_rows(conn, hits, hits.c.customer_id.in_(customers), quoted)
+    counts[str(hits.name)] = _scrub_rows(
+        conn, hits, hits.c.customer_id.in_(customers), quoted, dry=dry
+    )
     tickets = PaymentSupportTicket.__table__
     counts[str(tickets.name)] = _scrub_rows(
-        conn, tickets, _ticket_clause(conn, customers, stripe_ids, quoted), quoted
+        conn, tickets, _ticket_clause(conn, customers, stripe_ids, quoted), quoted, dry=dry
     )
     d = ReconciliationDiscrepancy.__table__
     owned = owned_object_ids(customers).subquery()
     mine = d.c.object_id.in_(select(owned.c.object_id))
-    counts[str(d.name)] = _scrub_rows(conn, d, mine, quoted)
+    counts[str(d.name)] = _scrub_rows(conn, d, mine, quoted, dry=dry)
     for object_type, fields in personal_audit_fields().items():  # a personal field's values
-        done = conn.execute(
-            update(d)
-            .where(
-                mine,
-                d.c.object_type == object_type,
-                d.c.field.in_(fields),
-                or_(d.c.local_value.is_not(None), d.c.remote_value.is_not(None)),
-            )
-            .values(local_value=null(), remote_value=null())  # SQL NULL, not JSON null
+        personal = and_(
+            mine,
+            d.c.object_type == object_type,
+            d.c.field.in_(fields),
+            or_(d.c.local_value.is_not(None), d.c.remote_value.is_not(None)),
+        )
+        if dry:
+            found = conn.execute(select(func.count()).select_from(d).where(personal)).scalar()
+            counts[str(d.name)] += found or 0
+            continue
+        done = conn.execute(  # SQL NULL, not JSON null
+            update(d).where(personal).values(local_value=null(), remote_value=null())
         )
         counts[str(d.name)] += done.rowcount or 0
     return counts
 
 
-def _redact_events(conn: Connection, ids: list[int], quoted: Quoted) -> tuple[int, int]:
+def _redact_events(
+    conn: Connection, ids: list[int], quoted: Quoted, *, dry: bool = False
+) -> tuple[int, int]:
     """Rewrite these events' payloads and error contexts; (events changed, paths blanked).
 
     Each payload is also searched for its own identifying values, so an event that
@@ -436,19 +456,20 @@ def _redact_events(conn: Connection, ids: list[int], quoted: Quoted) -> tuple[in
         if context != row.error_context:
             values["error_context"] = context
         if values:
-            conn.execute(update(EVENTS).where(EVENTS.c.id == row.id).values(**values))
+            if not dry:
+                conn.execute(update(EVENTS).where(EVENTS.c.id == row.id).values(**values))
             changed += 1
             blanked += paths
     return changed, blanked
 
 
-def _scrub_deliveries(conn: Connection, stripe_ids: list[str], quoted: Quoted) -> int:
+def _scrub_deliveries(conn: Connection, stripe_ids: list[str], quoted: Quoted, *, dry: bool) -> int:
     """Deliveries of their events hold no personal columns; quotes in ``reason`` go."""
     deliveries = WebhookDelivery.__table__
     changed = 0
     for part in chunked(stripe_ids):
         where = in_list(conn, deliveries.c.stripe_event_id, part)
-        changed += _scrub_rows(conn, deliveries, where, quoted)
+        changed += _scrub_rows(conn, deliveries, where, quoted, dry=dry)
     return changed
 
 
@@ -583,13 +604,11 @@ def sweep_erased_events(
         conn.commit()
         result = SweepResult(start, settled)
         for part in chunked(ids, EVENT_BATCH):
-            _begin_write(conn)
-            changed, _ = _redact_events(conn, list(part), Quoted.of(()))
+            if not dry_run:
+                _begin_write(conn)
+            changed, _ = _redact_events(conn, list(part), Quoted.of(()), dry=dry_run)
             result.events_redacted += changed
-            if dry_run:
-                conn.rollback()
-            else:
-                conn.commit()
+            conn.commit()
         if not dry_run and settled > start:
             _begin_write(conn)
             conn.execute(
