@@ -6,11 +6,13 @@ A fresh PostgreSQL database gets ``--events`` processed events 120 days old (Str
 receiver (gunicorn, ``benchmarks/receiver_load.py``'s server and load generator) then
 takes signed events at ``--concurrency``:
 
-1. idle: load chunks with nothing else running;
-2. retention: ``run_retention`` (default settings: 90-day payloads, 30-day deliveries,
-   5,000 rows per transaction) in a thread of this process while load chunks keep
-   coming until it ends;
-3. idle again (the idle figure is the mean of 1 and 3, so drift cancels out).
+1. a child process runs ``run_retention`` (default settings: 90-day payloads, 30-day
+   deliveries, 5,000 rows per transaction, paced);
+2. load chunks alternate: one with the retention process running (SIGCONT), one with
+   it stopped (SIGSTOP, after its current statement has finished in the database), so
+   busy and idle samples interleave in time and the machine's drift (other work on
+   it) falls on both alike;
+3. the ratio compares the busy chunks with the idle ones.
 
 Prints receiver events/s and p99 during retention against idle (ratio), retention
 rows/s, and checks that every acknowledged event is stored and every old payload was
@@ -23,9 +25,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import os
+import signal
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -36,6 +40,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import receiver_load as rl  # noqa: E402 - the receiver benchmark's server and load helpers
+
+from stripe_pipeline.config import PrivacyOptions  # noqa: E402
 
 SEED_CHUNK = 100_000
 
@@ -119,22 +125,59 @@ def summarize(case: str, chunks: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def run_retention_in_thread(url: str, out: dict[str, Any]) -> threading.Thread:
+APP_NAME = "retention-bench"
+
+
+def retention_worker(url: str, pause_ratio: float, pipe) -> None:
+    """Child process: one retention run, its result sent back through the pipe."""
+    from sqlalchemy import event
+
     from stripe_pipeline.config import PrivacyOptions
     from stripe_pipeline.db.engine import make_engine
     from stripe_pipeline.privacy.retention import run_retention
 
-    def work() -> None:
-        engine = make_engine(url)
-        try:
-            out["result"] = run_retention(engine, PrivacyOptions(), triggered_by="benchmark")
-        except BaseException as exc:  # reported, not swallowed
-            out["error"] = repr(exc)
-        finally:
-            engine.dispose()
+    engine = make_engine(url)
 
-    thread = threading.Thread(target=work, name="retention")
-    return thread
+    @event.listens_for(engine, "connect")
+    def name_session(dbapi_connection, _record) -> None:  # so the parent can watch it
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(f"SET application_name = '{APP_NAME}'")
+        dbapi_connection.commit()
+
+    pipe.send("ready")
+    try:
+        result = run_retention(
+            engine, PrivacyOptions(pause_ratio=pause_ratio), triggered_by="benchmark"
+        )
+        pipe.send({"result": result.as_dict()})
+    except BaseException as exc:  # reported, not swallowed
+        pipe.send({"error": repr(exc)})
+    finally:
+        engine.dispose()
+
+
+def wait_statement_done(url: str, timeout: float = 10.0) -> None:
+    """After SIGSTOP: let the statement the retention session is running finish."""
+    from sqlalchemy import text
+
+    from stripe_pipeline.db.engine import make_engine
+
+    engine = make_engine(url)
+    deadline = time.monotonic() + timeout
+    with engine.connect() as conn:
+        while time.monotonic() < deadline:
+            active = conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = :n "
+                    "AND state = 'active'"
+                ),
+                {"n": APP_NAME},
+            ).scalar_one()
+            conn.commit()
+            if not active:
+                break
+            time.sleep(0.05)
+    engine.dispose()
 
 
 def check(url: str, acked: list[str], events: int) -> dict[str, int]:
@@ -163,7 +206,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=1_000_000, help="old events to prune")
     parser.add_argument("--deliveries", type=int, default=250_000, help="old deliveries")
     parser.add_argument("--chunk", type=int, default=10_000, help="events per load chunk")
-    parser.add_argument("--idle-chunks", type=int, default=2, help="idle chunks before/after")
+    parser.add_argument(
+        "--pause-ratio",
+        type=float,
+        default=PrivacyOptions().pause_ratio,
+        help="retention's pause after each batch, times the batch's duration (0: full speed)",
+    )
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
@@ -172,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     url = rl.create_pg_database()
     print(
         f"retention under load: {args.events:,} old events, {args.deliveries:,} old "
-        f"deliveries, receiver c{args.concurrency}, chunks of {args.chunk:,}",
+        f"deliveries, receiver c{args.concurrency}, chunks of {args.chunk:,}, retention "
+        f"pause ratio {args.pause_ratio}",
         flush=True,
     )
     try:
@@ -182,30 +231,40 @@ def main(argv: list[str] | None = None) -> int:
             proc, port, log = rl.start_server("project", url, Path(tmp), args.workers, args.threads)
             try:
                 rl.run_load(port, rl.build_requests(1000, "warm")[0], args.concurrency)
-                idle = [load_chunk(port, args.chunk, args.concurrency)]
-                idle += [load_chunk(port, args.chunk, args.concurrency)
-                         for _ in range(args.idle_chunks - 1)]  # fmt: skip
-                outcome: dict[str, Any] = {}
-                thread = run_retention_in_thread(url, outcome)
-                started = time.perf_counter()
-                thread.start()
-                during = []
-                while thread.is_alive():
-                    during.append(load_chunk(port, args.chunk, args.concurrency))
-                thread.join()
+                ctx = multiprocessing.get_context("spawn")
+                parent, child = ctx.Pipe(duplex=False)
+                worker = ctx.Process(target=retention_worker, args=(url, args.pause_ratio, child))
+                worker.start()
+                assert parent.recv() == "ready"
+                started, stopped = time.perf_counter(), 0.0
+                busy: list[dict[str, Any]] = []
+                idle: list[dict[str, Any]] = []
+                try:
+                    while worker.is_alive() and not parent.poll():
+                        os.kill(worker.pid, signal.SIGCONT)
+                        chunk = load_chunk(port, args.chunk, args.concurrency)
+                        if not worker.is_alive() or parent.poll():
+                            break  # retention ended during the chunk: not a clean sample
+                        busy.append(chunk)
+                        os.kill(worker.pid, signal.SIGSTOP)
+                        paused = time.perf_counter()
+                        wait_statement_done(url)
+                        idle.append(load_chunk(port, args.chunk, args.concurrency))
+                        stopped += time.perf_counter() - paused
+                finally:
+                    if worker.is_alive():
+                        os.kill(worker.pid, signal.SIGCONT)
+                outcome = parent.recv()
+                worker.join()
                 wall = time.perf_counter() - started
-                idle += [load_chunk(port, args.chunk, args.concurrency)
-                         for _ in range(args.idle_chunks)]  # fmt: skip
             finally:
                 rl.stop_server(proc, log)
         if "error" in outcome:
             print(f"retention failed: {outcome['error']}")
             return 1
         result = outcome["result"]
-        # only chunks that ran entirely while retention was running count as "during"
-        finished = started + result.seconds
-        overlapping = [c for c in during if c["started"] + c["elapsed"] <= finished]
-        rows = [summarize("idle", idle), summarize("during retention", overlapping or during)]
+        running = wall - stopped  # the retention process's time while not stopped
+        rows = [summarize("idle", idle), summarize("during retention", busy)]
         for row in rows:
             print(
                 f"| {row['case']:<17} | {row['chunks']:>3} chunks | {row['events_per_s']:>8,.0f} "
@@ -220,20 +279,21 @@ def main(argv: list[str] | None = None) -> int:
             "p99_during_vs_idle": round(busy_row["p99_ms"] / idle_row["p99_ms"], 3),
         }
         retention = {
-            "rows_changed": result.rows_changed,
-            "payloads_dropped": result.payloads_dropped,
-            "deliveries_deleted": result.deliveries_deleted,
-            "transactions": result.transactions,
-            "seconds": result.seconds,
-            "rows_per_s": round(result.rows_changed / result.seconds, 1),
+            "rows_changed": result["rows_changed"],
+            "payloads_dropped": result["payloads_dropped"],
+            "deliveries_deleted": result["deliveries_deleted"],
+            "transactions": result["transactions"],
+            "seconds_running": round(running, 1),
+            "rows_per_s": round(result["rows_changed"] / running, 1),
+            "pause_ratio": args.pause_ratio,
             "wall_seconds": round(wall, 1),
         }
-        acked = [i for c in idle + during for i in c["acked"]]
+        acked = [i for c in idle + busy for i in c["acked"]]
         checks = check(url, acked, args.events)
         print(
             f"retention: {retention['rows_changed']:,} rows ({retention['payloads_dropped']:,} "
             f"payloads, {retention['deliveries_deleted']:,} deliveries) in "
-            f"{retention['seconds']} s = {retention['rows_per_s']:,.0f} rows/s, "
+            f"{retention['seconds_running']} s running = {retention['rows_per_s']:,.0f} rows/s, "
             f"{retention['transactions']:,} transactions"
         )
         print(

@@ -69,6 +69,9 @@ ENVIRONMENT: dict[str, str] = {
     "STRIPE_PIPELINE_RETENTION_TICKET_DAYS": "Days a resolved support ticket is kept after "
     "it was resolved (default 365; 0 or off keeps them).",
     "STRIPE_PIPELINE_RETENTION_BATCH_SIZE": "Rows per retention transaction (default 5000).",
+    "STRIPE_PIPELINE_RETENTION_PAUSE_RATIO": "Pause after each retention batch, as a multiple "
+    "of the batch's own time, so the receiver keeps its share of the machine (default 1; "
+    "0: full speed).",
     "STRIPE_PIPELINE_ERASE_AFTER_DELETE_DAYS": "Days after Stripe's customer.deleted before "
     "the daily privacy run erases that customer's personal data (default 30; 0 or off: "
     "only on request).",
@@ -224,6 +227,10 @@ class PrivacyOptions:
     # events (Stripe retries for 3 days, /v1/events keeps 30) have arrived by then
     erase_after_delete_days: int | None = 30
     batch_size: int = 5000
+    # after each batch, wait this many times as long as the batch took: the run then
+    # uses at most half the time it could, and the receiver keeps its share of the
+    # machine (0: full speed, for a one-off cleanup in a quiet hour)
+    pause_ratio: float = 1.0
     schedule_enabled: bool = True
     cron: str = "30 3 * * *"
 
@@ -266,6 +273,7 @@ def load_privacy_options(env: Mapping[str, str] | None = None) -> PrivacyOptions
             env, "STRIPE_PIPELINE_ERASE_AFTER_DELETE_DAYS", d.erase_after_delete_days
         ),
         batch_size=max(1, _int(env, "STRIPE_PIPELINE_RETENTION_BATCH_SIZE", d.batch_size)),
+        pause_ratio=max(0.0, _float(env, "STRIPE_PIPELINE_RETENTION_PAUSE_RATIO", d.pause_ratio)),
         schedule_enabled=_switch(env, "STRIPE_PIPELINE_PRIVACY_SCHEDULE", d.schedule_enabled),
         cron=(env.get("STRIPE_PIPELINE_PRIVACY_CRON") or d.cron).strip(),
     )

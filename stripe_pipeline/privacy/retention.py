@@ -15,7 +15,9 @@ Three clocks (``config.PrivacyOptions``):
 Cost on big tables: every transaction covers at most ``batch_size`` ids of one table,
 found by primary key ranges (no index on ``received_at`` is needed, none is added to
 the receiver's hot table), and commits at once, so locks last milliseconds and only
-cover old rows the receiver never writes. Each run starts where the last one
+cover old rows the receiver never writes. After each batch the run pauses
+``pause_ratio`` times as long as the batch took, leaving the receiver its share of
+CPU and WAL bandwidth. Each run starts where the last one
 stopped (``retention_runs.events_scanned_to_id``); events held back by a ticket are
 looked at again once their ticket is resolved; ``full`` rescans from the first id.
 
@@ -127,6 +129,7 @@ def _settings(options: PrivacyOptions) -> dict[str, Any]:
         "delivery_days": options.delivery_days,
         "ticket_days": options.ticket_days,
         "batch_size": options.batch_size,
+        "pause_ratio": options.pause_ratio,
     }
 
 
@@ -296,6 +299,7 @@ def _drop_payloads(
     held = _held_by_open_tickets(conn)
     result.events_scanned_from_id = start
     envelope = _ENVELOPE[conn.dialect.name]
+    pacer = _Pacer(conn, options, result)
     pruned_at = now.isoformat()
     batch = options.batch_size
     step = batch * COUNT_RANGE_FACTOR if result.dry_run else batch
@@ -305,29 +309,41 @@ def _drop_payloads(
         if keep:
             ids = and_(ids, E.id.not_in(keep))
         where = _prunable(conn, cutoff, ids)
-        result.payloads_dropped += _apply(conn, where, envelope, pruned_at, result)
+        result.payloads_dropped += _apply(pacer, where, envelope, pruned_at)
         if keep:
             held_here = _prunable(conn, cutoff, E.id.in_(keep), held_check=False)
             result.payloads_held_by_tickets += _count(conn, held_here)
     late = [i for i in _released_since(conn, previous.started_at) if i < start and i not in held]
     for part in chunked(late, batch):
         where = _prunable(conn, cutoff, in_list(conn, E.id, list(part)))
-        result.payloads_dropped += _apply(conn, where, envelope, pruned_at, result)
+        result.payloads_dropped += _apply(pacer, where, envelope, pruned_at)
     result.events_scanned_to_id = _next_start(conn, start, upper)
 
 
-def _apply(
-    conn: Connection, where: ColumnElement[bool], envelope, pruned_at: str, result: RetentionResult
-) -> int:
+class _Pacer:
+    """Commits a batch, then waits ``pause_ratio`` times as long as the batch took."""
+
+    def __init__(self, conn: Connection, options: PrivacyOptions, result: RetentionResult):
+        self.conn, self.ratio, self.result = conn, options.pause_ratio, result
+        self.started = time.perf_counter()
+
+    def commit(self) -> None:
+        self.conn.commit()
+        self.result.transactions += 1
+        if self.ratio > 0:
+            time.sleep((time.perf_counter() - self.started) * self.ratio)
+        self.started = time.perf_counter()
+
+
+def _apply(pacer: _Pacer, where: ColumnElement[bool], envelope, pruned_at: str) -> int:
     """Drop the payloads matching ``where`` in one short transaction (dry: count them)."""
-    if result.dry_run:
-        return _count(conn, where)
-    done = conn.execute(
+    if pacer.result.dry_run:
+        return _count(pacer.conn, where)
+    done = pacer.conn.execute(
         update(EVENTS).where(where).values(payload=envelope),
         {"pruned_at": pruned_at},
     )
-    conn.commit()
-    result.transactions += 1
+    pacer.commit()
     return done.rowcount or 0
 
 
@@ -367,10 +383,10 @@ def _prune_deliveries(
     conn.commit()
     if upper is None or lowest is None:
         return
+    pacer = _Pacer(conn, options, result)
     for lo, hi in id_ranges(lowest, upper + 1, options.batch_size):
         done = conn.execute(delete(DELIVERIES).where(d.id >= lo, d.id < hi, d.received_at < cutoff))
-        conn.commit()
-        result.transactions += 1
+        pacer.commit()
         result.deliveries_deleted += done.rowcount or 0
 
 
@@ -395,6 +411,7 @@ def _prune_tickets(
     if result.dry_run:
         result.tickets_deleted = len(ids)
         return
+    pacer = _Pacer(conn, options, result)
     for part in chunked(ids, options.batch_size):
         chosen = in_list(conn, t.id, list(part))
         for table, column in _TICKET_LINKS:
@@ -407,6 +424,5 @@ def _prune_tickets(
         done = conn.execute(
             delete(TICKETS).where(chosen, t.status == "resolved", t.resolved_at < cutoff)
         )
-        conn.commit()
-        result.transactions += 1
+        pacer.commit()
         result.tickets_deleted += done.rowcount or 0
