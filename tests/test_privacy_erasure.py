@@ -17,6 +17,7 @@ from stripe_pipeline.audit import AUDIT_LOG
 from stripe_pipeline.config import PrivacyOptions
 from stripe_pipeline.db.models import metadata
 from stripe_pipeline.model import load_project, run_project
+from stripe_pipeline.privacy import guard
 from stripe_pipeline.privacy.daily import run_daily_privacy
 from stripe_pipeline.privacy.erase import ErasureError, erase_customer, erase_deleted_customers
 from stripe_pipeline.privacy.redact import REDACTED
@@ -147,9 +148,12 @@ def test_a_customer_with_nothing_stored_is_still_recorded(engine: Engine) -> Non
         erase_customer(engine, "jane@example.com", actor="operator:test")
 
 
+@pytest.mark.parametrize("in_memory", [guard.ERASED_IN_MEMORY, 0], ids=["few", "many"])
 def test_late_and_replayed_events_never_bring_the_person_back(
-    seeded: Engine, stripe_fixtures: dict
+    seeded: Engine, stripe_fixtures: dict, monkeypatch: pytest.MonkeyPatch, in_memory: int
 ) -> None:
+    # "many": more erasures than the guard keeps in memory, so the database checks rows
+    monkeypatch.setattr(guard, "ERASED_IN_MEMORY", in_memory)
     erase_customer(seeded, ADA.customer_id, actor="operator:test")
     ids = ADA.ids()
     story = stored_story(seeded, stripe_fixtures, ADA)

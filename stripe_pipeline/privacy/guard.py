@@ -8,7 +8,11 @@ the customer can bring it back.
 
 Whose is a row: customers by their id; payments, payment methods, invoices and
 subscriptions by ``customer_id``; refunds and disputes through their payment. With no
-erasure recorded at all (the usual case) every call costs one indexed ``LIMIT 1``.
+erasure recorded (the usual case) every call costs one tiny query. With up to a
+thousand, that query returns them all and rows are checked in Python; beyond, one
+indexed query per batch and table does it. Rows that do not name their owner (a
+guest payment, a detached payment method) and disputes (owned through their payment)
+cost one more indexed lookup.
 """
 
 from __future__ import annotations
@@ -76,14 +80,31 @@ class _RowWrite(Protocol):
 W = TypeVar("W", bound=_RowWrite)
 
 
+# up to this many erased customers, a guard reads them all in one small query and checks
+# rows in Python; beyond, it asks the database about the batch's ids
+ERASED_IN_MEMORY = 1000
+
+
 def any_erasure(conn: Connection) -> bool:
-    """Is any customer erased? (The fast path of every guard.)"""
+    """Is any customer erased?"""
     return conn.execute(select(ERASURES.c.id).limit(1)).first() is not None
 
 
-def erased_customers(conn: Connection, customer_ids: Iterable[str]) -> set[str]:
-    """The given customer ids that are erased (or being erased)."""
+def erased_snapshot(conn: Connection) -> frozenset[str] | None:
+    """Every erased customer id when there are at most ``ERASED_IN_MEMORY`` (empty: nobody
+    erased, the fast path of every guard); ``None`` when there are more."""
+    ids = conn.execute(select(ERASURES.c.customer_id).limit(ERASED_IN_MEMORY + 1)).scalars()
+    found = frozenset(ids)
+    return found if len(found) <= ERASED_IN_MEMORY else None
+
+
+def erased_customers(
+    conn: Connection, customer_ids: Iterable[str], known: frozenset[str] | None = None
+) -> set[str]:
+    """The given customer ids that are erased (or being erased); ``known``: a snapshot."""
     ids = sorted({c for c in customer_ids if c})
+    if known is not None:
+        return {c for c in ids if c in known}
     found: set[str] = set()
     column = ERASURES.c.customer_id
     for part in chunked(ids):
@@ -124,8 +145,6 @@ def _stored_erased_keys(conn: Connection, table: str, keys: Sequence[str]) -> se
     found: set[str] = set()
     if table in BY_CUSTOMER:
         key, owner = BY_CUSTOMER[table]
-        if key == owner:
-            return erased_customers(conn, keys)
         belongs: ColumnElement[bool] = t.c[owner].in_(_erased_customer_ids())
     else:
         key, payment = BY_PAYMENT[table]
@@ -152,20 +171,30 @@ def _erased_payments(conn: Connection, payment_ids: Iterable[str]) -> set[str]:
     return found
 
 
-def erased_row_keys(conn: Connection, table: str, rows: Sequence[dict[str, Any]]) -> set[str]:
-    """Keys of the rows (incoming values, or the stored row) that belong to erased customers."""
+def erased_row_keys(
+    conn: Connection,
+    table: str,
+    rows: Sequence[dict[str, Any]],
+    known: frozenset[str] | None = None,
+) -> set[str]:
+    """Keys of the rows that belong to erased customers.
+
+    A row that names its owner (customer, or payment for refunds and disputes) is judged
+    by that name; only rows that do not (a guest payment, a detached payment method) are
+    looked up as stored. Cost: one indexed lookup per distinct owner, and one per
+    ownerless row, only once some customer is erased.
+    """
     if table in BY_CUSTOMER:
         key, owner = BY_CUSTOMER[table]
-        direct = erased_customers(conn, (r.get(owner) for r in rows))
-        hits = {r[key] for r in rows if r.get(owner) in direct}
+        named = erased_customers(conn, {r[owner] for r in rows if r.get(owner)}, known)
     elif table in BY_PAYMENT:
-        key, payment = BY_PAYMENT[table]
-        direct = _erased_payments(conn, (r.get(payment) for r in rows))
-        hits = {r[key] for r in rows if r.get(payment) in direct}
+        key, owner = BY_PAYMENT[table]
+        named = _erased_payments(conn, {r[owner] for r in rows if r.get(owner)})
     else:
         return set()
-    rest = [r[key] for r in rows if r[key] not in hits]
-    return hits | (_stored_erased_keys(conn, table, rest) if rest else set())
+    hits = {r[key] for r in rows if r.get(owner) in named}
+    ownerless = [r[key] for r in rows if r.get(owner) is None]
+    return hits | (_stored_erased_keys(conn, table, ownerless) if ownerless else set())
 
 
 def scrub_erased(conn: Connection, table: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -174,9 +203,12 @@ def scrub_erased(conn: Connection, table: str, rows: list[dict[str, Any]]) -> li
     Each row holds the table's key column. Tables without personal columns, and every
     table while nobody is erased, come back as given (the same list).
     """
-    if not rows or table not in PERSONAL_COLUMNS or not any_erasure(conn):
+    if not rows or table not in PERSONAL_COLUMNS:
         return rows
-    erased = erased_row_keys(conn, table, rows)
+    known = erased_snapshot(conn)
+    if known is not None and not known:
+        return rows
+    erased = erased_row_keys(conn, table, rows, known)
     if not erased:
         return rows
     key = (BY_CUSTOMER.get(table) or BY_PAYMENT[table])[0]
