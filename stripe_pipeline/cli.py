@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _extension_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
-    """Subcommands owned by other areas (processing, support, reconciliation, demo)."""
+    """Subcommands owned by other areas (processing, support, reconciliation, privacy, demo)."""
     from stripe_pipeline import cli_support
     from stripe_pipeline.devtools.cli import add_dev_command  # argparse only: no demo imports
 
@@ -137,6 +137,7 @@ def _extension_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
         cli_support.add_events_commands,
         cli_support.add_tickets_commands,
         cli_support.add_reconcile_command,
+        cli_support.add_privacy_commands,
         add_dev_command,
     ]
 

@@ -75,6 +75,22 @@ ENVIRONMENT: dict[str, str] = {
     "STRIPE_PIPELINE_RECOVERY_SCHEDULE": "`off` (default) or `on`: payment_recovery_schedule "
     "(every 15 minutes), which retries failed payments and so charges cards.",
     "STRIPE_PIPELINE_MODELS_DIR": "Folder of the SQL models (default dbt_like_sql/).",
+    "STRIPE_PIPELINE_RETENTION_PAYLOAD_DAYS": "Days a processed or ignored event keeps its raw "
+    "payload before it is dropped to its envelope (default 90; 0 or off keeps payloads).",
+    "STRIPE_PIPELINE_RETENTION_DELIVERY_DAYS": "Days webhook_deliveries rows are kept "
+    "(default 30; 0 or off keeps them).",
+    "STRIPE_PIPELINE_RETENTION_TICKET_DAYS": "Days a resolved support ticket is kept after "
+    "it was resolved (default 365; 0 or off keeps them).",
+    "STRIPE_PIPELINE_RETENTION_BATCH_SIZE": "Rows per retention transaction (default 5000).",
+    "STRIPE_PIPELINE_RETENTION_PAUSE_RATIO": "Pause after each retention batch, as a multiple "
+    "of the batch's own time, so the receiver keeps its share of the machine (default 1; "
+    "0: full speed).",
+    "STRIPE_PIPELINE_ERASE_AFTER_DELETE_DAYS": "Days after Stripe's customer.deleted before "
+    "the daily privacy run erases that customer's personal data (default 30; 0 or off: "
+    "only on request).",
+    "STRIPE_PIPELINE_PRIVACY_SCHEDULE": "on or off: the daily privacy schedule (retention and "
+    "due erasures) starts running by default (default on).",
+    "STRIPE_PIPELINE_PRIVACY_CRON": "Cron of the daily privacy run, UTC (default 30 3 * * *).",
     "DAGSTER_PG_HOST / _PORT / _USERNAME / _PASSWORD / _DB": "Dagster's own PostgreSQL storage "
     "in deploy/dagster.yaml.",
 }
@@ -231,13 +247,55 @@ class ScheduleOptions:
     reconciliation_cron: str = DEFAULT_RECONCILIATION_CRON
 
 
+@dataclass(frozen=True)
+class PrivacyOptions:
+    """Retention ages and erasure delay (docs/privacy.md says why these defaults).
+
+    ``None`` means "never": the data of that kind is kept (or, for the erasure delay,
+    deleted customers are erased only on request).
+    """
+
+    # raw payloads: long enough to replay and investigate a quarter's events; Stripe
+    # itself keeps events 30 days
+    payload_days: int | None = 90
+    # deliveries hold client IP addresses (personal data) and feed hourly health marts
+    delivery_days: int | None = 30
+    # resolved tickets: a year of support history (year-on-year support marts)
+    ticket_days: int | None = 365
+    # one month after customer.deleted: GDPR art. 12(3) answers within a month, and late
+    # events (Stripe retries for 3 days, /v1/events keeps 30) have arrived by then
+    erase_after_delete_days: int | None = 30
+    batch_size: int = 5000
+    # after each batch, wait this many times as long as the batch took: the run then
+    # uses at most half the time it could, and the receiver keeps its share of the
+    # machine (0: full speed, for a one-off cleanup in a quiet hour)
+    pause_ratio: float = 1.0
+    schedule_enabled: bool = True
+    cron: str = "30 3 * * *"
+
+
+_OFF = ("off", "false", "no", "never", "0")
+
+
+def _days(env: Mapping[str, str], name: str, default: int | None) -> int | None:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in _OFF:
+        return None
+    days = _int(env, name, 0)
+    if days < 0:
+        raise ConfigError(f"{name} must be a number of days, 0 or off, got {raw!r}")
+    return days
+
+
 def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
     raw = (env.get(name) or "").strip().lower()
     if not raw:
         return default
     if raw in ("on", "true", "yes", "1"):
         return True
-    if raw in ("off", "false", "no", "0"):
+    if raw in _OFF:
         return False
     raise ConfigError(f"{name} must be on or off, got {raw!r}")
 
@@ -264,6 +322,24 @@ def load_schedule_options(env: Mapping[str, str] | None = None) -> ScheduleOptio
         reconciliation_cron=(
             env.get("STRIPE_PIPELINE_RECONCILIATION_CRON") or d.reconciliation_cron
         ).strip(),
+    )
+
+
+def load_privacy_options(env: Mapping[str, str] | None = None) -> PrivacyOptions:
+    """Retention and erasure settings from ``STRIPE_PIPELINE_RETENTION_*`` and friends."""
+    env = os.environ if env is None else env
+    d = PrivacyOptions()
+    return PrivacyOptions(
+        payload_days=_days(env, "STRIPE_PIPELINE_RETENTION_PAYLOAD_DAYS", d.payload_days),
+        delivery_days=_days(env, "STRIPE_PIPELINE_RETENTION_DELIVERY_DAYS", d.delivery_days),
+        ticket_days=_days(env, "STRIPE_PIPELINE_RETENTION_TICKET_DAYS", d.ticket_days),
+        erase_after_delete_days=_days(
+            env, "STRIPE_PIPELINE_ERASE_AFTER_DELETE_DAYS", d.erase_after_delete_days
+        ),
+        batch_size=max(1, _int(env, "STRIPE_PIPELINE_RETENTION_BATCH_SIZE", d.batch_size)),
+        pause_ratio=max(0.0, _float(env, "STRIPE_PIPELINE_RETENTION_PAUSE_RATIO", d.pause_ratio)),
+        schedule_enabled=_switch(env, "STRIPE_PIPELINE_PRIVACY_SCHEDULE", d.schedule_enabled),
+        cron=(env.get("STRIPE_PIPELINE_PRIVACY_CRON") or d.cron).strip(),
     )
 
 

@@ -13,11 +13,12 @@ from dagster import Definitions, in_process_executor
 
 from stripe_pipeline.defs.common.resources import DatabaseResource
 from stripe_pipeline.defs.models import definitions as models
+from stripe_pipeline.defs.privacy import definitions as privacy
 from stripe_pipeline.defs.processing import definitions as processing
 from stripe_pipeline.defs.reconciliation import definitions as reconciliation
 from stripe_pipeline.defs.recovery import definitions as recovery
 
-AREAS = (processing, recovery, reconciliation, models)
+AREAS = (processing, recovery, reconciliation, models, privacy)
 
 defs = Definitions.merge(
     # the default of asset jobs (model rebuilds started by automation): one process per

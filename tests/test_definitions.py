@@ -31,6 +31,8 @@ def test_definitions_load_and_validate(placeholder_env: None) -> None:
         name: "in_process"
         for name in (
             "__ASSET_JOB",
+            "daily_privacy",
+            "erase_customer",
             "fraud_screening",
             "nightly_reconciliation",
             "payment_recovery",
@@ -89,6 +91,7 @@ _SWITCHES = (
     "STRIPE_PIPELINE_RECONCILIATION_SCHEDULE",
     "STRIPE_PIPELINE_FRAUD_SCHEDULE",
     "STRIPE_PIPELINE_RECOVERY_SCHEDULE",
+    "STRIPE_PIPELINE_PRIVACY_SCHEDULE",
 )
 
 
@@ -115,6 +118,7 @@ def test_schedules_that_charge_nothing_run_by_default_and_recovery_is_opt_in(
     tmp_path: Path,
 ) -> None:
     assert _schedule_statuses(tmp_path) == {
+        "daily_privacy_schedule": "RUNNING",
         "fraud_screening_schedule": "RUNNING",
         "nightly_reconciliation_schedule": "RUNNING",
         "payment_recovery_schedule": "STOPPED",
@@ -124,8 +128,10 @@ def test_schedules_that_charge_nothing_run_by_default_and_recovery_is_opt_in(
         STRIPE_PIPELINE_RECONCILIATION_SCHEDULE="off",
         STRIPE_PIPELINE_FRAUD_SCHEDULE="OFF",
         STRIPE_PIPELINE_RECOVERY_SCHEDULE="on",
+        STRIPE_PIPELINE_PRIVACY_SCHEDULE="off",
     )
     assert switched == {
+        "daily_privacy_schedule": "STOPPED",
         "fraud_screening_schedule": "STOPPED",
         "nightly_reconciliation_schedule": "STOPPED",
         "payment_recovery_schedule": "RUNNING",

@@ -26,14 +26,28 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from sqlalchemy import BigInteger, Integer, SmallInteger, String, Table
 
 from stripe_pipeline.catalog.sql_readers import Expr
 
-if TYPE_CHECKING:
-    from stripe_pipeline.process.events import QueuedEvent
+
+class ParsedEvent(Protocol):
+    """The event a parser reads (processing's ``QueuedEvent``, or a listed object
+    presented as an event by reconciliation)."""
+
+    @property
+    def stripe_event_id(self) -> str: ...
+
+    @property
+    def event_type(self) -> str: ...
+
+    @property
+    def stripe_created(self) -> int: ...
+
+    @property
+    def payload(self) -> dict[str, Any] | None: ...
 
 
 class Policy(enum.Enum):
@@ -127,7 +141,7 @@ class RowWrite:
 class EventContext:
     """A claimed event as parsers see it: its object, time, and the optional peers."""
 
-    event: QueuedEvent
+    event: ParsedEvent
     obj: dict[str, Any]
     refund_source: RefundSource | None = None
     invoice_payment_source: InvoicePaymentSource | None = None

@@ -41,9 +41,10 @@ COLUMNS = (
     Column("customer_id", K, audit=True),
     Column("type", K),
     Column("card_brand", K),
-    Column("card_last4", K, audit=True),
-    Column("card_exp_month", K),
-    Column("card_exp_year", K, audit=True),
+    # the printed card details identify a person; brand and fingerprint do not
+    Column("card_last4", K, audit=True, personal=True),
+    Column("card_exp_month", K, personal=True),
+    Column("card_exp_year", K, audit=True, personal=True),
     Column("card_fingerprint", K),
     Column("attached", N, audit=True),
     event_fact(

@@ -671,3 +671,52 @@ class ReconciliationWatermark(Base):
     last_window_end: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     last_run_id: Mapped[int | None] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = _now()
+
+
+# Personal data and retention (issue 18, 0012_privacy).
+ERASURE_STATUSES = ("erasing", "erased")
+RETENTION_RUN_STATUSES = ("running", "succeeded", "failed")
+
+
+class Erasure(Base):
+    """A customer whose personal data was erased, and what the last erasure did.
+
+    A row exists from the first moment of an erasure (``erasing``), so processing,
+    reconciliation and backfill already keep that customer's personal fields blank
+    while the erasure runs; every run is also an audit row (``customer_erased``).
+    """
+
+    __tablename__ = "erasures"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    customer_id: Mapped[str] = mapped_column(String(255), nullable=False, unique=True)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, server_default="erasing")
+    reason: Mapped[str] = mapped_column(String(32), nullable=False)  # request | customer_deleted
+    requested_by: Mapped[str] = mapped_column(String(255), nullable=False)
+    requested_at: Mapped[datetime] = _now()
+    erased_by: Mapped[str | None] = mapped_column(String(255))
+    erased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    runs: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    # stripe_events.id up to which this customer's events have been blanked
+    events_swept_to_id: Mapped[int | None] = mapped_column(BigInteger)
+    counts: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
+
+
+class RetentionRun(Base):
+    """One retention run: its ages, what it pruned (or would have, dry), and its watermark."""
+
+    __tablename__ = "retention_runs"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    started_at: Mapped[datetime] = _now()
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(16), nullable=False, server_default="running")
+    dry_run: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    triggered_by: Mapped[str | None] = mapped_column(String(255))
+    settings: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
+    counts: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
+    # stripe_events.id below which every eligible payload was dropped (next run's start)
+    events_scanned_to_id: Mapped[int | None] = mapped_column(BigInteger)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_retention_runs_status_started_at", "status", "started_at"),)

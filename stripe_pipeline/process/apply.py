@@ -51,6 +51,8 @@ from stripe_pipeline.catalog.model import (
     same_value,
 )
 from stripe_pipeline.db.models import StaleObject
+from stripe_pipeline.privacy.guard import scrub_erased
+from stripe_pipeline.privacy.redact import redact_audit_entry
 from stripe_pipeline.process.errors import PermanentError
 from stripe_pipeline.process.events import QueuedEvent
 from stripe_pipeline.process.extract_sql import extract_in_database
@@ -359,6 +361,7 @@ def _write(
                     **dict(zip(GUARD_COLUMNS, version, strict=True)),
                 }
             )
+        rows = scrub_erased(conn, table, rows)  # erased customers stay erased (privacy)
         after = upsert_rows(conn, spec, rows)
         rows_written[table] = len(after)
         for key, new in after.items():
@@ -414,7 +417,7 @@ def _write(
                 details={"events": item.event_ids} if len(item.event_ids) > 1 else None,
             )
         )
-    _record_audit(conn, audit)
+    _record_audit(conn, [redact_audit_entry(e) for e in audit])  # no personal values
     _queue_stale(conn, stale)
     for hook in post_apply_hooks():
         hook(conn, changes)

@@ -20,6 +20,7 @@ from sqlalchemy import Connection, select
 from stripe_pipeline.db.models import StripeEvent
 from stripe_pipeline.land.envelope import MalformedEvent, envelope_from_event
 from stripe_pipeline.land.store import insert_events
+from stripe_pipeline.privacy.guard import scrub_erased_envelopes
 from stripe_pipeline.reconcile.api import ListingApi, list_window
 from stripe_pipeline.reconcile.window import Window
 
@@ -76,6 +77,7 @@ def backfill_events(
         )
         conn.commit()  # end the read: the inserts below start with a write (SQLite lock)
         missing = [e for e in envelopes if e.stripe_event_id not in stored]
+        missing = scrub_erased_envelopes(conn, missing)  # erased customers stay erased
         result.already_stored += len(stored)
         if missing:
             result.inserted += insert_events(conn, missing, source=SOURCE)

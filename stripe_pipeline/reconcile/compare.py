@@ -19,7 +19,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from itertools import islice
 from typing import Any
@@ -38,8 +38,9 @@ from sqlalchemy import (
 )
 from sqlalchemy import table as sql_table
 
-from stripe_pipeline.catalog.model import Catalog, Listing, Resource, same_value
+from stripe_pipeline.catalog.model import Catalog, Listing, Resource, RowWrite, same_value
 from stripe_pipeline.db.lists import IN_CHUNK, chunked, in_list
+from stripe_pipeline.privacy.guard import scrub_erased
 from stripe_pipeline.reconcile.api import ListingApi, NotFound, list_window
 from stripe_pipeline.reconcile.parse import (
     Projection,
@@ -215,7 +216,7 @@ def compare_chunk(
     stats: CompareStats,
 ) -> None:
     """Compare one chunk of API objects with the local rows of the same ids."""
-    projected: dict[str, tuple[Projection, dict[str, Any]]] = {}
+    parsed: list[tuple[RowWrite, dict[str, Any]]] = []
     for obj in objects:
         try:
             write = row_from_api_object(
@@ -226,6 +227,9 @@ def compare_chunk(
             stats.unparseable[source.name] += 1
             log.warning("%s %s not comparable: %s", source.name, obj.get("id"), exc)
             continue
+        parsed.append((write, obj))
+    projected: dict[str, tuple[Projection, dict[str, Any]]] = {}
+    for write, obj in _as_stored(conn, resource, parsed):
         p = project(resource, write, refines=refined_by(source.listing, obj))
         if p.key not in projected:  # newest first: keep the first
             projected[p.key] = (p, obj)
@@ -252,7 +256,12 @@ def compare_chunk(
     for key in merged.index[~in_local & owns]:
         findings.setdefault(key, []).append(
             Finding(
-                resource.object_type, key, "missing_locally", "", None, projected[key][0].values
+                resource.object_type,
+                key,
+                "missing_locally",
+                "",
+                None,
+                _without_personal(resource, projected[key][0].values),
             )
         )
     for key in merged.index[~in_local & ~owns]:
@@ -278,7 +287,13 @@ def compare_chunk(
         differs = comparable & has & ~pd.array(equal, dtype=bool).to_numpy()
         for key, lv, rv in zip(merged.index[differs], loc[differs], r[differs], strict=True):
             findings.setdefault(key, []).append(
-                Finding(resource.object_type, key, "field_mismatch", f, _plain(lv), _plain(rv))
+                Finding(
+                    resource.object_type,
+                    key,
+                    "field_mismatch",
+                    f,
+                    *_shown(resource, f, _plain(lv), _plain(rv)),
+                )
             )
 
     for key, items in findings.items():
@@ -290,6 +305,37 @@ def compare_chunk(
             stats.repairable_objects += 1
             repair = repair_of(key)
         spool.add(items, repair)
+
+
+# what a discrepancy shows instead of a personal value (the table is operational data:
+# it names the field that differs, never copies an email or a name)
+PERSONAL = "[personal]"
+
+
+def _shown(resource: Resource, name: str, local: Any, remote: Any) -> tuple[Any, Any]:
+    if name not in resource.personal:
+        return local, remote
+    return (None if local is None else PERSONAL), (None if remote is None else PERSONAL)
+
+
+def _without_personal(resource: Resource, values: dict[str, Any]) -> dict[str, Any]:
+    personal = resource.personal
+    return {k: (PERSONAL if k in personal and v is not None else v) for k, v in values.items()}
+
+
+def _as_stored(
+    conn: Connection, resource: Resource, parsed: list[tuple[RowWrite, dict[str, Any]]]
+) -> list[tuple[RowWrite, dict[str, Any]]]:
+    """The rows as they would be stored: an erased customer's personal columns blank,
+    whatever Stripe still says (otherwise every night would find them "changed")."""
+    rows = [{**w.values, resource.key: w.key} for w, _ in parsed]
+    scrubbed = scrub_erased(conn, resource.table_name, rows)
+    if scrubbed is rows:
+        return parsed
+    return [
+        (replace(w, values={c: row[c] for c in w.values}), obj)
+        for (w, obj), row in zip(parsed, scrubbed, strict=True)
+    ]
 
 
 def _plain(value: Any) -> Any:
@@ -395,7 +441,16 @@ def confirm_unseen(
         except NotFound:
             if resource.gone_means_deleted is not None and resource.gone_means_deleted(row):
                 spool.add(
-                    [Finding(resource.object_type, key, "deleted_in_stripe", "", local, None)],
+                    [
+                        Finding(
+                            resource.object_type,
+                            key,
+                            "deleted_in_stripe",
+                            "",
+                            _without_personal(resource, local),
+                            None,
+                        )
+                    ],
                     Repair(resource.object_type, key, "", int(time.time()), {}, "deleted"),
                 )
                 stats.found["deleted_in_stripe"] += 1
@@ -414,6 +469,7 @@ def confirm_unseen(
 def _missing(
     resource: Resource, key: str, local: dict[str, Any], spool: Spool, stats: CompareStats
 ) -> None:
+    local = _without_personal(resource, local)
     spool.add([Finding(resource.object_type, key, "missing_in_stripe", "", local, None)])
     stats.found["missing_in_stripe"] += 1
 

@@ -32,6 +32,8 @@ from stripe_pipeline.db.models import (
     ReconciliationDiscrepancy,
     StaleObject,
 )
+from stripe_pipeline.privacy.guard import scrub_erased_write
+from stripe_pipeline.privacy.redact import redact_audit_entry
 from stripe_pipeline.process.links import fill_links
 from stripe_pipeline.process.ordering import ORDINARY
 from stripe_pipeline.reconcile.compare import listed_ids, seen_ids
@@ -163,7 +165,8 @@ def _repair_one(
     conn: Connection, run_id: int, p: _Parsed, current: dict | None, actor: str
 ) -> tuple[str, dict | None, AuditEntry | None]:
     """Rebuild one row from its API object: (outcome, row as now stored, audit entry)."""
-    repair, write, resource = p.repair, p.write, p.resource
+    p.write = scrub_erased_write(conn, p.write)  # erased customers stay erased (privacy)
+    repair, resource, write = p.repair, p.resource, p.write
     table = resource.table
     key_col = table.c[resource.key]
     versioned = p.refines is None
@@ -356,7 +359,7 @@ def record_findings(
                     result.repair_skipped_newer += 1
             items.extend((f, repaired) for f in group.findings)
         audit.extend(_link_entries(conn, catalog, run_id, written, actor))
-        record(conn, audit)
+        record(conn, [redact_audit_entry(e) for e in audit])  # no personal values
         _write_findings(conn, run_id, items, result)
     return result
 

@@ -1,0 +1,1 @@
+"""Personal data and retention in Dagster: the erase job and the daily privacy run."""
