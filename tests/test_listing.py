@@ -301,7 +301,7 @@ def test_a_run_stopped_midway_resumes_from_its_progress() -> None:
         seen.update(o["id"] for o in page.objects)
     assert seen == ids_in_window(data, "charges", START, END)  # each exactly once
     assert second.stats.skipped_slices == len(done_before)
-    for path, query in api.queries:  # completed slices were not listed again
+    for _path, query in api.queries:  # completed slices were not listed again
         lo, hi = int(query["created[gte]"]), int(query["created[lte]"])
         assert all(hi < r.gte or lo > r.lte for r in done_before)
     # a third run with the same key finds everything done and lists nothing

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, create_engine, event, text
 
 # pace at 95% of the limit: requests spaced exactly 1/N apart reach the server with
 # jitter, and two that bunch up would put N + 1 into one second there
@@ -168,15 +168,34 @@ class MemoryLimitStore:
         pass
 
 
-def _own_engine(engine: Engine, **options: Any) -> Engine:
+def _own_engine(engine: Engine) -> Engine:
     """A small engine of the limiter's own on the app database's URL.
 
-    Its own pool (the app's stays free for the app's work) and, on SQLite, no fsync
-    per grant: a bucket's state is worth nothing after a crash.
+    Its own pool (the app's stays free for the app's work) and no flush to disk per
+    grant (PostgreSQL ``synchronous_commit=off``, SQLite ``synchronous=NORMAL`` in
+    WAL): a grant then costs ~0.2 ms instead of a WAL flush (~2 ms here), and a
+    bucket's state is worth nothing after a crash anyway (at worst a few
+    milliseconds of grants are forgotten).
     """
     from stripe_pipeline.db.engine import make_engine
 
-    return make_engine(engine.url.render_as_string(hide_password=False), **options)
+    url = engine.url.render_as_string(hide_password=False)
+    if engine.dialect.name != "postgresql":
+        own = make_engine(url)
+        event.listen(own, "connect", _sqlite_no_fsync)
+        return own
+    return create_engine(
+        url,
+        pool_size=4,
+        max_overflow=8,
+        pool_recycle=1800,
+        isolation_level="AUTOCOMMIT",
+        connect_args={
+            "connect_timeout": 3,
+            "application_name": "stripe-pipeline-ratelimit",
+            "options": "-c synchronous_commit=off",
+        },
+    )
 
 
 _ENSURE = text(
@@ -191,9 +210,6 @@ class SqliteLimitStore:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = _own_engine(engine)
-        from sqlalchemy import event
-
-        event.listen(self.engine, "connect", _sqlite_no_fsync)
 
     def _transaction(self, body: Callable[[Any, float], Any]) -> Any:
         raw = self.engine.raw_connection()
@@ -293,9 +309,7 @@ class PostgresLimitStore:
     """Buckets in PostgreSQL: every process on every host shares them."""
 
     def __init__(self, engine: Engine) -> None:
-        self.engine = _own_engine(engine, pool_size=4).execution_options(
-            isolation_level="AUTOCOMMIT"
-        )
+        self.engine = _own_engine(engine)
 
     def ensure(self, bucket: str, rate: float) -> None:
         with self.engine.connect() as conn:

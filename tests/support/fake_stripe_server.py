@@ -27,6 +27,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl
 
 from tests.support.fake_stripe_data import (
     DataSet,
@@ -45,6 +46,11 @@ class LogEntry:
     endpoint: str  # "GET /v1/charges", "GET /v1/customers/{id}/payment_methods"
     query: str
     status: int
+
+    @property
+    def params(self) -> dict[str, str]:
+        """The query as Stripe reads it: ``{"created[gte]": "1700000000", ...}``."""
+        return dict(parse_qsl(self.query))
 
 
 class SlidingWindow:
