@@ -41,7 +41,9 @@ Usage::
 
 from __future__ import annotations
 
+import itertools
 import logging
+import math
 import queue
 import random
 import threading
@@ -57,9 +59,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from stripe_pipeline.db.models import StripeListingSlice
 from stripe_pipeline.stripe_api.slicing import (
+    PAGE_SIZE,
     InconsistentPage,
     Slice,
     after_page,
+    expected_objects,
     first_slice,
     page_params,
 )
@@ -265,12 +269,25 @@ class DatabaseListingProgress:
 # --- the engine ---------------------------------------------------------------------
 
 
-@dataclass(slots=True)
+@dataclass(eq=False, slots=True)
 class _Listing:
     request: ListingRequest
     key: str
     next_no: int = 0
-    live: int = 0
+    live: int = 0  # slices not done
+    unknown: int = 0  # live slices not paged into yet (their size is unknown)
+    known: float = 0.0  # objects expected in the others
+
+    def count(self, task: _Task, sign: int) -> None:
+        if math.isinf(task.estimate):
+            self.unknown += sign
+        else:
+            self.known += sign * task.estimate
+
+    @property
+    def remaining(self) -> float:
+        """Objects expected still to list (infinite while a slice is unknown)."""
+        return math.inf if self.unknown else self.known
 
 
 @dataclass(slots=True)
@@ -280,9 +297,32 @@ class _Task:
     slice: Slice
     objects: int = 0
     pages: int = 0
+    estimate: float = math.inf  # objects expected still in the slice (unknown: first)
 
 
 _STOP = object()
+
+
+class _WorkQueue:
+    """Slices waiting for a worker, the largest expected rest first.
+
+    Longest-first keeps the big listings busy from the start, so that they do not
+    finish alone at the end, paced by their own endpoint's limit.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.PriorityQueue[tuple[float, int, Any]] = queue.PriorityQueue()
+        self._order = itertools.count()
+
+    def put(self, task: _Task) -> None:
+        self._queue.put((-task.estimate, next(self._order), task))
+
+    def stop(self, workers: int) -> None:
+        for _ in range(workers):
+            self._queue.put((-math.inf, next(self._order), _STOP))
+
+    def get(self) -> Any:
+        return self._queue.get()[2]
 
 
 class SlicedLister:
@@ -374,7 +414,7 @@ class SlicedLister:
 
     def pages(self, requests: Iterable[ListingRequest]) -> Iterator[ListedPage]:
         """Every page of every listing, as soon as it arrives (see the module docstring)."""
-        work: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        work = _WorkQueue()
         results: queue.SimpleQueue[Any] = queue.SimpleQueue()
         threads = [
             threading.Thread(target=self._worker, args=(work, results), daemon=True)
@@ -383,6 +423,7 @@ class SlicedLister:
         for t in threads:
             t.start()
         pending = iter(requests)
+        active: set[_Listing] = set()  # listings with slices left
         outstanding = live = 0
         exhausted = False
         try:
@@ -393,6 +434,8 @@ class SlicedLister:
                         exhausted = True
                         break
                     for task in self._start(request):
+                        task.listing.count(task, +1)
+                        active.add(task.listing)
                         work.put(task)
                         outstanding += 1
                         live += 1
@@ -406,13 +449,25 @@ class SlicedLister:
                 created = [int(o["created"]) for o in objects] if task.slice.gte is not None else []
                 _check_order(task, created)
                 listing = task.listing
+                listing.count(task, -1)
+                has_more = bool(page.get("has_more"))
+                # what this slice still holds counts towards the listing's share
+                rest = (
+                    _estimate(created, Slice(task.slice.gte, created[-1]))
+                    if has_more and created
+                    else 0
+                )
+                listing.known += rest
+                may_split = live < self.max_live_slices and listing.live < self._target(
+                    listing, active
+                )
+                listing.known -= rest
                 outcome = after_page(
                     task.slice,
                     created or [0] * len(objects),
                     objects[-1].get("id") if objects else None,
-                    bool(page.get("has_more")),
-                    may_split=listing.live < self.max_slices_per_listing
-                    and live < self.max_live_slices,
+                    has_more,
+                    may_split=may_split,
                     min_split_objects=self.min_split_objects,
                 )
                 task.objects += len(objects)
@@ -421,17 +476,22 @@ class SlicedLister:
                 if outcome.continuation is None:
                     listing.live -= 1
                     live -= 1
+                    if listing.live == 0:
+                        active.discard(listing)
                     records.append(_record(task, task.slice, done=True))
                 else:
-                    records.append(_record(task, outcome.continuation, done=False))
-                    work.put(
-                        _Task(
-                            listing, task.slice_no, outcome.continuation, task.objects, task.pages
-                        )
+                    rest = _Task(
+                        listing, task.slice_no, outcome.continuation, task.objects, task.pages
                     )
+                    rest.estimate = _estimate(created, outcome.continuation)
+                    listing.count(rest, +1)
+                    records.append(_record(task, outcome.continuation, done=False))
+                    work.put(rest)
                     outstanding += 1
                 if outcome.split_off is not None:
                     child = _Task(listing, listing.next_no, outcome.split_off)
+                    child.estimate = _estimate(created, outcome.split_off)
+                    listing.count(child, +1)
                     listing.next_no += 1
                     listing.live += 1
                     live += 1
@@ -450,12 +510,27 @@ class SlicedLister:
                 if time.monotonic() - self._last_save >= self.checkpoint_seconds:
                     self._save()
         finally:
-            for _ in threads:
-                work.put(_STOP)
+            work.stop(len(threads))
             self._current = []  # a page the consumer left mid-way is not recorded
             self._save()
 
     # --- internals -------------------------------------------------------------------
+
+    def _target(self, listing: _Listing, active: set[_Listing]) -> int:
+        """How many slices ``listing`` should have: its share of the work left, of workers.
+
+        The account's budget is shared in proportion to the requests each listing has
+        waiting, so giving each listing slices in proportion to what it has left lets
+        every listing finish at about the same time, instead of the largest finishing
+        alone at the end, held to its own endpoint's limit.
+        """
+        finite = [other.remaining for other in active if math.isfinite(other.remaining)]
+        if not math.isfinite(listing.remaining) or not finite:
+            return self.max_slices_per_listing  # sizes not known yet: ramp up
+        unknown = len(active) - len(finite)
+        total = sum(finite) + unknown * max(finite)
+        share = listing.remaining / total if total > 0 else 1.0
+        return max(1, min(self.max_slices_per_listing, round(self.workers * share)))
 
     def _start(self, request: ListingRequest) -> list[_Task]:
         """The tasks a listing begins with: its first slice, or what a run left unfinished."""
@@ -482,7 +557,7 @@ class SlicedLister:
             self.stats.skipped_slices += len(records) - len(tasks)
         return tasks
 
-    def _worker(self, work: queue.SimpleQueue[Any], results: queue.SimpleQueue[Any]) -> None:
+    def _worker(self, work: _WorkQueue, results: queue.SimpleQueue[Any]) -> None:
         while (task := work.get()) is not _STOP:
             try:
                 results.put((task, self._fetch(task), None))
@@ -523,6 +598,11 @@ class SlicedLister:
             latest[(r.listing, r.slice_no)] = r
         self.progress.save(self.run_key, list(latest.values()), conn)
         self._unsaved.clear()
+
+
+def _estimate(created: list[int], s: Slice) -> float:
+    """Objects expected in ``s`` at the density of the page just read (one page if unknown)."""
+    return expected_objects(created, s) if created and s.gte is not None else PAGE_SIZE
 
 
 def _record(task: _Task, s: Slice, *, done: bool) -> SliceRecord:

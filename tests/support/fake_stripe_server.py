@@ -152,13 +152,22 @@ class FakeStripeApp:
     async def get_log(self, _request: Any) -> Any:
         from aiohttp import web
 
-        return web.json_response([list(e.__dict__.values()) for e in self.log])
+        return web.json_response(
+            [[e.at, e.method, e.endpoint, e.query, e.status] for e in self.log]
+        )
+
+    async def clear_log(self, _request: Any) -> Any:
+        from aiohttp import web
+
+        self.log = []
+        return web.json_response({"cleared": True})
 
     def application(self) -> Any:
         from aiohttp import web
 
         app = web.Application()
         app.router.add_get("/_log", self.get_log)
+        app.router.add_delete("/_log", self.clear_log)
         app.router.add_route("*", "/v1/{tail:.*}", self.handle)
         return app
 
