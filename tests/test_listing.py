@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -94,31 +95,40 @@ def test_first_slice_and_params_pass_through() -> None:
 
 
 def test_a_last_page_ends_the_slice() -> None:
-    assert after_page(Slice(0, 100), [90, 80], "ch_2", False, may_split=True).continuation is None
+    assert after_page(Slice(0, 100), [90, 80], "ch_2", False, new_slices=1).continuation is None
 
 
 def test_a_dense_page_splits_the_rest_in_two_by_time() -> None:
     created = list(range(1000, 900, -1))  # 100 objects in 100 s; 900 s left below
-    out = after_page(Slice(0, 1000), created, "ch_x", True, may_split=True)
+    out = after_page(Slice(0, 1000), created, "ch_x", True, new_slices=1)
     assert out.continuation == Slice(451, 901, "ch_x")  # keeps the cursor and second 901
-    assert out.split_off == Slice(0, 450)
+    assert out.split_off == (Slice(0, 450),)
 
 
 def test_no_split_when_the_rest_is_small_or_one_second_or_not_allowed() -> None:
     created = list(range(1000, 900, -1))
     sparse_rest = Slice(850, 1000)  # ~50 objects expected below: page on instead
-    assert after_page(sparse_rest, created, "c", True, may_split=True).split_off is None
+    assert after_page(sparse_rest, created, "c", True, new_slices=1).split_off == ()
     same_second = [500] * 100
-    out = after_page(Slice(500, 900), same_second, "c", True, may_split=True)
+    out = after_page(Slice(500, 900), same_second, "c", True, new_slices=1)
     assert out == type(out)(Slice(500, 500, "c"))  # one second: the cursor alone
-    assert after_page(Slice(0, 1000), created, "c", True, may_split=False).split_off is None
+    assert after_page(Slice(0, 1000), created, "c", True, new_slices=0).split_off == ()
+
+
+def test_a_first_page_may_fan_out_into_parts_that_each_expect_a_page() -> None:
+    created = list(range(1000, 900, -1))  # 900 objects expected in [0, 901]
+    out = after_page(Slice(0, 1000), created, "c", True, new_slices=20)
+    parts = [*out.split_off, out.continuation]
+    assert len(parts) == 9  # at most one part per expected page
+    assert parts[0].gte == 0 and parts[-1] == Slice(parts[-1].gte, 901, "c")
+    assert all(a.lte + 1 == b.gte for a, b in pairwise(parts))
 
 
 def test_inconsistent_pages_are_refused() -> None:
     with pytest.raises(InconsistentPage):
-        after_page(Slice(0, 10), [], None, True, may_split=True)
+        after_page(Slice(0, 10), [], None, True, new_slices=1)
     with pytest.raises(InconsistentPage):
-        after_page(Slice(0, 10), [50], "c", True, may_split=True)  # outside the slice
+        after_page(Slice(0, 10), [50], "c", True, new_slices=1)  # outside the slice
 
 
 # --- exactly once, whatever the distribution ---------------------------------------------
@@ -157,8 +167,8 @@ def test_every_object_is_listed_exactly_once(times: list[int], fail_every: int) 
     n = sum(listed.values())
     stats = lst.stats
     assert stats.objects == n
-    # each split costs at most one call: never more than twice the minimum
-    assert stats.pages <= 2 * (n // 100) + 1
+    # each split costs at most one call (the first page's fan-out, one per part)
+    assert stats.pages <= 2 * (n // 100) + lst.max_slices_per_listing
     assert stats.calls == stats.pages + stats.retries
 
 
@@ -170,7 +180,7 @@ def test_skewed_data_stays_within_twice_the_minimum_and_splits() -> None:
     assert listed == ids_in_window(data, "charges", START, END)
     n = len(listed)
     assert lst.stats.splits > 0
-    assert lst.stats.pages <= 2 * (n // 100) + 1
+    assert lst.stats.pages <= 2 * (n // 100) + lst.max_slices_per_listing
 
 
 def test_uniform_data_costs_close_to_the_minimum() -> None:

@@ -274,6 +274,7 @@ class _Listing:
     request: ListingRequest
     key: str
     next_no: int = 0
+    pages: int = 0  # pages of this listing read in this run
     live: int = 0  # slices not done
     unknown: int = 0  # live slices not paged into yet (their size is unknown)
     known: float = 0.0  # objects expected in the others
@@ -458,8 +459,8 @@ class SlicedLister:
                     else 0
                 )
                 listing.known += rest
-                may_split = live < self.max_live_slices and listing.live < self._target(
-                    listing, active
+                room = min(
+                    self._target(listing, active) - listing.live, self.max_live_slices - live
                 )
                 listing.known -= rest
                 outcome = after_page(
@@ -467,9 +468,11 @@ class SlicedLister:
                     created or [0] * len(objects),
                     objects[-1].get("id") if objects else None,
                     has_more,
-                    may_split=may_split,
+                    # a listing's first page may fan out at once; later pages halve
+                    new_slices=max(0, room if listing.pages == 0 else min(room, 1)),
                     min_split_objects=self.min_split_objects,
                 )
+                listing.pages += 1
                 task.objects += len(objects)
                 task.pages += 1
                 records = []
@@ -488,9 +491,9 @@ class SlicedLister:
                     records.append(_record(task, outcome.continuation, done=False))
                     work.put(rest)
                     outstanding += 1
-                if outcome.split_off is not None:
-                    child = _Task(listing, listing.next_no, outcome.split_off)
-                    child.estimate = _estimate(created, outcome.split_off)
+                for part in outcome.split_off:
+                    child = _Task(listing, listing.next_no, part)
+                    child.estimate = _estimate(created, part)
                     listing.count(child, +1)
                     listing.next_no += 1
                     listing.live += 1
@@ -501,8 +504,8 @@ class SlicedLister:
                 with self._stats_lock:
                     self.stats.pages += 1
                     self.stats.objects += len(objects)
-                    self.stats.splits += outcome.split_off is not None
-                    self.stats.slices += outcome.split_off is not None
+                    self.stats.splits += bool(outcome.split_off)
+                    self.stats.slices += len(outcome.split_off)
                 self._current = records
                 yield ListedPage(listing.key, objects, task.slice_no, outcome.continuation is None)
                 self._unsaved.extend(self._current)

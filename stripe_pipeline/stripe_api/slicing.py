@@ -15,9 +15,12 @@ page means for its slice:
   part of second ``t`` not yet listed). A slice inside one second cannot be split and
   is paged with the cursor alone.
 
-Each page with ``has_more`` splits off at most one slice, and every slice ends with
-one page that has no ``has_more``, so a listing of ``N`` objects costs at most
-``2 * floor(N / 100) + 1`` calls whatever the distribution of creation times
+Each page with ``has_more`` splits off at most one slice (binary subdivision), except
+a listing's very first page, which may cut its rest into as many parts as the engine
+wants slices for it (so a large listing reaches its share of the rate limit in one
+round trip instead of ``log2`` of them). Every slice ends with one page that has no
+``has_more``, so a listing of ``N`` objects costs at most ``2 * floor(N / 100) + k``
+calls, ``k`` the first page's parts, whatever the distribution of creation times
 (Stripe's sync engine proves the same bound for binary subdivision); on evenly spread
 data the split rule below keeps it near ``N / 100`` plus one partial page per slice.
 
@@ -34,6 +37,7 @@ The *order* in which objects reach a consumer is not defined; key them by id.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -95,11 +99,11 @@ class PageOutcome:
     """What one page means for its slice.
 
     ``continuation``: the same slice's next page (None when the slice is done);
-    ``split_off``: a new slice to list in parallel (None when not split).
+    ``split_off``: new slices to list in parallel (older parts of the rest).
     """
 
     continuation: Slice | None
-    split_off: Slice | None = None
+    split_off: tuple[Slice, ...] = ()
 
 
 class InconsistentPage(RuntimeError):
@@ -112,10 +116,14 @@ def after_page(
     last_id: str | None,
     has_more: bool,
     *,
-    may_split: bool,
+    new_slices: int,
     min_split_objects: int = 2 * PAGE_SIZE,
 ) -> PageOutcome:
-    """Plan the rest of ``s`` after a page whose objects have ``created`` (newest first)."""
+    """Plan the rest of ``s`` after a page whose objects have ``created`` (newest first).
+
+    ``new_slices`` is how many slices the engine would add (0: none; 1: halve the
+    rest; more: cut it in that many + 1 parts, each expected to hold a page at least).
+    """
     if not has_more:
         return PageOutcome(None)
     if not created or not last_id:
@@ -128,12 +136,15 @@ def after_page(
             f"object created at {oldest} is outside the slice [{s.gte}, {s.lte}]"
         )
     rest = Slice(s.gte, oldest, last_id)
-    if not may_split or oldest == s.gte:
+    expected = expected_objects(created, rest)
+    if new_slices < 1 or oldest == s.gte or expected < min_split_objects:
         return PageOutcome(rest)
-    if expected_objects(created, rest) < min_split_objects:
-        return PageOutcome(rest)
-    mid = (s.gte + oldest + 1) // 2  # gte < mid <= oldest: both halves hold a second
-    return PageOutcome(Slice(mid, oldest, last_id), Slice(s.gte, mid - 1))
+    parts = min(new_slices + 1, rest.splittable_seconds, max(2, int(expected // PAGE_SIZE)))
+    seconds = rest.splittable_seconds
+    # part i covers [gte + i*seconds//parts, gte + (i+1)*seconds//parts - 1]; each has a second
+    bounds = [s.gte + i * seconds // parts for i in range(parts + 1)]
+    older = tuple(Slice(lo, hi - 1) for lo, hi in itertools.pairwise(bounds[:-1]))
+    return PageOutcome(Slice(bounds[-2], oldest, last_id), older)
 
 
 def expected_objects(created: Sequence[int], rest: Slice) -> float:
