@@ -274,7 +274,7 @@ class _Listing:
     request: ListingRequest
     key: str
     next_no: int = 0
-    pages: int = 0  # pages of this listing read in this run
+    credits: int = 0  # slices it may still split off (see SlicedLister)
     live: int = 0  # slices not done
     unknown: int = 0  # live slices not paged into yet (their size is unknown)
     known: float = 0.0  # objects expected in the others
@@ -328,6 +328,15 @@ class _WorkQueue:
 
 class SlicedLister:
     """Lists many endpoints at once, each by time slices; see the module docstring.
+
+    Splitting: a listing holds about its share of ``workers`` slices, in proportion to
+    the objects it is expected to have left, at most ``max_slices_per_listing``. A
+    page may split its slice's rest in several parts (a dense burst reaches its share
+    at once) but every new slice spends a credit, and a listing earns one credit per
+    full page (plus ``max_slices_per_listing`` to start with). So the slices of a
+    listing of ``N`` objects number at most ``floor(N / 100) + max_slices_per_listing``
+    and its calls at most ``2 * floor(N / 100) + max_slices_per_listing + 1``, whatever
+    the distribution of creation times.
 
     ``fetch_page(path, params) -> page dict`` does one rate-limited call
     (``StripeApi.list_page``, or an in-process fake in tests). ``workers`` threads
@@ -463,16 +472,16 @@ class SlicedLister:
                     self._target(listing, active) - listing.live, self.max_live_slices - live
                 )
                 listing.known -= rest
+                listing.credits += has_more  # a full page pays for one more slice
                 outcome = after_page(
                     task.slice,
                     created or [0] * len(objects),
                     objects[-1].get("id") if objects else None,
                     has_more,
-                    # a listing's first page may fan out at once; later pages halve
-                    new_slices=max(0, room if listing.pages == 0 else min(room, 1)),
+                    new_slices=max(0, min(room, listing.credits)),
                     min_split_objects=self.min_split_objects,
                 )
-                listing.pages += 1
+                listing.credits -= len(outcome.split_off)
                 task.objects += len(objects)
                 task.pages += 1
                 records = []
@@ -537,7 +546,7 @@ class SlicedLister:
 
     def _start(self, request: ListingRequest) -> list[_Task]:
         """The tasks a listing begins with: its first slice, or what a run left unfinished."""
-        listing = _Listing(request, request.listing_key)
+        listing = _Listing(request, request.listing_key, credits=self.max_slices_per_listing)
         with self._stats_lock:
             self.stats.listings += 1
         records = self.progress.load(self.run_key, listing.key) if self.progress else []

@@ -15,14 +15,15 @@ page means for its slice:
   part of second ``t`` not yet listed). A slice inside one second cannot be split and
   is paged with the cursor alone.
 
-Each page with ``has_more`` splits off at most one slice (binary subdivision), except
-a listing's very first page, which may cut its rest into as many parts as the engine
-wants slices for it (so a large listing reaches its share of the rate limit in one
-round trip instead of ``log2`` of them). Every slice ends with one page that has no
-``has_more``, so a listing of ``N`` objects costs at most ``2 * floor(N / 100) + k``
-calls, ``k`` the first page's parts, whatever the distribution of creation times
-(Stripe's sync engine proves the same bound for binary subdivision); on evenly spread
-data the split rule below keeps it near ``N / 100`` plus one partial page per slice.
+A page may cut its slice's rest into several parts at once (a large listing or a
+dense burst reaches its share of the rate limit in one round trip instead of ``log2``
+of them); the engine decides how many it wants (``new_slices``) and keeps their
+total in check (one new slice per full page read, plus a starting allowance), so
+that a listing of ``N`` objects costs at most about ``2 * N / 100`` calls whatever
+the distribution of creation times: every slice ends with one page that has no
+``has_more`` (Stripe's sync engine proves the same bound for binary subdivision).
+On evenly spread data the split rule below keeps it near ``N / 100`` plus one partial
+page per slice.
 
 The rule: split only when the rest is expected to hold at least ``min_split_objects``
 (the density of the page just read, ``objects / seconds it spans``, times the
