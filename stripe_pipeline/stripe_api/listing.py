@@ -326,6 +326,47 @@ class _WorkQueue:
         return self._queue.get()[2]
 
 
+class _Run:
+    """One ``pages()`` call: the workers, the queues and the live slices it counts."""
+
+    def __init__(self, lister: SlicedLister) -> None:
+        self.work = _WorkQueue()
+        self.results: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.active: set[_Listing] = set()  # listings with slices left
+        self.live = 0  # slices not done, all listings
+        self.outstanding = 0  # tasks queued or being fetched
+        self.threads = [
+            threading.Thread(target=lister._worker, args=(self.work, self.results), daemon=True)
+            for _ in range(lister.workers)
+        ]
+        for t in self.threads:
+            t.start()
+
+    def submit(self, task: _Task, *, new: bool) -> None:
+        """Queue a slice's next page; ``new`` when the slice was not live before."""
+        task.listing.count(task, +1)
+        if new:
+            task.listing.live += 1
+            self.live += 1
+            self.active.add(task.listing)
+        self.work.put(task)
+        self.outstanding += 1
+
+    def done(self, task: _Task) -> None:
+        task.listing.live -= 1
+        self.live -= 1
+        if task.listing.live == 0:
+            self.active.discard(task.listing)
+
+    def next_result(self) -> tuple[_Task, Mapping[str, Any] | None, BaseException | None]:
+        result = self.results.get()
+        self.outstanding -= 1
+        return result
+
+    def stop(self) -> None:
+        self.work.stop(len(self.threads))
+
+
 class SlicedLister:
     """Lists many endpoints at once, each by time slices; see the module docstring.
 
@@ -424,107 +465,83 @@ class SlicedLister:
 
     def pages(self, requests: Iterable[ListingRequest]) -> Iterator[ListedPage]:
         """Every page of every listing, as soon as it arrives (see the module docstring)."""
-        work = _WorkQueue()
-        results: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        threads = [
-            threading.Thread(target=self._worker, args=(work, results), daemon=True)
-            for _ in range(self.workers)
-        ]
-        for t in threads:
-            t.start()
+        run = _Run(self)
         pending = iter(requests)
-        active: set[_Listing] = set()  # listings with slices left
-        outstanding = live = 0
         exhausted = False
         try:
             while True:
-                while not exhausted and live < self.max_live_slices:
+                while not exhausted and run.live < self.max_live_slices:
                     request = next(pending, None)
                     if request is None:
                         exhausted = True
-                        break
-                    for task in self._start(request):
-                        task.listing.count(task, +1)
-                        active.add(task.listing)
-                        work.put(task)
-                        outstanding += 1
-                        live += 1
-                if outstanding == 0:
+                    else:
+                        for task in self._start(request):
+                            run.submit(task, new=True)
+                if run.outstanding == 0:
                     break
-                task, page, error = results.get()
-                outstanding -= 1
+                task, page, error = run.next_result()
                 if error is not None:
                     raise ListingFailed(task.listing.key, task.slice, self.max_attempts) from error
-                objects = list(page.get("data") or [])
-                created = [int(o["created"]) for o in objects] if task.slice.gte is not None else []
-                _check_order(task, created)
-                listing = task.listing
-                listing.count(task, -1)
-                has_more = bool(page.get("has_more"))
-                # what this slice still holds counts towards the listing's share
-                rest = (
-                    _estimate(created, Slice(task.slice.gte, created[-1]))
-                    if has_more and created
-                    else 0
-                )
-                listing.known += rest
-                room = min(
-                    self._target(listing, active) - listing.live, self.max_live_slices - live
-                )
-                listing.known -= rest
-                listing.credits += has_more  # a full page pays for one more slice
-                outcome = after_page(
-                    task.slice,
-                    created or [0] * len(objects),
-                    objects[-1].get("id") if objects else None,
-                    has_more,
-                    new_slices=max(0, min(room, listing.credits)),
-                    min_split_objects=self.min_split_objects,
-                )
-                listing.credits -= len(outcome.split_off)
-                task.objects += len(objects)
-                task.pages += 1
-                records = []
-                if outcome.continuation is None:
-                    listing.live -= 1
-                    live -= 1
-                    if listing.live == 0:
-                        active.discard(listing)
-                    records.append(_record(task, task.slice, done=True))
-                else:
-                    rest = _Task(
-                        listing, task.slice_no, outcome.continuation, task.objects, task.pages
-                    )
-                    rest.estimate = _estimate(created, outcome.continuation)
-                    listing.count(rest, +1)
-                    records.append(_record(task, outcome.continuation, done=False))
-                    work.put(rest)
-                    outstanding += 1
-                for part in outcome.split_off:
-                    child = _Task(listing, listing.next_no, part)
-                    child.estimate = _estimate(created, part)
-                    listing.count(child, +1)
-                    listing.next_no += 1
-                    listing.live += 1
-                    live += 1
-                    records.append(_record(child, child.slice, done=False))
-                    work.put(child)
-                    outstanding += 1
-                with self._stats_lock:
-                    self.stats.pages += 1
-                    self.stats.objects += len(objects)
-                    self.stats.splits += bool(outcome.split_off)
-                    self.stats.slices += len(outcome.split_off)
-                self._current = records
-                yield ListedPage(listing.key, objects, task.slice_no, outcome.continuation is None)
+                listed, self._current = self._plan(run, task, page)
+                yield listed
                 self._unsaved.extend(self._current)
                 self._current = []
                 if time.monotonic() - self._last_save >= self.checkpoint_seconds:
                     self._save()
         finally:
-            work.stop(len(threads))
+            run.stop()
             self._current = []  # a page the consumer left mid-way is not recorded
             self._save()
+
+    def _plan(
+        self, run: _Run, task: _Task, page: Mapping[str, Any]
+    ) -> tuple[ListedPage, list[SliceRecord]]:
+        """What a page means: the slice's next page, any split, the records to keep."""
+        objects = list(page.get("data") or [])
+        created = [int(o["created"]) for o in objects] if task.slice.gte is not None else []
+        _check_order(task, created)
+        has_more = bool(page.get("has_more"))
+        listing = task.listing
+        listing.count(task, -1)
+        # what this slice still holds counts towards the listing's share
+        rest = _estimate(created, Slice(task.slice.gte, created[-1])) if has_more and created else 0
+        listing.known += rest
+        room = min(
+            self._target(listing, run.active) - listing.live, self.max_live_slices - run.live
+        )
+        listing.known -= rest
+        listing.credits += has_more  # a full page pays for one more slice
+        outcome = after_page(
+            task.slice,
+            created or [0] * len(objects),
+            objects[-1].get("id") if objects else None,
+            has_more,
+            new_slices=max(0, min(room, listing.credits)),
+            min_split_objects=self.min_split_objects,
+        )
+        listing.credits -= len(outcome.split_off)
+        task.objects += len(objects)
+        task.pages += 1
+        if outcome.continuation is None:
+            run.done(task)
+            records = [_record(task, task.slice, done=True)]
+        else:
+            nxt = _Task(listing, task.slice_no, outcome.continuation, task.objects, task.pages)
+            nxt.estimate = _estimate(created, outcome.continuation)
+            run.submit(nxt, new=False)
+            records = [_record(task, outcome.continuation, done=False)]
+        for part in outcome.split_off:
+            child = _Task(listing, listing.next_no, part, estimate=_estimate(created, part))
+            listing.next_no += 1
+            run.submit(child, new=True)
+            records.append(_record(child, child.slice, done=False))
+        with self._stats_lock:
+            self.stats.pages += 1
+            self.stats.objects += len(objects)
+            self.stats.splits += bool(outcome.split_off)
+            self.stats.slices += len(outcome.split_off)
+        listed = ListedPage(listing.key, objects, task.slice_no, outcome.continuation is None)
+        return listed, records
 
     # --- internals -------------------------------------------------------------------
 
@@ -553,7 +570,7 @@ class SlicedLister:
         if not records:
             s = first_slice(request.start, request.end, created_filter=request.created_filter)
             task = _Task(listing, 0, s)
-            listing.next_no, listing.live = 1, 1
+            listing.next_no = 1
             with self._stats_lock:
                 self.stats.slices += 1
             self._unsaved.append(_record(task, s, done=False))
@@ -562,7 +579,6 @@ class SlicedLister:
         tasks = [
             _Task(listing, r.slice_no, r.slice, r.objects, r.pages) for r in records if not r.done
         ]
-        listing.live = len(tasks)
         with self._stats_lock:
             self.stats.slices += len(tasks)
             self.stats.resumed_slices += len(tasks)
