@@ -15,6 +15,7 @@ from sqlalchemy import text
 
 from stripe_pipeline.stripe_api.ratelimit import (
     Ask,
+    ClockOffset,
     Lane,
     MemoryLimitStore,
     RateLimiter,
@@ -223,6 +224,29 @@ def test_a_cool_down_holds_every_lane_and_an_endpoint_one_only_its_endpoint() ->
     limiter.close()  # a closed limiter fails its waiting requests
     waiting.join(5)
     assert not waiting.is_alive() and "closed" in str(failed[0])
+
+
+def test_slots_on_another_clock_map_onto_ours() -> None:
+    """The database's clock is not ours: slots still go at the right local times."""
+    skewed = MemoryLimitStore(clock=lambda: time.monotonic() + 1000.0)
+    limiter = RateLimiter(skewed, account="acct", account_rate=40, endpoint_rate=40)
+    sent = []
+    t0 = time.monotonic()
+    for _ in range(20):
+        limiter.acquire("GET", "/v1/charges")
+        sent.append(time.monotonic())
+    limiter.close()
+    assert sent[-1] - t0 < 5  # nobody waited for the other clock's 1000 s
+    assert sent[-1] - sent[0] >= 0.8 * 19 / 38  # and the pace held
+
+
+def test_the_clock_offset_trusts_the_fastest_round_trip() -> None:
+    offset = ClockOffset(window=10)
+    assert offset.update(0.0, 0.002, 100.001) == pytest.approx(100.0)  # rtt 2 ms
+    # a slow round (rtt 80 ms) that the store answered at its very start
+    assert offset.update(1.0, 1.08, 101.0) == pytest.approx(100.0)
+    # old samples age out
+    assert offset.update(20.0, 20.01, 120.005) == pytest.approx(100.0)
 
 
 # --- the stores on both backends ------------------------------------------------------------

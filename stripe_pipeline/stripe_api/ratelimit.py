@@ -47,6 +47,7 @@ import math
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -122,11 +123,13 @@ class Ask:
 
 @dataclass(frozen=True, slots=True)
 class Reservation:
-    """Per ask, the seconds from now until it may go (None: not this round), and when
-    another round is worth it for those left waiting."""
+    """Per ask, the seconds from ``now`` until it may go (None: not this round), and
+    when another round is worth it for those left waiting. ``now`` is the store's clock
+    (the database's, for PostgreSQL)."""
 
     delays: list[float | None]
     retry_in: float
+    now: float = 0.0
 
 
 def plan_grants(
@@ -163,7 +166,7 @@ def plan_grants(
         delays.append(slot - now)
         account.tat = max(account.tat, slot) + 1.0 / account.rate
         endpoint.tat = max(endpoint.tat, slot) + 1.0 / endpoint.rate
-    return Reservation(delays, horizon if retry_in == math.inf else max(retry_in, 0.001))
+    return Reservation(delays, horizon if retry_in == math.inf else max(retry_in, 0.001), now)
 
 
 # --- stores ------------------------------------------------------------------------------
@@ -357,14 +360,13 @@ class PostgresLimitStore(_DatabaseStore):
     def _lock_buckets(self, conn: Any, names: list[str]) -> tuple[float, dict[str, BucketState]]:
         rows = conn.execute(
             text(
-                "SELECT bucket, rate, tat, cooldown_until, priority_until, "
-                "extract(epoch FROM clock_timestamp())::float8 "
+                "SELECT bucket, rate, tat, cooldown_until, priority_until "
                 "FROM stripe_rate_limits WHERE bucket = ANY(:names) ORDER BY bucket FOR UPDATE"
             ),
             {"names": names},
         ).all()
-        now = rows[0][5] if rows else self._now(conn)
-        return now, {r[0]: BucketState(*r[1:5]) for r in rows}
+        # the clock once the locks are ours (not when the statement began waiting)
+        return self._now(conn), {r[0]: BucketState(*r[1:]) for r in rows}
 
 
 def database_store(engine: Engine) -> LimitStore:
@@ -377,6 +379,29 @@ def database_store(engine: Engine) -> LimitStore:
 
 
 # --- the limiter callers use ---------------------------------------------------------------
+
+
+class ClockOffset:
+    """The store's clock minus ours, from the round trip that measured it best.
+
+    A store answers with its own ``now`` (the database's clock: every host agrees on
+    it), somewhere between our send and our receipt; the round trip with the least
+    latency in the last ``window`` seconds bounds the offset most tightly (the idea of
+    NTP). A slot then maps onto our clock within half that round trip, however slow
+    the current round was: a slow answer makes its slots late (and given up if too
+    late), never early.
+    """
+
+    def __init__(self, window: float = 10.0) -> None:
+        self.window = window
+        self._samples: deque[tuple[float, float, float]] = deque()  # (at, rtt, offset)
+
+    def update(self, sent: float, received: float, store_now: float) -> float:
+        rtt = received - sent
+        self._samples.append((received, rtt, store_now - (sent + received) / 2))
+        while self._samples and self._samples[0][0] < received - self.window:
+            self._samples.popleft()
+        return min(self._samples, key=lambda s: s[1])[2]
 
 
 @dataclass
@@ -446,6 +471,7 @@ class RateLimiter:
         self._ready: set[str] = set()
         self._waiting: dict[Lane, list[_Waiter]] = {Lane.PRIORITY: [], Lane.BULK: []}
         self._dispatcher: threading.Thread | None = None
+        self._offset = ClockOffset()
         self._closed = False
         self.stats = LimiterStats()
         store.ensure(account, account_rate * headroom)
@@ -527,6 +553,7 @@ class RateLimiter:
                     return
                 batch = [*self._waiting[Lane.PRIORITY], *self._waiting[Lane.BULK]]
                 batch = batch[:MAX_ASKS_PER_ROUND]
+            sent = self._clock()
             try:
                 reservation = self.store.reserve(
                     self.account,
@@ -539,7 +566,11 @@ class RateLimiter:
                 reservation = None
                 for w in batch:
                     w.error = exc
-            now = self._clock()
+            received = self._clock()
+            # slots are times on the store's clock: map them onto ours
+            now = received
+            if reservation is not None:
+                now = reservation.now - self._offset.update(sent, received, reservation.now)
             with self._cond:
                 self.stats.rounds += 1
                 granted = 0
@@ -560,6 +591,7 @@ class RateLimiter:
                 # ask again when this round's slots are running out, or when the
                 # ones left waiting could go (a payment arriving wakes us earlier)
                 wait = reservation.retry_in if granted == 0 else latest - self.horizon_seconds / 2
+                wait -= received - now  # time already spent since the store's "now"
                 if wait > 0:
                     self._cond.wait(min(wait, self.max_poll_seconds))
 
