@@ -527,6 +527,8 @@ def main() -> None:
         return
 
     backend = "sqlite" if args.sqlite else "postgresql"
+    load_before = os.getloadavg()[0]
+    print(f"machine: {os.cpu_count()} cores, load average {load_before:.1f}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         db_url, drop = fresh_database(args.sqlite, Path(tmp))
         try:
@@ -561,6 +563,7 @@ def main() -> None:
             {
                 "benchmark": "listing",
                 "limiter_backend": backend,
+                "load_average": [round(load_before, 1), round(os.getloadavg()[0], 1)],
                 "latency_s": args.latency,
                 **micro,
                 "results": results,

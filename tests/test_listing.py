@@ -168,7 +168,7 @@ def test_every_object_is_listed_exactly_once(times: list[int], fail_every: int) 
     stats = lst.stats
     assert stats.objects == n
     # each split costs at most one call (the first page's fan-out, one per part)
-    assert stats.pages <= 2 * (n // 100) + lst.max_slices_per_listing
+    assert stats.pages <= 2 * (n // 100) + lst.start_credits + 1
     assert stats.calls == stats.pages + stats.retries
 
 
@@ -180,7 +180,7 @@ def test_skewed_data_stays_within_twice_the_minimum_and_splits() -> None:
     assert listed == ids_in_window(data, "charges", START, END)
     n = len(listed)
     assert lst.stats.splits > 0
-    assert lst.stats.pages <= 2 * (n // 100) + lst.max_slices_per_listing
+    assert lst.stats.pages <= 2 * (n // 100) + lst.start_credits + 1
 
 
 def test_uniform_data_costs_close_to_the_minimum() -> None:

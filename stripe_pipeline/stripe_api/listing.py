@@ -374,10 +374,11 @@ class SlicedLister:
     the objects it is expected to have left, at most ``max_slices_per_listing``. A
     page may split its slice's rest in several parts (a dense burst reaches its share
     at once) but every new slice spends a credit, and a listing earns one credit per
-    full page (plus ``max_slices_per_listing`` to start with). So the slices of a
-    listing of ``N`` objects number at most ``floor(N / 100) + max_slices_per_listing``
-    and its calls at most ``2 * floor(N / 100) + max_slices_per_listing + 1``, whatever
-    the distribution of creation times.
+    full page (plus ``start_credits`` to start with). So the slices of a listing of
+    ``N`` objects number at most ``floor(N / 100) + start_credits + 1`` and its calls at
+    most ``2 * floor(N / 100) + start_credits + 1``, whatever the distribution of
+    creation times (a burst of 500 objects in one second, however dense it looks,
+    can waste no more calls than it has pages).
 
     ``fetch_page(path, params) -> page dict`` does one rate-limited call
     (``StripeApi.list_page``, or an in-process fake in tests). ``workers`` threads
@@ -394,6 +395,7 @@ class SlicedLister:
         max_slices_per_listing: int = 12,
         max_live_slices: int | None = None,
         min_split_objects: int = 200,
+        start_credits: int = 2,
         max_attempts: int = 5,
         backoff_seconds: float = 0.5,
         backoff_cap_seconds: float = 15.0,
@@ -412,6 +414,7 @@ class SlicedLister:
         self.max_slices_per_listing = max_slices_per_listing
         self.max_live_slices = max_live_slices or 2 * workers
         self.min_split_objects = min_split_objects
+        self.start_credits = start_credits
         self.max_attempts = max_attempts
         self.backoff_seconds = backoff_seconds
         self.backoff_cap_seconds = backoff_cap_seconds
@@ -563,7 +566,7 @@ class SlicedLister:
 
     def _start(self, request: ListingRequest) -> list[_Task]:
         """The tasks a listing begins with: its first slice, or what a run left unfinished."""
-        listing = _Listing(request, request.listing_key, credits=self.max_slices_per_listing)
+        listing = _Listing(request, request.listing_key, credits=self.start_credits)
         with self._stats_lock:
             self.stats.listings += 1
         records = self.progress.load(self.run_key, listing.key) if self.progress else []
