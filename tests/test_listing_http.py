@@ -21,7 +21,7 @@ import pytest
 import stripe
 from sqlalchemy import text
 
-from stripe_pipeline.stripe_api.client import StripeApi
+from stripe_pipeline.stripe_api.client import StripeApi, encode_params
 from stripe_pipeline.stripe_api.listing import (
     DatabaseListingProgress,
     ListingRequest,
@@ -71,6 +71,27 @@ def test_list_page_decodes_once_and_passes_params(engine) -> None:
             text("SELECT count(*) FROM audit_log WHERE action = 'stripe_api_call'")
         ).scalar_one()
     assert audited == len(fake.log)
+
+
+def test_params_are_encoded_as_stripe_expects() -> None:
+    assert encode_params(
+        {
+            "limit": 100,
+            "created": {"gte": 1, "lte": 2},
+            "expand": ["data.customer", "data.invoice"],
+            "status": "all",
+            "livemode": False,
+            "starting_after": None,
+        }
+    ) == [
+        ("limit", "100"),
+        ("created[gte]", "1"),
+        ("created[lte]", "2"),
+        ("expand[0]", "data.customer"),
+        ("expand[1]", "data.invoice"),
+        ("status", "all"),
+        ("livemode", "false"),
+    ]
 
 
 def test_errors_keep_the_library_classes() -> None:

@@ -58,6 +58,7 @@ from sqlalchemy import Connection, Engine, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from stripe_pipeline.db.models import StripeListingSlice
+from stripe_pipeline.stripe_api.client import resource_path
 from stripe_pipeline.stripe_api.slicing import (
     PAGE_SIZE,
     InconsistentPage,
@@ -106,8 +107,6 @@ class ListingRequest:
         key: str = "",
     ) -> ListingRequest:
         """A top-level resource by name (``charges``, ``subscriptions``...)."""
-        from stripe_pipeline.stripe_api.client import resource_path
-
         return cls(resource_path(name), start, end, dict(params or {}), key=key)
 
     @property

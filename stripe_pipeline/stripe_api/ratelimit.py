@@ -71,6 +71,7 @@ ENDPOINT_RATE = 25.0
 DEFAULT_COOLDOWN = 1.0
 MAX_COOLDOWN = 60.0
 MAX_ASKS_PER_ROUND = 64
+IDLE_SECONDS = 5.0  # a dispatcher with nothing to do for this long ends
 _ID_SEGMENT = re.compile(r"^[A-Za-z]+_[A-Za-z0-9_]*[0-9A-Z][A-Za-z0-9_]*$")
 
 
@@ -547,9 +548,12 @@ class RateLimiter:
     def _dispatch(self) -> None:
         while True:
             with self._cond:
-                while not self._closed and not any(self._waiting.values()):
-                    self._cond.wait()
+                if not self._closed and not any(self._waiting.values()):
+                    self._cond.wait(IDLE_SECONDS)
                 if self._closed:
+                    return
+                if not any(self._waiting.values()):
+                    self._dispatcher = None  # idle: the next request starts another
                     return
                 batch = [*self._waiting[Lane.PRIORITY], *self._waiting[Lane.BULK]]
                 batch = batch[:MAX_ASKS_PER_ROUND]
@@ -619,8 +623,9 @@ class RateLimiter:
                     w.event.set()
                 lane.clear()
             self._cond.notify_all()
-        if self._dispatcher is not None:
-            self._dispatcher.join(5)
+        dispatcher = self._dispatcher
+        if dispatcher is not None:
+            dispatcher.join(5)
         self.store.close()
 
 
