@@ -202,8 +202,8 @@ def child_limiter(args: dict[str, Any]) -> dict[str, Any]:
         headroom=1.0,
     )
     out = {}
-    for threads in (1, 4):
-        n = 3000 // threads
+    for threads in (1, 8, 32):  # waiters in one process: a round grants all that wait
+        n = 4800 // threads
 
         def work(k: int, n: int = n) -> None:
             for _ in range(n):
