@@ -259,8 +259,8 @@ def test_database_stores_grant_pace_and_cool_down(engine) -> None:
         for _ in range(20):
             limiter.acquire("GET", "/v1/charges")
             sent.append(time.monotonic())
-        # paced: 19 intervals of 1/47.5 s (a lower bound, with slack for timers)
-        assert sent[-1] - sent[0] >= 0.8 * 19 / 47.5
+        # paced: 19 intervals of 1/46 s (a lower bound, with slack for timers)
+        assert sent[-1] - sent[0] >= 0.8 * 19 / 46
         limiter.penalize("GET", "/v1/charges", retry_after=0.5, reason=None)
         t0 = time.monotonic()
         limiter.acquire("POST", "/v1/invoices/in_1/pay", Lane.PRIORITY)
@@ -269,8 +269,8 @@ def test_database_stores_grant_pace_and_cool_down(engine) -> None:
             buckets = dict(conn.execute(text("SELECT bucket, rate FROM stripe_rate_limits")).all())
         assert buckets == {
             "acct": pytest.approx(47.5),
-            "acct|GET /v1/charges": pytest.approx(47.5),
-            "acct|POST /v1/invoices/{id}/pay": pytest.approx(47.5),
+            "acct|GET /v1/charges": pytest.approx(46.0),  # endpoints paced at 92 %
+            "acct|POST /v1/invoices/{id}/pay": pytest.approx(46.0),
         }
     finally:
         limiter.close()
