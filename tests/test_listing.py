@@ -94,6 +94,14 @@ def test_first_slice_and_params_pass_through() -> None:
         page_params(s, {"created": {"gte": 1}})  # the window belongs to the lister
 
 
+def test_listing_keys_name_the_request_and_stay_short() -> None:
+    request = ListingRequest.resource("subscriptions", 1, 2, params={"status": "all"})
+    assert request.listing_key == "/v1/subscriptions?status=all created[1,2]"
+    huge = ListingRequest("/v1/charges", 1, 2, {"expand": [f"data.f{i}" for i in range(200)]})
+    other = ListingRequest("/v1/charges", 1, 2, {"expand": [f"data.f{i}" for i in range(201)]})
+    assert len(huge.listing_key) <= 500 and huge.listing_key != other.listing_key
+
+
 def test_a_last_page_ends_the_slice() -> None:
     assert after_page(Slice(0, 100), [90, 80], "ch_2", False, new_slices=1).continuation is None
 

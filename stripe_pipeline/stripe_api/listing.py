@@ -41,6 +41,7 @@ Usage::
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 import math
@@ -72,6 +73,7 @@ from stripe_pipeline.stripe_api.slicing import (
 log = logging.getLogger(__name__)
 
 _SLICES = StripeListingSlice.__table__
+MAX_KEY = 500
 FetchPage = Callable[[str, dict[str, Any]], Mapping[str, Any]]
 
 
@@ -115,7 +117,10 @@ class ListingRequest:
             return self.key
         params = "&".join(f"{k}={self.params[k]}" for k in sorted(self.params))
         window = f" created[{self.start},{self.end}]" if self.created_filter else ""
-        return f"{self.path}?{params}{window}" if params else f"{self.path}{window}"
+        key = f"{self.path}?{params}{window}" if params else f"{self.path}{window}"
+        if len(key) > MAX_KEY:  # the progress table's column: keep it readable and unique
+            key = f"{key[: MAX_KEY - 17]}#{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+        return key
 
 
 @dataclass(slots=True)
