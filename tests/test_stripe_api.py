@@ -10,7 +10,7 @@ import stripe
 from sqlalchemy import text
 
 from stripe_pipeline.stripe_api import StripeApi
-from stripe_pipeline.stripe_api.ratelimit import TokenBucket, default_rate_for_key
+from stripe_pipeline.stripe_api.ratelimit import default_rate_for_key
 from tests.support.localstripe_peer import localstripe_session
 from tests.support.recovery_peers import FlakyStripe, ls_request
 
@@ -69,16 +69,6 @@ def test_rate_limiter_keeps_every_second_within_the_limit(localstripe) -> None:
     times = api.call_times[first:]
     assert len(times) == 45
     assert _max_in_window(times) <= 20
-
-
-def test_token_bucket_spacing_is_exact_with_a_fake_clock() -> None:
-    now = [0.0]
-    bucket = TokenBucket(8, clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s))
-    grants = []
-    for _ in range(30):
-        bucket.acquire()
-        grants.append(now[0])
-    assert _max_in_window(grants) == 8  # 1/8 s is exact in binary floating point
 
 
 def test_429_is_retried_with_backoff() -> None:

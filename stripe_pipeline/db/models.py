@@ -19,6 +19,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Double,
     ForeignKey,
     Index,
     Integer,
@@ -720,3 +721,43 @@ class RetentionRun(Base):
     error: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (Index("ix_retention_runs_status_started_at", "status", "started_at"),)
+
+
+class StripeRateLimit(Base):
+    """One bucket of the Stripe rate limit every process shares: the account, or one
+    endpoint of it (``stripe_api/ratelimit.py``).
+
+    Times are seconds since the epoch on the database's clock (PostgreSQL) or the
+    host's (SQLite, one host). ``tat`` is the GCRA theoretical arrival time: the
+    earliest moment the next request may go; ``cooldown_until`` is set by a 429;
+    ``priority_until`` (account row) holds the bulk lane back while a payment waits.
+    """
+
+    __tablename__ = "stripe_rate_limits"
+
+    bucket: Mapped[str] = mapped_column(String(255), primary_key=True)
+    rate: Mapped[float] = mapped_column(Double, nullable=False)
+    tat: Mapped[float] = mapped_column(Double, nullable=False, server_default="0")
+    cooldown_until: Mapped[float] = mapped_column(Double, nullable=False, server_default="0")
+    priority_until: Mapped[float] = mapped_column(Double, nullable=False, server_default="0")
+
+
+class StripeListingSlice(Base):
+    """One time slice of a resumable listing run (``stripe_api/listing.py``).
+
+    A run that dies is resumed by a run with the same ``run_key``: slices marked
+    ``done`` are not listed again, the others continue after ``cursor``.
+    """
+
+    __tablename__ = "stripe_listing_slices"
+
+    run_key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    listing: Mapped[str] = mapped_column(String(1000), primary_key=True)
+    slice_no: Mapped[int] = mapped_column(Integer, primary_key=True)
+    gte: Mapped[int | None] = mapped_column(BigInteger)
+    lte: Mapped[int | None] = mapped_column(BigInteger)
+    cursor: Mapped[str | None] = mapped_column(String(255))
+    done: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    objects: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    pages: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    updated_at: Mapped[datetime] = _now()

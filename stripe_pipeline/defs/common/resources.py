@@ -104,29 +104,41 @@ class StripeApiResource(ConfigurableResource):
     """The rate-limited, audited Stripe API client (``STRIPE_API_KEY``, ``STRIPE_API_BASE``).
 
     Empty ``api_key``/``api_base`` fall back to the environment at run time, so the code
-    location loads without a key; ``requests_per_second`` 0 means Stripe's limit for the key.
+    location loads without a key; ``requests_per_second`` 0 means Stripe's limits for
+    the key (100/s live, 25/s test, 25/s per endpoint). Given the app database
+    (``audit_engine``), the limit is shared through it by every run, process and host
+    (``shared_rate_limit``): two runs together stay under Stripe's limit.
     """
 
     api_key: str = ""
     api_base: str = ""
     max_network_retries: int = 3
     requests_per_second: float = 0.0
+    shared_rate_limit: bool = True
     _client: object | None = PrivateAttr(default=None)
 
     def get_client(self, audit_engine: Engine | None = None, actor: str = "dagster"):
         """One client per resource instance, so every thread in a run shares its limiter."""
         from stripe_pipeline.stripe_api.client import StripeApi
+        from stripe_pipeline.stripe_api.ratelimit import ENDPOINT_RATE, RateLimiter
 
         if self._client is None:
             settings = load_settings()
             api_key = self.api_key or settings.stripe_api_key
             if not api_key:
                 raise ValueError("STRIPE_API_KEY is not set")
+            rate = self.requests_per_second or None
+            limiter = None
+            if self.shared_rate_limit and audit_engine is not None:
+                limiter = RateLimiter.shared(
+                    audit_engine, api_key, account_rate=rate, endpoint_rate=rate or ENDPOINT_RATE
+                )
             self._client = StripeApi(
                 api_key,
                 api_base=self.api_base or settings.stripe_api_base,
                 max_network_retries=self.max_network_retries,
-                requests_per_second=self.requests_per_second or None,
+                requests_per_second=None if limiter else rate,
+                limiter=limiter,
                 audit_engine=audit_engine,
                 actor=actor,
             )
@@ -135,6 +147,7 @@ class StripeApiResource(ConfigurableResource):
     def teardown_after_execution(self, context) -> None:
         if self._client is not None:
             self._client.flush_audit()
+            self._client.limiter.close()
             self._client = None
 
 

@@ -1,0 +1,330 @@
+"""Parallel time-sliced listing: planning, exactly-once, retries, bounded memory, resume.
+
+The Stripe peer here is the in-process fake of ``tests/support/fake_stripe_data.py``
+(Stripe's list semantics: newest first, created filters, cursors, ``status=all``),
+called directly instead of over HTTP so that hypothesis can try hundreds of
+distributions quickly; ``test_listing_http.py`` runs the real client over HTTP.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from itertools import pairwise
+
+import numpy as np
+import pytest
+import stripe
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from stripe_pipeline.stripe_api.client import encode_params
+from stripe_pipeline.stripe_api.listing import (
+    ListingFailed,
+    ListingRequest,
+    MemoryListingProgress,
+    SlicedLister,
+)
+from stripe_pipeline.stripe_api.slicing import (
+    STRIPE_EPOCH,
+    InconsistentPage,
+    Slice,
+    after_page,
+    first_slice,
+    page_params,
+)
+from tests.support.fake_stripe_data import DataSet, Resource, list_page
+
+START, END = 1_700_000_000, 1_700_000_000 + 10 * 86_400
+
+
+class FakeApi:
+    """``fetch_page`` against the in-process fake, with injectable transient failures."""
+
+    def __init__(self, data: DataSet, *, fail_every: int = 0) -> None:
+        self.data = data
+        self.fail_every = fail_every
+        self.requests = 0
+        self.queries: list[tuple[str, dict[str, str]]] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, path: str, params: dict) -> dict:
+        query = dict(encode_params(params))
+        with self._lock:
+            self.requests += 1
+            self.queries.append((path, query))
+            fail = self.fail_every and self.requests % self.fail_every == 0
+        if fail:
+            raise stripe.APIConnectionError("injected connection reset", should_retry=True)
+        return list_page(self.data, path, query)
+
+
+def lister(api: FakeApi, **options) -> SlicedLister:
+    options.setdefault("workers", 4)
+    options.setdefault("max_slices_per_listing", 6)
+    return SlicedLister(api, sleep=lambda _s: None, **options)
+
+
+def charges(times: list[int]) -> DataSet:
+    return DataSet({"charges": Resource("charges", np.sort(np.array(times, dtype=np.int64)))})
+
+
+def ids_in_window(data: DataSet, name: str, start: int, end: int) -> Counter:
+    r = data.resources[name]
+    return Counter(r.object_id(i) for i in range(len(r)) if start <= r.created[i] <= end)
+
+
+# --- planning (pure) ---------------------------------------------------------------------
+
+
+def test_first_slice_and_params_pass_through() -> None:
+    s = first_slice(10, 20)
+    assert s == Slice(10, 20)
+    assert page_params(s, {"status": "all", "expand": ["data.customer"]}) == {
+        "status": "all",
+        "expand": ["data.customer"],
+        "limit": 100,
+        "created": {"gte": 10, "lte": 20},
+    }
+    assert first_slice(None, START).gte == STRIPE_EPOCH
+    assert first_slice(None, None, created_filter=False) == Slice(None, None)
+    with pytest.raises(ValueError):
+        first_slice(30, 20)
+    with pytest.raises(ValueError):
+        page_params(s, {"created": {"gte": 1}})  # the window belongs to the lister
+
+
+def test_listing_keys_name_the_request_and_stay_short() -> None:
+    request = ListingRequest.resource("subscriptions", 1, 2, params={"status": "all"})
+    assert request.listing_key == "/v1/subscriptions?status=all created[1,2]"
+    huge = ListingRequest("/v1/charges", 1, 2, {"expand": [f"data.f{i}" for i in range(200)]})
+    other = ListingRequest("/v1/charges", 1, 2, {"expand": [f"data.f{i}" for i in range(201)]})
+    assert len(huge.listing_key) <= 500 and huge.listing_key != other.listing_key
+
+
+def test_a_last_page_ends_the_slice() -> None:
+    assert after_page(Slice(0, 100), [90, 80], "ch_2", False, new_slices=1).continuation is None
+
+
+def test_a_dense_page_splits_the_rest_in_two_by_time() -> None:
+    created = list(range(1000, 900, -1))  # 100 objects in 100 s; 900 s left below
+    out = after_page(Slice(0, 1000), created, "ch_x", True, new_slices=1)
+    assert out.continuation == Slice(451, 901, "ch_x")  # keeps the cursor and second 901
+    assert out.split_off == (Slice(0, 450),)
+
+
+def test_no_split_when_the_rest_is_small_or_one_second_or_not_allowed() -> None:
+    created = list(range(1000, 900, -1))
+    sparse_rest = Slice(850, 1000)  # ~50 objects expected below: page on instead
+    assert after_page(sparse_rest, created, "c", True, new_slices=1).split_off == ()
+    same_second = [500] * 100
+    out = after_page(Slice(500, 900), same_second, "c", True, new_slices=1)
+    assert out == type(out)(Slice(500, 500, "c"))  # one second: the cursor alone
+    assert after_page(Slice(0, 1000), created, "c", True, new_slices=0).split_off == ()
+
+
+def test_a_first_page_may_fan_out_into_parts_that_each_expect_a_page() -> None:
+    created = list(range(1000, 900, -1))  # 900 objects expected in [0, 901]
+    out = after_page(Slice(0, 1000), created, "c", True, new_slices=20)
+    parts = [*out.split_off, out.continuation]
+    assert len(parts) == 9  # at most one part per expected page
+    assert parts[0].gte == 0 and parts[-1] == Slice(parts[-1].gte, 901, "c")
+    assert all(a.lte + 1 == b.gte for a, b in pairwise(parts))
+
+
+def test_inconsistent_pages_are_refused() -> None:
+    with pytest.raises(InconsistentPage):
+        after_page(Slice(0, 10), [], None, True, new_slices=1)
+    with pytest.raises(InconsistentPage):
+        after_page(Slice(0, 10), [50], "c", True, new_slices=1)  # outside the slice
+
+
+# --- exactly once, whatever the distribution ---------------------------------------------
+
+
+@st.composite
+def creation_times(draw) -> list[int]:
+    n = draw(st.sampled_from([0, 1, 99, 100, 101, 199, 200, 201, 450]) | st.integers(0, 600))
+    shape = draw(st.sampled_from(["uniform", "one_second", "bursts", "edges", "outside"]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    if shape == "uniform":
+        times = rng.integers(START, END + 1, n)
+    elif shape == "one_second":
+        times = np.full(n, draw(st.integers(START, END)))
+    elif shape == "bursts":
+        centers = rng.integers(START, END + 1, draw(st.integers(1, 4)))
+        times = np.clip(rng.choice(centers, n) + rng.integers(0, 3, n), START, END)
+    elif shape == "edges":
+        times = rng.choice(np.array([START, START + 1, END - 1, END]), n)
+    else:  # objects outside the window must not be listed
+        times = rng.integers(START - 5_000, END + 5_000, n)
+    return [int(t) for t in times]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(times=creation_times(), fail_every=st.sampled_from([0, 0, 3, 7]))
+@example(times=[START] * 500, fail_every=0)
+@example(times=[], fail_every=0)
+@example(times=[END] * 101, fail_every=2)
+def test_every_object_is_listed_exactly_once(times: list[int], fail_every: int) -> None:
+    data = charges(times)
+    api = FakeApi(data, fail_every=fail_every)
+    lst = lister(api)
+    listed = Counter(o["id"] for o in lst.list("charges", START, END))
+    assert listed == ids_in_window(data, "charges", START, END)
+    n = sum(listed.values())
+    stats = lst.stats
+    assert stats.objects == n
+    # each split costs at most one call (the first page's fan-out, one per part)
+    assert stats.pages <= 2 * (n // 100) + lst.start_credits + 1
+    assert stats.calls == stats.pages + stats.retries
+
+
+def test_skewed_data_stays_within_twice_the_minimum_and_splits() -> None:
+    times = [START + 3600] * 500 + list(range(START, START + 20_000, 7)) * 3
+    data = charges(times)
+    lst = lister(FakeApi(data), workers=8, max_slices_per_listing=8)
+    listed = Counter(o["id"] for o in lst.list("charges", START, END))
+    assert listed == ids_in_window(data, "charges", START, END)
+    n = len(listed)
+    assert lst.stats.splits > 0
+    assert lst.stats.pages <= 2 * (n // 100) + lst.start_credits + 1
+
+
+def test_uniform_data_costs_close_to_the_minimum() -> None:
+    data = charges([int(t) for t in np.random.default_rng(1).integers(START, END, 30_000)])
+    lst = lister(FakeApi(data), workers=8, max_slices_per_listing=8)
+    assert sum(1 for _ in lst.list("charges", START, END)) == 30_000
+    assert lst.stats.pages <= 1.1 * 300
+    assert lst.stats.slices >= 8  # it did go parallel
+
+
+def test_many_resources_params_and_per_customer_listings_at_once() -> None:
+    data = DataSet.generate(
+        {"subscriptions": 730, "customers": 7, "payment_methods": 260, "charges": 1234},
+        start=START,
+        end=END,
+        customers=7,
+    )
+    api = FakeApi(data)
+    requests = [
+        ListingRequest.resource("subscriptions", START, END, params={"status": "all"}),
+        ListingRequest.resource("charges", START, END),
+        *(
+            ListingRequest(
+                f"/v1/customers/cus_f{c:09d}/payment_methods",
+                params={"type": "card"},
+                created_filter=False,
+            )
+            for c in range(7)
+        ),
+    ]
+    got: dict[str, Counter] = {}
+    for key, obj in lister(api).list_many(requests):
+        got.setdefault(key.split("?")[0].split(" ")[0], Counter())[obj["id"]] += 1
+    assert got["/v1/subscriptions"] == Counter(data.visible_ids("subscriptions"))
+    assert got["/v1/charges"] == Counter(data.visible_ids("charges"))
+    pms = Counter()
+    for c in range(7):
+        pms.update(got.get(f"/v1/customers/cus_f{c:09d}/payment_methods", Counter()))
+    assert pms == Counter(data.visible_ids("payment_methods"))
+    assert all("created[gte]" not in q for p, q in api.queries if "/customers/" in p)
+    assert all(q.get("type") == "card" for p, q in api.queries if "/customers/" in p)
+    # without status=all the canceled subscriptions are not listed (Stripe's default)
+    hidden = set(data.visible_ids("subscriptions")) - data.visible_ids(
+        "subscriptions", status_all=False
+    )
+    default = {o["id"] for o in lister(FakeApi(data)).list("subscriptions", START, END)}
+    assert hidden and not (default & hidden)
+
+
+def test_a_server_that_ignores_the_created_filter_is_refused() -> None:
+    data = charges(list(range(START - 500, START + 500)))
+
+    def ignoring(path: str, params: dict) -> dict:
+        query = {k: v for k, v in encode_params(params) if not k.startswith("created")}
+        return list_page(data, path, query)
+
+    with pytest.raises(InconsistentPage):
+        list(SlicedLister(ignoring, workers=2).list("charges", START, START + 100))
+
+
+def test_a_slice_that_keeps_failing_ends_the_listing() -> None:
+    def broken(path: str, params: dict) -> dict:
+        raise stripe.APIConnectionError("down", should_retry=True)
+
+    lst = SlicedLister(broken, workers=2, max_attempts=3, sleep=lambda _s: None)
+    with pytest.raises(ListingFailed) as failed:
+        list(lst.list("charges", START, END))
+    assert isinstance(failed.value.__cause__, stripe.APIConnectionError)
+    assert lst.stats.calls == 3 and lst.stats.retries == 2
+
+
+def test_a_client_error_is_not_retried() -> None:
+    def bad(path: str, params: dict) -> dict:
+        raise stripe.InvalidRequestError("No such parameter", "foo", http_status=400)
+
+    lst = SlicedLister(bad, workers=2, sleep=lambda _s: None)
+    with pytest.raises(ListingFailed):
+        list(lst.list("charges", START, END))
+    assert lst.stats.calls == 1
+
+
+def test_a_slow_consumer_holds_the_fetchers_back() -> None:
+    data = charges([int(t) for t in np.random.default_rng(2).integers(START, END, 20_000)])
+    fetched = consumed = peak = 0
+    lock = threading.Lock()
+    api = FakeApi(data)
+
+    def counting(path: str, params: dict) -> dict:
+        nonlocal fetched, peak
+        page = api(path, params)
+        with lock:
+            fetched += 1
+            peak = max(peak, fetched - consumed)
+        return page
+
+    lst = SlicedLister(counting, workers=16, max_slices_per_listing=8, max_live_slices=8)
+    slow = threading.Event()
+    for _page in lst.pages([ListingRequest.resource("charges", START, END)]):
+        slow.wait(0.002)  # a consumer slower than the fetchers
+        with lock:
+            consumed += 1
+    assert consumed == lst.stats.pages >= 200
+    # one page per live slice waiting for the consumer, plus the one it holds
+    assert peak <= 8 + 1
+
+
+# --- resume ----------------------------------------------------------------------------
+
+
+def test_a_run_stopped_midway_resumes_from_its_progress() -> None:
+    data = charges([int(t) for t in np.random.default_rng(3).integers(START, END, 5_000)])
+    progress = MemoryListingProgress()
+    request = ListingRequest.resource("charges", START, END)
+    seen: Counter = Counter()
+    first = lister(FakeApi(data), progress=progress, run_key="run-1")
+    finals = 0
+    for page in first.pages([request]):
+        seen.update(o["id"] for o in page.objects)
+        first.checkpoint()  # this page is processed: record it now
+        finals += page.final
+        if finals == 2:
+            break  # the run dies once two slices are complete
+    done_before = [r for r in progress.load("run-1", request.listing_key) if r.done]
+    assert done_before, "some slices completed before the stop"
+    api = FakeApi(data)
+    second = lister(api, progress=progress, run_key="run-1")
+    for page in second.pages([request]):
+        seen.update(o["id"] for o in page.objects)
+    assert seen == ids_in_window(data, "charges", START, END)  # each exactly once
+    assert second.stats.skipped_slices == len(done_before)
+    for _path, query in api.queries:  # completed slices were not listed again
+        lo, hi = int(query["created[gte]"]), int(query["created[lte]"])
+        assert all(hi < r.gte or lo > r.lte for r in done_before)
+    # a third run with the same key finds everything done and lists nothing
+    third_api = FakeApi(data)
+    assert list(lister(third_api, progress=progress, run_key="run-1").pages([request])) == []
+    assert third_api.requests == 0
+    progress.forget("run-1")
+    assert progress.load("run-1", request.listing_key) == []
