@@ -163,6 +163,34 @@ def test_same_second_events_that_agree_queue_nothing(engine: Engine, stripe_fixt
     assert _rows(engine, "SELECT count(*) FROM stale_objects") == [(0,)]
 
 
+def test_deleted_customers_payment_methods_are_fetched_when_their_list_answers_404(
+    engine: Engine, stripe_fixtures: dict
+) -> None:
+    """Drill finding: customer.deleted lost, the nightly run fetches the customer (deleted)
+    and then lists its payment methods, which Stripe answers with 404 (no such customer).
+    That failed the whole run; now the customer's local methods are fetched by id."""
+    cus = _obj(stripe_fixtures, "customer", "cus_gone", email="gone@example.com")
+    pm = _obj(stripe_fixtures, "payment_method", "pm_gone", customer="cus_gone", type="card")
+    apply_in_transaction(
+        engine,
+        [
+            make_event("customer.created", cus, T0),
+            make_event("payment_method.attached", pm, T0 + 1),
+        ],
+    )
+    api = MemoryApi({"payment_methods": [pm]})
+    api.deleted["cus_gone"] = "customer"
+    result = run_reconciliation(
+        engine, api, RunConfig(backfill=False, object_types=("customer", "payment_method"))
+    )
+    assert result.counts["compare"]["fetched"] == {"customer": 1, "payment_method": 1}
+    assert _rows(engine, "SELECT deleted_at IS NOT NULL FROM stripe_customers") == [(True,)]
+    assert _rows(engine, "SELECT customer_id, attached FROM stripe_payment_methods") == [
+        ("cus_gone", True)
+    ]
+    assert _open_discrepancies(engine) == []
+
+
 @pytest.mark.parametrize(
     ("event_type", "kind", "change", "reason"),
     [

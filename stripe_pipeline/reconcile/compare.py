@@ -475,8 +475,13 @@ def compare_resource(
 def _per_customer(
     api: ListingApi, listing: Listing, customers: list[str]
 ) -> Iterator[dict[str, Any]]:
+    """Each customer's objects. A deleted customer's list answers 404: nothing is listed
+    for it, and its local rows are fetched by id like any other row no listing returned."""
     for customer in customers:
-        yield from api.list_all(listing.path, params={**listing.params, "customer": customer})
+        try:
+            yield from api.list_all(listing.path, params={**listing.params, "customer": customer})
+        except NotFound:
+            log.info("%s of customer %s: Stripe knows no such customer", listing.name, customer)
 
 
 def _counting(items: Iterable[dict[str, Any]], stats: CompareStats, name: str):

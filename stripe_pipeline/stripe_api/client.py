@@ -242,7 +242,11 @@ class StripeApi:
         created_lte: int | None = None,
         params: dict[str, Any] | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """Every object of a list endpoint, newest first, one page of 100 in memory at a time."""
+        """Every object of a list endpoint, newest first, one page of 100 in memory at a time.
+
+        :class:`NotFound` when Stripe answers 404: the list's parent does not exist (a
+        deleted customer's payment methods), as :meth:`get` says for one object.
+        """
         path = _path(resource)
         query: dict[str, Any] = {"limit": PAGE_SIZE, **(params or {})}
         created: dict[str, int] = {}
@@ -254,9 +258,14 @@ class StripeApi:
             query["created"] = created
         try:
             while True:
-                page = self._request(
-                    "get", path, query, object_type=path.rsplit("/", 1)[-1], buffer_audit=True
-                )
+                try:
+                    page = self._request(
+                        "get", path, query, object_type=path.rsplit("/", 1)[-1], buffer_audit=True
+                    )
+                except stripe.InvalidRequestError as exc:
+                    if exc.http_status == 404:
+                        raise NotFound(path) from exc
+                    raise
                 items = page.get("data") or []
                 yield from items
                 if not page.get("has_more") or not items:
