@@ -20,8 +20,17 @@ def _dumps(value: object) -> str:
     return orjson.dumps(value).decode()
 
 
+def _loads(value: str | bytes | int | float) -> object:
+    """A JSON column's value. SQLite gives a column declared ``JSON`` numeric affinity,
+    so a bare JSON number (a discrepancy's period end) is stored and read back as a
+    number, not as its text: it is already the decoded value."""
+    if isinstance(value, int | float):
+        return value
+    return orjson.loads(value)
+
+
 # JSON columns hold whole Stripe payloads: orjson decodes them ~5x faster than json
-JSON_OPTIONS = {"json_serializer": _dumps, "json_deserializer": orjson.loads}
+JSON_OPTIONS = {"json_serializer": _dumps, "json_deserializer": _loads}
 
 
 def normalize_url(url: str) -> str:
