@@ -18,7 +18,8 @@ import pytest
 from sqlalchemy import Engine, text
 
 from stripe_pipeline.reconcile.run import RunConfig, run_reconciliation
-from tests.support.events import apply_in_transaction, make_event
+from stripe_pipeline.reconcile.window import to_unix
+from tests.support.events import apply_in_transaction, fetch_row, make_event
 from tests.support.reconciliation_traffic import MemoryApi
 
 NOW = int(time.time())
@@ -59,8 +60,7 @@ def test_canceled_subscription_whose_deletion_was_lost_is_repaired_not_missing(
     assert result.counts["compare"]["found"].get("missing_in_stripe", 0) == 0
     row = _rows(
         engine,
-        "SELECT status, canceled_at IS NOT NULL, deleted_at IS NOT NULL "
-        "FROM stripe_subscriptions",
+        "SELECT status, canceled_at IS NOT NULL, deleted_at IS NOT NULL FROM stripe_subscriptions",
     )
     assert [tuple(r) for r in row] == [("canceled", True, True)]
     assert _open_discrepancies(engine) == []
@@ -189,6 +189,77 @@ def test_deleted_customers_payment_methods_are_fetched_when_their_list_answers_4
         ("cus_gone", True)
     ]
     assert _open_discrepancies(engine) == []
+
+
+def test_a_deleted_customer_states_its_deletion_only(engine: Engine, stripe_fixtures: dict):
+    """Drill finding: Stripe answers a deleted customer by id with ``{"id", "object",
+    "deleted": true}``. Read as a full object, that stub "stated" an empty email, name
+    and card: the nightly run erased what a customer whose deletion event was lost had
+    said (and kept it for one whose deletion arrived), and a refresh of a customer
+    already deleted moved its deletion time to the refresh."""
+    kept = _obj(stripe_fixtures, "customer", "cus_kept", email="kept@example.com", name="K")
+    lost = _obj(stripe_fixtures, "customer", "cus_lost", email="lost@example.com", name="L")
+    apply_in_transaction(
+        engine,
+        [
+            make_event("customer.created", kept, T0),
+            make_event("customer.deleted", {**kept, "deleted": True}, T0 + 5),
+            make_event("customer.created", lost, T0),  # its customer.deleted was lost
+        ],
+    )
+    with engine.begin() as conn:  # a same-second guess about the deleted one, queued
+        conn.execute(
+            text(
+                "INSERT INTO stale_objects (object_type, object_id, reason) "
+                "VALUES ('customer', 'cus_kept', 'same-second events disagree')"
+            )
+        )
+    api = MemoryApi()
+    api.deleted.update({"cus_kept": "customer", "cus_lost": "customer"})
+    result = run_reconciliation(
+        engine, api, RunConfig(backfill=False, object_types=("customer",), window_start=T0 - 60)
+    )
+    assert result.counts["compare"]["fetched"] == {"customer": 2}
+    rows = {key: fetch_row(engine, "stripe_customers", key) for key in ("cus_kept", "cus_lost")}
+    assert to_unix(rows["cus_kept"]["deleted_at"]) == T0 + 5
+    assert rows["cus_lost"]["deleted_at"] is not None
+    assert [(r["email"], r["name"]) for r in rows.values()] == [
+        ("kept@example.com", "K"),
+        ("lost@example.com", "L"),
+    ]
+    found = _rows(engine, "SELECT object_id, kind, field, status FROM reconciliation_discrepancies")
+    assert found == [("cus_lost", "field_mismatch", "deleted_at", "repaired")]
+
+
+def test_a_late_detach_event_dates_a_detachment_the_nightly_run_repaired(
+    engine: Engine, stripe_fixtures: dict
+) -> None:
+    """Drill finding: payment_method.detached was lost; the nightly run repaired
+    ``attached`` from the API (a newer version) and backfilled the event, which then
+    was older than the row and left ``detached_at`` empty for good."""
+    pm = _obj(stripe_fixtures, "payment_method", "pm_late", customer="cus_pm", type="card")
+    apply_in_transaction(engine, [make_event("payment_method.attached", pm, T0)])
+    detached = {**pm, "customer": None}
+    run_reconciliation(
+        engine,
+        MemoryApi({"payment_methods": [detached]}),
+        RunConfig(backfill=False, object_types=("payment_method",), window_start=T0 - 60),
+    )
+    row = fetch_row(engine, "stripe_payment_methods", "pm_late")
+    assert (row["attached"], row["detached_at"]) == (False, None)
+    late = make_event(
+        "payment_method.detached", detached, T0 + 10, previous_attributes={"customer": "cus_pm"}
+    )
+    apply_in_transaction(engine, [late])
+    row = fetch_row(engine, "stripe_payment_methods", "pm_late")
+    assert (row["attached"], to_unix(row["detached_at"])) == (False, T0 + 10)
+    # an older detachment of the same state does not move it back; attaching clears it
+    apply_in_transaction(engine, [make_event("payment_method.detached", detached, T0 + 5)])
+    assert to_unix(fetch_row(engine, "stripe_payment_methods", "pm_late")["detached_at"]) == T0 + 10
+    again = make_event("payment_method.attached", {**pm, "customer": "cus_pm"}, NOW + 60)
+    apply_in_transaction(engine, [again])
+    row = fetch_row(engine, "stripe_payment_methods", "pm_late")
+    assert (row["attached"], row["detached_at"]) == (True, None)
 
 
 @pytest.mark.parametrize(

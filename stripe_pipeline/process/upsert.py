@@ -13,8 +13,10 @@ independent of delivery order (Stripe delivers at least once, in no order):
 - ``GREATEST`` / ``LEAST``: monotone facts, whatever the order (refunded and
   withdrawn amounts grow; a deletion time, once known, stays).
 - ``FOLLOWS``: a fact about another column's current value (a payment's card
-  fingerprint belongs to its latest charge): taken from any event, old or new, that
-  names the merged value of that column; cleared when that column moves on.
+  fingerprint belongs to its latest charge; a method's detachment time to its
+  detached state): the newest known fact among the events, old or new, that name the
+  merged value of that column (an older one only fills a ``NULL``); cleared when that
+  column moves on.
 
 An unversioned write (a source that does not own the row, such as a charge event
 about a PaymentIntent's payment) has no version: it is never newer, so it only fills
@@ -95,7 +97,11 @@ def merge_row(
             merged[column] = new if old is None else old if new is None else min(old, new)
     for column, anchor in spec.follows.items():
         new = incoming.get(column)
-        if new is not None and incoming.get(anchor) == merged[anchor]:
+        if (
+            new is not None
+            and incoming.get(anchor) == merged[anchor]
+            and (newer or stored.get(column) is None or merged[anchor] != stored.get(anchor))
+        ):
             merged[column] = new
         elif merged[anchor] == stored.get(anchor):
             merged[column] = stored.get(column)
@@ -213,8 +219,12 @@ def _upsert_statement(spec: Resource, dialect_name: str):
             changes.append(and_(new.is_not(None), or_(old.is_(None), wins)))
     for column, anchor in spec.follows.items():
         old, new = cur[column], ex[column]
-        takes = and_(new.is_not(None), ex[anchor].is_not_distinct_from(set_[anchor]))
         kept = set_[anchor].is_not_distinct_from(cur[anchor])
+        takes = and_(
+            new.is_not(None),
+            ex[anchor].is_not_distinct_from(set_[anchor]),
+            or_(newer, old.is_(None), ~kept),
+        )
         set_[column] = case((takes, new), (kept, old), else_=None)
         changes.append(and_(takes, old.is_distinct_from(new)))
     set_["last_event_created"] = case((newer, ex.last_event_created), else_=cur.last_event_created)

@@ -43,6 +43,7 @@ from stripe_pipeline.db.lists import IN_CHUNK, chunked, in_list
 from stripe_pipeline.reconcile.api import ListingApi, NotFound, list_window
 from stripe_pipeline.reconcile.parse import (
     Projection,
+    is_deleted_stub,
     project,
     refined_by,
     row_from_api_object,
@@ -185,6 +186,7 @@ def _remote_frame(resource: Resource, projections: list[Projection]) -> pd.DataF
         data[f] = [p.values.get(f) for p in projections]
         data[f"_has_{f}"] = [f in p.values for p in projections]
     data["_owns"] = [p.owns_object for p in projections]
+    data["_stub"] = [p.deleted_stub for p in projections]
     return pd.DataFrame(data).astype(object).set_index("_key")
 
 
@@ -219,7 +221,12 @@ def compare_chunk(
             stats.unparseable[source.name] += 1
             log.warning("%s %s not comparable: %s", source.name, obj.get("id"), exc)
             continue
-        p = project(resource, write, refines=refined_by(source.listing, obj))
+        p = project(
+            resource,
+            write,
+            refines=refined_by(resource, source.listing, obj),
+            deleted_stub=is_deleted_stub(resource, obj),
+        )
         if p.key not in projected:  # newest first: keep the first
             projected[p.key] = (p, obj)
     if not projected:
@@ -257,9 +264,12 @@ def compare_chunk(
     newer_locally = in_local & (version > observed_at).to_numpy()
     stats.skipped_newer_locally += int(newer_locally.sum())
     comparable = in_local & ~newer_locally
+    stub = merged["_stub"].astype(bool).to_numpy()
     for f in resource.reconciled:
         r, loc = merged[f], merged[f"{f}_local"]
         equal = [same_value(_plain(a), _plain(b)) for a, b in zip(r, loc, strict=True)]
+        if f == resource.deleted_marker:  # deleted in Stripe, deleted here: any time agrees
+            equal = [e or (s and b is not None) for e, s, b in zip(equal, stub, loc, strict=True)]
         has = merged[f"_has_{f}"].astype(bool).to_numpy()
         differs = comparable & has & ~pd.array(equal, dtype=bool).to_numpy()
         for key, lv, rv in zip(merged.index[differs], loc[differs], r[differs], strict=True):

@@ -107,7 +107,7 @@ def _parse_repair(
         log.warning("cannot repair %s %s: %s", repair.object_type, repair.object_id, exc)
         return None
     listing = catalog.listings.get(repair.source, (None, None))[1]
-    refines = refined_by(listing, repair.obj)
+    refines = refined_by(resource, listing, repair.obj)
     if refines is None and not write.versioned:
         refines = frozenset(c for c, p in resource.policies.items() if p is not Policy.NEWEST)
     return _Parsed(resource, repair, write, fields, refines)
