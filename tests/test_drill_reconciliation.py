@@ -37,6 +37,7 @@ from sqlalchemy import Engine, select, text
 
 from stripe_pipeline.catalog import CATALOG
 from stripe_pipeline.catalog.model import Listing, Resource
+from stripe_pipeline.db.models import ReconciliationRun
 from stripe_pipeline.defs.common.resources import DatabaseResource, StripeApiResource
 from stripe_pipeline.defs.reconciliation.assets import nightly_reconciliation_run
 from stripe_pipeline.defs.reconciliation.checks import discrepancies_are_ticketed
@@ -124,12 +125,12 @@ def stored(value: Any) -> Any:
     return to_unix(value) if isinstance(value, datetime) else value
 
 
-def compare_with_api(engine: Engine, reader: PeerReader) -> tuple[Counter, list[str]]:
+def compare_with_api(engine: Engine, reader: PeerReader) -> tuple[dict[str, int], list[str]]:
     """Every listed object's stated columns against the stored row; unlisted stored rows
-    against the object fetched by id. Returns objects compared per type and every
+    against the object fetched by id. Returns the objects compared per type and every
     difference."""
     now = int(time.time())
-    compared: Counter = Counter()
+    compared: dict[str, set[str]] = {}
     differences: list[str] = []
     customers = [c["id"] for c in reader.list("/v1/customers")]
 
@@ -143,7 +144,7 @@ def compare_with_api(engine: Engine, reader: PeerReader) -> tuple[Counter, list[
                 .mappings()
                 .first()
             )
-        compared[resource.object_type] += 1
+        compared.setdefault(resource.object_type, set()).add(projection.key)
         if row is None:
             differences.append(f"{resource.object_type} {projection.key}: not stored")
             return projection.key
@@ -174,7 +175,7 @@ def compare_with_api(engine: Engine, reader: PeerReader) -> tuple[Counter, list[
                 differences.append(f"{resource.object_type} {key}: stored, unknown to Stripe")
             else:
                 check(resource, None, fetch.read_as, obj)
-    return compared, differences
+    return {kind: len(keys) for kind, keys in compared.items()}, differences
 
 
 # --- running the pipeline as production does -------------------------------------------
@@ -233,6 +234,7 @@ def test_drill_lost_shuffled_duplicated_webhooks_end_equal_to_stripe(
     instance = DagsterInstance.ephemeral()
     first = run_processing(database_url, instance=instance, stripe_api=stripe_api(peer))
     assert first.success, context
+    [(guesses,)] = rows(engine, "SELECT count(*) FROM stale_objects")
     nightly = run_nightly(database_url, peer)
     failures = [e.step_failure_data.error.message for e in nightly.all_events if e.is_step_failure]
     assert nightly.success, f"{context}\n{failures}"
@@ -254,6 +256,7 @@ def test_drill_lost_shuffled_duplicated_webhooks_end_equal_to_stripe(
     assert unresolved == [], f"{context}\nleft unresolved: {unresolved}"
     tickets = rows(engine, "SELECT issue_type, dedupe_key, title FROM payment_support_tickets")
     assert tickets == [], f"{context}\ntickets: {tickets}"
+    assert rows(engine, "SELECT object_type, object_id FROM stale_objects") == [], context
     queue = dict(rows(engine, "SELECT status, count(*) FROM stripe_events GROUP BY status"))
     assert set(queue) <= {"processed", "ignored"}, f"{context}\n{queue}"
     # event facts the objects do not state come back with the backfilled events
@@ -275,16 +278,20 @@ def test_drill_lost_shuffled_duplicated_webhooks_end_equal_to_stripe(
     ), context
 
     meta = materialization_metadata(nightly)
+    with engine.connect() as conn:
+        [counts] = conn.execute(select(ReconciliationRun.__table__.c.counts)).scalars().all()
     summary = {
         "backend": engine.dialect.name,
         **delivery.summary(),
-        "objects_compared": dict(compared),
+        "objects_compared": compared,
+        "same_second_guesses_refreshed": guesses,
         "backfilled": meta["reconciliation_backfill"].get("events_backfilled"),
         "found": {
             kind: meta["reconciliation_discrepancies"][kind]
             for kind in ("missing_locally", "missing_in_stripe", "field_mismatch")
         },
         "repaired_objects": meta["reconciliation_discrepancies"]["repaired_objects"],
+        "confirmed_objects": counts["heal"]["confirmed_objects"],
         "discrepancies_by_status": dict(Counter(d.status for d in discrepancies)),
         "seconds": round(elapsed, 1),
     }

@@ -191,6 +191,44 @@ def test_deleted_customers_payment_methods_are_fetched_when_their_list_answers_4
     assert _open_discrepancies(engine) == []
 
 
+def test_a_state_the_nightly_run_found_right_is_kept_against_its_seconds_older_events(
+    engine: Engine, stripe_fixtures: dict
+) -> None:
+    """Drill finding: two quick updates of a customer share a second; the second one's
+    webhook arrived, the first one's was lost. The nightly run found the row equal to
+    Stripe, then backfilled the lost event; processing it, the older change won the
+    second's tie on its event id, reverted the name and queued a guess for the next
+    night. A row found equal is now confirmed at the observation time."""
+    cus = _obj(stripe_fixtures, "customer", "cus_twice", email="old@example.com", name="Old")
+    first = {**cus, "email": "new@example.com"}  # the earlier change (its webhook lost)
+    second = {**first, "name": "New"}  # the later change: Stripe's state
+    apply_in_transaction(
+        engine,
+        [
+            make_event("customer.created", cus, T0),
+            make_event("customer.updated", second, T0 + 5, "evt_twice_a"),
+        ],
+    )
+    result = run_reconciliation(
+        engine,
+        MemoryApi({"customers": [second]}),
+        RunConfig(backfill=False, object_types=("customer",), window_start=T0 - 60),
+    )
+    assert result.counts["compare"]["found"] == {}
+    assert result.counts["heal"]["confirmed_objects"] == 1
+    late = apply_in_transaction(
+        engine, [make_event("customer.updated", first, T0 + 5, "evt_twice_b")]
+    )
+    assert late.stale_objects == 0
+    row = fetch_row(engine, "stripe_customers", "cus_twice")
+    assert (row["email"], row["name"]) == ("new@example.com", "New")
+    assert _rows(engine, "SELECT count(*) FROM stale_objects") == [(0,)]
+    # an event of the observation second or later is newer than the confirmation
+    newer = {**second, "name": "Newer"}
+    apply_in_transaction(engine, [make_event("customer.updated", newer, int(time.time()) + 60)])
+    assert fetch_row(engine, "stripe_customers", "cus_twice")["name"] == "Newer"
+
+
 def test_a_deleted_customer_states_its_deletion_only(engine: Engine, stripe_fixtures: dict):
     """Drill finding: Stripe answers a deleted customer by id with ``{"id", "object",
     "deleted": true}``. Read as a full object, that stub "stated" an empty email, name
@@ -256,7 +294,9 @@ def test_a_late_detach_event_dates_a_detachment_the_nightly_run_repaired(
     # an older detachment of the same state does not move it back; attaching clears it
     apply_in_transaction(engine, [make_event("payment_method.detached", detached, T0 + 5)])
     assert to_unix(fetch_row(engine, "stripe_payment_methods", "pm_late")["detached_at"]) == T0 + 10
-    again = make_event("payment_method.attached", {**pm, "customer": "cus_pm"}, NOW + 60)
+    again = make_event(
+        "payment_method.attached", {**pm, "customer": "cus_pm"}, int(time.time()) + 60
+    )
     apply_in_transaction(engine, [again])
     row = fetch_row(engine, "stripe_payment_methods", "pm_late")
     assert (row["attached"], row["detached_at"]) == (True, None)

@@ -10,7 +10,9 @@ is reported: a listing hides some objects (a detached card, a deleted customer),
 only a 404 says an object is gone.
 
 A local row changed by an event newer than the chunk's observation time is skipped:
-the API answer is older than what we already know, so it is not a discrepancy.
+the API answer is older than what we already know, so it is not a discrepancy. A row
+that equals what its owner's listing states is confirmed (``Spool.confirm``): the run
+moves its version to the observation time, as a repair would.
 """
 
 from __future__ import annotations
@@ -277,6 +279,9 @@ def compare_chunk(
                 Finding(resource.object_type, key, "field_mismatch", f, _plain(lv), _plain(rv))
             )
 
+    # owned objects Stripe stated exactly as stored: confirmed at the observation time
+    stated_equal = merged.index[comparable & owns & ~stub]
+    spool.confirm(resource.object_type, [k for k in stated_equal if k not in findings], observed_at)
     for key, items in findings.items():
         for item in items:
             stats.found[item.kind] += 1

@@ -234,6 +234,7 @@ def run_reconciliation(
                     healed = heal.record_findings(
                         conn, catalog, run_id, spool, repair=config.repair, actor=config.actor
                     )
+                    healed.confirmed_objects = heal.confirm_unchanged(conn, catalog, run_id, spool)
                     healed.resolved = heal.resolve_vanished(
                         conn, catalog, run_id, config.object_types, full_run=config.full_run
                     )
