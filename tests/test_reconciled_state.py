@@ -153,6 +153,24 @@ def test_same_second_disagreement_is_queued_and_replaced_by_stripes_state(
     assert _open_discrepancies(engine) == []
 
 
+def test_same_second_events_older_than_the_row_queue_nothing(
+    engine: Engine, stripe_fixtures: dict
+) -> None:
+    """Drill finding: both webhooks of two quick updates were lost; the nightly run
+    repaired the customer and backfilled both. Processed together they disagree within
+    their second, yet both are older than the repaired row and change nothing: no guess
+    was made, so nothing may be queued for a fetch."""
+    cus = _obj(stripe_fixtures, "customer", "cus_old_pair", email="final@example.com")
+    apply_in_transaction(engine, [make_event("customer.updated", cus, T0 + 100)])
+    pair = [
+        make_event("customer.updated", {**cus, "email": "a@example.com"}, T0 + 5, "evt_op_a"),
+        make_event("customer.updated", {**cus, "email": "b@example.com"}, T0 + 5, "evt_op_b"),
+    ]
+    assert apply_in_transaction(engine, pair).stale_objects == 0
+    assert _rows(engine, "SELECT count(*) FROM stale_objects") == [(0,)]
+    assert fetch_row(engine, "stripe_customers", "cus_old_pair")["email"] == "final@example.com"
+
+
 def test_same_second_events_that_agree_queue_nothing(engine: Engine, stripe_fixtures: dict):
     inv = _obj(stripe_fixtures, "invoice", "in_same", status="open")
     events = [

@@ -81,7 +81,7 @@ def merge_row(
     incoming_version: Version | None,
 ) -> tuple[dict[str, Any], Version | None]:
     """Python twin of the SQL merge, used to fold one batch's events per object."""
-    newer = _wins(spec, stored, stored_version, incoming, incoming_version)
+    newer = wins(spec, stored, stored_version, incoming, incoming_version)
     merged: dict[str, Any] = {}
     for column, policy in spec.policies.items():
         old, new = stored.get(column), incoming.get(column)
@@ -110,7 +110,7 @@ def merge_row(
     return merged, incoming_version if newer else stored_version
 
 
-def _wins(
+def wins(
     spec: Resource,
     stored: Mapping[str, Any],
     stored_version: Version | None,
@@ -196,7 +196,7 @@ def _upsert_statement(spec: Resource, dialect_name: str):
             ),
         ),
     )
-    if spec.deleted_marker is not None:  # SQL twin of _wins: a deletion is terminal
+    if spec.deleted_marker is not None:  # SQL twin of wins: a deletion is terminal
         cur_marker, new_marker = cur[spec.deleted_marker], ex[spec.deleted_marker]
         newer = or_(
             and_(new_marker.is_not(None), cur_marker.is_(None), ex.last_event_created.is_not(None)),
