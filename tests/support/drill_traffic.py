@@ -338,6 +338,7 @@ class DrillTraffic:
                 {"customer": c.customers[role], "items[0][plan]": self.plan(suffix)},
             )
             c.subscriptions[role] = sub
+        self.first_payment_declined(c)
         for role, dispute in c.disputes.items():
             txn = self.balance_transaction(dispute, -dispute["amount"], 1500)
             balance = [*dispute["balance_transactions"], txn]
@@ -350,6 +351,17 @@ class DrillTraffic:
             )
         spare = self.post(f"/v1/payment_methods/{c.cards['spare']}/detach")
         self.emit("payment_method.detached", spare, previous={"customer": c.customers["ok"]})
+
+    def first_payment_declined(self, c: Cohort) -> None:
+        """localstripe only emits ``invoice.created`` (a draft) for a subscription whose
+        first payment declines; Stripe also sends these, about the open invoice."""
+        invoice = self.get(f"/v1/invoices/{_id(c.subscriptions['declined']['latest_invoice'])}")
+        pi = self.get(f"/v1/payment_intents/{_id(invoice['payment_intent'])}")
+        assert (invoice["status"], pi["status"]) == ("open", "requires_payment_method")
+        self.emit("invoice.finalized", invoice)
+        self.emit("invoice.payment_failed", invoice)
+        self.emit("payment_intent.payment_failed", pi)
+        self.emit("charge.failed", self.charge_of(pi))
 
     def update_subscription(self, c: Cohort, role: str, data: dict[str, str], previous: dict):
         sub = c.subscriptions[role]
@@ -418,6 +430,10 @@ class DrillTraffic:
             "charge.dispute.funds_reinstated",
             balance_transactions=[*dispute["balance_transactions"], txn],
         )
+
+
+def _id(ref: str | dict[str, Any]) -> str:
+    return ref["id"] if isinstance(ref, dict) else ref
 
 
 # --- delivery -------------------------------------------------------------------------
