@@ -18,7 +18,8 @@ import pytest
 from sqlalchemy import Engine, text
 
 from stripe_pipeline.reconcile.run import RunConfig, run_reconciliation
-from tests.support.events import apply_in_transaction, make_event
+from stripe_pipeline.reconcile.window import to_unix
+from tests.support.events import apply_in_transaction, fetch_row, make_event
 from tests.support.reconciliation_traffic import MemoryApi
 
 NOW = int(time.time())
@@ -152,6 +153,24 @@ def test_same_second_disagreement_is_queued_and_replaced_by_stripes_state(
     assert _open_discrepancies(engine) == []
 
 
+def test_same_second_events_older_than_the_row_queue_nothing(
+    engine: Engine, stripe_fixtures: dict
+) -> None:
+    """Drill finding: both webhooks of two quick updates were lost; the nightly run
+    repaired the customer and backfilled both. Processed together they disagree within
+    their second, yet both are older than the repaired row and change nothing: no guess
+    was made, so nothing may be queued for a fetch."""
+    cus = _obj(stripe_fixtures, "customer", "cus_old_pair", email="final@example.com")
+    apply_in_transaction(engine, [make_event("customer.updated", cus, T0 + 100)])
+    pair = [
+        make_event("customer.updated", {**cus, "email": "a@example.com"}, T0 + 5, "evt_op_a"),
+        make_event("customer.updated", {**cus, "email": "b@example.com"}, T0 + 5, "evt_op_b"),
+    ]
+    assert apply_in_transaction(engine, pair).stale_objects == 0
+    assert _rows(engine, "SELECT count(*) FROM stale_objects") == [(0,)]
+    assert fetch_row(engine, "stripe_customers", "cus_old_pair")["email"] == "final@example.com"
+
+
 def test_same_second_events_that_agree_queue_nothing(engine: Engine, stripe_fixtures: dict):
     inv = _obj(stripe_fixtures, "invoice", "in_same", status="open")
     events = [
@@ -160,6 +179,145 @@ def test_same_second_events_that_agree_queue_nothing(engine: Engine, stripe_fixt
     ]
     assert apply_in_transaction(engine, events).stale_objects == 0
     assert _rows(engine, "SELECT count(*) FROM stale_objects") == [(0,)]
+
+
+def test_deleted_customers_payment_methods_are_fetched_when_their_list_answers_404(
+    engine: Engine, stripe_fixtures: dict
+) -> None:
+    """Drill finding: customer.deleted lost, the nightly run fetches the customer (deleted)
+    and then lists its payment methods, which Stripe answers with 404 (no such customer).
+    That failed the whole run; now the customer's local methods are fetched by id."""
+    cus = _obj(stripe_fixtures, "customer", "cus_gone", email="gone@example.com")
+    pm = _obj(stripe_fixtures, "payment_method", "pm_gone", customer="cus_gone", type="card")
+    apply_in_transaction(
+        engine,
+        [
+            make_event("customer.created", cus, T0),
+            make_event("payment_method.attached", pm, T0 + 1),
+        ],
+    )
+    api = MemoryApi({"payment_methods": [pm]})
+    api.deleted["cus_gone"] = "customer"
+    result = run_reconciliation(
+        engine, api, RunConfig(backfill=False, object_types=("customer", "payment_method"))
+    )
+    assert result.counts["compare"]["fetched"] == {"customer": 1, "payment_method": 1}
+    assert _rows(engine, "SELECT deleted_at IS NOT NULL FROM stripe_customers") == [(True,)]
+    assert _rows(engine, "SELECT customer_id, attached FROM stripe_payment_methods") == [
+        ("cus_gone", True)
+    ]
+    assert _open_discrepancies(engine) == []
+
+
+def test_a_state_the_nightly_run_found_right_is_kept_against_its_seconds_older_events(
+    engine: Engine, stripe_fixtures: dict
+) -> None:
+    """Drill finding: two quick updates of a customer share a second; the second one's
+    webhook arrived, the first one's was lost. The nightly run found the row equal to
+    Stripe, then backfilled the lost event; processing it, the older change won the
+    second's tie on its event id, reverted the name and queued a guess for the next
+    night. A row found equal is now confirmed at the observation time."""
+    cus = _obj(stripe_fixtures, "customer", "cus_twice", email="old@example.com", name="Old")
+    first = {**cus, "email": "new@example.com"}  # the earlier change (its webhook lost)
+    second = {**first, "name": "New"}  # the later change: Stripe's state
+    apply_in_transaction(
+        engine,
+        [
+            make_event("customer.created", cus, T0),
+            make_event("customer.updated", second, T0 + 5, "evt_twice_a"),
+        ],
+    )
+    result = run_reconciliation(
+        engine,
+        MemoryApi({"customers": [second]}),
+        RunConfig(backfill=False, object_types=("customer",), window_start=T0 - 60),
+    )
+    assert result.counts["compare"]["found"] == {}
+    assert result.counts["heal"]["confirmed_objects"] == 1
+    late = apply_in_transaction(
+        engine, [make_event("customer.updated", first, T0 + 5, "evt_twice_b")]
+    )
+    assert late.stale_objects == 0
+    row = fetch_row(engine, "stripe_customers", "cus_twice")
+    assert (row["email"], row["name"]) == ("new@example.com", "New")
+    assert _rows(engine, "SELECT count(*) FROM stale_objects") == [(0,)]
+    # an event of the observation second or later is newer than the confirmation
+    newer = {**second, "name": "Newer"}
+    apply_in_transaction(engine, [make_event("customer.updated", newer, int(time.time()) + 60)])
+    assert fetch_row(engine, "stripe_customers", "cus_twice")["name"] == "Newer"
+
+
+def test_a_deleted_customer_states_its_deletion_only(engine: Engine, stripe_fixtures: dict):
+    """Drill finding: Stripe answers a deleted customer by id with ``{"id", "object",
+    "deleted": true}``. Read as a full object, that stub "stated" an empty email, name
+    and card: the nightly run erased what a customer whose deletion event was lost had
+    said (and kept it for one whose deletion arrived), and a refresh of a customer
+    already deleted moved its deletion time to the refresh."""
+    kept = _obj(stripe_fixtures, "customer", "cus_kept", email="kept@example.com", name="K")
+    lost = _obj(stripe_fixtures, "customer", "cus_lost", email="lost@example.com", name="L")
+    apply_in_transaction(
+        engine,
+        [
+            make_event("customer.created", kept, T0),
+            make_event("customer.deleted", {**kept, "deleted": True}, T0 + 5),
+            make_event("customer.created", lost, T0),  # its customer.deleted was lost
+        ],
+    )
+    with engine.begin() as conn:  # a same-second guess about the deleted one, queued
+        conn.execute(
+            text(
+                "INSERT INTO stale_objects (object_type, object_id, reason) "
+                "VALUES ('customer', 'cus_kept', 'same-second events disagree')"
+            )
+        )
+    api = MemoryApi()
+    api.deleted.update({"cus_kept": "customer", "cus_lost": "customer"})
+    result = run_reconciliation(
+        engine, api, RunConfig(backfill=False, object_types=("customer",), window_start=T0 - 60)
+    )
+    assert result.counts["compare"]["fetched"] == {"customer": 2}
+    rows = {key: fetch_row(engine, "stripe_customers", key) for key in ("cus_kept", "cus_lost")}
+    assert to_unix(rows["cus_kept"]["deleted_at"]) == T0 + 5
+    assert rows["cus_lost"]["deleted_at"] is not None
+    assert [(r["email"], r["name"]) for r in rows.values()] == [
+        ("kept@example.com", "K"),
+        ("lost@example.com", "L"),
+    ]
+    found = _rows(engine, "SELECT object_id, kind, field, status FROM reconciliation_discrepancies")
+    assert found == [("cus_lost", "field_mismatch", "deleted_at", "repaired")]
+
+
+def test_a_late_detach_event_dates_a_detachment_the_nightly_run_repaired(
+    engine: Engine, stripe_fixtures: dict
+) -> None:
+    """Drill finding: payment_method.detached was lost; the nightly run repaired
+    ``attached`` from the API (a newer version) and backfilled the event, which then
+    was older than the row and left ``detached_at`` empty for good."""
+    pm = _obj(stripe_fixtures, "payment_method", "pm_late", customer="cus_pm", type="card")
+    apply_in_transaction(engine, [make_event("payment_method.attached", pm, T0)])
+    detached = {**pm, "customer": None}
+    run_reconciliation(
+        engine,
+        MemoryApi({"payment_methods": [detached]}),
+        RunConfig(backfill=False, object_types=("payment_method",), window_start=T0 - 60),
+    )
+    row = fetch_row(engine, "stripe_payment_methods", "pm_late")
+    assert (row["attached"], row["detached_at"]) == (False, None)
+    late = make_event(
+        "payment_method.detached", detached, T0 + 10, previous_attributes={"customer": "cus_pm"}
+    )
+    apply_in_transaction(engine, [late])
+    row = fetch_row(engine, "stripe_payment_methods", "pm_late")
+    assert (row["attached"], to_unix(row["detached_at"])) == (False, T0 + 10)
+    # an older detachment of the same state does not move it back; attaching clears it
+    apply_in_transaction(engine, [make_event("payment_method.detached", detached, T0 + 5)])
+    assert to_unix(fetch_row(engine, "stripe_payment_methods", "pm_late")["detached_at"]) == T0 + 10
+    again = make_event(
+        "payment_method.attached", {**pm, "customer": "cus_pm"}, int(time.time()) + 60
+    )
+    apply_in_transaction(engine, [again])
+    row = fetch_row(engine, "stripe_payment_methods", "pm_late")
+    assert (row["attached"], row["detached_at"]) == (True, None)
 
 
 @pytest.mark.parametrize(

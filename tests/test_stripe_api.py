@@ -9,7 +9,9 @@ import pytest
 import stripe
 from sqlalchemy import text
 
+from stripe_pipeline.process.errors import classify
 from stripe_pipeline.stripe_api import StripeApi
+from stripe_pipeline.stripe_api.errors import NotFound
 from stripe_pipeline.stripe_api.ratelimit import default_rate_for_key
 from tests.support.localstripe_peer import localstripe_session
 from tests.support.recovery_peers import FlakyStripe, ls_request
@@ -56,6 +58,16 @@ def test_list_all_created_filters(localstripe) -> None:
     assert list(api.list_all("events", created_gte=now + 3600)) == []
     recent = list(api.list_all("events", created_gte=now - 60, created_lte=now + 60))
     assert recent and all(now - 60 <= e["created"] <= now + 60 for e in recent)
+
+
+def test_list_of_a_missing_parent_raises_not_found(localstripe) -> None:
+    """A deleted (or unknown) customer's payment methods answer 404: callers must be able
+    to tell that from a failure, as ``get`` does for one object."""
+    api = StripeApi(localstripe.api_key, api_base=localstripe.base_url, requests_per_second=500)
+    params = {"customer": "cus_never_existed", "type": "card"}
+    with pytest.raises(NotFound):
+        list(api.list_all("/v1/payment_methods", params=params))
+    assert classify(NotFound("/v1/payment_methods")) == "permanent"
 
 
 def test_rate_limiter_keeps_every_second_within_the_limit(localstripe) -> None:

@@ -3,7 +3,11 @@
 https://docs.stripe.com/api/payment_methods/object
 
 A detached method keeps its last customer id (history), with ``attached`` false and
-``detached_at`` set; attaching it again clears ``detached_at``.
+``detached_at`` set; attaching it again clears ``detached_at``. ``detached_at`` is a
+fact about the current ``attached`` state (``Policy.FOLLOWS``): a
+``payment_method.detached`` event that arrives after a newer state of the same
+detached method (a late delivery, or the nightly backfill after a repair) still dates
+the detachment.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from stripe_pipeline.catalog.readers import (
 )
 from stripe_pipeline.db.models import StripePaymentMethod
 
-N, K = Policy.NEWEST, Policy.NEWEST_KNOWN
+N, K, F = Policy.NEWEST, Policy.NEWEST_KNOWN, Policy.FOLLOWS
 TABLE = StripePaymentMethod.__tablename__
 
 COLUMNS = (
@@ -49,9 +53,9 @@ COLUMNS = (
     Column("attached", N, audit=True),
     event_fact(
         "detached_at",
-        N,
+        F,
         "time of payment_method.detached; the object only says it has no customer "
-        "(reconciliation repairs 'attached', not this time)",
+        "(reconciliation repairs 'attached'; the nightly event backfill dates it)",
         audit=True,
     ),
     Column("stripe_created", K),
@@ -188,4 +192,5 @@ RESOURCE = Resource(
     ),
     fetch=(Fetch("/v1/payment_methods/{id}", "payment_method.updated"),),
     docs="https://docs.stripe.com/api/payment_methods/object",
+    follows={"detached_at": "attached"},
 )

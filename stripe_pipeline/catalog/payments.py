@@ -8,8 +8,9 @@ made without a PaymentIntent. Both event families write the same row in the
 PaymentIntent's vocabulary: the newest event decides status and failure fields, ids
 and amounts are "newest known" (neither family erases what the other said), the card
 fingerprint follows the latest charge, refunded amounts only grow. In reconciliation
-the PaymentIntent listing owns the payment; a PaymentIntent's listed charge only
-states its refunds and card (a legacy charge is its own payment and owns it).
+the PaymentIntent listing owns the payment; a PaymentIntent's listed charge (its
+successful one) only states which charge it is, its refunds and its card (a legacy
+charge is its own payment and owns it).
 
 An authorized, uncaptured charge has ``status: succeeded`` in Stripe: its payment is
 ``requires_capture``, not succeeded.
@@ -361,15 +362,16 @@ RESOURCE = Resource(
     ),
     listings=(
         Listing("payment_intents", "/v1/payment_intents", read_as="payment_intent.updated"),
-        # a PaymentIntent's charge only refines its payment (refunds, card); a legacy
-        # charge is the payment
+        # a PaymentIntent's charge only refines its payment (which charge, its refunds
+        # and card: a PaymentIntent that does not name its charge is completed, as a
+        # charge event completes it); a legacy charge is the payment
         Listing(
             "charges",
             "/v1/charges",
             read_as="charge.updated",
             states=charge_states_its_payment,
             owns=charge_owns_its_payment,
-            refines=("amount_refunded_minor", "card_fingerprint"),
+            refines=("charge_id", "amount_refunded_minor", "card_fingerprint"),
         ),
     ),
     fetch=(

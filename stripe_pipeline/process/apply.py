@@ -68,6 +68,7 @@ from stripe_pipeline.process.upsert import (
     recordset_param,
     select_current,
     upsert_rows,
+    wins,
 )
 
 log = logging.getLogger(__name__)
@@ -341,9 +342,15 @@ def _write(
         for key in keys:
             row = by_key[key]
             stored = current.get(key)
-            if row.ambiguous or (
+            stored_version = _stored_version(stored)
+            # a disagreement inside the batch is a guess only if the batch's row replaces
+            # the stored one (events older than the row change none of its state)
+            guessed = row.ambiguous and (
+                stored is None or wins(spec, stored, stored_version, row.values, row.version)
+            )
+            if guessed or (
                 stored is not None
-                and _disagree(spec, stored, _stored_version(stored), row.values, row.version)
+                and _disagree(spec, stored, stored_version, row.values, row.version)
             ):
                 stale.append(
                     {

@@ -11,6 +11,8 @@ import re
 import traceback
 from typing import Any, Literal
 
+from stripe_pipeline.stripe_api.errors import NotFound
+
 ErrorKind = Literal["temporary", "permanent"]
 
 
@@ -28,6 +30,8 @@ def classify(exc: BaseException) -> ErrorKind:
         return "permanent"
     if isinstance(exc, TemporaryError):
         return "temporary"
+    if isinstance(exc, NotFound):  # Stripe's 404: the object is not there, retrying cannot help
+        return "permanent"
     # SQLAlchemy and Stripe are imported lazily: classification must not drag them in
     from sqlalchemy import exc as sa_exc
 

@@ -13,8 +13,10 @@ independent of delivery order (Stripe delivers at least once, in no order):
 - ``GREATEST`` / ``LEAST``: monotone facts, whatever the order (refunded and
   withdrawn amounts grow; a deletion time, once known, stays).
 - ``FOLLOWS``: a fact about another column's current value (a payment's card
-  fingerprint belongs to its latest charge): taken from any event, old or new, that
-  names the merged value of that column; cleared when that column moves on.
+  fingerprint belongs to its latest charge; a method's detachment time to its
+  detached state): the newest known fact among the events, old or new, that name the
+  merged value of that column (an older one only fills a ``NULL``); cleared when that
+  column moves on.
 
 An unversioned write (a source that does not own the row, such as a charge event
 about a PaymentIntent's payment) has no version: it is never newer, so it only fills
@@ -79,7 +81,7 @@ def merge_row(
     incoming_version: Version | None,
 ) -> tuple[dict[str, Any], Version | None]:
     """Python twin of the SQL merge, used to fold one batch's events per object."""
-    newer = _wins(spec, stored, stored_version, incoming, incoming_version)
+    newer = wins(spec, stored, stored_version, incoming, incoming_version)
     merged: dict[str, Any] = {}
     for column, policy in spec.policies.items():
         old, new = stored.get(column), incoming.get(column)
@@ -95,7 +97,11 @@ def merge_row(
             merged[column] = new if old is None else old if new is None else min(old, new)
     for column, anchor in spec.follows.items():
         new = incoming.get(column)
-        if new is not None and incoming.get(anchor) == merged[anchor]:
+        if (
+            new is not None
+            and incoming.get(anchor) == merged[anchor]
+            and (newer or stored.get(column) is None or merged[anchor] != stored.get(anchor))
+        ):
             merged[column] = new
         elif merged[anchor] == stored.get(anchor):
             merged[column] = stored.get(column)
@@ -104,7 +110,7 @@ def merge_row(
     return merged, incoming_version if newer else stored_version
 
 
-def _wins(
+def wins(
     spec: Resource,
     stored: Mapping[str, Any],
     stored_version: Version | None,
@@ -190,7 +196,7 @@ def _upsert_statement(spec: Resource, dialect_name: str):
             ),
         ),
     )
-    if spec.deleted_marker is not None:  # SQL twin of _wins: a deletion is terminal
+    if spec.deleted_marker is not None:  # SQL twin of wins: a deletion is terminal
         cur_marker, new_marker = cur[spec.deleted_marker], ex[spec.deleted_marker]
         newer = or_(
             and_(new_marker.is_not(None), cur_marker.is_(None), ex.last_event_created.is_not(None)),
@@ -213,8 +219,12 @@ def _upsert_statement(spec: Resource, dialect_name: str):
             changes.append(and_(new.is_not(None), or_(old.is_(None), wins)))
     for column, anchor in spec.follows.items():
         old, new = cur[column], ex[column]
-        takes = and_(new.is_not(None), ex[anchor].is_not_distinct_from(set_[anchor]))
         kept = set_[anchor].is_not_distinct_from(cur[anchor])
+        takes = and_(
+            new.is_not(None),
+            ex[anchor].is_not_distinct_from(set_[anchor]),
+            or_(newer, old.is_(None), ~kept),
+        )
         set_[column] = case((takes, new), (kept, old), else_=None)
         changes.append(and_(takes, old.is_distinct_from(new)))
     set_["last_event_created"] = case((newer, ex.last_event_created), else_=cur.last_event_created)

@@ -24,7 +24,8 @@ class ListingApi(Protocol):
         created_lte: int | None = None,
         params: dict[str, Any] | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """Every object of a list endpoint (a resource name or a ``/v1/...`` path)."""
+        """Every object of a list endpoint (a resource name or a ``/v1/...`` path);
+        raises :class:`NotFound` when Stripe answers 404 (the list's parent is gone)."""
         ...
 
     def get(self, path: str) -> dict[str, Any]:

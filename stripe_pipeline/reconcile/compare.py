@@ -10,7 +10,9 @@ is reported: a listing hides some objects (a detached card, a deleted customer),
 only a 404 says an object is gone.
 
 A local row changed by an event newer than the chunk's observation time is skipped:
-the API answer is older than what we already know, so it is not a discrepancy.
+the API answer is older than what we already know, so it is not a discrepancy. A row
+that equals what its owner's listing states is confirmed (``Spool.confirm``): the run
+moves its version to the observation time, as a repair would.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from stripe_pipeline.privacy.guard import scrub_erased
 from stripe_pipeline.reconcile.api import ListingApi, NotFound, list_window
 from stripe_pipeline.reconcile.parse import (
     Projection,
+    is_deleted_stub,
     project,
     refined_by,
     row_from_api_object,
@@ -193,6 +196,7 @@ def _remote_frame(resource: Resource, projections: list[Projection]) -> pd.DataF
         data[f] = [p.values.get(f) for p in projections]
         data[f"_has_{f}"] = [f in p.values for p in projections]
     data["_owns"] = [p.owns_object for p in projections]
+    data["_stub"] = [p.deleted_stub for p in projections]
     return pd.DataFrame(data).astype(object).set_index("_key")
 
 
@@ -230,7 +234,12 @@ def compare_chunk(
         parsed.append((write, obj))
     projected: dict[str, tuple[Projection, dict[str, Any]]] = {}
     for write, obj in _as_stored(conn, resource, parsed):
-        p = project(resource, write, refines=refined_by(source.listing, obj))
+        p = project(
+            resource,
+            write,
+            refines=refined_by(resource, source.listing, obj),
+            deleted_stub=is_deleted_stub(resource, obj),
+        )
         if p.key not in projected:  # newest first: keep the first
             projected[p.key] = (p, obj)
     if not projected:
@@ -273,9 +282,12 @@ def compare_chunk(
     newer_locally = in_local & (version > observed_at).to_numpy()
     stats.skipped_newer_locally += int(newer_locally.sum())
     comparable = in_local & ~newer_locally
+    stub = merged["_stub"].astype(bool).to_numpy()
     for f in resource.reconciled:
         r, loc = merged[f], merged[f"{f}_local"]
         equal = [same_value(_plain(a), _plain(b)) for a, b in zip(r, loc, strict=True)]
+        if f == resource.deleted_marker:  # deleted in Stripe, deleted here: any time agrees
+            equal = [e or (s and b is not None) for e, s, b in zip(equal, stub, loc, strict=True)]
         has = merged[f"_has_{f}"].astype(bool).to_numpy()
         anchor = resource.follows.get(f)
         if anchor is not None:  # a fact about the anchor's value: only when they agree
@@ -296,6 +308,9 @@ def compare_chunk(
                 )
             )
 
+    # owned objects Stripe stated exactly as stored: confirmed at the observation time
+    stated_equal = merged.index[comparable & owns & ~stub]
+    spool.confirm(resource.object_type, [k for k in stated_equal if k not in findings], observed_at)
     for key, items in findings.items():
         for item in items:
             stats.found[item.kind] += 1
@@ -545,8 +560,13 @@ def compare_resource(
 def _per_customer(
     api: ListingApi, listing: Listing, customers: list[str]
 ) -> Iterator[dict[str, Any]]:
+    """Each customer's objects. A deleted customer's list answers 404: nothing is listed
+    for it, and its local rows are fetched by id like any other row no listing returned."""
     for customer in customers:
-        yield from api.list_all(listing.path, params={**listing.params, "customer": customer})
+        try:
+            yield from api.list_all(listing.path, params={**listing.params, "customer": customer})
+        except NotFound:
+            log.info("%s of customer %s: Stripe knows no such customer", listing.name, customer)
 
 
 def _counting(items: Iterable[dict[str, Any]], stats: CompareStats, name: str):

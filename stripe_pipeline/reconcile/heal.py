@@ -61,6 +61,7 @@ class HealResult:
     discrepancies: Counter = field(default_factory=Counter)  # status -> rows written
     resolved: int = 0
     links_settled: int = 0
+    confirmed_objects: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -70,6 +71,7 @@ class HealResult:
             "discrepancies": dict(self.discrepancies),
             "resolved_since_last_run": self.resolved,
             "links_settled": self.links_settled,
+            "confirmed_objects": self.confirmed_objects,
         }
 
 
@@ -115,7 +117,7 @@ def _parse_repair(
         log.warning("cannot repair %s %s: %s", repair.object_type, repair.object_id, exc)
         return None
     listing = catalog.listings.get(repair.source, (None, None))[1]
-    refines = refined_by(listing, repair.obj)
+    refines = refined_by(resource, listing, repair.obj)
     if refines is None and not write.versioned:
         refines = frozenset(c for c, p in resource.policies.items() if p is not Policy.NEWEST)
     return _Parsed(resource, repair, write, fields, refines)
@@ -402,6 +404,35 @@ def settle_links(conn: Connection, catalog: Catalog, run_id: int, *, actor: str)
     entries = _link_entries(conn, catalog, run_id, written, actor)
     record(conn, entries)
     return len(entries)
+
+
+def confirm_unchanged(conn: Connection, catalog: Catalog, run_id: int, spool: Spool) -> int:
+    """Move the version of every row Stripe stated as stored to the observation time.
+
+    Stripe's answer at time T is the object's whole state at T, so any event created
+    before T is older than it. Without this, an older event of the same second as the
+    row's version (a same-second update whose webhook was lost, brought back by this
+    run's backfill) would still win the tie on its event id and replace a state the run
+    had just found right. Values are not touched: no audit row. A row changed by an
+    event of the observation second or later keeps its version.
+    """
+    confirmed = 0
+    version = {"last_event_rank": ORDINARY, "last_event_id": repair_event_id(run_id)}
+    for object_type, observed_at, keys in spool.confirmations():
+        resource = catalog.by_type[object_type]
+        table = resource.table
+        c = table.c
+        for part in chunked(keys):
+            done = conn.execute(
+                update(table)
+                .where(
+                    in_list(conn, c[resource.key], part),
+                    (c.last_event_created.is_(None)) | (c.last_event_created < observed_at),
+                )
+                .values(last_event_created=observed_at, **version)
+            )
+            confirmed += done.rowcount
+    return confirmed
 
 
 def _local_keys(conn: Connection, resource: Resource, ids: list[str]) -> set[str]:

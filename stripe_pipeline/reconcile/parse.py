@@ -11,7 +11,11 @@ same parser processing uses. Which of the row's columns the object then states:
   "this payload does not say", the same way processing never erases a known value);
 - an object that only refines a row another source owns (a PaymentIntent's charge)
   states only the columns its listing refines (``Listing.refines``: a charge's
-  refunded amount and card), never the owner's state.
+  refunded amount and card), never the owner's state;
+- a deleted object, which Stripe answers by id as ``{"id", "object", "deleted": true}``,
+  states only that it is deleted (the resource's deletion marker): not that its email
+  or name were cleared. Its deletion time is the time it was found deleted, so any
+  deletion time already stored agrees with it (``Projection.deleted_stub``).
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ class Projection:
     owns_object: bool = True
     # the values FOLLOWS columns belong to (a card fingerprint is the charge_id's)
     anchors: dict[str, Any] = field(default_factory=dict)
+    # Stripe's answer for a deleted object: it states the deletion, not when it happened
+    deleted_stub: bool = False
 
 
 def row_from_api_object(
@@ -97,18 +103,33 @@ def stated(
     return values
 
 
-def refined_by(listing: Listing | None, obj: dict[str, Any]) -> frozenset[str] | None:
+def is_deleted_stub(resource: Resource, obj: dict[str, Any]) -> bool:
+    """Stripe's answer for a deleted object of a resource that records deletions."""
+    return resource.deleted_marker is not None and obj.get("deleted") is True
+
+
+def refined_by(
+    resource: Resource, listing: Listing | None, obj: dict[str, Any]
+) -> frozenset[str] | None:
     """None when the object owns its row (a fetch by id, without a listing, does), else
-    the columns its listing refines."""
+    the columns it may state: those its listing refines, or a deleted object's marker."""
+    marker = resource.deleted_marker
+    if marker is not None and is_deleted_stub(resource, obj):
+        return frozenset({marker})
     if listing is None or listing.owns is None or listing.owns(obj):
         return None
     return frozenset(listing.refines)
 
 
 def project(
-    resource: Resource, write: RowWrite, *, refines: frozenset[str] | None = None
+    resource: Resource,
+    write: RowWrite,
+    *,
+    refines: frozenset[str] | None = None,
+    deleted_stub: bool = False,
 ) -> Projection:
     if not write.versioned and refines is None:
         refines = frozenset(c for c, p in resource.policies.items() if p is not Policy.NEWEST)
+    values = stated(resource, write, refines=refines)
     anchors = {a: write.values.get(a) for a in resource.follows.values()}
-    return Projection(write.key, stated(resource, write, refines=refines), refines is None, anchors)
+    return Projection(write.key, values, refines is None, anchors, deleted_stub)

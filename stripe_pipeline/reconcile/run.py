@@ -238,6 +238,7 @@ def run_reconciliation(
                         healed.links_settled = heal.settle_links(
                             conn, catalog, run_id, actor=config.actor
                         )
+                    healed.confirmed_objects = heal.confirm_unchanged(conn, catalog, run_id, spool)
                     healed.resolved = heal.resolve_vanished(
                         conn, catalog, run_id, config.object_types, full_run=config.full_run
                     )

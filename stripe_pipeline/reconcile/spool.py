@@ -60,13 +60,36 @@ class ObjectFindings:
 
 
 class Spool:
-    """Append an object's findings while comparing; read them back in chunks."""
+    """Append an object's findings while comparing; read them back in chunks.
+
+    Also the objects a listing found equal to the stored rows (``confirm``): the run
+    records that Stripe stated them at the observation time, so an older event that
+    arrives afterwards (a late delivery, the run's own backfill) cannot replace the
+    confirmed state by winning a tie of its second.
+    """
 
     def __init__(self) -> None:
         # closed by close() / __exit__: the spool outlives any single with-block
         self._file = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
+        self._confirmed = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
         self.findings = 0
         self.repairs = 0
+        self.confirmed = 0
+
+    def confirm(self, object_type: str, keys: list[str], observed_at: int) -> None:
+        """Objects of one chunk that Stripe stated as stored, at ``observed_at``."""
+        if keys:
+            self._confirmed.write(json.dumps([object_type, observed_at, keys]) + "\n")
+            self.confirmed += len(keys)
+
+    def confirmations(self) -> Iterator[tuple[str, int, list[str]]]:
+        """(object type, observed at, keys), chunk by chunk as confirmed."""
+        self._confirmed.flush()
+        self._confirmed.seek(0)
+        for line in self._confirmed:
+            object_type, observed_at, keys = json.loads(line)
+            yield object_type, observed_at, keys
+        self._confirmed.seek(0, 2)
 
     def add(self, findings: list[Finding], repair: Repair | None = None) -> None:
         doc = {
@@ -93,6 +116,7 @@ class Spool:
 
     def close(self) -> None:
         self._file.close()
+        self._confirmed.close()
 
     def __enter__(self) -> Spool:
         return self

@@ -401,7 +401,11 @@ class StripeApi:
         created_lte: int | None = None,
         params: dict[str, Any] | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """Every object of a list endpoint, newest first, one page of 100 in memory at a time."""
+        """Every object of a list endpoint, newest first, one page of 100 in memory at a time.
+
+        :class:`NotFound` when Stripe answers 404: the list's parent does not exist (a
+        deleted customer's payment methods), as :meth:`get` says for one object.
+        """
         path = resource_path(resource)
         query: dict[str, Any] = {"limit": PAGE_SIZE, **(params or {})}
         created: dict[str, int] = {}
@@ -413,9 +417,14 @@ class StripeApi:
             query["created"] = created
         try:
             while True:
-                page = self._get(
-                    path, query, object_type=path.rsplit("/", 1)[-1], buffer_audit=True
-                )
+                try:
+                    page = self._get(
+                        path, query, object_type=path.rsplit("/", 1)[-1], buffer_audit=True
+                    )
+                except stripe.InvalidRequestError as exc:
+                    if exc.http_status == 404:
+                        raise NotFound(path) from exc
+                    raise
                 items = page.get("data") or []
                 yield from items
                 if not page.get("has_more") or not items:
@@ -453,8 +462,11 @@ class StripeApi:
         payment = {"type": "payment_intent", "payment_intent": payment_intent_id}
         try:
             return list(self.list_all("invoice_payments", params={"payment": payment}))
-        except stripe.StripeError as exc:  # a fake without the endpoint: a non-JSON 404
-            if exc.http_status in (400, 404):
+        except NotFound:  # an API (a fake) without the endpoint
+            log.warning("invoice payments of %s unavailable: no such endpoint", payment_intent_id)
+            return None
+        except stripe.StripeError as exc:
+            if exc.http_status == 400:
                 log.warning("invoice payments of %s unavailable: %s", payment_intent_id, exc)
                 return None
             raise

@@ -127,9 +127,10 @@ class MemoryApi:
     Behaves like Stripe where reconciliation depends on it: canceled subscriptions are
     listed only with ``status=all``; payment methods are listed per customer; invoice
     payments are filtered by invoice, status and payment; deleted customers are not
-    listed but answer ``{"deleted": true}`` by id; anything unknown answers 404
-    (:class:`NotFound`). ``list_payment_intent_invoice_payments`` answers processing's
-    invoice payment lookup as the real client does.
+    listed but answer ``{"deleted": true}`` by id, and listing their payment methods
+    answers 404; anything unknown answers 404 (:class:`NotFound`).
+    ``list_payment_intent_invoice_payments`` answers processing's invoice payment
+    lookup as the real client does.
     """
 
     def __init__(self, data: dict[str, list[dict[str, Any]]] | None = None) -> None:
@@ -156,6 +157,8 @@ class MemoryApi:
     def _listed(self, path: str, params: dict[str, Any]) -> list[dict[str, Any]]:
         items = list(self.data.get(path, []))
         if path == "/v1/payment_methods":  # Stripe lists them per customer only
+            if params.get("customer") in self.deleted:
+                raise NotFound(f"{path}?customer={params['customer']}")  # no such customer
             items = [o for o in items if o.get("customer") == params.get("customer")]
         if path == "/v1/subscriptions" and params.get("status") != "all":
             items = [o for o in items if o.get("status") != "canceled"]
