@@ -8,11 +8,16 @@ pass it (or another catalog, in tests) to processing and reconciliation.
 from __future__ import annotations
 
 from stripe_pipeline.catalog import (
+    coupons,
     customers,
+    discounts,
     disputes,
     invoices,
     payment_methods,
     payments,
+    prices,
+    products,
+    promotion_codes,
     refunds,
     subscriptions,
 )
@@ -27,6 +32,11 @@ CATALOG = Catalog(
         disputes.RESOURCE,
         subscriptions.RESOURCE,
         invoices.RESOURCE,
+        products.RESOURCE,
+        prices.RESOURCE,
+        coupons.RESOURCE,
+        promotion_codes.RESOURCE,
+        discounts.RESOURCE,
     )
 )
 

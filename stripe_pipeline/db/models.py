@@ -495,9 +495,7 @@ class StripePromotionCode(EventVersionMixin, Base):
     __tablename__ = "stripe_promotion_codes"
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
-    stripe_promotion_code_id: Mapped[str] = mapped_column(
-        String(255), nullable=False, unique=True
-    )
+    stripe_promotion_code_id: Mapped[str] = mapped_column(String(255), nullable=False, unique=True)
     code: Mapped[str | None] = mapped_column(String(255))
     coupon_id: Mapped[str | None] = mapped_column(String(255))
     customer_id: Mapped[str | None] = mapped_column(String(255))

@@ -113,7 +113,8 @@ class MemoryApi:
     Behaves like Stripe where reconciliation depends on it: canceled subscriptions are
     listed only with ``status=all``; payment methods are listed per customer; deleted
     customers are not listed but answer ``{"deleted": true}`` by id; anything unknown
-    answers 404 (:class:`NotFound`).
+    answers 404 (:class:`NotFound`). ``expand`` is implied: objects are held as
+    Stripe returns them expanded (a subscription's discounts).
     """
 
     def __init__(self, data: dict[str, list[dict[str, Any]]] | None = None) -> None:
@@ -169,6 +170,7 @@ class MemoryApi:
 
     def get(self, path: str) -> dict[str, Any]:
         self.calls += 1
+        path = path.partition("?")[0]  # expand[]=...: objects here are held expanded
         base, _, object_id = path.rpartition("/")
         if object_id in self.deleted:
             return {"id": object_id, "object": self.deleted[object_id], "deleted": True}

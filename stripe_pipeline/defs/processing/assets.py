@@ -29,6 +29,7 @@ from stripe_pipeline.defs.common.resources import (
 from stripe_pipeline.process.backoff import RetryPolicy
 from stripe_pipeline.process.queue import has_due_events
 from stripe_pipeline.process.runner import ProcessingReport, process_pending
+from stripe_pipeline.stripe_api.errors import NotFound
 
 DOMAIN_GROUP = "stripe_domain"
 
@@ -95,20 +96,33 @@ def retry_policy(config: ProcessingConfig, settings: ProcessingSettings) -> Retr
 
 
 class LazyRefundSource:
-    """Builds the Stripe client only when a ``charge.refunded`` lacks its refund list."""
+    """The rate-limited Stripe client, built only when an event needs it: a
+    ``charge.refunded`` without its refund list, or an object a row names that is not
+    stored yet (a subscription's price: ``ObjectSource``)."""
 
     def __init__(self, api: StripeApiResource, database: DatabaseResource) -> None:
         self.api = api
         self.database = database
 
-    def list_charge_refunds(self, charge_id: str) -> list[dict[str, Any]]:
+    def _client(self) -> Any:
         engine = self.database.get_engine()
         # the call happens inside the apply transaction: on SQLite that transaction holds
         # the only write lock, so an audit row written on another connection would wait
         # for it (busy timeout) and fail; PostgreSQL audits the call as usual
         audit_engine = None if engine.dialect.name == "sqlite" else engine
-        client = self.api.get_client(audit_engine, actor="processor")
-        return client.list_charge_refunds(charge_id)
+        return self.api.get_client(audit_engine, actor="processor")
+
+    def list_charge_refunds(self, charge_id: str) -> list[dict[str, Any]]:
+        return self._client().list_charge_refunds(charge_id)
+
+    def fetch_object(self, path: str) -> dict[str, Any] | None:
+        client = self._client()
+        try:
+            return client.get(path)
+        except NotFound:
+            return None
+        finally:
+            client.flush_audit()
 
 
 def refund_source(api: StripeApiResource, database: DatabaseResource) -> LazyRefundSource | None:

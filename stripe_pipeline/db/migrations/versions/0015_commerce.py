@@ -98,9 +98,7 @@ def upgrade() -> None:
         sa.Column("times_redeemed", sa.BigInteger(), nullable=True),
         sa.Column("expires_at", TS, nullable=True),
     )
-    op.create_index(
-        "ix_stripe_promotion_codes_coupon_id", "stripe_promotion_codes", ["coupon_id"]
-    )
+    op.create_index("ix_stripe_promotion_codes_coupon_id", "stripe_promotion_codes", ["coupon_id"])
     _keyed_table(
         "stripe_discounts",
         "stripe_discount_id",
