@@ -181,11 +181,11 @@ class Listing:
     ``read_as``: the event type whose parser reads a listed object (the same parser
     processing uses, so compared and repaired rows are built exactly as event rows).
     ``params``: sent with every page (``status=all``: Stripe hides canceled
-    subscriptions otherwise; ``expand``: a list of paths). ``per_customer``: the endpoint lists one customer's
-    objects (``/v1/customers/{customer}/payment_methods``). ``created_filter``: the
-    endpoint accepts ``created[gte/lte]``. ``states``: which listed objects say
-    anything about a row (a failed attempt of a PaymentIntent does not). ``owns``:
-    which listed objects own their row's state; one that does not (a PaymentIntent's
+    subscriptions otherwise; ``expand``: a list of paths). ``per_customer``: the
+    endpoint lists one customer's objects (``/v1/customers/{customer}/payment_methods``).
+    ``created_filter``: the endpoint accepts ``created[gte/lte]``. ``states``: which
+    listed objects say anything about a row (a failed attempt of a PaymentIntent does
+    not). ``owns``: which listed objects own their row's state; one that does not (a PaymentIntent's
     charge) states only the columns in ``refines`` (its refunded amount and card).
     ``embedded``: the endpoint lists other objects that carry this resource's objects
     (Stripe has no discount list; customers, subscriptions and invoices embed their

@@ -35,6 +35,7 @@ from stripe_pipeline.catalog.model import (
     RowWrite,
     event_fact,
 )
+from stripe_pipeline.catalog.prices import embedded_price_rows
 from stripe_pipeline.catalog.readers import (
     amount,
     boolean,
@@ -47,7 +48,6 @@ from stripe_pipeline.catalog.readers import (
     text,
     unix_time,
 )
-from stripe_pipeline.catalog.prices import embedded_price_rows
 from stripe_pipeline.db.models import StripeSubscription
 
 N, K, L = Policy.NEWEST, Policy.NEWEST_KNOWN, Policy.LEAST

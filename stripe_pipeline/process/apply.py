@@ -261,9 +261,10 @@ def _store_references(
                     target = catalog.by_type[reference.object_type]
                     for ref in dict.fromkeys(reference.ids(write.values)):
                         key = (target.object_type, ref)
-                        if ref and (target.table_name, ref) not in written and key not in asked:
-                            if not wanted[key] or wanted[key][-1] is not item:
-                                wanted[key].append(item)
+                        if not ref or (target.table_name, ref) in written or key in asked:
+                            continue
+                        if not wanted[key] or wanted[key][-1] is not item:
+                            wanted[key].append(item)
         if not wanted:
             break
         asked.update(wanted)
