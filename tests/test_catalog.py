@@ -308,9 +308,9 @@ def _full_objects(fx: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     }
 
 
-DELETIONS = {
-    (r.object_type, r.deleted_marker) for r in CATALOG.resources if r.deleted_marker
-} - {("subscription", "deleted_at")}
+DELETIONS = {(r.object_type, r.deleted_marker) for r in CATALOG.resources if r.deleted_marker} - {
+    ("subscription", "deleted_at")
+}
 
 
 def _corrupted(column: Any, value: Any) -> Any:

@@ -54,8 +54,7 @@ def resource_table(catalog: Catalog = CATALOG) -> str:
     for r in catalog.resources:
         events = ", ".join(f"`{p}`" for route in r.routes for p in route.patterns)
         lines.append(
-            f"| {r.object_type} | `{r.table_name}` | {events} | {_listings(r)} "
-            f"| {_references(r)} |"
+            f"| {r.object_type} | `{r.table_name}` | {events} | {_listings(r)} | {_references(r)} |"
         )
     lines += ["", "| table | field | merge | reconciled |", "|---|---|---|---|"]
     for r in catalog.resources:

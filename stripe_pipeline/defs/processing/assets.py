@@ -29,7 +29,6 @@ from stripe_pipeline.defs.common.resources import (
 from stripe_pipeline.process.backoff import RetryPolicy
 from stripe_pipeline.process.queue import has_due_events
 from stripe_pipeline.process.runner import ProcessingReport, process_pending
-from stripe_pipeline.stripe_api.errors import NotFound
 
 DOMAIN_GROUP = "stripe_domain"
 
@@ -116,13 +115,7 @@ class LazyRefundSource:
         return self._client().list_charge_refunds(charge_id)
 
     def fetch_object(self, path: str) -> dict[str, Any] | None:
-        client = self._client()
-        try:
-            return client.get(path)
-        except NotFound:
-            return None
-        finally:
-            client.flush_audit()
+        return self._client().fetch_object(path)
 
 
 def refund_source(api: StripeApiResource, database: DatabaseResource) -> LazyRefundSource | None:
