@@ -291,6 +291,20 @@ def seed_commerce(conn: Connection, now: datetime) -> None:
         ],
     )
 
+    insert_rows(
+        conn,
+        "stripe_promotion_codes",
+        [
+            {
+                "stripe_promotion_code_id": "promo_1",
+                "code": "SPRING",
+                "coupon_id": "PCT20",
+                "active": True,
+                "times_redeemed": 3,
+            }
+        ],
+    )
+
     def discount(did: str, coupon_id: str, **extra: Any) -> dict[str, Any]:
         return {
             "stripe_discount_id": did,
@@ -304,7 +318,7 @@ def seed_commerce(conn: Connection, now: datetime) -> None:
         conn,
         "stripe_discounts",
         [
-            discount("di_1", "PCT20", subscription_id="sub_month"),
+            discount("di_1", "PCT20", subscription_id="sub_month", promotion_code_id="promo_1"),
             discount(
                 "di_2", "PCT20", subscription_id="sub_canceled", deleted_at=now - timedelta(days=5)
             ),
