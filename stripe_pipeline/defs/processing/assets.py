@@ -51,6 +51,11 @@ DOMAIN_TABLES: dict[str, str] = {
     "stripe_invoices": "Invoices: status, amounts, attempts, paid and uncollectible times.",
     "stripe_customers": "Customers, including deleted ones (deleted_at).",
     "stripe_payment_methods": "Payment methods and whether they are attached to a customer.",
+    "stripe_products": "Products, deleted ones marked (deleted_at).",
+    "stripe_prices": "Prices and legacy plans (one row per id), deleted ones marked.",
+    "stripe_coupons": "Coupons: percent or amount off, duration, redemptions; deleted marked.",
+    "stripe_promotion_codes": "Promotion codes and the coupon each applies.",
+    "stripe_discounts": "Discounts on customers, subscriptions, invoices and invoice items.",
     "payment_support_tickets": "Escalations a person must look at (dead-lettered events, "
     "failed checks), deduplicated per issue and object.",
 }
