@@ -324,9 +324,7 @@ def seed_commerce(conn: Connection, now: datetime) -> None:
             ),
             discount("di_3", "AMT500", subscription_id="sub_year"),
             # ended: it discounted sub_week once, no longer
-            discount(
-                "di_4", "AMT500", subscription_id="sub_week", end_at=now - timedelta(days=1)
-            ),
+            discount("di_4", "AMT500", subscription_id="sub_week", end_at=now - timedelta(days=1)),
             # customer-wide, for a customer without subscriptions: a redemption only
             discount("di_5", "PCT20", customer_id="cus_other"),
             discount("di_6", "PCT20", subscription_id="sub_jpy"),
