@@ -31,6 +31,18 @@ from stripe_pipeline.process.queue import has_due_events
 from stripe_pipeline.process.runner import ProcessingReport, process_pending
 
 DOMAIN_GROUP = "stripe_domain"
+# products, prices, coupons, promotion codes, discounts: materialized by the same step,
+# shown as their own group (the domain group's graph stays readable)
+COMMERCE_GROUP = "stripe_commerce"
+COMMERCE_TABLES = frozenset(
+    {
+        "stripe_products",
+        "stripe_prices",
+        "stripe_coupons",
+        "stripe_promotion_codes",
+        "stripe_discounts",
+    }
+)
 
 stripe_events = AssetSpec(
     key="stripe_events",
@@ -203,7 +215,7 @@ def run_metadata(report: ProcessingReport) -> dict[str, Any]:
         AssetSpec(
             key=key,
             deps=[stripe_events],
-            group_name=DOMAIN_GROUP,
+            group_name=COMMERCE_GROUP if key.path[-1] in COMMERCE_TABLES else DOMAIN_GROUP,
             description=DOMAIN_TABLES[key.path[-1]],
             kinds={"sql"},
             skippable=False,
