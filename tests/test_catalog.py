@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Boolean, DateTime, Engine, Integer, String, update
+from sqlalchemy import Boolean, DateTime, Engine, Float, Integer, String, Text, update
 from sqlalchemy.types import JSON
 
 from stripe_pipeline.catalog import CATALOG
@@ -180,8 +180,90 @@ def _full_objects(fx: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
         canceled_at=NOW - 100,
         ended_at=NOW - 100,
     )
+    product = obj(
+        "product",
+        "prod_c1",
+        name="Pro",
+        description="The pro plan",
+        active=True,
+        type="service",
+        default_price="price_c1",
+        unit_label="seat",
+    )
+    price = obj(
+        "price",
+        "price_c1",
+        product="prod_c1",
+        active=True,
+        currency="usd",
+        unit_amount=1500,
+        unit_amount_decimal="1500",
+        billing_scheme="per_unit",
+        type="recurring",
+        recurring={"interval": "month", "interval_count": 1, "usage_type": "licensed"},
+        nickname="Pro monthly",
+        lookup_key="pro_monthly",
+        tax_behavior="exclusive",
+    )
+    percent = obj(
+        "coupon",
+        "SPRING25",
+        name="Spring 25.5%",
+        percent_off=25.5,
+        amount_off=None,
+        currency=None,
+        duration="repeating",
+        duration_in_months=3,
+        max_redemptions=100,
+        times_redeemed=4,
+        valid=True,
+        redeem_by=NOW + 86400,
+    )
+    fixed = obj(
+        "coupon", "TENOFF", name="10 off", percent_off=None, amount_off=1000, currency="usd"
+    )
+    promo = obj(
+        "promotion_code",
+        "promo_c1",
+        code="SPRING",
+        promotion={"type": "coupon", "coupon": "SPRING25"},
+        customer="cus_c1",
+        active=True,
+        max_redemptions=50,
+        times_redeemed=2,
+        expires_at=NOW + 86400,
+    )
+    # today's discount shape: the coupon under source
+    customer["discount"] = {
+        **fx["discount"],
+        "id": "di_c1",
+        "source": {"type": "coupon", "coupon": "SPRING25"},
+        "promotion_code": "promo_c1",
+        "customer": "cus_c1",
+        "start": NOW - 650,
+        "end": NOW + 90 * 86400,
+    }
+    # an older one: the coupon embedded whole
+    on_invoice = {
+        **fx["discount"],
+        "id": "di_c2",
+        "coupon": fixed,
+        "source": None,
+        "customer": "cus_c1",
+        "subscription": "sub_c1",
+        "subscription_item": "si_c1",
+        "invoice": "in_c1",
+        "invoice_item": "ii_c1",
+        "start": NOW - 640,
+        "end": None,
+    }
     for item in sub["items"]["data"]:
-        item.update(current_period_start=NOW - 700, current_period_end=NOW + 86400, quantity=2)
+        item.update(
+            current_period_start=NOW - 700,
+            current_period_end=NOW + 86400,
+            quantity=2,
+            price=copy.deepcopy(price),
+        )
     # invoice payments (basil): in_c1 paid by pi_c1 after a payment that was detached
     # (canceled), in_c2 paid out of band by the legacy charge
     paid_by_pi = obj(
@@ -239,6 +321,7 @@ def _full_objects(fx: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
         # expanded, as a listing or fetch may ask for it
         payments={"object": "list", "data": [detached, paid_by_pi], "has_more": False},
         status_transitions={"paid_at": NOW - 200, "marked_uncollectible_at": NOW - 300},
+        discounts=[on_invoice],
     )
     out_of_band = obj(
         "invoice",
@@ -265,10 +348,16 @@ def _full_objects(fx: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
         "subscriptions": [sub],
         "invoices": [invoice, out_of_band],
         "invoice_payments": [paid_by_pi, detached, paid_by_charge],
+        "products": [product],
+        "prices": [price],
+        "coupons": [percent, fixed],
+        "promotion_codes": [promo],
     }
 
 
-DELETIONS = {("customer", "deleted_at"), ("invoice", "deleted_at")}
+DELETIONS = {(r.object_type, r.deleted_marker) for r in CATALOG.resources if r.deleted_marker} - {
+    ("subscription", "deleted_at")
+}
 
 
 def _corrupted(column: Any, value: Any) -> Any:
@@ -277,10 +366,12 @@ def _corrupted(column: Any, value: Any) -> Any:
         return not value
     if isinstance(column.type, DateTime):
         return value.replace(year=value.year - 1)
-    if isinstance(column.type, Integer):
+    if isinstance(column.type, Integer | Float):
         return value + 1
     if isinstance(column.type, JSON):
         return {"corrupted": True} if not isinstance(value, dict) else [{"corrupted": True}]
+    if isinstance(column.type, Text):
+        return "x" + value
     if isinstance(column.type, String):
         return "usx" if column.name == "currency" else ("x" + value)[: column.type.length]
     raise AssertionError(f"no corruption for {column}")
@@ -291,8 +382,9 @@ def test_reconciliation_compares_every_reconciled_column(
 ) -> None:
     api = MemoryApi(_full_objects(stripe_fixtures))
     first = run_reconciliation(engine, api, RunConfig(backfill=False))
-    # the PI owns ch_c1
-    assert first.counts["compare"]["found"]["missing_locally"] == 13
+    # 13 payment and invoice objects (the PI owns ch_c1), a product, a price, 2 coupons, a
+    # promotion code and 2 discounts
+    assert first.counts["compare"]["found"]["missing_locally"] == 20
     clean = run_reconciliation(engine, api, RunConfig(backfill=False))
     assert clean.counts["compare"]["found"] == {}, "a clean copy must compare equal"
 
@@ -353,6 +445,8 @@ def _mismatched(engine: Engine, run_id: int) -> set[tuple[str, str]]:
 @pytest.mark.parametrize("resource", CATALOG.resources, ids=lambda r: r.object_type)
 def test_parsers_write_exactly_the_declared_columns(resource, stripe_fixtures: dict) -> None:
     objects = _full_objects(stripe_fixtures)
+    objects["plans"] = [{**stripe_fixtures["plan"], "id": "plan_c1"}]
+    objects["discounts"] = [objects["customers"][0]["discount"]]
     for route in resource.routes:
         for pattern in route.patterns:
             event_type = pattern.replace("*", "updated")
@@ -368,6 +462,12 @@ def test_parsers_write_exactly_the_declared_columns(resource, stripe_fixtures: d
                 "payment_method": "payment_methods",
                 "refund": "refunds",
                 "subscription": "subscriptions",
+                "product": "products",
+                "plan": "plans",
+                "price": "prices",
+                "coupon": "coupons",
+                "promotion_code": "promotion_codes",
+                "discount": "discounts",
             }.get(kind)
             obj = objects[listing][0] if listing else {"id": "card_1", "object": "card"}
             ctx_event = make_event(event_type, obj, NOW)
@@ -384,7 +484,8 @@ def test_parsers_write_exactly_the_declared_columns(resource, stripe_fixtures: d
 def test_deletions_found_by_fetching_are_repaired(engine: Engine, stripe_fixtures: dict) -> None:
     """A deleted customer is listed no more but answers ``deleted: true`` by id; a
     deleted draft invoice answers 404: both rows are marked deleted, nothing ticketed.
-    A 404 for anything else is an object missing in Stripe."""
+    So is the deleted customer's discount, which it no longer carries. A 404 for
+    anything else is an object missing in Stripe."""
     objects = _full_objects(stripe_fixtures)
     draft = copy.deepcopy(objects["invoices"][0])
     draft.update(id="in_draft", status="draft", payments=None, status_transitions={})
@@ -402,6 +503,7 @@ def test_deletions_found_by_fetching_are_repaired(engine: Engine, stripe_fixture
         "payment_method": 1,
         "invoice": 1,
         "refund": 1,
+        "discount": 1,
     }
     with engine.connect() as conn:
         deleted = dict(
@@ -414,12 +516,18 @@ def test_deletions_found_by_fetching_are_repaired(engine: Engine, stripe_fixture
                 "SELECT stripe_invoice_id, deleted_at IS NOT NULL FROM stripe_invoices"
             ).all()
         )
+        discounts = dict(
+            conn.exec_driver_sql(
+                "SELECT stripe_discount_id, deleted_at IS NOT NULL FROM stripe_discounts"
+            ).all()
+        )
         open_ones = conn.exec_driver_sql(
             "SELECT object_type, object_id, kind FROM reconciliation_discrepancies "
             "WHERE status IN ('open', 'ticketed')"
         ).all()
     assert deleted == {"cus_c1": True}
     assert drafts == {"in_c1": False, "in_c2": False, "in_draft": True}
+    assert discounts == {"di_c1": True, "di_c2": False}
     assert open_ones == [("refund", "re_c1", "missing_in_stripe")]
     again = run_reconciliation(engine, api, RunConfig(backfill=False))
     # deleted rows are expected to be missing from the listings: not fetched again (the

@@ -118,7 +118,10 @@ def listed(reader: PeerReader, listing: Listing, customers: list[str]) -> list[d
             for customer in customers
             for obj in reader.list(listing.path, {**listing.params, "customer": customer})
         ]
-    return reader.list(listing.path, dict(listing.params))
+    found = reader.list(listing.path, dict(listing.params))
+    if listing.embedded is not None:  # the objects the listed ones carry (discounts)
+        return [obj for parent in found for obj in listing.embedded(parent)]
+    return found
 
 
 def stored(value: Any) -> Any:

@@ -70,6 +70,28 @@ def test_subscription_items_normalise_each_interval(built: Engine) -> None:
         assert math.isclose(items[key]["mrr_minor"], mrr, rel_tol=1e-9), key
 
 
+def test_mrr_by_product_and_price(built: Engine) -> None:
+    rows = {
+        (r["currency"], r["product_id"], r["price_id"]): r
+        for r in fetch_rows(built, "mrr_by_product_price")
+    }
+    # trialing and canceled subscriptions bring no MRR: their prices have no row
+    assert set(rows) == set(seed.EXPECTED_MRR_BY_PRICE)
+    for key, expected in seed.EXPECTED_MRR_BY_PRICE.items():
+        assert_matches(rows[key], expected, f"mrr_by_product_price{key}")
+    # the mart adds up to the subscriptions summary, per currency
+    for currency, mrr_minor in seed.EXPECTED_MRR_MINOR.items():
+        total = sum(r["mrr_minor"] for k, r in rows.items() if k[0] == currency)
+        assert math.isclose(total, mrr_minor, abs_tol=0.02), currency
+
+
+def test_coupon_usage_and_churn_of_discounted_subscriptions(built: Engine) -> None:
+    rows = {(r["coupon_id"], r["currency"]): r for r in fetch_rows(built, "coupon_usage")}
+    assert len(rows) == 6  # 3 coupons x 2 currencies
+    for key, expected in seed.EXPECTED_COUPON_USAGE.items():
+        assert_matches(rows[key], expected, f"coupon_usage{key}")
+
+
 def test_subscriptions_daily_new_and_churned(built: Engine) -> None:
     rows = fetch_rows(built, "subscriptions_daily")
     assert sum(r["new_count"] for r in rows) == 9

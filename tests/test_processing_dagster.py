@@ -361,6 +361,8 @@ def fixture_stream(fx: dict[str, Any]) -> list[dict[str, Any]]:
         ),
         make_event("payment_intent.succeeded", succeeded, T0 + 2),
         make_event("payment_intent.payment_failed", failed, T0 + 3),
+        # the product its price names comes first (else it is fetched: the API here is down)
+        make_event("product.created", fx["product"], T0 + 3),
         make_event("customer.subscription.created", fx["subscription"], T0 + 4),
         make_event("invoice.paid", dict(fx["invoice"], status="paid"), T0 + 5),
         make_event("charge.dispute.created", dict(fx["dispute"], status="needs_response"), T0 + 6),
@@ -431,8 +433,8 @@ def test_processing_job_materializes_domain_tables(
     meta = materialization_metadata(result)
     assert set(meta) == {k.path[-1] for k in DOMAIN_TABLE_KEYS}
     run = meta["stripe_payments"]
-    assert run["events_claimed"] == 11
-    assert run["processed"] == 8 and run["ignored"] == 1
+    assert run["events_claimed"] == 12
+    assert run["processed"] == 9 and run["ignored"] == 1
     assert run["retries_scheduled"] == 1
     assert run["dead_lettered"] == 1 and run["tickets_opened"] == 1
     assert run["oldest_pending_age_seconds"] == 0.0 and run["remaining_due"] == 0
@@ -441,7 +443,14 @@ def test_processing_job_materializes_domain_tables(
     assert "| charge.refunded | 0 | 0 | 0 | 1 | 1 |" in table
     assert meta["stripe_payments"]["rows_written"] >= 2
     assert meta["payment_support_tickets"]["rows_written"] == 1
-    for name in ("stripe_refunds", "stripe_disputes", "stripe_customers", "stripe_invoices"):
+    for name in (
+        "stripe_refunds",
+        "stripe_disputes",
+        "stripe_customers",
+        "stripe_invoices",
+        "stripe_products",
+        "stripe_prices",
+    ):
         assert meta[name]["rows_written"] >= 1, name
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks == {"queue_keeps_up": True, "every_dead_letter_has_a_ticket": True}

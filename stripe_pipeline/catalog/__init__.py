@@ -8,12 +8,17 @@ pass it (or another catalog, in tests) to processing and reconciliation.
 from __future__ import annotations
 
 from stripe_pipeline.catalog import (
+    coupons,
     customers,
+    discounts,
     disputes,
     invoice_payments,
     invoices,
     payment_methods,
     payments,
+    prices,
+    products,
+    promotion_codes,
     refunds,
     subscriptions,
 )
@@ -29,6 +34,11 @@ CATALOG = Catalog(
         subscriptions.RESOURCE,
         invoices.RESOURCE,
         invoice_payments.RESOURCE,
+        products.RESOURCE,
+        prices.RESOURCE,
+        coupons.RESOURCE,
+        promotion_codes.RESOURCE,
+        discounts.RESOURCE,
     )
 )
 

@@ -24,25 +24,38 @@ _POLICY = {
 def _listings(resource: Resource) -> str:
     parts = []
     for listing in resource.listings:
-        params = "&".join(f"{k}={v}" for k, v in listing.params.items())
+        params = "&".join(
+            "&".join(f"{k}[]={item}" for item in v) if isinstance(v, list | tuple) else f"{k}={v}"
+            for k, v in listing.params.items()
+        )
         text = f"`GET {listing.path}{'?' + params if params else ''}`"
         if listing.per_customer:
             text += " per customer"
         if listing.owns is not None:
             text += " (refines rows it does not own)"
+        if listing.embedded is not None:
+            text += f" (the {resource.object_type}s each one carries)"
+        if listing.full:
+            text += " (all, every run)"
         parts.append(text)
     return "<br>".join(parts) or "none"
+
+
+def _references(resource: Resource) -> str:
+    return ", ".join(r.object_type for r in resource.references) or "-"
 
 
 def resource_table(catalog: Catalog = CATALOG) -> str:
     """Markdown: per resource its table, events, listings and every stored field."""
     lines = [
-        "| resource | table | events | listings (reconciliation, backfill) |",
-        "|---|---|---|---|",
+        "| resource | table | events | listings (reconciliation, backfill) | names (stored too) |",
+        "|---|---|---|---|---|",
     ]
     for r in catalog.resources:
         events = ", ".join(f"`{p}`" for route in r.routes for p in route.patterns)
-        lines.append(f"| {r.object_type} | `{r.table_name}` | {events} | {_listings(r)} |")
+        lines.append(
+            f"| {r.object_type} | `{r.table_name}` | {events} | {_listings(r)} | {_references(r)} |"
+        )
     lines += ["", "| table | field | merge | reconciled |", "|---|---|---|---|"]
     for r in catalog.resources:
         linked = {link.column: source.table_name for source, link in catalog.links_into(r)}

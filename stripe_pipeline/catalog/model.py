@@ -123,6 +123,19 @@ class SourceFailed(Exception):
         self.cause = cause
 
 
+@runtime_checkable
+class ObjectSource(Protocol):
+    """Fetches one Stripe object at a ``/v1/...`` path; ``None`` when Stripe answers 404.
+
+    Processing uses it for objects a row names that are not stored yet (a
+    subscription's price, a price's product), as sync-engine's "related entities"
+    option does: through the rate-limited API client, its errors the event's
+    (temporary) failure.
+    """
+
+    def fetch_object(self, path: str) -> dict[str, Any] | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class RowWrite:
     """What one event (or listed object) says about one row of one table.
@@ -209,34 +222,73 @@ class Listing:
     ``read_as``: the event type whose parser reads a listed object (the same parser
     processing uses, so compared and repaired rows are built exactly as event rows).
     ``params``: sent with every page (``status=all``: Stripe hides canceled
-    subscriptions otherwise). ``per_customer``: the endpoint lists one customer's
-    objects (``/v1/customers/{customer}/payment_methods``). ``created_filter``: the
-    endpoint accepts ``created[gte/lte]``. ``states``: which listed objects say
-    anything about a row (a failed attempt of a PaymentIntent does not). ``owns``:
-    which listed objects own their row's state; one that does not (a PaymentIntent's
+    subscriptions otherwise; ``expand``: a list of paths). ``per_customer``: the
+    endpoint lists one customer's objects (``/v1/customers/{customer}/payment_methods``).
+    ``created_filter``: the endpoint accepts ``created[gte/lte]``. ``states``: which
+    listed objects say anything about a row (a failed attempt of a PaymentIntent does
+    not). ``owns``: which listed objects own their row's state; one that does not (a PaymentIntent's
     charge) states only the columns in ``refines`` (its refunded amount and card).
+    ``embedded``: the endpoint lists other objects that carry this resource's objects
+    (Stripe has no discount list; customers, subscriptions and invoices embed their
+    discounts): each listed object yields the objects to read, and the listing is
+    windowed on the listed (parent) objects' ``created``. ``full``: every run lists
+    every object, whatever its window (prices, products and coupons are few, and a
+    subscription may name one created years ago).
     """
 
     name: str
     path: str
     read_as: str
-    params: Mapping[str, str] = field(default_factory=dict)
+    params: Mapping[str, Any] = field(default_factory=dict)
     per_customer: bool = False
     created_filter: bool = True
     states: Callable[[dict[str, Any]], bool] | None = None
     owns: Callable[[dict[str, Any]], bool] | None = None
     refines: tuple[str, ...] = ()
+    embedded: Callable[[dict[str, Any]], Iterable[dict[str, Any]]] | None = None
+    full: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Fetch:
     """How one object is fetched by id: ``path`` (``{id}`` replaced), read as the
     event type ``read_as``. ``prefix``: only keys starting with it (a legacy charge
-    keys its own payment and is fetched as a charge)."""
+    keys its own payment and is fetched as a charge).
+
+    ``parent``: the object has no endpoint of its own and is fetched through the
+    object that carries it (a discount through its subscription): ``{parent}`` in
+    ``path`` is the stored row's value of that column, the fetch applies only to rows
+    where it is set, and ``embedded`` yields the carried objects; the object's
+    absence there means Stripe no longer has it (as a 404 would).
+    """
 
     path: str
     read_as: str
     prefix: str = ""
+    parent: str = ""
+    embedded: Callable[[dict[str, Any]], Iterable[dict[str, Any]]] | None = None
+
+    def url(self, key: str, row: Mapping[str, Any] | None = None) -> str:
+        if self.parent:
+            if row is None or not row.get(self.parent):
+                raise ValueError(f"fetching {key} needs its {self.parent}")
+            return self.path.replace("{parent}", str(row[self.parent]))
+        return self.path.replace("{id}", key)
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """Objects a row names that must be stored too, so joins have no holes (a
+    subscription's prices and products, a discount's coupon).
+
+    ``ids`` reads the referenced ids from the row's values. Processing fetches a
+    referenced object that is neither stored nor written by the same batch through
+    its :class:`Fetch` (an :class:`ObjectSource`), or notes it; the nightly run lists
+    the referenced resource either way.
+    """
+
+    object_type: str
+    ids: Callable[[Mapping[str, Any]], Iterable[str | None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +337,8 @@ class Resource:
     local_columns: Mapping[str, str] = field(default_factory=dict)
     # columns of other resources this resource's rows fill (see ``Link``)
     links: tuple[Link, ...] = ()
+    # objects a row names that are stored as well (see Reference)
+    references: tuple[Reference, ...] = ()
 
     def __post_init__(self) -> None:
         names = [c.name for c in self.columns]
@@ -301,9 +355,15 @@ class Resource:
     def table_name(self) -> str:
         return self.table.name
 
-    def fetch_for(self, key: str) -> Fetch | None:
-        """How to fetch the object of this key (the longest matching prefix)."""
-        found = [f for f in self.fetch if key.startswith(f.prefix)]
+    def fetch_for(self, key: str, row: Mapping[str, Any] | None = None) -> Fetch | None:
+        """How to fetch the object of this key (the longest matching prefix; of
+        fetches through a parent, the first declared whose parent the row names)."""
+        found = [
+            f
+            for f in self.fetch
+            if key.startswith(f.prefix)
+            and (not f.parent or (row is not None and row.get(f.parent)))
+        ]
         return max(found, key=lambda f: len(f.prefix)) if found else None
 
     def column(self, name: str) -> Column:
@@ -375,6 +435,9 @@ class Catalog:
             for fetch in resource.fetch:
                 if self.route_for(fetch.read_as) is None:
                     raise ValueError(f"{resource.object_type} fetch reads as {fetch.read_as}")
+            for reference in resource.references:
+                if reference.object_type not in by_type:
+                    raise ValueError(f"{resource.object_type} references {reference.object_type}")
         self.listings: Mapping[str, tuple[Resource, Listing]] = MappingProxyType(listings)
         for resource in self.resources:
             for link in resource.links:

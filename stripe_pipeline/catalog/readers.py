@@ -164,3 +164,20 @@ def card_fingerprint(payment_method_or_charge: Any) -> str | None:
             else None
         )
     )
+
+
+def number(value: Any) -> float | None:
+    """A JSON number that may have a fraction (a coupon's ``percent_off``)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"expected a number, got {value!r}")
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"not a finite number: {value!r}")
+    return float(value)
+
+
+def deleted_stub(obj: dict[str, Any]) -> bool:
+    """A ``{"id", "object", "deleted": true}`` answer: it says only that the object is
+    gone (Stripe's answer for a deleted customer, coupon or product fetched by id)."""
+    return obj.get("deleted") is True and not (set(obj) - {"id", "object", "deleted"})

@@ -8,6 +8,13 @@ subscription; today's carry them per item (``items.data[].price`` and the item's
 first item also fills the flat price columns. ``trial_will_end`` records when Stripe
 warned (3 days before the trial ends); ``customer.subscription.deleted`` marks the
 row deleted for good.
+
+The ``items`` JSON list is the one source of truth for subscription items (the
+``stg_stripe__subscription_items`` model reads it): a separate items table would be a
+second copy to keep equal. Every price (or plan) an item embeds is stored as an
+unversioned ``stripe_prices`` row, and every discount object the subscription carries
+as an unversioned ``stripe_discounts`` row; the items' prices and products are
+references, so processing stores one it has not seen (``Reference``).
 """
 
 from __future__ import annotations
@@ -15,17 +22,20 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from stripe_pipeline.catalog.discounts import embedded_discount_rows
 from stripe_pipeline.catalog.model import (
     Column,
     EventContext,
     Fetch,
     Listing,
     Policy,
+    Reference,
     Resource,
     Route,
     RowWrite,
     event_fact,
 )
+from stripe_pipeline.catalog.prices import embedded_price_rows
 from stripe_pipeline.catalog.readers import (
     amount,
     boolean,
@@ -97,12 +107,22 @@ def _item(item: dict[str, Any], fallback_currency: str | None) -> dict[str, Any]
     }
 
 
-def subscription_items(sub: dict[str, Any]) -> list[dict[str, Any]]:
-    fallback_currency = currency(sub.get("currency"))
+def _raw_items(sub: dict[str, Any]) -> list[dict[str, Any]]:
     raw = [i for i in list_data(sub.get("items")) if isinstance(i, dict)]
     if not raw and sub.get("plan"):  # the oldest shape: one plan on the subscription
         raw = [{"plan": sub["plan"], "quantity": sub.get("quantity")}]
-    return [_item(item, fallback_currency) for item in raw]
+    return raw
+
+
+def subscription_items(sub: dict[str, Any]) -> list[dict[str, Any]]:
+    fallback_currency = currency(sub.get("currency"))
+    return [_item(item, fallback_currency) for item in _raw_items(sub)]
+
+
+def _item_ids(row: Any, column: str) -> list[str | None]:
+    """Ids the stored row's items (and flat columns) name: its references."""
+    items = row.get("items") or []
+    return [row.get(column), *(i.get(column) for i in items if isinstance(i, dict))]
 
 
 def apply_subscription_event(ctx: EventContext) -> Iterable[RowWrite]:
@@ -145,7 +165,12 @@ def apply_subscription_event(ctx: EventContext) -> Iterable[RowWrite]:
         "stripe_created": integer(sub.get("created")),
         "livemode": ctx.livemode,
     }
-    return [RowWrite(TABLE, object_id(sub), values)]
+    prices = [item.get("price") or item.get("plan") for item in _raw_items(sub)]
+    return [
+        RowWrite(TABLE, object_id(sub), values),
+        *embedded_price_rows(prices, created=ctx.created, livemode=ctx.livemode),
+        *embedded_discount_rows(sub, created=ctx.created, livemode=ctx.livemode),
+    ]
 
 
 RESOURCE = Resource(
@@ -170,4 +195,8 @@ RESOURCE = Resource(
     fetch=(Fetch("/v1/subscriptions/{id}", "customer.subscription.updated"),),
     docs="https://docs.stripe.com/api/subscriptions/object",
     deleted_marker="deleted_at",
+    references=(
+        Reference("price", lambda row: _item_ids(row, "price_id")),
+        Reference("product", lambda row: _item_ids(row, "product_id")),
+    ),
 )

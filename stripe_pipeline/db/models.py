@@ -465,6 +465,107 @@ class StripePaymentMethod(EventVersionMixin, Base):
     )
 
 
+class StripeProduct(EventVersionMixin, Base):
+    __tablename__ = "stripe_products"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    stripe_product_id: Mapped[str] = mapped_column(String(255), nullable=False, unique=True)
+    name: Mapped[str | None] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
+    active: Mapped[bool | None] = mapped_column(Boolean)
+    type: Mapped[str | None] = mapped_column(String(32))
+    default_price_id: Mapped[str | None] = mapped_column(String(255))
+    unit_label: Mapped[str | None] = mapped_column(String(255))
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class StripePrice(EventVersionMixin, Base):
+    """Prices and legacy plans: Stripe's prices API returns a plan as a price with the
+    same id, so both land here (one row per id)."""
+
+    __tablename__ = "stripe_prices"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    stripe_price_id: Mapped[str] = mapped_column(String(255), nullable=False, unique=True)
+    product_id: Mapped[str | None] = mapped_column(String(255))
+    active: Mapped[bool | None] = mapped_column(Boolean)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    unit_amount_minor: Mapped[int | None] = mapped_column(BigInteger)
+    amount = derived_amount("unit_amount_minor")
+    unit_amount_decimal: Mapped[str | None] = mapped_column(String(64))
+    billing_scheme: Mapped[str | None] = mapped_column(String(32))
+    type: Mapped[str | None] = mapped_column(String(32))
+    recurring_interval: Mapped[str | None] = mapped_column(String(16))
+    recurring_interval_count: Mapped[int | None] = mapped_column(Integer)
+    recurring_usage_type: Mapped[str | None] = mapped_column(String(32))
+    nickname: Mapped[str | None] = mapped_column(Text)
+    lookup_key: Mapped[str | None] = mapped_column(String(255))
+    tax_behavior: Mapped[str | None] = mapped_column(String(32))
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_stripe_prices_product_id", "product_id"),)
+
+
+class StripeCoupon(EventVersionMixin, Base):
+    __tablename__ = "stripe_coupons"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    stripe_coupon_id: Mapped[str] = mapped_column(String(255), nullable=False, unique=True)
+    name: Mapped[str | None] = mapped_column(Text)
+    percent_off: Mapped[float | None] = mapped_column(Double)
+    amount_off_minor: Mapped[int | None] = mapped_column(BigInteger)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    duration: Mapped[str | None] = mapped_column(String(16))
+    duration_in_months: Mapped[int | None] = mapped_column(Integer)
+    max_redemptions: Mapped[int | None] = mapped_column(BigInteger)
+    times_redeemed: Mapped[int | None] = mapped_column(BigInteger)
+    valid: Mapped[bool | None] = mapped_column(Boolean)
+    redeem_by: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class StripePromotionCode(EventVersionMixin, Base):
+    __tablename__ = "stripe_promotion_codes"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    stripe_promotion_code_id: Mapped[str] = mapped_column(String(255), nullable=False, unique=True)
+    code: Mapped[str | None] = mapped_column(String(255))
+    coupon_id: Mapped[str | None] = mapped_column(String(255))
+    customer_id: Mapped[str | None] = mapped_column(String(255))
+    active: Mapped[bool | None] = mapped_column(Boolean)
+    max_redemptions: Mapped[int | None] = mapped_column(BigInteger)
+    times_redeemed: Mapped[int | None] = mapped_column(BigInteger)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_stripe_promotion_codes_coupon_id", "coupon_id"),)
+
+
+class StripeDiscount(EventVersionMixin, Base):
+    """Discounts on customers, subscriptions, invoices and invoice items, keyed by
+    ``di_...`` (id-less discounts of old API versions by a derived ``di_legacy_`` key)."""
+
+    __tablename__ = "stripe_discounts"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    stripe_discount_id: Mapped[str] = mapped_column(String(255), nullable=False, unique=True)
+    coupon_id: Mapped[str | None] = mapped_column(String(255))
+    promotion_code_id: Mapped[str | None] = mapped_column(String(255))
+    customer_id: Mapped[str | None] = mapped_column(String(255))
+    subscription_id: Mapped[str | None] = mapped_column(String(255))
+    subscription_item_id: Mapped[str | None] = mapped_column(String(255))
+    invoice_id: Mapped[str | None] = mapped_column(String(255))
+    invoice_item_id: Mapped[str | None] = mapped_column(String(255))
+    start_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    end_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("ix_stripe_discounts_coupon_id", "coupon_id"),
+        Index("ix_stripe_discounts_subscription_id", "subscription_id"),
+        Index("ix_stripe_discounts_customer_id", "customer_id"),
+    )
+
+
 class AuditLog(Base):
     """Append-only trail of payment operations and state changes.
 

@@ -6,7 +6,9 @@ The queue claims events and owns the transaction; this module turns them into ro
    (``extract_sql``), otherwise in Python (the catalog routes each type to its
    resource's parser); a payload that cannot be parsed, carries another kind of
    object than its type promises, or holds a value its table cannot store fails
-   only its own event, permanently; unknown types are ignored;
+   only its own event, permanently; unknown types are ignored; objects the rows
+   name that are neither stored nor in the batch (a subscription's price) are
+   fetched and stored too (``Resource.references``), one query per table;
 2. fold the batch's rows per object, newest event last (``upsert.merge_row``);
    two events of one object in the same second whose lifecycle stage cannot order
    them and that disagree queue the object in ``stale_objects``: the id tie-break
@@ -33,7 +35,7 @@ from decimal import Decimal
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, insert
+from sqlalchemy import Connection, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from stripe_pipeline.audit import AUDIT_LOG, AuditEntry, record
@@ -42,6 +44,7 @@ from stripe_pipeline.catalog.model import (
     Catalog,
     EventContext,
     InvoicePaymentSource,
+    ObjectSource,
     Policy,
     RefundSource,
     Resource,
@@ -50,6 +53,7 @@ from stripe_pipeline.catalog.model import (
     check_fits,
     same_value,
 )
+from stripe_pipeline.db.lists import chunked, in_list
 from stripe_pipeline.db.models import StaleObject
 from stripe_pipeline.privacy.guard import scrub_erased
 from stripe_pipeline.privacy.redact import redact_audit_entry
@@ -126,13 +130,19 @@ def apply_events(
     refund_source: RefundSource | None = None,
     invoice_payment_source: InvoicePaymentSource | None = None,
     actor_prefix: str = "event",
+    object_source: ObjectSource | None = None,
 ) -> ApplyResult:
     """Apply claimed events inside the caller's transaction (never commits).
 
     Every event ends in exactly one of ``outcomes`` or ``failures``. Failures are
     the raw exceptions (parse failures as :class:`PermanentError`, the peers' errors
-    (refund and invoice payment lookups) as raised); the caller classifies them.
+    (refund and invoice payment lookups, objects fetched) as raised); the caller
+    classifies them. ``object_source`` fetches referenced objects not stored yet;
+    without one, the API peer passed as ``refund_source`` serves when it can (the
+    processing runs pass one client).
     """
+    if object_source is None and isinstance(refund_source, ObjectSource):
+        object_source = refund_source
     result = ApplyResult()
     parsed: list[_Parsed] = []
     handled = []
@@ -173,6 +183,9 @@ def apply_events(
         parsed.append(item[0])
         if item[1]:
             result.notes[event.id] = "; ".join(item[1])
+    if not parsed:
+        return result
+    parsed = _store_references(conn, parsed, catalog, object_source, result)
     if not parsed:
         return result
 
@@ -231,6 +244,137 @@ def _parse(
     writes = list(route.handler(ctx))
     _check_writes(catalog, writes)
     return _Parsed(event, writes), ctx.notes
+
+
+# a fetched price names its product: rounds of "fetch what the new rows name"
+REFERENCE_ROUNDS = 3
+
+
+def _store_references(
+    conn: Connection,
+    parsed: list[_Parsed],
+    catalog: Catalog,
+    source: ObjectSource | None,
+    result: ApplyResult,
+) -> list[_Parsed]:
+    """Fetch and store the objects the batch's rows name that are neither stored nor
+    written by the batch (``Resource.references``), so marts join without holes.
+
+    One SELECT per referenced table and round; one API call per missing object,
+    through the rate-limited client. A fetched object is written unversioned with the
+    first event naming it (it fills the row; the object's own events still win). A
+    fetch that fails fails the events naming the object, with the client's error
+    (temporary: retried); a 404 or no client leaves a note, and the nightly run lists
+    the referenced resource.
+    """
+    if not any(r.references for r in catalog.resources):
+        return parsed
+    asked: set[tuple[str, str]] = set()
+    for _ in range(REFERENCE_ROUNDS):
+        written = {(w.table, w.key) for item in parsed for w in item.writes}
+        wanted: dict[tuple[str, str], list[_Parsed]] = defaultdict(list)
+        for item in parsed:
+            for write in item.writes:
+                for reference in catalog.by_table[write.table].references:
+                    target = catalog.by_type[reference.object_type]
+                    for ref in dict.fromkeys(reference.ids(write.values)):
+                        key = (target.object_type, ref)
+                        if not ref or (target.table_name, ref) in written or key in asked:
+                            continue
+                        if not wanted[key] or wanted[key][-1] is not item:
+                            wanted[key].append(item)
+        if not wanted:
+            break
+        asked.update(wanted)
+        failed: set[int] = set()
+        for key in sorted(_not_stored(conn, catalog, list(wanted))):
+            items = [i for i in wanted[key] if i.event.id not in failed]
+            if not items:
+                continue
+            fetched = _fetch_reference(catalog, key, source, items, result)
+            if isinstance(fetched, BaseException):
+                for item in items:
+                    failed.add(item.event.id)
+                    result.failures[item.event.id] = fetched
+                    result.notes.pop(item.event.id, None)
+            elif fetched:
+                items[0].writes.extend(fetched)
+        parsed = [item for item in parsed if item.event.id not in failed]
+    return parsed
+
+
+def _not_stored(
+    conn: Connection, catalog: Catalog, keys: list[tuple[str, str]]
+) -> set[tuple[str, str]]:
+    by_type: dict[str, list[str]] = defaultdict(list)
+    for object_type, object_id in keys:
+        by_type[object_type].append(object_id)
+    missing: set[tuple[str, str]] = set()
+    for object_type, ids in by_type.items():
+        resource = catalog.by_type[object_type]
+        column = resource.table.c[resource.key]
+        stored: set[str] = set()
+        for part in chunked(sorted(ids)):
+            stored.update(conn.execute(select(column).where(in_list(conn, column, part))).scalars())
+        missing.update((object_type, i) for i in ids if i not in stored)
+    return missing
+
+
+def _fetch_reference(
+    catalog: Catalog,
+    key: tuple[str, str],
+    source: ObjectSource | None,
+    items: list[_Parsed],
+    result: ApplyResult,
+) -> list[RowWrite] | BaseException:
+    """The rows of one referenced object (unversioned), or the fetch's error."""
+    object_type, object_id = key
+    fetch = catalog.by_type[object_type].fetch_for(object_id)
+    note = None
+    rows: list[RowWrite] = []
+    if source is None or fetch is None:
+        note = f"{object_type} {object_id} not stored yet (no API client: the nightly run lists it)"
+    else:
+        try:
+            obj = source.fetch_object(fetch.url(object_id))
+        except Exception as exc:
+            return exc
+        if obj is None:
+            note = f"{object_type} {object_id} not found at Stripe"
+        else:
+            try:
+                rows = _object_rows(catalog, fetch.read_as, obj, items[0].event)
+                _check_writes(catalog, rows)
+            except Exception as exc:  # Stripe's own object: keep the event, say why
+                note = f"fetched {object_type} {object_id} not stored: {type(exc).__name__}: {exc}"
+                rows = []
+    if note is not None:
+        for item in items:
+            earlier = result.notes.get(item.event.id)
+            result.notes[item.event.id] = f"{earlier}; {note}" if earlier else note
+    return rows
+
+
+def _object_rows(
+    catalog: Catalog, read_as: str, obj: dict[str, Any], event: QueuedEvent
+) -> list[RowWrite]:
+    """A fetched object's rows as its ``read_as`` parser writes them, unversioned."""
+    route = catalog.route_for(read_as)
+    kind = obj.get("object")
+    if route is None or (kind is not None and kind not in route.objects):
+        raise ValueError(f"a {str(kind)[:40]!r} object cannot be read as {read_as}")
+    fetched = QueuedEvent(
+        id=event.id,
+        stripe_event_id=event.stripe_event_id,
+        event_type=read_as,
+        stripe_created=event.stripe_created,
+        retry_count=0,
+        payload={"type": read_as, "created": event.stripe_created, "data": {"object": obj}},
+    )
+    return [
+        RowWrite(w.table, w.key, w.values, versioned=False)
+        for w in route.handler(EventContext(fetched, obj))
+    ]
 
 
 def _check_writes(catalog: Catalog, writes: Sequence[RowWrite]) -> None:

@@ -40,7 +40,7 @@ from sqlalchemy import (
 )
 from sqlalchemy import table as sql_table
 
-from stripe_pipeline.catalog.model import Catalog, Listing, Resource, RowWrite, same_value
+from stripe_pipeline.catalog.model import Catalog, Fetch, Listing, Resource, RowWrite, same_value
 from stripe_pipeline.db.lists import IN_CHUNK, chunked, in_list
 from stripe_pipeline.privacy.guard import scrub_erased
 from stripe_pipeline.reconcile.api import ListingApi, NotFound, list_window
@@ -444,7 +444,7 @@ def confirm_unseen(
     fetched: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         key = row[resource.key]
-        fetch = resource.fetch_for(key)
+        fetch = resource.fetch_for(key, row)
         local = {f: _plain(local_value(resource, f, row[f])) for f in resource.reconciled}
         if fetch is None or budget[0] <= 0:
             _missing(resource, key, local, spool, stats)
@@ -452,7 +452,9 @@ def confirm_unseen(
         budget[0] -= 1
         stats.fetched[resource.object_type] += 1
         try:
-            obj = api.get(fetch.path.replace("{id}", key))
+            obj = api.get(fetch.url(key, row))
+            if fetch.embedded is not None:  # fetched through the object that carries it
+                obj = _carried(catalog, resource, fetch, obj, key)
         except NotFound:
             if resource.gone_means_deleted is not None and resource.gone_means_deleted(row):
                 spool.add(
@@ -479,6 +481,21 @@ def confirm_unseen(
         compare_chunk(
             conn, catalog, resource, Source("fetch", read_as), objects, observed_at, spool, stats
         )
+
+
+def _carried(
+    catalog: Catalog, resource: Resource, fetch: Fetch, parent: dict[str, Any], key: str
+) -> dict[str, Any]:
+    """The object of this key among those its fetched parent carries; its absence
+    there is Stripe's word that the object is gone, as a 404 is."""
+    for obj in fetch.embedded(parent):  # type: ignore[misc]
+        try:
+            write = row_from_api_object(catalog, resource, fetch.read_as, obj, observed_at=0)
+        except (LookupError, TypeError, ValueError):
+            continue
+        if write.key == key:
+            return obj
+    raise NotFound(f"{resource.object_type} {key} is no longer on its parent")
 
 
 def _missing(
@@ -526,7 +543,13 @@ def compare_resource(
     chunk_size: int = CHUNK,
     max_fetches: int = MAX_FETCHES,
 ) -> None:
-    """Every listing of one resource, then the local rows no listing returned."""
+    """Every listing of one resource, then the local rows no listing returned.
+
+    A resource whose listings are all ``full`` is compared whole, whatever the window.
+    A listing of carried objects (``Listing.embedded``) is windowed on the carriers.
+    """
+    if resource.listings and all(listing.full for listing in resource.listings):
+        window = Window(None, window.end)
     customers: list[str] | None = None
     for listing in resource.listings:
         source = Source(listing.name, listing.read_as, listing)
@@ -542,6 +565,8 @@ def compare_resource(
                 server_filter=server_filter and listing.created_filter,
                 params=dict(listing.params),
             )
+        if listing.embedded is not None:
+            objects = _carried_by(objects, listing)
         if listing.states is not None:
             objects = (o for o in _counting(objects, stats, listing.name) if listing.states(o))
         else:
@@ -567,6 +592,11 @@ def _per_customer(
             yield from api.list_all(listing.path, params={**listing.params, "customer": customer})
         except NotFound:
             log.info("%s of customer %s: Stripe knows no such customer", listing.name, customer)
+
+
+def _carried_by(parents: Iterable[dict[str, Any]], listing: Listing) -> Iterator[dict[str, Any]]:
+    for parent in parents:
+        yield from listing.embedded(parent)  # type: ignore[misc]
 
 
 def _counting(items: Iterable[dict[str, Any]], stats: CompareStats, name: str):

@@ -448,6 +448,16 @@ class StripeApi:
                 raise NotFound(path) from exc
             raise
 
+    def fetch_object(self, path: str) -> dict[str, Any] | None:
+        """One object at a ``/v1/...`` path, ``None`` when Stripe answers 404: the
+        ``ObjectSource`` processing fetches referenced objects through."""
+        try:
+            return self.get(path)
+        except NotFound:
+            return None
+        finally:
+            self.flush_audit()
+
     def list_charge_refunds(self, charge_id: str) -> list[dict[str, Any]]:
         """All refunds of a charge (``charge.refunded`` stopped embedding them in 2022-11-15)."""
         return list(self.list_all("refunds", params={"charge": charge_id}))

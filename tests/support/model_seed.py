@@ -35,6 +35,7 @@ def seed_all(engine: Engine, now: datetime | None = None) -> datetime:
     with engine.begin() as conn:
         seed_payments(conn)
         seed_subscriptions(conn, now)
+        seed_commerce(conn, now)
         seed_disputes(conn, now)
         seed_recovery(conn)
         seed_tickets(conn, now)
@@ -231,6 +232,173 @@ EXPECTED_SUBSCRIPTIONS_USD = {
     "trials_ending_3d_count": 1,
     "new_30d_count": 1,
     "churned_30d_count": 1,
+}
+
+
+def seed_commerce(conn: Connection, now: datetime) -> None:
+    """Products, prices, coupons and discounts over the subscriptions above (every item
+    names prod_1; the legacy row names its price only, whose product is prod_legacy)."""
+    insert_rows(
+        conn,
+        "stripe_products",
+        [
+            {"stripe_product_id": "prod_1", "name": "Pro", "active": True},
+            {"stripe_product_id": "prod_legacy", "name": "Legacy", "active": False},
+        ],
+    )
+    insert_rows(
+        conn,
+        "stripe_prices",
+        [
+            {
+                "stripe_price_id": "price_month_2000",
+                "product_id": "prod_1",
+                "nickname": "Pro monthly",
+                "currency": "usd",
+                "unit_amount_minor": 2000,
+                "recurring_interval": "month",
+                "recurring_interval_count": 1,
+            },
+            {
+                "stripe_price_id": "price_legacy",
+                "product_id": "prod_legacy",
+                "nickname": "Old plan",
+                "currency": "usd",
+                "unit_amount_minor": 1500,
+                "recurring_interval": "month",
+                "recurring_interval_count": 1,
+            },
+        ],
+    )
+
+    def coupon(cid: str, **extra: Any) -> dict[str, Any]:
+        return {"stripe_coupon_id": cid, "name": cid.title(), "valid": True, **extra}
+
+    insert_rows(
+        conn,
+        "stripe_coupons",
+        [
+            coupon("PCT20", percent_off=20.0, duration="forever", times_redeemed=5),
+            coupon(
+                "AMT500",
+                amount_off_minor=500,
+                currency="usd",
+                duration="repeating",
+                duration_in_months=3,
+                times_redeemed=2,
+            ),
+            coupon("UNUSED", percent_off=10.0, duration="once", times_redeemed=0),
+        ],
+    )
+
+    insert_rows(
+        conn,
+        "stripe_promotion_codes",
+        [
+            {
+                "stripe_promotion_code_id": "promo_1",
+                "code": "SPRING",
+                "coupon_id": "PCT20",
+                "active": True,
+                "times_redeemed": 3,
+            }
+        ],
+    )
+
+    def discount(did: str, coupon_id: str, **extra: Any) -> dict[str, Any]:
+        return {
+            "stripe_discount_id": did,
+            "coupon_id": coupon_id,
+            "customer_id": "cus_1",
+            "start_at": now - timedelta(days=40),
+            **extra,
+        }
+
+    insert_rows(
+        conn,
+        "stripe_discounts",
+        [
+            discount("di_1", "PCT20", subscription_id="sub_month", promotion_code_id="promo_1"),
+            discount(
+                "di_2", "PCT20", subscription_id="sub_canceled", deleted_at=now - timedelta(days=5)
+            ),
+            discount("di_3", "AMT500", subscription_id="sub_year"),
+            # ended: it discounted sub_week once, no longer
+            discount("di_4", "AMT500", subscription_id="sub_week", end_at=now - timedelta(days=1)),
+            # customer-wide, for a customer without subscriptions: a redemption only
+            discount("di_5", "PCT20", customer_id="cus_other"),
+            discount("di_6", "PCT20", subscription_id="sub_jpy"),
+        ],
+    )
+
+
+# (currency, product, price) -> figures; active and past_due subscriptions only
+EXPECTED_MRR_BY_PRICE = {
+    ("usd", "prod_1", "price_month_2000"): {
+        "product_name": "Pro",
+        "price_nickname": "Pro monthly",
+        "active_subscriptions_count": 1,
+        "quantity": 2,
+        "mrr_minor": 4000,
+        "mrr": 40.0,
+    },
+    ("usd", "prod_1", "price_year_12000"): {"quantity": 1, "mrr_minor": 1000, "mrr": 10.0},
+    ("usd", "prod_1", "price_week_1000"): {"mrr_minor": 4333.33, "mrr": 43.33333},
+    ("usd", "prod_1", "price_month_3000"): {"interval_count": 3, "mrr_minor": 1000},
+    # the legacy row names no product: its price's
+    ("usd", "prod_legacy", "price_legacy"): {
+        "product_name": "Legacy",
+        "price_nickname": "Old plan",
+        "mrr_minor": 1500,
+    },
+    # zero-decimal: 10000 JPY a month is 10000, not 100.00
+    ("jpy", "prod_1", "price_year_120000"): {"mrr_minor": 10000, "mrr": 10000},
+    ("jpy", "prod_1", "price_month_500"): {"quantity": 3, "mrr_minor": 1500, "mrr": 1500},
+}
+# 8 usd subscriptions, 1 churned (sub_canceled); 1 jpy, none churned
+EXPECTED_COUPON_USAGE = {
+    ("PCT20", "usd"): {
+        "redemptions_count": 4,
+        "times_redeemed": 5,
+        "discounted_subscriptions_count": 2,  # sub_month, sub_canceled
+        "active_discounted_subscriptions_count": 1,
+        "discounted_mrr_minor": 4000,
+        "discount_mrr_minor": 800,  # 20% of 4000
+        "churned_discounted_count": 1,
+        "discounted_churn_rate": 0.5,
+        "other_subscriptions_count": 6,
+        "other_churned_count": 0,
+        "other_churn_rate": 0,
+    },
+    ("PCT20", "jpy"): {
+        "discounted_subscriptions_count": 1,
+        "active_discounted_subscriptions_count": 1,
+        "discounted_mrr_minor": 11500,
+        "discounted_mrr": 11500,
+        "discount_mrr_minor": 2300,
+        "discounted_churn_rate": 0,
+        "other_subscriptions_count": 0,
+        "other_churn_rate": None,
+    },
+    ("AMT500", "usd"): {
+        "redemptions_count": 2,
+        "discounted_subscriptions_count": 2,  # sub_year, sub_week (ended)
+        "active_discounted_subscriptions_count": 1,
+        "discounted_mrr_minor": 1000,
+        # 500 off a yearly bill of 12000: 500 x 1000 / 12000 a month
+        "discount_mrr_minor": 41.67,
+        "churned_discounted_count": 0,
+        "other_subscriptions_count": 6,
+        "other_churned_count": 1,
+        "other_churn_rate": 0.1667,
+    },
+    ("AMT500", "jpy"): {"discounted_subscriptions_count": 0, "discounted_churn_rate": None},
+    ("UNUSED", "usd"): {
+        "redemptions_count": 0,
+        "discounted_subscriptions_count": 0,
+        "other_subscriptions_count": 8,
+        "other_churn_rate": 0.125,
+    },
 }
 
 

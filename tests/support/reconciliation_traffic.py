@@ -130,7 +130,8 @@ class MemoryApi:
     listed but answer ``{"deleted": true}`` by id, and listing their payment methods
     answers 404; anything unknown answers 404 (:class:`NotFound`).
     ``list_payment_intent_invoice_payments`` answers processing's invoice payment
-    lookup as the real client does.
+    lookup as the real client does. ``expand`` is implied: objects are held as Stripe
+    returns them expanded (a subscription's discounts).
     """
 
     def __init__(self, data: dict[str, list[dict[str, Any]]] | None = None) -> None:
@@ -195,6 +196,7 @@ class MemoryApi:
 
     def get(self, path: str) -> dict[str, Any]:
         self.calls += 1
+        path = path.partition("?")[0]  # expand[]=...: objects here are held expanded
         base, _, object_id = path.rpartition("/")
         if object_id in self.deleted:
             return {"id": object_id, "object": self.deleted[object_id], "deleted": True}

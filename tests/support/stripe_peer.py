@@ -42,7 +42,10 @@ from tests.support.localstripe_peer import LocalStripe, free_port
 
 # collections localstripe has no endpoint for: served from the front's store only (the
 # drill's traffic makes no invoice payments: that list is empty, and a fetch answers 404)
-OWN_ONLY = frozenset({"disputes", "invoice_payments"})
+OWN_ONLY = frozenset({"disputes", "invoice_payments", "promotion_codes"})
+# Stripe's prices API answers for plans too (a plan is a price with the same id);
+# localstripe speaks only the plans API
+SERVED_BY = {"prices": "plans"}
 # subscription statuses Stripe's list leaves out unless asked for
 HIDDEN_SUBSCRIPTIONS = frozenset({"canceled", "incomplete_expired"})
 MAX_LIMIT = 100
@@ -217,7 +220,7 @@ class StripePeer:
         """Every object localstripe lists, in its (insertion) order; raises LookupError
         when it answers 404 (a parent that does not exist)."""
         answer = self._http().get(
-            f"{self.localstripe.base_url}/v1/{collection}",
+            f"{self.localstripe.base_url}/v1/{SERVED_BY.get(collection, collection)}",
             params={**filters, "limit": 1_000_000},
             headers={"Authorization": f"Bearer {self.api_key}"},
             timeout=30,
@@ -251,7 +254,8 @@ class StripePeer:
                 created[match.group(1)] = int(query.pop(key))
         if "created" in query:
             created["eq"] = int(query.pop("created"))
-        query.pop("expand[]", None)
+        for key in [k for k in query if k.startswith("expand")]:
+            query.pop(key)  # objects are served as they are (expanded where they embed)
         status = query.pop("status", None) if collection == "subscriptions" else None
         if collection == "payment_methods" and not query.get("customer"):
             items: list[dict[str, Any]] = []  # Stripe lists a customer's methods only
@@ -303,7 +307,7 @@ class StripePeer:
         if collection in OWN_ONLY:
             return _no_such(collection[:-1], object_id)
         answer = self._http().get(
-            f"{self.localstripe.base_url}/v1/{collection}/{object_id}",
+            f"{self.localstripe.base_url}/v1/{SERVED_BY.get(collection, collection)}/{object_id}",
             params=list(request.args.items(multi=True)),
             headers={"Authorization": f"Bearer {self.api_key}"},
             timeout=30,

@@ -31,6 +31,18 @@ from stripe_pipeline.process.queue import has_due_events
 from stripe_pipeline.process.runner import ProcessingReport, process_pending
 
 DOMAIN_GROUP = "stripe_domain"
+# products, prices, coupons, promotion codes, discounts: materialized by the same step,
+# shown as their own group (the domain group's graph stays readable)
+COMMERCE_GROUP = "stripe_commerce"
+COMMERCE_TABLES = frozenset(
+    {
+        "stripe_products",
+        "stripe_prices",
+        "stripe_coupons",
+        "stripe_promotion_codes",
+        "stripe_discounts",
+    }
+)
 
 stripe_events = AssetSpec(
     key="stripe_events",
@@ -51,6 +63,11 @@ DOMAIN_TABLES: dict[str, str] = {
     "stripe_invoices": "Invoices: status, amounts, attempts, paid and uncollectible times.",
     "stripe_customers": "Customers, including deleted ones (deleted_at).",
     "stripe_payment_methods": "Payment methods and whether they are attached to a customer.",
+    "stripe_products": "Products, deleted ones marked (deleted_at).",
+    "stripe_prices": "Prices and legacy plans (one row per id), deleted ones marked.",
+    "stripe_coupons": "Coupons: percent or amount off, duration, redemptions; deleted marked.",
+    "stripe_promotion_codes": "Promotion codes and the coupon each applies.",
+    "stripe_discounts": "Discounts on customers, subscriptions, invoices and invoice items.",
     "payment_support_tickets": "Escalations a person must look at (dead-lettered events, "
     "failed checks), deduplicated per issue and object.",
 }
@@ -97,7 +114,8 @@ def retry_policy(config: ProcessingConfig, settings: ProcessingSettings) -> Retr
 class LazyStripePeer:
     """Processing's Stripe API peer, built only when a parser needs it: a
     ``charge.refunded`` without its refund list, a basil payment failure without its
-    invoice (``GET /v1/invoice_payments`` by PaymentIntent)."""
+    invoice (``GET /v1/invoice_payments`` by PaymentIntent), or an object a row names
+    that is not stored yet (a subscription's price: ``ObjectSource``)."""
 
     def __init__(self, api: StripeApiResource, database: DatabaseResource) -> None:
         self.api = api
@@ -118,6 +136,9 @@ class LazyStripePeer:
         self, payment_intent_id: str
     ) -> list[dict[str, Any]] | None:
         return self._client().list_payment_intent_invoice_payments(payment_intent_id)
+
+    def fetch_object(self, path: str) -> dict[str, Any] | None:
+        return self._client().fetch_object(path)
 
 
 def refund_source(api: StripeApiResource, database: DatabaseResource) -> LazyStripePeer | None:
@@ -201,7 +222,7 @@ def run_metadata(report: ProcessingReport) -> dict[str, Any]:
         AssetSpec(
             key=key,
             deps=[stripe_events],
-            group_name=DOMAIN_GROUP,
+            group_name=COMMERCE_GROUP if key.path[-1] in COMMERCE_TABLES else DOMAIN_GROUP,
             description=DOMAIN_TABLES[key.path[-1]],
             kinds={"sql"},
             skippable=False,

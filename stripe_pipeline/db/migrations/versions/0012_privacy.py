@@ -18,7 +18,7 @@ rows redacted. The field list below is frozen on purpose (a migration must do
 tomorrow what it did today); the live list is ``stripe_pipeline/privacy/personal.py``.
 
 Revision ID: 0012_privacy
-Revises: 0013_invoice_payments
+Revises: 0011_invoice_payments
 Create Date: 2026-11-28
 """
 
@@ -29,7 +29,7 @@ from sqlalchemy.dialects import postgresql
 from stripe_pipeline.db.migrations.columns import BigIntPK, JSONDoc
 
 revision = "0012_privacy"
-down_revision = "0013_invoice_payments"
+down_revision = "0011_invoice_payments"
 branch_labels = None
 depends_on = None
 

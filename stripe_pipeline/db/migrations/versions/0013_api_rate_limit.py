@@ -5,7 +5,7 @@ endpoint of it) that every process and host takes its requests from, so two Dags
 runs together stay under Stripe's limit. ``stripe_listing_slices`` records the time
 slices of a parallel listing, so a run that dies resumes from its completed slices.
 
-Revision ID: 0011_api_rate_limit
+Revision ID: 0013_api_rate_limit
 Revises: 0012_privacy
 Create Date: 2026-11-28
 """
@@ -13,7 +13,7 @@ Create Date: 2026-11-28
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0011_api_rate_limit"
+revision = "0013_api_rate_limit"
 down_revision = "0012_privacy"
 branch_labels = None
 depends_on = None

@@ -6,7 +6,7 @@ PaymentIntent no longer names its invoice; InvoicePayment objects hold the link.
 fills ``stripe_invoices.payment_intent_id`` / ``charge_id`` and
 ``stripe_payments.invoice_id`` from them.
 
-Revision ID: 0013_invoice_payments
+Revision ID: 0011_invoice_payments
 Revises: 0010_hostile_input
 Create Date: 2026-12-05
 """
@@ -16,7 +16,7 @@ from alembic import op
 
 from stripe_pipeline.db.migrations import columns as base
 
-revision = "0013_invoice_payments"
+revision = "0011_invoice_payments"
 down_revision = "0010_hostile_input"
 branch_labels = None
 depends_on = None
