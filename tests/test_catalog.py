@@ -14,15 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Boolean, DateTime, Engine, Integer, String, update
+from sqlalchemy import Boolean, DateTime, Engine, Float, Integer, String, update
 from sqlalchemy.types import JSON
 
 from stripe_pipeline.catalog import CATALOG
 from stripe_pipeline.catalog.docs import BEGIN, END, readme_block
-from stripe_pipeline.catalog.model import Policy
+from stripe_pipeline.catalog.model import EventContext, Policy
 from stripe_pipeline.process.upsert import GUARD_COLUMNS
 from stripe_pipeline.reconcile.run import OBJECT_TYPES, RunConfig, run_reconciliation
-from tests.support.events import make_event, queued
+from tests.support import billing_objects as bo
+from tests.support.events import apply_in_transaction, make_event, queued
 from tests.support.reconciliation_traffic import MemoryApi
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,7 +40,10 @@ def test_every_stored_column_is_declared() -> None:
 def test_every_resource_with_a_table_is_reconciled_and_fetchable() -> None:
     assert set(OBJECT_TYPES) == {r.object_type for r in CATALOG.resources}
     for resource in CATALOG.resources:
-        assert resource.listings and resource.fetch, resource.object_type
+        assert resource.listings, resource.object_type
+        # Stripe has no fetch by id for a line: its parent's complete list stands in
+        per_parent = all(listing.per_parent for listing in resource.listings)
+        assert resource.fetch or per_parent, resource.object_type
         for column in resource.columns:
             assert column.reconciled or column.note, (resource.object_type, column.name)
 
@@ -182,6 +186,32 @@ def _full_objects(fx: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     )
     for item in sub["items"]["data"]:
         item.update(current_period_start=NOW - 700, current_period_end=NOW + 86400, quantity=2)
+    # an invoice of a subscription period and a setup fee: a discount and sales tax
+    sub_line = bo.line_basil(
+        fx,
+        "il_c1",
+        "in_c1",
+        amount=1500,
+        subscription="sub_c1",
+        item="si_c1",
+        discount=150,
+        taxes=[bo.tax_basil(98, 1350)],
+        period=(NOW - 700, NOW - 100),
+    )
+    fee_line = bo.line_basil(
+        fx,
+        "il_c2",
+        "in_c1",
+        amount=500,
+        subscription="sub_c1",
+        invoice_item="ii_c1",
+        price="price_setup",
+        product="prod_setup",
+        taxes=[bo.tax_basil(36, 500)],
+        period=(NOW - 700, NOW - 700),
+        proration=True,
+    )
+    lines = [sub_line, fee_line]
     invoice = obj(
         "invoice",
         "in_c1",
@@ -189,6 +219,11 @@ def _full_objects(fx: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
         status="paid",
         billing_reason="subscription_cycle",
         currency="usd",
+        subtotal=2000,
+        total=1984,
+        total_discount_amounts=[{"amount": 150, "discount": "di_c1"}],
+        total_taxes=[bo.tax_basil(134, 1850)],
+        lines=bo.listed(lines, "/v1/invoices/in_c1/lines"),
         amount_due=1500,
         amount_paid=1500,
         amount_remaining=0,
@@ -209,6 +244,48 @@ def _full_objects(fx: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
         },
         status_transitions={"paid_at": NOW - 200, "marked_uncollectible_at": NOW - 300},
     )
+    # a post-payment credit note for the fee, refunded, and a voided one
+    note_line = bo.credit_note_line_basil(
+        fx, "cnli_c1", amount=500, invoice_line="il_c2", taxes=[bo.tax_basil(36, 500)], discount=20
+    )
+    note = bo.credit_note_basil(
+        fx, "cn_c1", "in_c1", [note_line], customer="cus_c1", refunds=["re_c1"], out_of_band=0
+    )
+    note.update(created=NOW - 600, livemode=False)
+    voided = bo.credit_note_basil(
+        fx,
+        "cn_c2",
+        "in_c1",
+        [bo.credit_note_line_basil(fx, "cnli_c2", amount=300, invoice_line=None)],
+        customer="cus_c1",
+        status="void",
+    )
+    voided.update(created=NOW - 600, voided_at=NOW - 500, livemode=False)
+    rate = bo.tax_rate(fx, bo.CA_SALES_TAX, created=NOW - 600)
+    paid_session = bo.checkout_session(
+        fx,
+        "cs_test_c1",
+        created=NOW - 600,
+        payment_intent="pi_c1",
+        invoice="in_c1",
+        payment_link="plink_c1",
+        customer="cus_c1",
+    )
+    setup_session = bo.checkout_session(
+        fx, "cs_test_c2", status="expired", mode="setup", created=NOW - 600, setup_intent="seti_c1"
+    )
+    sub_session = bo.checkout_session(
+        fx, "cs_test_c3", mode="subscription", created=NOW - 600, subscription="sub_c1"
+    )
+    failed_setup = bo.setup_intent(
+        fx, "seti_c2", status="requires_payment_method", created=NOW - 600
+    )
+    setup = bo.setup_intent(fx, "seti_c1", status="canceled", created=NOW - 600)
+    setup.update(customer="cus_c1", payment_method="pm_c1")
+    warning = bo.early_fraud_warning(
+        fx, "issfr_c1", charge="ch_c1", payment_intent="pi_c1", created=NOW - 600
+    )
+    review = bo.review(fx, "prv_c1", charge="ch_c1", payment_intent="pi_c1", created=NOW - 600)
     return {
         "customers": [customer],
         "payment_methods": [method],
@@ -218,10 +295,28 @@ def _full_objects(fx: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
         "disputes": [dispute],
         "subscriptions": [sub],
         "invoices": [invoice],
+        "tax_rates": [rate],
+        "credit_notes": [note, voided],
+        "checkout/sessions": [paid_session, setup_session, sub_session],
+        "setup_intents": [setup, failed_setup],
+        "radar/early_fraud_warnings": [warning],
+        "reviews": [review],
     }
 
 
-DELETIONS = {("customer", "deleted_at"), ("invoice", "deleted_at")}
+def _closed_review(fx: dict[str, Any]) -> dict[str, Any]:
+    """A review closed as fraud: Stripe no longer lists it, a fetch by id finds it."""
+    return bo.review(
+        fx, "prv_c2", open_=False, charge="ch_c1", payment_intent="pi_c1", created=NOW - 600
+    )
+
+
+DELETIONS = {
+    ("customer", "deleted_at"),
+    ("invoice", "deleted_at"),
+    ("invoice_totals", "deleted_at"),
+    ("invoice_line_item", "deleted_at"),
+}
 
 
 def _corrupted(column: Any, value: Any) -> Any:
@@ -230,7 +325,7 @@ def _corrupted(column: Any, value: Any) -> Any:
         return not value
     if isinstance(column.type, DateTime):
         return value.replace(year=value.year - 1)
-    if isinstance(column.type, Integer):
+    if isinstance(column.type, Integer | Float):
         return value + 1
     if isinstance(column.type, JSON):
         return {"corrupted": True} if not isinstance(value, dict) else [{"corrupted": True}]
@@ -243,8 +338,13 @@ def test_reconciliation_compares_every_reconciled_column(
     engine: Engine, stripe_fixtures: dict
 ) -> None:
     api = MemoryApi(_full_objects(stripe_fixtures))
+    closed = _closed_review(stripe_fixtures)
+    api.add("reviews", closed)  # not listed: known locally from its event
+    apply_in_transaction(engine, [make_event("review.closed", closed, NOW - 300)])
     first = run_reconciliation(engine, api, RunConfig(backfill=False))
-    assert first.counts["compare"]["found"]["missing_locally"] == 9  # the PI owns ch_c1
+    # 9 as before (the PI owns ch_c1) + 15: totals, 2 invoice lines, a rate, 2 credit
+    # notes and 2 of their lines, 3 checkout sessions, 2 setup intents, a warning, a review
+    assert first.counts["compare"]["found"]["missing_locally"] == 24
     clean = run_reconciliation(engine, api, RunConfig(backfill=False))
     assert clean.counts["compare"]["found"] == {}, "a clean copy must compare equal"
 
@@ -316,26 +416,51 @@ def test_parsers_write_exactly_the_declared_columns(resource, stripe_fixtures: d
                 "payment_method": "payment_methods",
                 "refund": "refunds",
                 "subscription": "subscriptions",
+                "credit_note": "credit_notes",
+                "tax_rate": "tax_rates",
+                "checkout.session": "checkout/sessions",
+                "setup_intent": "setup_intents",
+                "radar.early_fraud_warning": "radar/early_fraud_warnings",
+                "review": "reviews",
             }.get(kind)
             obj = objects[listing][0] if listing else {"id": "card_1", "object": "card"}
             ctx_event = make_event(event_type, obj, NOW)
-            from stripe_pipeline.catalog.model import EventContext
-
             for write in route.handler(EventContext(queued(ctx_event), obj)):
                 target = CATALOG.by_table[write.table]
                 assert set(write.values) == set(target.policies), (event_type, write.table)
                 for name, policy in target.policies.items():
                     if policy is Policy.FOLLOWS:
                         assert target.follows[name] in target.policies
+    listed_lines = {  # as the per-parent listings hand them over (parent named)
+        "line_item": objects["invoices"][0]["lines"]["data"][0],
+        "credit_note_line_item": {
+            **objects["credit_notes"][0]["lines"]["data"][0],
+            "credit_note": "cn_c1",
+        },
+    }
+    for reader in resource.readers:
+        obj = listed_lines[sorted(reader.objects)[0]]
+        event = queued(make_event(reader.patterns[0], obj, NOW))
+        writes = list(reader.handler(EventContext(event, obj)))
+        assert [w.table for w in writes] == [resource.table_name]
+        assert set(writes[0].values) == set(resource.policies)
 
 
 def test_deletions_found_by_fetching_are_repaired(engine: Engine, stripe_fixtures: dict) -> None:
     """A deleted customer is listed no more but answers ``deleted: true`` by id; a
-    deleted draft invoice answers 404: both rows are marked deleted, nothing ticketed.
-    A 404 for anything else is an object missing in Stripe."""
+    deleted draft invoice answers 404 (its totals too, its lines listing as well): all
+    these rows are marked deleted, nothing ticketed. A 404 for anything else is an
+    object missing in Stripe."""
     objects = _full_objects(stripe_fixtures)
     draft = copy.deepcopy(objects["invoices"][0])
-    draft.update(id="in_draft", status="draft", payments=None, status_transitions={})
+    draft_line = bo.line_basil(stripe_fixtures, "il_draft", "in_draft", amount=900)
+    draft.update(
+        id="in_draft",
+        status="draft",
+        payments=None,
+        status_transitions={},
+        lines=bo.listed([draft_line], "/v1/invoices/in_draft/lines"),
+    )
     objects["invoices"].append(draft)
     api = MemoryApi(objects)
     run_reconciliation(engine, api, RunConfig(backfill=False))
@@ -344,8 +469,20 @@ def test_deletions_found_by_fetching_are_repaired(engine: Engine, stripe_fixture
     api.remove("in_draft")
     api.remove("re_c1")
     result = run_reconciliation(engine, api, RunConfig(backfill=False))
-    assert result.counts["compare"]["fetched"] == {"customer": 1, "invoice": 1, "refund": 1}
+    fetched = {"customer": 1, "invoice": 1, "invoice_totals": 1, "refund": 1}
+    assert result.counts["compare"]["fetched"] == fetched
     with engine.connect() as conn:
+        totals = dict(
+            conn.exec_driver_sql(
+                "SELECT stripe_invoice_id, deleted_at IS NOT NULL FROM stripe_invoice_totals"
+            ).all()
+        )
+        # the draft's lines: its lines listing answers 404 once the draft is gone
+        lines = dict(
+            conn.exec_driver_sql(
+                "SELECT stripe_line_item_id, deleted_at IS NOT NULL FROM stripe_invoice_line_items"
+            ).all()
+        )
         deleted = dict(
             conn.exec_driver_sql(
                 "SELECT stripe_customer_id, deleted_at IS NOT NULL FROM stripe_customers"
@@ -361,7 +498,8 @@ def test_deletions_found_by_fetching_are_repaired(engine: Engine, stripe_fixture
             "WHERE status IN ('open', 'ticketed')"
         ).all()
     assert deleted == {"cus_c1": True}
-    assert drafts == {"in_c1": False, "in_draft": True}
+    assert drafts == totals == {"in_c1": False, "in_draft": True}
+    assert lines == {"il_c1": False, "il_c2": False, "il_draft": True}
     assert open_ones == [("refund", "re_c1", "missing_in_stripe")]
     again = run_reconciliation(engine, api, RunConfig(backfill=False))
     # deleted rows are expected to be missing from the listings: not fetched again

@@ -89,6 +89,21 @@ def required_amount(obj: dict[str, Any], key: str) -> int:
     return found
 
 
+def number(value: Any) -> float | None:
+    """A decimal JSON number (a tax rate's percentage, ``8.875``), as Python reads it."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"expected a number, got {type(value).__name__}")
+    try:
+        found = float(value)
+    except OverflowError:
+        raise ValueError("number out of range") from None
+    if found != found or found in (float("inf"), float("-inf")):
+        raise ValueError("not a finite number")
+    return found
+
+
 def boolean(value: Any) -> bool | None:
     if value is None or isinstance(value, bool):
         return value

@@ -23,6 +23,7 @@ from stripe_pipeline.catalog.model import (
     EventContext,
     Fetch,
     Listing,
+    PeerFailed,
     Policy,
     Resource,
     Route,
@@ -58,12 +59,8 @@ COLUMNS = (
 )
 
 
-class RefundSourceFailed(Exception):
+class RefundSourceFailed(PeerFailed):
     """Carries the refund source's own exception out of parsing, unchanged."""
-
-    def __init__(self, cause: BaseException) -> None:
-        super().__init__(str(cause))
-        self.cause = cause
 
 
 def refund_row(

@@ -38,6 +38,8 @@ from stripe_pipeline.catalog import CATALOG
 from stripe_pipeline.catalog.model import (
     Catalog,
     EventContext,
+    LineSource,
+    PeerFailed,
     Policy,
     RefundSource,
     Resource,
@@ -45,7 +47,6 @@ from stripe_pipeline.catalog.model import (
     check_fits,
     same_value,
 )
-from stripe_pipeline.catalog.refunds import RefundSourceFailed
 from stripe_pipeline.db.models import StaleObject
 from stripe_pipeline.process.errors import PermanentError
 from stripe_pipeline.process.events import QueuedEvent
@@ -116,14 +117,18 @@ def apply_events(
     *,
     catalog: Catalog = CATALOG,
     refund_source: RefundSource | None = None,
+    line_source: LineSource | None = None,
     actor_prefix: str = "event",
 ) -> ApplyResult:
     """Apply claimed events inside the caller's transaction (never commits).
 
     Every event ends in exactly one of ``outcomes`` or ``failures``. Failures are
-    the raw exceptions (parse failures as :class:`PermanentError`, refund-source
-    errors as raised); the caller classifies them.
+    the raw exceptions (parse failures as :class:`PermanentError`, peer errors as
+    raised); the caller classifies them. The processing step hands in one Stripe
+    peer as ``refund_source``; it also serves as ``line_source`` when it lists lines.
     """
+    if line_source is None and isinstance(refund_source, LineSource):
+        line_source = refund_source
     result = ApplyResult()
     parsed: list[_Parsed] = []
     handled = []
@@ -151,8 +156,8 @@ def apply_events(
         parsed.append(_Parsed(event, writes))
     for event in with_payloads(conn, python_events):
         try:
-            item = _parse(event, catalog, refund_source)
-        except RefundSourceFailed as exc:
+            item = _parse(event, catalog, refund_source, line_source)
+        except PeerFailed as exc:
             result.failures[event.id] = exc.cause
             continue
         except Exception as exc:
@@ -191,7 +196,10 @@ def apply_events(
 
 
 def _parse(
-    event: QueuedEvent, catalog: Catalog, refund_source: RefundSource | None
+    event: QueuedEvent,
+    catalog: Catalog,
+    refund_source: RefundSource | None,
+    line_source: LineSource | None = None,
 ) -> tuple[_Parsed, list[str]] | None:
     """Rows an event writes, or ``None`` for a type no route names."""
     route = catalog.route_for(event.event_type)
@@ -210,7 +218,7 @@ def _parse(
             f"{event.event_type} carries a {str(kind)[:40]!r} object, "
             f"expected {' or '.join(sorted(route.objects))}"
         )
-    ctx = EventContext(event=event, obj=obj, refund_source=refund_source)
+    ctx = EventContext(event=event, obj=obj, refund_source=refund_source, line_source=line_source)
     writes = list(route.handler(ctx))
     _check_writes(catalog, writes)
     return _Parsed(event, writes), ctx.notes

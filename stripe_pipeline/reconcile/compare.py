@@ -9,6 +9,11 @@ table over the window, read in chunks too, and each is fetched by id before anyt
 is reported: a listing hides some objects (a detached card, a deleted customer), and
 only a 404 says an object is gone.
 
+Children listed per parent (``Listing.per_parent``: an invoice's lines) are listed
+for every parent the run saw or holds from its window, each parent's list complete;
+a local child of such a parent that its list no longer holds is gone, as a 404
+would say (Stripe has no fetch by id for a line).
+
 A local row changed by an event newer than the chunk's observation time is skipped:
 the API answer is older than what we already know, so it is not a discrepancy.
 """
@@ -306,9 +311,11 @@ def unseen_local_rows(
     *,
     chunk_size: int = CHUNK,
     customers: list[str] | None = None,
+    parents: tuple[str, list[str]] | None = None,
 ) -> Iterator[list[dict[str, Any]]]:
     """Local rows no listing returned: created in the window (or, for a per-customer
-    listing, attached to a listed customer), deleted rows excepted.
+    listing, attached to a listed customer; for a per-parent listing, ``(column,
+    ids)``, children of a listed parent), deleted rows excepted.
 
     Read by key in pages, each its own short query: the caller fetches objects and
     commits between pages, which an open cursor would not survive.
@@ -316,10 +323,16 @@ def unseen_local_rows(
     table = resource.table
     key_column = table.c[resource.key]
     conditions = []
+    scope: tuple[str, list[str]] | None = None
     if customers is not None:
         if not customers:
             return
         conditions.append(table.c.attached.is_(True))
+        scope = ("customer_id", customers)
+    elif parents is not None:
+        if not parents[1]:
+            return
+        scope = parents
     elif window.start is None:  # full run: every row, also those without a created time
         conditions.append(
             or_(table.c.stripe_created <= window.end, table.c.stripe_created.is_(None))
@@ -345,11 +358,11 @@ def unseen_local_rows(
     columns = [key_column, *(table.c[f] for f in resource.reconciled)]
     if "status" in table.c and "status" not in resource.reconciled:
         columns.append(table.c.status)
-    parts = chunked(customers) if customers is not None else [None]
+    parts = chunked(scope[1]) if scope is not None else [None]
     for part in parts:
         where = list(conditions)
-        if part is not None:
-            where.append(in_list(conn, table.c.customer_id, part))
+        if scope is not None and part is not None:
+            where.append(in_list(conn, table.c[scope[0]], part))
         after: str | None = None
         while True:
             page_where = [*where, key_column > after] if after is not None else where
@@ -370,14 +383,23 @@ def confirm_unseen(
     spool: Spool,
     stats: CompareStats,
     budget: list[int],
+    *,
+    listed_completely: bool = False,
 ) -> None:
     """Fetch each unseen local object by id: compare what Stripe says, or report it
-    missing when Stripe answers 404 (a 404 of a deletable row repairs it as deleted)."""
+    missing when Stripe answers 404 (a 404 of a deletable row repairs it as deleted).
+
+    ``listed_completely``: the rows are children of parents whose complete lists the
+    run read (``Listing.per_parent``); without a fetch, their absence is Stripe's 404.
+    """
     fetched: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         key = row[resource.key]
         fetch = resource.fetch_for(key)
         local = {f: _plain(local_value(resource, f, row[f])) for f in resource.reconciled}
+        if fetch is None and listed_completely:
+            _gone(resource, key, row, local, spool, stats)
+            continue
         if fetch is None or budget[0] <= 0:
             _missing(resource, key, local, spool, stats)
             continue
@@ -386,15 +408,7 @@ def confirm_unseen(
         try:
             obj = api.get(fetch.path.replace("{id}", key))
         except NotFound:
-            if resource.gone_means_deleted is not None and resource.gone_means_deleted(row):
-                spool.add(
-                    [Finding(resource.object_type, key, "deleted_in_stripe", "", local, None)],
-                    Repair(resource.object_type, key, "", int(time.time()), {}, "deleted"),
-                )
-                stats.found["deleted_in_stripe"] += 1
-                stats.repairable_objects += 1
-            else:
-                _missing(resource, key, local, spool, stats)
+            _gone(resource, key, row, local, spool, stats)
             continue
         fetched.setdefault(fetch.read_as, []).append(obj)
     observed_at = int(time.time())
@@ -402,6 +416,27 @@ def confirm_unseen(
         compare_chunk(
             conn, catalog, resource, Source("fetch", read_as), objects, observed_at, spool, stats
         )
+
+
+def _gone(
+    resource: Resource,
+    key: str,
+    row: dict[str, Any],
+    local: dict[str, Any],
+    spool: Spool,
+    stats: CompareStats,
+) -> None:
+    """Stripe no longer has the object: a deletable row is repaired as deleted, any
+    other is reported missing."""
+    if resource.gone_means_deleted is not None and resource.gone_means_deleted(row):
+        spool.add(
+            [Finding(resource.object_type, key, "deleted_in_stripe", "", local, None)],
+            Repair(resource.object_type, key, "", int(time.time()), {}, "deleted"),
+        )
+        stats.found["deleted_in_stripe"] += 1
+        stats.repairable_objects += 1
+    else:
+        _missing(resource, key, local, spool, stats)
 
 
 def _missing(
@@ -435,6 +470,24 @@ def listed_customers(conn: Connection, window: Window) -> list[str]:
     return sorted(ids)
 
 
+def listed_parents(
+    conn: Connection, catalog: Catalog, parent_type: str, window: Window
+) -> list[str]:
+    """Parents whose children a per-parent listing lists: those listed or fetched this
+    run, and the local ones created in the window (every local one on a full run)."""
+    seen = _seen_table()
+    ids = set(
+        conn.execute(select(seen.c.object_id).where(seen.c.object_type == parent_type)).scalars()
+    )
+    parent = catalog.by_type[parent_type]
+    table = parent.table
+    query = select(table.c[parent.key])
+    if window.start is not None:
+        query = query.where(table.c.stripe_created.between(window.start, window.end))
+    ids.update(conn.execute(query).scalars())
+    return sorted(ids)
+
+
 def compare_resource(
     conn: Connection,
     api: ListingApi,
@@ -450,11 +503,16 @@ def compare_resource(
 ) -> None:
     """Every listing of one resource, then the local rows no listing returned."""
     customers: list[str] | None = None
+    children: tuple[str, list[str]] | None = None
     for listing in resource.listings:
         source = Source(listing.name, listing.read_as, listing)
         if listing.per_customer:
             customers = listed_customers(conn, window)
             objects: Iterable[dict[str, Any]] = _per_customer(api, listing, customers)
+        elif listing.per_parent is not None:
+            parents = listed_parents(conn, catalog, listing.per_parent.parent, window)
+            children = (listing.per_parent.column, parents)
+            objects = _per_parent(api, listing, parents)
         else:
             objects = list_window(
                 api,
@@ -473,9 +531,19 @@ def compare_resource(
             conn.commit()  # release read snapshots; the temp table survives commits
     budget = [max_fetches]
     for rows in unseen_local_rows(
-        conn, resource, window, chunk_size=chunk_size, customers=customers
+        conn, resource, window, chunk_size=chunk_size, customers=customers, parents=children
     ):
-        confirm_unseen(conn, api, catalog, resource, rows, spool, stats, budget)
+        confirm_unseen(
+            conn,
+            api,
+            catalog,
+            resource,
+            rows,
+            spool,
+            stats,
+            budget,
+            listed_completely=children is not None,
+        )
         conn.commit()
 
 
@@ -484,6 +552,22 @@ def _per_customer(
 ) -> Iterator[dict[str, Any]]:
     for customer in customers:
         yield from api.list_all(listing.path, params={**listing.params, "customer": customer})
+
+
+def _per_parent(api: ListingApi, listing: Listing, parents: list[str]) -> Iterator[dict[str, Any]]:
+    """Every child of each parent (all pages), each naming its parent in
+    ``per_parent.field``; a parent Stripe answers 404 for (a deleted draft) has none."""
+    spec = listing.per_parent
+    assert spec is not None
+    for parent in parents:
+        path = listing.path.replace("{id}", parent)
+        try:
+            for child in api.list_all(path, params=dict(listing.params) or None):
+                if not child.get(spec.field):
+                    child = {**child, spec.field: parent}
+                yield child
+        except NotFound:
+            continue
 
 
 def _counting(items: Iterable[dict[str, Any]], stats: CompareStats, name: str):

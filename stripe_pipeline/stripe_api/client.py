@@ -38,6 +38,11 @@ RESOURCES: dict[str, str] = {
     "customers": "/v1/customers",
     "payment_methods": "/v1/payment_methods",
     "early_fraud_warnings": "/v1/radar/early_fraud_warnings",
+    "reviews": "/v1/reviews",
+    "credit_notes": "/v1/credit_notes",
+    "tax_rates": "/v1/tax_rates",
+    "checkout_sessions": "/v1/checkout/sessions",
+    "setup_intents": "/v1/setup_intents",
 }
 PAGE_SIZE = 100
 # pace at 95% of the limit: requests spaced exactly 1/N apart reach the server with
@@ -283,6 +288,11 @@ class StripeApi:
     def list_charge_refunds(self, charge_id: str) -> list[dict[str, Any]]:
         """All refunds of a charge (``charge.refunded`` stopped embedding them in 2022-11-15)."""
         return list(self.list_all("refunds", params={"charge": charge_id}))
+
+    def list_lines(self, path: str) -> list[dict[str, Any]]:
+        """Every line of an invoice or credit note (``/v1/invoices/{id}/lines``): an
+        event embeds only the first page."""
+        return list(self.list_all(path))
 
     # --- payment operations ------------------------------------------------------------
 

@@ -51,6 +51,16 @@ DOMAIN_TABLES: dict[str, str] = {
     "stripe_invoices": "Invoices: status, amounts, attempts, paid and uncollectible times.",
     "stripe_customers": "Customers, including deleted ones (deleted_at).",
     "stripe_payment_methods": "Payment methods and whether they are attached to a customer.",
+    "stripe_invoice_line_items": "Invoice lines: subscription periods and invoice items, "
+    "amounts, discounts and taxes per line.",
+    "stripe_invoice_totals": "Invoice totals as Stripe computed them, with tax amounts per rate.",
+    "stripe_credit_notes": "Credit notes: amounts given back on invoices, the refunds they made.",
+    "stripe_credit_note_line_items": "Credit note lines, with their taxes.",
+    "stripe_tax_rates": "Tax rates: percentage, country, state, jurisdiction.",
+    "stripe_checkout_sessions": "Checkout sessions: opened, completed, expired, amounts.",
+    "stripe_setup_intents": "Setup intents: saving payment methods, failures.",
+    "stripe_early_fraud_warnings": "Radar early fraud warnings (read by the fraud rules).",
+    "stripe_reviews": "Radar reviews, open and closed (read by the fraud rules).",
     "payment_support_tickets": "Escalations a person must look at (dead-lettered events, "
     "failed checks), deduplicated per issue and object.",
 }
@@ -95,20 +105,27 @@ def retry_policy(config: ProcessingConfig, settings: ProcessingSettings) -> Retr
 
 
 class LazyRefundSource:
-    """Builds the Stripe client only when a ``charge.refunded`` lacks its refund list."""
+    """Builds the Stripe client only when an event lacks part of a list: a
+    ``charge.refunded`` without its refunds, an invoice or credit note event whose
+    lines say ``has_more`` (a ``RefundSource`` and a ``LineSource``)."""
 
     def __init__(self, api: StripeApiResource, database: DatabaseResource) -> None:
         self.api = api
         self.database = database
 
-    def list_charge_refunds(self, charge_id: str) -> list[dict[str, Any]]:
+    def _client(self) -> Any:
         engine = self.database.get_engine()
         # the call happens inside the apply transaction: on SQLite that transaction holds
         # the only write lock, so an audit row written on another connection would wait
         # for it (busy timeout) and fail; PostgreSQL audits the call as usual
         audit_engine = None if engine.dialect.name == "sqlite" else engine
-        client = self.api.get_client(audit_engine, actor="processor")
-        return client.list_charge_refunds(charge_id)
+        return self.api.get_client(audit_engine, actor="processor")
+
+    def list_charge_refunds(self, charge_id: str) -> list[dict[str, Any]]:
+        return self._client().list_charge_refunds(charge_id)
+
+    def list_lines(self, path: str) -> list[dict[str, Any]]:
+        return self._client().list_lines(path)
 
 
 def refund_source(api: StripeApiResource, database: DatabaseResource) -> LazyRefundSource | None:
