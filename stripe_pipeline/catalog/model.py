@@ -250,7 +250,7 @@ class PerParent:
     plus the local ones created in its window. ``column``: this table's column that
     holds the parent's id; a local row of a listed parent that the parent's list no
     longer holds is gone from Stripe (as a 404 would say). ``field``: the child
-    object's field that names its parent, set from the parent where a child lacks it
+    object's field that names its parent, set to the parent it was listed under
     (credit note lines never carry it, invoice lines only since 2022).
     """
 

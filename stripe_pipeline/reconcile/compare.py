@@ -555,17 +555,16 @@ def _per_customer(
 
 
 def _per_parent(api: ListingApi, listing: Listing, parents: list[str]) -> Iterator[dict[str, Any]]:
-    """Every child of each parent (all pages), each naming its parent in
-    ``per_parent.field``; a parent Stripe answers 404 for (a deleted draft) has none."""
+    """Every child of each parent (all pages), each naming in ``per_parent.field`` the
+    parent it was listed under; a parent Stripe answers 404 for (a deleted draft) has
+    none."""
     spec = listing.per_parent
     assert spec is not None
     for parent in parents:
         path = listing.path.replace("{id}", parent)
         try:
             for child in api.list_all(path, params=dict(listing.params) or None):
-                if not child.get(spec.field):
-                    child = {**child, spec.field: parent}
-                yield child
+                yield {**child, spec.field: parent}
         except NotFound:
             continue
 
