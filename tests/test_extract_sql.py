@@ -132,9 +132,9 @@ def conn(pg_conn):
 # Legacy card sources are rare (accounts from before PaymentMethods): not worth a twin.
 # Invoice and credit note events carry nested lists (lines, each with discount and tax
 # amounts), parsed by joined routes in Python; the invoice row alone measured the same
-# in Python as with its twin (6,000 invoice events, 5 runs each: median 2,900/s in
-# Python, 2,780/s in SQL; /tmp/billing_bench, see the issue 17 report), so no twin
-# for them. Tax rates, early fraud warnings and reviews are a handful a month.
+# in Python as with the twin it had (6,000 fixture invoice events through apply_events
+# on PostgreSQL, 5 runs each: median 2,900/s in Python, 2,780/s in SQL), so that twin
+# was dropped. Tax rates, early fraud warnings and reviews are a handful a month.
 PYTHON_ONLY = {
     "apply_subscription_event",
     "apply_customer_source_event",
