@@ -6,7 +6,8 @@ https://docs.stripe.com/api/credit_notes/object
 invoice is worth: before payment it lowers the amount due, after it is refunded,
 credited to the customer's balance or settled out of band. The refunds it made are
 kept (``refund_ids``: ``refund`` before 2025, ``refunds[].refund`` since) so a mart
-counts such money once. Its lines are ``credit_note_lines``.
+counts such money once. Taxes per rate are ``tax_amounts`` before 2025-03-31.basil,
+``total_taxes`` since. Its lines are ``credit_note_lines``.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ def _discount(note: dict[str, Any]) -> int | None:
 def apply_credit_note_event(ctx: EventContext) -> Iterable[RowWrite]:
     """created, updated, voided."""
     note = ctx.obj
-    taxes = tax_amounts(note, "total_tax_amounts", "total_taxes")
+    taxes = tax_amounts(note, "tax_amounts", "total_taxes")
     status = text(note.get("status"))
     voided_at = unix_time(note.get("voided_at"))
     if voided_at is None and ctx.event_type == "credit_note.voided":
