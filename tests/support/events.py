@@ -59,6 +59,7 @@ def queued(event: dict[str, Any], row_id: int | None = None, retry_count: int = 
 
 # --- applying events in tests -------------------------------------------------
 
+
 def _domain_tables() -> dict[str, str]:
     from stripe_pipeline.catalog import CATALOG
 
