@@ -154,3 +154,16 @@ def test_invoice_lines_staging_leaves_removed_lines_out(built: Engine) -> None:
     lines = {r["line_item_id"]: r for r in fetch_rows(built, "stg_stripe__invoice_line_items")}
     assert set(lines) == {"il_rev_1"}
     assert (lines["il_rev_1"]["discount_minor"], lines["il_rev_1"]["is_proration"]) == (1000, 0)
+
+
+def test_readme_documents_every_column_of_the_billing_marts() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Billing, tax and checkout marts") :]
+    section = section[: section.index("\n## ", 1)]
+    for name in ("revenue_daily", "tax_collected", "checkout_sessions_daily"):
+        table = section[section.index(f"`{name}`:") :]
+        table = table[: table.index("\n\n", table.index("|---|"))]
+        documented = {c for c in PROJECT.models[name].columns if f"`{c}`" in table}
+        assert documented == set(PROJECT.models[name].columns), name
