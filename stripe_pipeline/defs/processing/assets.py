@@ -31,6 +31,9 @@ from stripe_pipeline.process.queue import has_due_events
 from stripe_pipeline.process.runner import ProcessingReport, process_pending
 
 DOMAIN_GROUP = "stripe_domain"
+# invoices' lines and totals, credit notes, tax, checkout, setup intents and Radar: their
+# own group, so each lineage page stays readable
+BILLING_GROUP = "stripe_billing"
 
 stripe_events = AssetSpec(
     key="stripe_events",
@@ -51,6 +54,11 @@ DOMAIN_TABLES: dict[str, str] = {
     "stripe_invoices": "Invoices: status, amounts, attempts, paid and uncollectible times.",
     "stripe_customers": "Customers, including deleted ones (deleted_at).",
     "stripe_payment_methods": "Payment methods and whether they are attached to a customer.",
+    "payment_support_tickets": "Escalations a person must look at (dead-lettered events, "
+    "failed checks), deduplicated per issue and object.",
+}
+# in BILLING_GROUP
+BILLING_TABLES: dict[str, str] = {
     "stripe_invoice_line_items": "Invoice lines: subscription periods and invoice items, "
     "amounts, discounts and taxes per line.",
     "stripe_invoice_totals": "Invoice totals as Stripe computed them, with tax amounts per rate.",
@@ -61,10 +69,9 @@ DOMAIN_TABLES: dict[str, str] = {
     "stripe_setup_intents": "Setup intents: saving payment methods, failures.",
     "stripe_early_fraud_warnings": "Radar early fraud warnings (read by the fraud rules).",
     "stripe_reviews": "Radar reviews, open and closed (read by the fraud rules).",
-    "payment_support_tickets": "Escalations a person must look at (dead-lettered events, "
-    "failed checks), deduplicated per issue and object.",
 }
-DOMAIN_TABLE_KEYS: list[AssetKey] = [AssetKey(name) for name in DOMAIN_TABLES]
+_DESCRIPTIONS = {**DOMAIN_TABLES, **BILLING_TABLES}
+DOMAIN_TABLE_KEYS: list[AssetKey] = [AssetKey(name) for name in _DESCRIPTIONS]
 
 
 class ProcessingConfig(Config):
@@ -208,8 +215,8 @@ def run_metadata(report: ProcessingReport) -> dict[str, Any]:
         AssetSpec(
             key=key,
             deps=[stripe_events],
-            group_name=DOMAIN_GROUP,
-            description=DOMAIN_TABLES[key.path[-1]],
+            group_name=BILLING_GROUP if key.path[-1] in BILLING_TABLES else DOMAIN_GROUP,
+            description=_DESCRIPTIONS[key.path[-1]],
             kinds={"sql"},
             skippable=False,
         )
