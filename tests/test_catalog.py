@@ -504,3 +504,45 @@ def test_deletions_found_by_fetching_are_repaired(engine: Engine, stripe_fixture
     again = run_reconciliation(engine, api, RunConfig(backfill=False))
     # deleted rows are expected to be missing from the listings: not fetched again
     assert again.counts["compare"]["fetched"] == {"refund": 1}
+
+
+def test_joined_routes_run_every_part_and_keep_sql_only_when_all_have_one() -> None:
+    from dataclasses import replace
+
+    from stripe_pipeline.catalog import (
+        checkout_sessions,
+        invoice_totals,
+        invoices,
+        setup_intents,
+        tax_rates,
+    )
+    from stripe_pipeline.catalog.model import Catalog, Route
+
+    joined = Catalog((invoices.RESOURCE, invoice_totals.RESOURCE)).route_for("invoice.paid")
+    assert joined.handler.__name__ == "apply_invoice_event+apply_invoice_totals"
+    with pytest.raises(ValueError, match="joins no route"):
+        Catalog((invoice_totals.RESOURCE,))
+    other_objects = replace(
+        invoice_totals.RESOURCE,
+        routes=(Route(invoices.ROUTED, lambda ctx: [], frozenset({"charge"}), joins=True),),
+    )
+    with pytest.raises(ValueError, match="other objects"):
+        Catalog((invoices.RESOURCE, other_objects))
+    reader_named_like_an_event = replace(
+        tax_rates.RESOURCE,
+        readers=(Route(("tax_rate.created",), lambda ctx: [], frozenset({"tax_rate"})),),
+    )
+    with pytest.raises(ValueError, match="also an event type"):
+        Catalog((reader_named_like_an_event,))
+
+    # a part with a twin joined by a part with one keeps both twins; without, none
+    def joiner(twin):
+        (route,) = setup_intents.RESOURCE.routes
+        moved = Route(("checkout.session.*",), route.handler, frozenset({"checkout.session"}),
+                      twin, joins=True)  # fmt: skip
+        return replace(setup_intents.RESOURCE, routes=(moved,), listings=(), fetch=())
+
+    with_twin = Catalog((checkout_sessions.RESOURCE, joiner((setup_intents.TWIN,))))
+    assert len(with_twin.route_for("checkout.session.completed").twin) == 2
+    without = Catalog((checkout_sessions.RESOURCE, joiner(())))
+    assert without.route_for("checkout.session.completed").twin == ()

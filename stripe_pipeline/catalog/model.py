@@ -201,7 +201,7 @@ def _joined(handlers: tuple[Handler, ...]) -> Handler:
     return handle
 
 
-def join_routes(owner: Route, joiners: tuple[Route, ...], patterns: tuple[str, ...]) -> Route:
+def _join_routes(owner: Route, joiners: tuple[Route, ...], patterns: tuple[str, ...]) -> Route:
     """The route events of ``patterns`` take when ``joiners`` add rows to ``owner``'s."""
     if not joiners:
         return owner
@@ -346,7 +346,9 @@ class Catalog:
     """Every declared resource, with event routing built once from their routes.
 
     The most specific route wins: an exact type, then the longest prefix; types no
-    route names are kept and marked ignored.
+    route names are kept and marked ignored. A joining route (``Route.joins``) adds its
+    handler to the route of the same patterns; a resource's readers parse listed and
+    fetched objects that no event type names (``reader_for``).
     """
 
     def __init__(self, resources: Iterable[Resource]) -> None:
@@ -427,7 +429,7 @@ class Catalog:
             key = (id(owner), *(id(r) for r in routes))
             if key not in combined:
                 patterns = tuple(p for p in owner.patterns if joiners.get(p) == routes)
-                combined[key] = join_routes(owner, tuple(routes), patterns)
+                combined[key] = _join_routes(owner, tuple(routes), patterns)
             table[name] = combined[key]
 
     def route_for(self, event_type: str) -> Route | None:
