@@ -259,12 +259,13 @@ def test_credit_notes_and_their_lines(engine, stripe_fixtures) -> None:
     custom = bo.credit_note_line_basil(fx, "cnli_b2", amount=250, invoice_line=None)
     note = bo.credit_note_basil(fx, "cn_b1", "in_b1", [note_line, custom], refunds=["re_b1"])
     void_at = note["created"] + 7200
-    voided = {**note, "status": "void", "voided_at": void_at}
+    voided = {**note, "status": "void", "voided_at": void_at, "reason": "order_change"}
     old = bo.credit_note_2023("cn_old1", "in_old1", amount=1190, refund="re_old1", tax=190)
     apply_in_transaction(
         engine,
         [
             make_event("credit_note.created", note, note["created"]),
+            make_event("credit_note.updated", {**note, "reason": "order_change"}, void_at - 60),
             make_event("credit_note.voided", voided, void_at),
             make_event("credit_note.created", old, old["created"], api_version=LEGACY_API_VERSION),
         ],
@@ -278,7 +279,7 @@ def test_credit_notes_and_their_lines(engine, stripe_fixtures) -> None:
     assert (row["amount_minor"], row["subtotal_minor"], row["total_minor"]) == (786, 750, 786)
     assert (row["tax_minor"], row["discount_minor"], row["refund_ids"]) == (36, 0, ["re_b1"])
     assert (row["status"], row["voided_at"]) == ("void", at(void_at))
-    assert row["reason"] == "product_unsatisfactory"
+    assert row["reason"] == "order_change"
     line = fetch_row(engine, "stripe_credit_note_line_items", "cnli_b1")
     assert (line["credit_note_id"], line["invoice_line_item_id"], line["type"]) == (
         "cn_b1",
@@ -395,6 +396,11 @@ def test_setup_intents_through_their_lifecycle_in_any_order(engine, stripe_fixtu
             make_event("setup_intent.succeeded", succeeded, C + 20),
             make_event("setup_intent.setup_failed", failed, C + 10),
             make_event("setup_intent.created", created, C),
+            make_event(
+                "setup_intent.requires_action",
+                {**created, "status": "requires_action", "next_action": {"type": "use_stripe_sdk"}},
+                C + 3,
+            ),
             make_event("setup_intent.canceled", canceled, C + 5),
         ],
     )
