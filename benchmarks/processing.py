@@ -70,6 +70,8 @@ def _lifecycles(res: dict[str, Any], k: int) -> list[tuple[str, dict[str, Any]]]
     customer = copy.deepcopy(res["customer"]) | {"id": cus}
     sub = copy.deepcopy(res["subscription"]) | {"id": f"sub_b{k}", "customer": cus}
     invoice = copy.deepcopy(res["invoice"]) | {"id": f"in_b{k}", "customer": cus}
+    for n, line in enumerate(invoice["lines"]["data"]):  # a line belongs to one invoice
+        line.update(id=f"il_b{k}_{n}", invoice=invoice["id"])
     pm = copy.deepcopy(res["payment_method"]) | {"id": f"pm_b{k}", "customer": cus}
 
     def st(obj: dict[str, Any], **values: Any) -> dict[str, Any]:

@@ -36,7 +36,8 @@ ENVIRONMENT: dict[str, str] = {
     "STRIPE_WEBHOOK_LIVEMODE": "Optional guard: `live` or `test` rejects events of the other mode.",
     "STRIPE_WEBHOOK_INVALID_LIMIT": "Invalid requests per minute one address may send before "
     "it is answered 429 (default 120).",
-    "STRIPE_API_KEY": "Stripe secret key for the API client (reconciliation, recovery).",
+    "STRIPE_API_KEY": "Stripe secret key for the API client (reconciliation, recovery, and "
+    "the refunds and invoice or credit note lines an event does not embed).",
     "STRIPE_API_BASE": "Override of the Stripe API base URL (e.g. a local fake such as "
     "localstripe on `http://127.0.0.1:8420`).",
     "DAGSTER_HOME": "Dagster instance folder (default `<data dir>/dagster_home` for `dev`).",

@@ -19,13 +19,15 @@ from sqlalchemy.types import JSON
 
 from stripe_pipeline.catalog import CATALOG
 from stripe_pipeline.catalog.docs import BEGIN, END, readme_block
-from stripe_pipeline.catalog.model import Policy
+from stripe_pipeline.catalog.model import EventContext, Policy
 from stripe_pipeline.process.upsert import GUARD_COLUMNS
 from stripe_pipeline.reconcile.run import OBJECT_TYPES, RunConfig, run_reconciliation
-from tests.support.events import make_event, queued
+from tests.support import billing_objects as bo
+from tests.support.events import apply_in_transaction, make_event, queued
 from tests.support.reconciliation_traffic import MemoryApi
 
 ROOT = Path(__file__).resolve().parents[1]
+MISSING_LOCALLY = 36
 BOOKKEEPING = {"id", "created_at", "updated_at", "amount", *GUARD_COLUMNS}
 
 
@@ -39,7 +41,10 @@ def test_every_stored_column_is_declared() -> None:
 def test_every_resource_with_a_table_is_reconciled_and_fetchable() -> None:
     assert set(OBJECT_TYPES) == {r.object_type for r in CATALOG.resources}
     for resource in CATALOG.resources:
-        assert resource.listings and resource.fetch, resource.object_type
+        assert resource.listings, resource.object_type
+        # Stripe has no fetch by id for a line: its parent's complete list stands in
+        per_parent = all(listing.per_parent for listing in resource.listings)
+        assert resource.fetch or per_parent, resource.object_type
         for column in resource.columns:
             assert column.reconciled or column.note, (resource.object_type, column.name)
 
@@ -302,6 +307,32 @@ def _full_objects(fx: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
         currency="usd",
         status_transitions={"paid_at": NOW - 250, "canceled_at": None},
     )
+    # an invoice of a subscription period and a setup fee: a discount and sales tax
+    sub_line = bo.line_basil(
+        fx,
+        "il_c1",
+        "in_c1",
+        amount=1500,
+        subscription="sub_c1",
+        item="si_c1",
+        discount=150,
+        taxes=[bo.tax_basil(98, 1350)],
+        period=(NOW - 700, NOW - 100),
+    )
+    fee_line = bo.line_basil(
+        fx,
+        "il_c2",
+        "in_c1",
+        amount=500,
+        subscription="sub_c1",
+        invoice_item="ii_c1",
+        price="price_setup",
+        product="prod_setup",
+        taxes=[bo.tax_basil(36, 500)],
+        period=(NOW - 700, NOW - 700),
+        proration=True,
+    )
+    lines = [sub_line, fee_line]
     invoice = obj(
         "invoice",
         "in_c1",
@@ -309,6 +340,11 @@ def _full_objects(fx: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
         status="paid",
         billing_reason="subscription_cycle",
         currency="usd",
+        subtotal=2000,
+        total=1984,
+        total_discount_amounts=[{"amount": 150, "discount": "di_c1"}],
+        total_taxes=[bo.tax_basil(134, 1850)],
+        lines=bo.listed(lines, "/v1/invoices/in_c1/lines"),
         amount_due=1500,
         amount_paid=1500,
         amount_remaining=0,
@@ -336,8 +372,51 @@ def _full_objects(fx: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
         attempt_count=0,
         parent=None,
         payments={"object": "list", "data": [paid_by_charge], "has_more": False},
+        lines={"object": "list", "data": [], "has_more": False},
         status_transitions={"paid_at": NOW - 250},
     )
+    # a post-payment credit note for the fee, refunded, and a voided one
+    note_line = bo.credit_note_line_basil(
+        fx, "cnli_c1", amount=500, invoice_line="il_c2", taxes=[bo.tax_basil(36, 500)], discount=20
+    )
+    note = bo.credit_note_basil(
+        fx, "cn_c1", "in_c1", [note_line], customer="cus_c1", refunds=["re_c1"], out_of_band=0
+    )
+    note.update(created=NOW - 600, livemode=False)
+    voided = bo.credit_note_basil(
+        fx,
+        "cn_c2",
+        "in_c1",
+        [bo.credit_note_line_basil(fx, "cnli_c2", amount=300, invoice_line=None)],
+        customer="cus_c1",
+        status="void",
+    )
+    voided.update(created=NOW - 600, voided_at=NOW - 500, livemode=False)
+    rate = bo.tax_rate(fx, bo.CA_SALES_TAX, created=NOW - 600)
+    paid_session = bo.checkout_session(
+        fx,
+        "cs_test_c1",
+        created=NOW - 600,
+        payment_intent="pi_c1",
+        invoice="in_c1",
+        payment_link="plink_c1",
+        customer="cus_c1",
+    )
+    setup_session = bo.checkout_session(
+        fx, "cs_test_c2", status="expired", mode="setup", created=NOW - 600, setup_intent="seti_c1"
+    )
+    sub_session = bo.checkout_session(
+        fx, "cs_test_c3", mode="subscription", created=NOW - 600, subscription="sub_c1"
+    )
+    failed_setup = bo.setup_intent(
+        fx, "seti_c2", status="requires_payment_method", created=NOW - 600
+    )
+    setup = bo.setup_intent(fx, "seti_c1", status="canceled", created=NOW - 600)
+    setup.update(customer="cus_c1", payment_method="pm_c1")
+    warning = bo.early_fraud_warning(
+        fx, "issfr_c1", charge="ch_c1", payment_intent="pi_c1", created=NOW - 600
+    )
+    review = bo.review(fx, "prv_c1", charge="ch_c1", payment_intent="pi_c1", created=NOW - 600)
     return {
         "customers": [customer],
         "payment_methods": [method],
@@ -352,7 +431,20 @@ def _full_objects(fx: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
         "prices": [price],
         "coupons": [percent, fixed],
         "promotion_codes": [promo],
+        "tax_rates": [rate],
+        "credit_notes": [note, voided],
+        "checkout/sessions": [paid_session, setup_session, sub_session],
+        "setup_intents": [setup, failed_setup],
+        "radar/early_fraud_warnings": [warning],
+        "reviews": [review],
     }
+
+
+def _closed_review(fx: dict[str, Any]) -> dict[str, Any]:
+    """A review closed as fraud: Stripe no longer lists it, a fetch by id finds it."""
+    return bo.review(
+        fx, "prv_c2", open_=False, charge="ch_c1", payment_intent="pi_c1", created=NOW - 600
+    )
 
 
 DELETIONS = {(r.object_type, r.deleted_marker) for r in CATALOG.resources if r.deleted_marker} - {
@@ -381,10 +473,14 @@ def test_reconciliation_compares_every_reconciled_column(
     engine: Engine, stripe_fixtures: dict
 ) -> None:
     api = MemoryApi(_full_objects(stripe_fixtures))
+    closed = _closed_review(stripe_fixtures)
+    api.add("reviews", closed)  # not listed: known locally from its event
+    apply_in_transaction(engine, [make_event("review.closed", closed, NOW - 300)])
     first = run_reconciliation(engine, api, RunConfig(backfill=False))
     # 13 payment and invoice objects (the PI owns ch_c1), a product, a price, 2 coupons, a
-    # promotion code and 2 discounts
-    assert first.counts["compare"]["found"]["missing_locally"] == 20
+    # promotion code, 2 discounts; totals, invoice lines, a rate, 2 credit notes and 2 of
+    # their lines, 3 checkout sessions, 2 setup intents, a warning, a review
+    assert first.counts["compare"]["found"]["missing_locally"] == MISSING_LOCALLY
     clean = run_reconciliation(engine, api, RunConfig(backfill=False))
     assert clean.counts["compare"]["found"] == {}, "a clean copy must compare equal"
 
@@ -468,27 +564,52 @@ def test_parsers_write_exactly_the_declared_columns(resource, stripe_fixtures: d
                 "coupon": "coupons",
                 "promotion_code": "promotion_codes",
                 "discount": "discounts",
+                "credit_note": "credit_notes",
+                "tax_rate": "tax_rates",
+                "checkout.session": "checkout/sessions",
+                "setup_intent": "setup_intents",
+                "radar.early_fraud_warning": "radar/early_fraud_warnings",
+                "review": "reviews",
             }.get(kind)
             obj = objects[listing][0] if listing else {"id": "card_1", "object": "card"}
             ctx_event = make_event(event_type, obj, NOW)
-            from stripe_pipeline.catalog.model import EventContext
-
             for write in route.handler(EventContext(queued(ctx_event), obj)):
                 target = CATALOG.by_table[write.table]
                 assert set(write.values) == set(target.policies), (event_type, write.table)
                 for name, policy in target.policies.items():
                     if policy is Policy.FOLLOWS:
                         assert target.follows[name] in target.policies
+    listed_lines = {  # as the per-parent listings hand them over (parent named)
+        "line_item": objects["invoices"][0]["lines"]["data"][0],
+        "credit_note_line_item": {
+            **objects["credit_notes"][0]["lines"]["data"][0],
+            "credit_note": "cn_c1",
+        },
+    }
+    for reader in resource.readers:
+        obj = listed_lines[sorted(reader.objects)[0]]
+        event = queued(make_event(reader.patterns[0], obj, NOW))
+        writes = list(reader.handler(EventContext(event, obj)))
+        assert [w.table for w in writes] == [resource.table_name]
+        assert set(writes[0].values) == set(resource.policies)
 
 
 def test_deletions_found_by_fetching_are_repaired(engine: Engine, stripe_fixtures: dict) -> None:
     """A deleted customer is listed no more but answers ``deleted: true`` by id; a
-    deleted draft invoice answers 404: both rows are marked deleted, nothing ticketed.
-    So is the deleted customer's discount, which it no longer carries. A 404 for
-    anything else is an object missing in Stripe."""
+    deleted draft invoice answers 404 (its totals too, its lines listing as well): all
+    these rows are marked deleted, nothing ticketed. So is the deleted customer's
+    discount, which it no longer carries. A 404 for anything else is an object missing
+    in Stripe."""
     objects = _full_objects(stripe_fixtures)
     draft = copy.deepcopy(objects["invoices"][0])
-    draft.update(id="in_draft", status="draft", payments=None, status_transitions={})
+    draft_line = bo.line_basil(stripe_fixtures, "il_draft", "in_draft", amount=900)
+    draft.update(
+        id="in_draft",
+        status="draft",
+        payments=None,
+        status_transitions={},
+        lines=bo.listed([draft_line], "/v1/invoices/in_draft/lines"),
+    )
     objects["invoices"].append(draft)
     api = MemoryApi(objects)
     run_reconciliation(engine, api, RunConfig(backfill=False))
@@ -502,10 +623,22 @@ def test_deletions_found_by_fetching_are_repaired(engine: Engine, stripe_fixture
         "customer": 1,
         "payment_method": 1,
         "invoice": 1,
+        "invoice_totals": 1,
         "refund": 1,
         "discount": 1,
     }
     with engine.connect() as conn:
+        totals = dict(
+            conn.exec_driver_sql(
+                "SELECT stripe_invoice_id, deleted_at IS NOT NULL FROM stripe_invoice_totals"
+            ).all()
+        )
+        # the draft's lines: its lines listing answers 404 once the draft is gone
+        lines = dict(
+            conn.exec_driver_sql(
+                "SELECT stripe_line_item_id, deleted_at IS NOT NULL FROM stripe_invoice_line_items"
+            ).all()
+        )
         deleted = dict(
             conn.exec_driver_sql(
                 "SELECT stripe_customer_id, deleted_at IS NOT NULL FROM stripe_customers"
@@ -527,9 +660,64 @@ def test_deletions_found_by_fetching_are_repaired(engine: Engine, stripe_fixture
         ).all()
     assert deleted == {"cus_c1": True}
     assert drafts == {"in_c1": False, "in_c2": False, "in_draft": True}
+    assert totals == {"in_c1": False, "in_c2": False, "in_draft": True}
+    assert lines == {"il_c1": False, "il_c2": False, "il_draft": True}
     assert discounts == {"di_c1": True, "di_c2": False}
     assert open_ones == [("refund", "re_c1", "missing_in_stripe")]
     again = run_reconciliation(engine, api, RunConfig(backfill=False))
     # deleted rows are expected to be missing from the listings: not fetched again (the
     # deleted customer's card, created in the window, is: its list answers 404)
     assert again.counts["compare"]["fetched"] == {"payment_method": 1, "refund": 1}
+
+
+def test_joined_routes_run_every_part_and_keep_sql_only_when_all_have_one() -> None:
+    from dataclasses import replace
+
+    from stripe_pipeline.catalog import (
+        checkout_sessions,
+        invoice_totals,
+        invoices,
+        setup_intents,
+        tax_rates,
+    )
+    from stripe_pipeline.catalog.model import Catalog, Route
+
+    joined = Catalog((invoices.RESOURCE, invoice_totals.RESOURCE)).route_for("invoice.paid")
+    assert joined.handler.__name__ == "apply_invoice_event+apply_invoice_totals"
+    with pytest.raises(ValueError, match="joins no route"):
+        Catalog((invoice_totals.RESOURCE,))
+    other_objects = replace(
+        invoice_totals.RESOURCE,
+        routes=(Route(invoices.ROUTED, lambda ctx: [], frozenset({"charge"}), joins=True),),
+    )
+    with pytest.raises(ValueError, match="other objects"):
+        Catalog((invoices.RESOURCE, other_objects))
+    reader_named_like_an_event = replace(
+        tax_rates.RESOURCE,
+        readers=(Route(("tax_rate.created",), lambda ctx: [], frozenset({"tax_rate"})),),
+    )
+    with pytest.raises(ValueError, match="also an event type"):
+        Catalog((reader_named_like_an_event,))
+
+    # a part with a twin joined by a part with one keeps both twins; without, none
+    def joiner(twin):
+        (route,) = setup_intents.RESOURCE.routes
+        moved = Route(("checkout.session.*",), route.handler, frozenset({"checkout.session"}),
+                      twin, joins=True)  # fmt: skip
+        return replace(setup_intents.RESOURCE, routes=(moved,), listings=(), fetch=())
+
+    with_twin = Catalog((checkout_sessions.RESOURCE, joiner((setup_intents.TWIN,))))
+    assert len(with_twin.route_for("checkout.session.completed").twin) == 2
+    without = Catalog((checkout_sessions.RESOURCE, joiner(())))
+    assert without.route_for("checkout.session.completed").twin == ()
+
+
+def test_every_table_with_personal_columns_is_tied_to_its_customer() -> None:
+    """Erasure and the guards find a person's rows through these maps: a personal column
+    on a table they do not know would never be erased."""
+    from stripe_pipeline.privacy.guard import BY_CUSTOMER, BY_PAYMENT, TABLES
+    from stripe_pipeline.privacy.personal import PERSONAL_COLUMNS
+
+    for table in PERSONAL_COLUMNS:
+        assert table in BY_CUSTOMER or table in BY_PAYMENT, table
+        assert table in TABLES, table

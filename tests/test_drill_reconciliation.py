@@ -118,6 +118,18 @@ def listed(reader: PeerReader, listing: Listing, customers: list[str]) -> list[d
             for customer in customers
             for obj in reader.list(listing.path, {**listing.params, "customer": customer})
         ]
+    if listing.per_parent is not None:  # an invoice's lines, under each invoice
+        spec = listing.per_parent
+        parents = [
+            p["id"]
+            for parent_listing in CATALOG.by_type[spec.parent].listings
+            for p in reader.list(parent_listing.path, dict(parent_listing.params))
+        ]
+        children = []
+        for parent in parents:
+            for child in reader.list(listing.path.replace("{id}", parent), dict(listing.params)):
+                children.append({**child, spec.field: parent})
+        return children
     found = reader.list(listing.path, dict(listing.params))
     if listing.embedded is not None:  # the objects the listed ones carry (discounts)
         return [obj for parent in found for obj in listing.embedded(parent)]

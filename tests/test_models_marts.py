@@ -141,3 +141,51 @@ def test_support_tickets_summary(built: Engine) -> None:
 def test_webhook_health_percentiles_and_errors(built: Engine) -> None:
     rows = {r["hour"]: r for r in fetch_rows(built, "webhook_health_hourly")}
     assert_matches(rows["2026-03-01 10:00:00"], seed.EXPECTED_HEALTH_DAY1_HOUR, "health")
+
+
+def test_revenue_daily_net_of_discounts_credit_notes_and_refunds(built: Engine) -> None:
+    rows = {(r["day"], r["currency"]): r for r in fetch_rows(built, "revenue_daily")}
+    for key, expected in seed.EXPECTED_REVENUE_DAILY.items():
+        assert key in rows, f"missing revenue_daily row {key}"
+        assert_matches(rows[key], expected, f"revenue_daily{key}")
+    # the open, void and deleted invoices bring nothing; a refund made through a credit
+    # note counts once (as the credit note); nothing on DAY2 (only a dispute)
+    assert ("2026-03-02", "usd") not in rows
+    assert sum(r["invoices_paid_count"] for r in rows.values()) == 3
+
+
+def test_tax_collected_by_rate_and_jurisdiction(built: Engine) -> None:
+    rows = {
+        (r["month"], r["currency"], r["tax_rate_id"]): r for r in fetch_rows(built, "tax_collected")
+    }
+    assert set(rows) == set(seed.EXPECTED_TAX)  # the open invoice's tax is not collected
+    for key, expected in seed.EXPECTED_TAX.items():
+        assert_matches(rows[key], expected, f"tax_collected{key}")
+
+
+def test_checkout_sessions_opened_completed_expired_and_conversion(built: Engine) -> None:
+    rows = {(r["day"], r["mode"]): r for r in fetch_rows(built, "checkout_sessions_daily")}
+    assert set(rows) == set(seed.EXPECTED_CHECKOUT)
+    for key, expected in seed.EXPECTED_CHECKOUT.items():
+        assert_matches(rows[key], expected, f"checkout_sessions_daily{key}")
+    staged = fetch_rows(built, "stg_stripe__checkout_sessions")
+    assert not any("email" in column for column in staged[0]), "personal data left the table"
+
+
+def test_invoice_lines_staging_leaves_removed_lines_out(built: Engine) -> None:
+    lines = {r["line_item_id"]: r for r in fetch_rows(built, "stg_stripe__invoice_line_items")}
+    assert set(lines) == {"il_rev_1"}
+    assert (lines["il_rev_1"]["discount_minor"], lines["il_rev_1"]["is_proration"]) == (1000, 0)
+
+
+def test_readme_documents_every_column_of_the_billing_marts() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Billing, tax and checkout marts") :]
+    section = section[: section.index("\n## ", 1)]
+    for name in ("revenue_daily", "tax_collected", "checkout_sessions_daily"):
+        table = section[section.index(f"`{name}`:") :]
+        table = table[: table.index("\n\n", table.index("|---|"))]
+        documented = {c for c in PROJECT.models[name].columns if f"`{c}`" in table}
+        assert documented == set(PROJECT.models[name].columns), name

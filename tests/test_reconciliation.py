@@ -127,7 +127,7 @@ def test_missing_and_stale_objects_are_repaired_from_the_api(
         )
     result = run_reconciliation(engine, memory_api, RunConfig(backfill=False, chunk_size=2))
     found = result.counts["compare"]["found"]
-    assert found["missing_locally"] == 5
+    assert found["missing_locally"] == 7  # with the invoice's totals and its line
     # every stored field of the stale row is compared, not only status and period
     mismatched = rows(
         engine,
@@ -139,7 +139,7 @@ def test_missing_and_stale_objects_are_repaired_from_the_api(
         f for _, f in mismatched
     }
     assert found["field_mismatch"] == len(mismatched)
-    assert result.counts["heal"]["repaired_objects"] == 7  # pi_m1 by its PI and its charge
+    assert result.counts["heal"]["repaired_objects"] == 9  # pi_m1 by its PI and its charge
     statuses = rows(engine, "SELECT DISTINCT status FROM reconciliation_discrepancies")
     assert statuses == [("repaired",)]
 
@@ -156,7 +156,7 @@ def test_missing_and_stale_objects_are_repaired_from_the_api(
         engine,
         "SELECT object_type, object_id FROM audit_log WHERE action = 'reconciliation_repair'",
     )
-    assert len(audit) == 7 and ("subscription", "sub_m1") in audit
+    assert len(audit) == 9 and ("subscription", "sub_m1") in audit
 
     again = run_reconciliation(engine, memory_api, RunConfig(backfill=False))
     assert again.counts["compare"]["found"] == {}

@@ -1,18 +1,26 @@
 """The Stripe resources the pipeline stores, each declared once (see ``model``).
 
 ``CATALOG`` lists them in the order a batch writes their tables (a fixed order, so
-concurrent runs lock rows in the same order). It is an immutable value: entry points
-pass it (or another catalog, in tests) to processing and reconciliation.
+concurrent runs lock rows in the same order) and reconciliation compares them (a
+parent before the children it lists per parent: invoices before their lines). It is
+an immutable value: entry points pass it (or another catalog, in tests) to
+processing and reconciliation.
 """
 
 from __future__ import annotations
 
 from stripe_pipeline.catalog import (
+    checkout_sessions,
     coupons,
+    credit_note_lines,
+    credit_notes,
     customers,
     discounts,
     disputes,
+    early_fraud_warnings,
+    invoice_lines,
     invoice_payments,
+    invoice_totals,
     invoices,
     payment_methods,
     payments,
@@ -20,7 +28,10 @@ from stripe_pipeline.catalog import (
     products,
     promotion_codes,
     refunds,
+    reviews,
+    setup_intents,
     subscriptions,
+    tax_rates,
 )
 from stripe_pipeline.catalog.model import Catalog
 
@@ -39,6 +50,15 @@ CATALOG = Catalog(
         coupons.RESOURCE,
         promotion_codes.RESOURCE,
         discounts.RESOURCE,
+        invoice_totals.RESOURCE,
+        invoice_lines.RESOURCE,
+        tax_rates.RESOURCE,
+        credit_notes.RESOURCE,
+        credit_note_lines.RESOURCE,
+        checkout_sessions.RESOURCE,
+        setup_intents.RESOURCE,
+        early_fraud_warnings.RESOURCE,
+        reviews.RESOURCE,
     )
 )
 

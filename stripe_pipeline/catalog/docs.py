@@ -31,6 +31,8 @@ def _listings(resource: Resource) -> str:
         text = f"`GET {listing.path}{'?' + params if params else ''}`"
         if listing.per_customer:
             text += " per customer"
+        if listing.per_parent is not None:
+            text += f" per {listing.per_parent.parent}"
         if listing.owns is not None:
             text += " (refines rows it does not own)"
         if listing.embedded is not None:
@@ -45,6 +47,23 @@ def _references(resource: Resource) -> str:
     return ", ".join(r.object_type for r in resource.references) or "-"
 
 
+def _events(catalog: Catalog, resource: Resource) -> list[str]:
+    """Event patterns; a joining route's as its owner's events (the same types)."""
+    parts = []
+    for route in resource.routes:
+        if not route.joins:
+            parts += [f"`{p}`" for p in route.patterns]
+            continue
+        owner = next(
+            other
+            for other in catalog.resources
+            for own in other.routes
+            if not own.joins and route.patterns[0] in own.patterns
+        )
+        parts.append(f"every `{owner.object_type}` event")
+    return parts
+
+
 def resource_table(catalog: Catalog = CATALOG) -> str:
     """Markdown: per resource its table, events, listings and every stored field."""
     lines = [
@@ -52,7 +71,7 @@ def resource_table(catalog: Catalog = CATALOG) -> str:
         "|---|---|---|---|---|",
     ]
     for r in catalog.resources:
-        events = ", ".join(f"`{p}`" for route in r.routes for p in route.patterns)
+        events = ", ".join(_events(catalog, r))
         lines.append(
             f"| {r.object_type} | `{r.table_name}` | {events} | {_listings(r)} | {_references(r)} |"
         )

@@ -34,11 +34,11 @@ from stripe_pipeline.catalog.model import (
     Fetch,
     Link,
     Listing,
+    PeerFailed,
     Policy,
     Resource,
     Route,
     RowWrite,
-    SourceFailed,
     SqlWrite,
 )
 from stripe_pipeline.catalog.readers import (
@@ -172,7 +172,7 @@ def looked_up_invoice_payments(
     try:
         found = source.list_payment_intent_invoice_payments(payment_intent_id)
     except Exception as exc:
-        raise SourceFailed(exc) from exc
+        raise PeerFailed(exc) from exc
     if found is None:
         ctx.notes.append(LOOKUP_UNAVAILABLE_NOTE)
         return []

@@ -114,9 +114,23 @@ class InvoicePaymentSource(Protocol):
     ) -> list[dict[str, Any]] | None: ...
 
 
-class SourceFailed(Exception):
-    """Carries a peer's own exception (a refund or invoice payment lookup) out of
-    parsing, unchanged, so the runner classifies the peer's error, not a parse error."""
+@runtime_checkable
+class LineSource(Protocol):
+    """Lists every line of an invoice or a credit note (every page of its ``path``,
+    ``/v1/invoices/{id}/lines`` or ``/v1/credit_notes/{id}/lines``).
+
+    An event embeds only the first page of lines (``has_more`` says there are more);
+    the rate-limited API client answers, and its errors are the event's (temporary)
+    failure.
+    """
+
+    def list_lines(self, path: str) -> list[dict[str, Any]]: ...
+
+
+class PeerFailed(Exception):
+    """Carries a peer's own exception (the API client behind a refund, invoice payment
+    or line lookup) out of parsing, unchanged: processing classifies the cause (a 429
+    or an outage is temporary), not the parse."""
 
     def __init__(self, cause: BaseException) -> None:
         super().__init__(str(cause))
@@ -158,6 +172,7 @@ class EventContext:
     obj: dict[str, Any]
     refund_source: RefundSource | None = None
     invoice_payment_source: InvoicePaymentSource | None = None
+    line_source: LineSource | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -207,12 +222,40 @@ class Route:
     the family carrying another object is a hostile or broken payload and fails alone.
     ``twin``: the same rows as SQL (PostgreSQL reads them in place); empty when the
     parser stays in Python on purpose.
+
+    ``joins``: the route adds rows to events another resource's route owns (an
+    invoice event also states the invoice's lines): it names exactly patterns that
+    route declares, and the catalog runs both handlers, the owner's first. The
+    joined events keep a SQL twin only when every part has one.
     """
 
     patterns: tuple[str, ...]
     handler: Handler
     objects: frozenset[str]
     twin: tuple[SqlWrite, ...] = ()
+    joins: bool = False
+
+
+def _joined(handlers: tuple[Handler, ...]) -> Handler:
+    """One handler that returns the rows of each of ``handlers``, in order."""
+
+    def handle(ctx: EventContext) -> list[RowWrite]:
+        return [write for handler in handlers for write in handler(ctx)]
+
+    handle.__name__ = "+".join(h.__name__ for h in handlers)
+    return handle
+
+
+def _join_routes(owner: Route, joiners: tuple[Route, ...], patterns: tuple[str, ...]) -> Route:
+    """The route events of ``patterns`` take when ``joiners`` add rows to ``owner``'s."""
+    if not joiners:
+        return owner
+    for joiner in joiners:
+        if joiner.objects != owner.objects:
+            raise ValueError(f"{joiner.handler.__name__} accepts other objects than its owner")
+    parts = (owner, *joiners)
+    twin = tuple(w for r in parts for w in r.twin) if all(r.twin for r in parts) else ()
+    return Route(patterns, _joined(tuple(r.handler for r in parts)), owner.objects, twin)
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +277,8 @@ class Listing:
     windowed on the listed (parent) objects' ``created``. ``full``: every run lists
     every object, whatever its window (prices, products and coupons are few, and a
     subscription may name one created years ago).
+    ``per_parent``: the endpoint lists one parent object's children (``{id}`` in
+    ``path``: ``/v1/invoices/{id}/lines``), see :class:`PerParent`.
     """
 
     name: str
@@ -247,6 +292,24 @@ class Listing:
     refines: tuple[str, ...] = ()
     embedded: Callable[[dict[str, Any]], Iterable[dict[str, Any]]] | None = None
     full: bool = False
+    per_parent: PerParent | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PerParent:
+    """Children listed per parent object, each parent's list complete (every page).
+
+    The parents of a run are the objects of type ``parent`` it listed or fetched,
+    plus the local ones created in its window. ``column``: this table's column that
+    holds the parent's id; a local row of a listed parent that the parent's list no
+    longer holds is gone from Stripe (as a 404 would say). ``field``: the child
+    object's field that names its parent, set to the parent it was listed under
+    (credit note lines never carry it, invoice lines only since 2022).
+    """
+
+    parent: str
+    column: str
+    field: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,6 +402,10 @@ class Resource:
     links: tuple[Link, ...] = ()
     # objects a row names that are stored as well (see Reference)
     references: tuple[Reference, ...] = ()
+    # parsers of objects no event carries on its own (an invoice's lines as its lines
+    # listing returns them): listings and fetches name them in ``read_as``, events never
+    # route to them
+    readers: tuple[Route, ...] = ()
 
     def __post_init__(self) -> None:
         names = [c.name for c in self.columns]
@@ -353,7 +420,7 @@ class Resource:
 
     @property
     def table_name(self) -> str:
-        return self.table.name
+        return str(self.table.name)  # a plain str: quoted_name is no JSON key for orjson
 
     def fetch_for(self, key: str, row: Mapping[str, Any] | None = None) -> Fetch | None:
         """How to fetch the object of this key (the longest matching prefix; of
@@ -393,7 +460,9 @@ class Catalog:
     """Every declared resource, with event routing built once from their routes.
 
     The most specific route wins: an exact type, then the longest prefix; types no
-    route names are kept and marked ignored.
+    route names are kept and marked ignored. A joining route (``Route.joins``) adds its
+    handler to the route of the same patterns; a resource's readers parse listed and
+    fetched objects that no event type names (``reader_for``).
     """
 
     def __init__(self, resources: Iterable[Resource]) -> None:
@@ -402,6 +471,8 @@ class Catalog:
         by_type: dict[str, Resource] = {}
         exact: dict[str, Route] = {}
         prefix: dict[str, Route] = {}
+        joiners: dict[str, list[Route]] = {}
+        readers: dict[str, Route] = {}
         for resource in self.resources:
             if resource.table_name in by_table or resource.object_type in by_type:
                 raise ValueError(f"{resource.object_type} is declared twice")
@@ -409,14 +480,19 @@ class Catalog:
             by_type[resource.object_type] = resource
             for route in resource.routes:
                 for pattern in route.patterns:
-                    if pattern.endswith(".*"):
-                        # keep the dot: "charge." must not match "chargeback"
-                        table, name = prefix, pattern[:-1]
-                    else:
-                        table, name = exact, pattern
+                    if route.joins:
+                        joiners.setdefault(pattern, []).append(route)
+                        continue
+                    table, name = self._slot(pattern, exact, prefix)
                     if name in table:
                         raise ValueError(f"two routes for {pattern!r}")
                     table[name] = route
+            for reader in resource.readers:
+                for name in reader.patterns:
+                    if name in readers:
+                        raise ValueError(f"two readers named {name!r}")
+                    readers[name] = reader
+        self._join(joiners, exact, prefix)
         self.by_table: Mapping[str, Resource] = MappingProxyType(by_table)
         self.by_type: Mapping[str, Resource] = MappingProxyType(by_type)
         self._exact: Mapping[str, Route] = MappingProxyType(exact)
@@ -424,16 +500,22 @@ class Catalog:
         self._prefix: tuple[tuple[str, Route], ...] = tuple(
             sorted(prefix.items(), key=lambda item: -len(item[0]))
         )
+        for name in readers:
+            if self.route_for(name) is not None:
+                raise ValueError(f"reader {name!r} is also an event type")
+        self._readers: Mapping[str, Route] = MappingProxyType(readers)
         listings: dict[str, tuple[Resource, Listing]] = {}
         for resource in self.resources:
             for listing in resource.listings:
                 if listing.name in listings:
                     raise ValueError(f"listing {listing.name} is declared twice")
-                if self.route_for(listing.read_as) is None:
+                if self.reader_for(listing.read_as) is None:
                     raise ValueError(f"listing {listing.name} reads as unrouted {listing.read_as}")
+                if listing.per_parent is not None and listing.per_parent.parent not in by_type:
+                    raise ValueError(f"listing {listing.name}: unknown parent type")
                 listings[listing.name] = (resource, listing)
             for fetch in resource.fetch:
-                if self.route_for(fetch.read_as) is None:
+                if self.reader_for(fetch.read_as) is None:
                     raise ValueError(f"{resource.object_type} fetch reads as {fetch.read_as}")
             for reference in resource.references:
                 if reference.object_type not in by_type:
@@ -452,6 +534,33 @@ class Catalog:
             if link.target == target.object_type
         )
 
+    @staticmethod
+    def _slot(
+        pattern: str, exact: dict[str, Route], prefix: dict[str, Route]
+    ) -> tuple[dict[str, Route], str]:
+        if pattern.endswith(".*"):
+            return prefix, pattern[:-1]  # keep the dot: "charge." must not match "chargeback"
+        return exact, pattern
+
+    def _join(
+        self,
+        joiners: dict[str, list[Route]],
+        exact: dict[str, Route],
+        prefix: dict[str, Route],
+    ) -> None:
+        """Route each joined pattern to its owner's handler followed by the joiners'."""
+        combined: dict[tuple[int, ...], Route] = {}
+        for pattern, routes in joiners.items():
+            table, name = self._slot(pattern, exact, prefix)
+            owner = table.get(name)
+            if owner is None:
+                raise ValueError(f"{pattern!r} joins no route")
+            key = (id(owner), *(id(r) for r in routes))
+            if key not in combined:
+                patterns = tuple(p for p in owner.patterns if joiners.get(p) == routes)
+                combined[key] = _join_routes(owner, tuple(routes), patterns)
+            table[name] = combined[key]
+
     def route_for(self, event_type: str) -> Route | None:
         found = self._exact.get(event_type)
         if found is not None:
@@ -461,7 +570,13 @@ class Catalog:
                 return route
         return None
 
+    def reader_for(self, read_as: str) -> Route | None:
+        """The parser a listing or fetch reads its objects with: a reader, else the
+        route of that event type."""
+        return self._readers.get(read_as) or self.route_for(read_as)
+
     def routes(self) -> tuple[Route, ...]:
+        """Routes as declared (a joining route on its own, not joined)."""
         return tuple(route for resource in self.resources for route in resource.routes)
 
     def patterns(self) -> dict[str, list[str]]:

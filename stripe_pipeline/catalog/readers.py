@@ -89,6 +89,22 @@ def required_amount(obj: dict[str, Any], key: str) -> int:
     return found
 
 
+def number(value: Any) -> float | None:
+    """A JSON number that may have a fraction (a tax rate's percentage, ``8.875``; a
+    coupon's ``percent_off``), as Python reads it."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"expected a number, got {type(value).__name__}")
+    try:
+        found = float(value)
+    except OverflowError:
+        raise ValueError("number out of range") from None
+    if found != found or found in (float("inf"), float("-inf")):
+        raise ValueError("not a finite number")
+    return found
+
+
 def boolean(value: Any) -> bool | None:
     if value is None or isinstance(value, bool):
         return value
@@ -164,17 +180,6 @@ def card_fingerprint(payment_method_or_charge: Any) -> str | None:
             else None
         )
     )
-
-
-def number(value: Any) -> float | None:
-    """A JSON number that may have a fraction (a coupon's ``percent_off``)."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"expected a number, got {value!r}")
-    if value != value or value in (float("inf"), float("-inf")):
-        raise ValueError(f"not a finite number: {value!r}")
-    return float(value)
 
 
 def deleted_stub(obj: dict[str, Any]) -> bool:

@@ -23,11 +23,11 @@ from stripe_pipeline.catalog.model import (
     EventContext,
     Fetch,
     Listing,
+    PeerFailed,
     Policy,
     Resource,
     Route,
     RowWrite,
-    SourceFailed,
     SqlWrite,
 )
 from stripe_pipeline.catalog.payments import payment_from_charge
@@ -59,7 +59,7 @@ COLUMNS = (
 )
 
 
-class RefundSourceFailed(SourceFailed):
+class RefundSourceFailed(PeerFailed):
     """Carries the refund source's own exception out of parsing, unchanged."""
 
 

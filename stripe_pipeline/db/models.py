@@ -862,3 +862,187 @@ class StripeListingSlice(Base):
     objects: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
     pages: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     updated_at: Mapped[datetime] = _now()
+
+
+# --- billing, tax, checkout and fraud objects (0015_billing) ---
+
+
+class StripeInvoiceLineItem(EventVersionMixin, Base):
+    """One line of an invoice: a subscription item's period or an invoice item.
+
+    Keyed by the line's ``il_`` id; a line from before 2019-12-03 (its id was its
+    source's, repeated on every invoice) by ``<invoice id>:<line id>``.
+    """
+
+    __tablename__ = "stripe_invoice_line_items"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    stripe_line_item_id: Mapped[str] = mapped_column(String(255), nullable=False, unique=True)
+    invoice_id: Mapped[str] = mapped_column(String(255), nullable=False)
+    type: Mapped[str | None] = mapped_column(String(32))
+    subscription_id: Mapped[str | None] = mapped_column(String(255))
+    subscription_item_id: Mapped[str | None] = mapped_column(String(255))
+    invoice_item_id: Mapped[str | None] = mapped_column(String(255))
+    price_id: Mapped[str | None] = mapped_column(String(255))
+    product_id: Mapped[str | None] = mapped_column(String(255))
+    currency: Mapped[str | None] = mapped_column(String(3))
+    amount_minor: Mapped[int | None] = mapped_column(BigInteger)
+    quantity: Mapped[int | None] = mapped_column(BigInteger)
+    period_start: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    period_end: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    proration: Mapped[bool | None] = mapped_column(Boolean)
+    discount_minor: Mapped[int | None] = mapped_column(BigInteger)
+    tax_minor: Mapped[int | None] = mapped_column(BigInteger)
+    taxes: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONDoc)
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_stripe_invoice_line_items_invoice_id", "invoice_id"),)
+
+
+class StripeInvoiceTotals(EventVersionMixin, Base):
+    """An invoice's totals as Stripe computed them, with its tax amounts per rate."""
+
+    __tablename__ = "stripe_invoice_totals"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    stripe_invoice_id: Mapped[str] = mapped_column(String(255), nullable=False, unique=True)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    subtotal_minor: Mapped[int | None] = mapped_column(BigInteger)
+    total_minor: Mapped[int | None] = mapped_column(BigInteger)
+    discount_minor: Mapped[int | None] = mapped_column(BigInteger)
+    tax_minor: Mapped[int | None] = mapped_column(BigInteger)
+    taxes: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONDoc)
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class StripeCreditNote(EventVersionMixin, Base):
+    __tablename__ = "stripe_credit_notes"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    stripe_credit_note_id: Mapped[str] = mapped_column(String(255), nullable=False, unique=True)
+    invoice_id: Mapped[str | None] = mapped_column(String(255))
+    customer_id: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(32), nullable=False)
+    type: Mapped[str | None] = mapped_column(String(32))
+    reason: Mapped[str | None] = mapped_column(String(64))
+    currency: Mapped[str | None] = mapped_column(String(3))
+    amount_minor: Mapped[int | None] = mapped_column(BigInteger)
+    subtotal_minor: Mapped[int | None] = mapped_column(BigInteger)
+    total_minor: Mapped[int | None] = mapped_column(BigInteger)
+    discount_minor: Mapped[int | None] = mapped_column(BigInteger)
+    tax_minor: Mapped[int | None] = mapped_column(BigInteger)
+    taxes: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONDoc)
+    out_of_band_minor: Mapped[int | None] = mapped_column(BigInteger)
+    refund_ids: Mapped[list[str] | None] = mapped_column(JSONDoc)
+    voided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_stripe_credit_notes_invoice_id", "invoice_id"),)
+
+
+class StripeCreditNoteLineItem(EventVersionMixin, Base):
+    __tablename__ = "stripe_credit_note_line_items"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    stripe_credit_note_line_item_id: Mapped[str] = mapped_column(
+        String(255), nullable=False, unique=True
+    )
+    credit_note_id: Mapped[str] = mapped_column(String(255), nullable=False)
+    invoice_line_item_id: Mapped[str | None] = mapped_column(String(255))
+    type: Mapped[str | None] = mapped_column(String(64))
+    amount_minor: Mapped[int | None] = mapped_column(BigInteger)
+    quantity: Mapped[int | None] = mapped_column(BigInteger)
+    unit_amount_minor: Mapped[int | None] = mapped_column(BigInteger)
+    discount_minor: Mapped[int | None] = mapped_column(BigInteger)
+    tax_minor: Mapped[int | None] = mapped_column(BigInteger)
+    taxes: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONDoc)
+
+    __table_args__ = (Index("ix_stripe_credit_note_line_items_credit_note_id", "credit_note_id"),)
+
+
+class StripeTaxRate(EventVersionMixin, Base):
+    __tablename__ = "stripe_tax_rates"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    stripe_tax_rate_id: Mapped[str] = mapped_column(String(255), nullable=False, unique=True)
+    display_name: Mapped[str | None] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(Text)
+    # Stripe sends a decimal number (8.875): kept as the double it is in JSON
+    percentage: Mapped[float | None] = mapped_column(Double)
+    inclusive: Mapped[bool | None] = mapped_column(Boolean)
+    active: Mapped[bool | None] = mapped_column(Boolean)
+    country: Mapped[str | None] = mapped_column(String(64))
+    state: Mapped[str | None] = mapped_column(String(64))
+    jurisdiction: Mapped[str | None] = mapped_column(String(255))
+    jurisdiction_level: Mapped[str | None] = mapped_column(String(32))
+    tax_type: Mapped[str | None] = mapped_column(String(64))
+
+
+class StripeCheckoutSession(EventVersionMixin, Base):
+    __tablename__ = "stripe_checkout_sessions"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    stripe_checkout_session_id: Mapped[str] = mapped_column(
+        String(255), nullable=False, unique=True
+    )
+    status: Mapped[str] = mapped_column(String(32), nullable=False)
+    payment_status: Mapped[str | None] = mapped_column(String(32))
+    mode: Mapped[str | None] = mapped_column(String(32))
+    currency: Mapped[str | None] = mapped_column(String(3))
+    amount_subtotal_minor: Mapped[int | None] = mapped_column(BigInteger)
+    amount_total_minor: Mapped[int | None] = mapped_column(BigInteger)
+    customer_id: Mapped[str | None] = mapped_column(String(255))
+    customer_email: Mapped[str | None] = mapped_column(String(512))
+    customer_name: Mapped[str | None] = mapped_column(String(512))
+    payment_intent_id: Mapped[str | None] = mapped_column(String(255))
+    subscription_id: Mapped[str | None] = mapped_column(String(255))
+    setup_intent_id: Mapped[str | None] = mapped_column(String(255))
+    invoice_id: Mapped[str | None] = mapped_column(String(255))
+    payment_link_id: Mapped[str | None] = mapped_column(String(255))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    expired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class StripeSetupIntent(EventVersionMixin, Base):
+    __tablename__ = "stripe_setup_intents"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    stripe_setup_intent_id: Mapped[str] = mapped_column(String(255), nullable=False, unique=True)
+    status: Mapped[str] = mapped_column(String(64), nullable=False)
+    customer_id: Mapped[str | None] = mapped_column(String(255))
+    payment_method_id: Mapped[str | None] = mapped_column(String(255))
+    usage: Mapped[str | None] = mapped_column(String(32))
+    cancellation_reason: Mapped[str | None] = mapped_column(String(64))
+    last_error_code: Mapped[str | None] = mapped_column(String(255))
+    last_error_decline_code: Mapped[str | None] = mapped_column(String(255))
+
+
+class StripeEarlyFraudWarning(EventVersionMixin, Base):
+    __tablename__ = "stripe_early_fraud_warnings"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    stripe_early_fraud_warning_id: Mapped[str] = mapped_column(
+        String(255), nullable=False, unique=True
+    )
+    charge_id: Mapped[str | None] = mapped_column(String(255))
+    payment_intent_id: Mapped[str | None] = mapped_column(String(255))
+    fraud_type: Mapped[str | None] = mapped_column(String(64))
+    actionable: Mapped[bool | None] = mapped_column(Boolean)
+
+    __table_args__ = (Index("ix_stripe_early_fraud_warnings_charge_id", "charge_id"),)
+
+
+class StripeReview(EventVersionMixin, Base):
+    __tablename__ = "stripe_reviews"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    stripe_review_id: Mapped[str] = mapped_column(String(255), nullable=False, unique=True)
+    charge_id: Mapped[str | None] = mapped_column(String(255))
+    payment_intent_id: Mapped[str | None] = mapped_column(String(255))
+    open: Mapped[bool | None] = mapped_column(Boolean)
+    reason: Mapped[str | None] = mapped_column(String(64))
+    opened_reason: Mapped[str | None] = mapped_column(String(64))
+    closed_reason: Mapped[str | None] = mapped_column(String(64))
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_stripe_reviews_charge_id", "charge_id"),)

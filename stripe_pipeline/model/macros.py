@@ -46,6 +46,7 @@ class Macros:
             "now": self.now,
             "json_get": self.json_get,
             "json_each": self.json_each,
+            "json_scalar": self.json_scalar,
             "json_array_length": self.json_array_length,
             "cast_numeric": self.cast_numeric,
             "safe_divide": self.safe_divide,
@@ -119,6 +120,12 @@ class Macros:
             f"json_each(CASE WHEN json_type({column}) = 'array' "
             f"THEN {column} ELSE '[]' END) AS {alias}"
         )
+
+    def json_scalar(self, column: str) -> str:
+        """The text of a JSON string or number element (``json_each``'s ``value``)."""
+        if self.pg:
+            return f"({column} #>> '{{}}')"
+        return f"CAST({column} AS TEXT)"
 
     def json_array_length(self, column: str) -> str:
         """Length of a JSON array; 0 for NULL or anything that is not an array."""

@@ -47,6 +47,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 
 from stripe_pipeline.audit import AuditEntry, record
+from stripe_pipeline.catalog import CATALOG
 from stripe_pipeline.config import PrivacyOptions
 from stripe_pipeline.db.lists import chunked, in_list
 from stripe_pipeline.db.models import (
@@ -90,14 +91,11 @@ SCAN_RANGE = 50_000
 # an event received this long ago is committed: ids below it will not appear later
 SETTLE = timedelta(seconds=60)
 # the order processing writes the domain tables in (same lock order: no deadlocks)
-DOMAIN_ORDER = (
-    "stripe_customers",
-    "stripe_payment_methods",
-    "stripe_payments",
-    "stripe_refunds",
-    "stripe_disputes",
-    "stripe_subscriptions",
-    "stripe_invoices",
+# the domain tables a person's rows sit in, in processing's table order (its lock order)
+DOMAIN_ORDER = tuple(
+    r.table_name
+    for r in CATALOG.resources
+    if r.table_name in BY_CUSTOMER or r.table_name in BY_PAYMENT
 )
 
 

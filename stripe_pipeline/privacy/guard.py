@@ -28,6 +28,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from stripe_pipeline.db.lists import chunked, in_list
 from stripe_pipeline.db.models import (
     Erasure,
+    StripeCheckoutSession,
     StripeCustomer,
     StripeDispute,
     StripeInvoice,
@@ -49,6 +50,9 @@ BY_CUSTOMER: dict[str, tuple[str, str]] = {
     "stripe_payment_methods": ("stripe_payment_method_id", "customer_id"),
     "stripe_invoices": ("stripe_invoice_id", "customer_id"),
     "stripe_subscriptions": ("stripe_subscription_id", "customer_id"),
+    # a guest checkout names no customer: its email is erased with its events' payloads
+    # only when the customer is known (docs/privacy.md)
+    "stripe_checkout_sessions": ("stripe_checkout_session_id", "customer_id"),
 }
 # table -> (its key, the column naming its payment)
 BY_PAYMENT: dict[str, tuple[str, str]] = {
@@ -65,6 +69,7 @@ TABLES = {
         StripeSubscription.__table__,
         StripeRefund.__table__,
         StripeDispute.__table__,
+        StripeCheckoutSession.__table__,
     )
 }
 # fields of a Stripe object that name the objects it belongs to

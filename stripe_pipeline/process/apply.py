@@ -44,12 +44,13 @@ from stripe_pipeline.catalog.model import (
     Catalog,
     EventContext,
     InvoicePaymentSource,
+    LineSource,
     ObjectSource,
+    PeerFailed,
     Policy,
     RefundSource,
     Resource,
     RowWrite,
-    SourceFailed,
     check_fits,
     same_value,
 )
@@ -129,6 +130,7 @@ def apply_events(
     catalog: Catalog = CATALOG,
     refund_source: RefundSource | None = None,
     invoice_payment_source: InvoicePaymentSource | None = None,
+    line_source: LineSource | None = None,
     actor_prefix: str = "event",
     object_source: ObjectSource | None = None,
 ) -> ApplyResult:
@@ -136,13 +138,14 @@ def apply_events(
 
     Every event ends in exactly one of ``outcomes`` or ``failures``. Failures are
     the raw exceptions (parse failures as :class:`PermanentError`, the peers' errors
-    (refund and invoice payment lookups, objects fetched) as raised); the caller
-    classifies them. ``object_source`` fetches referenced objects not stored yet;
-    without one, the API peer passed as ``refund_source`` serves when it can (the
-    processing runs pass one client).
+    (refund, line and invoice payment lookups, objects fetched) as raised); the caller
+    classifies them. The processing step hands in one Stripe peer as ``refund_source``;
+    it also serves as ``line_source`` and ``object_source`` when it can.
     """
     if object_source is None and isinstance(refund_source, ObjectSource):
         object_source = refund_source
+    if line_source is None and isinstance(refund_source, LineSource):
+        line_source = refund_source
     result = ApplyResult()
     parsed: list[_Parsed] = []
     handled = []
@@ -170,8 +173,8 @@ def apply_events(
         parsed.append(_Parsed(event, writes))
     for event in with_payloads(conn, python_events):
         try:
-            item = _parse(event, catalog, refund_source, invoice_payment_source)
-        except SourceFailed as exc:
+            item = _parse(event, catalog, refund_source, invoice_payment_source, line_source)
+        except PeerFailed as exc:
             result.failures[event.id] = exc.cause
             continue
         except Exception as exc:
@@ -217,6 +220,7 @@ def _parse(
     catalog: Catalog,
     refund_source: RefundSource | None,
     invoice_payment_source: InvoicePaymentSource | None = None,
+    line_source: LineSource | None = None,
 ) -> tuple[_Parsed, list[str]] | None:
     """Rows an event writes, or ``None`` for a type no route names."""
     route = catalog.route_for(event.event_type)
@@ -240,6 +244,7 @@ def _parse(
         obj=obj,
         refund_source=refund_source,
         invoice_payment_source=invoice_payment_source,
+        line_source=line_source,
     )
     writes = list(route.handler(ctx))
     _check_writes(catalog, writes)

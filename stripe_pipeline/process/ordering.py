@@ -12,16 +12,21 @@ from __future__ import annotations
 # the last segment of the event type -> stage; anything else is an ordinary update (1)
 _STAGES: dict[str, int] = {
     "created": 0,
+    "opened": 0,
     "succeeded": 2,
     "funds_withdrawn": 2,
     "paid": 3,
     "payment_succeeded": 3,
     "refunded": 3,
+    "completed": 3,
     "funds_reinstated": 3,
     "canceled": 4,
     "closed": 4,
     "voided": 4,
     "marked_uncollectible": 4,
+    "expired": 4,
+    "async_payment_succeeded": 4,
+    "async_payment_failed": 4,
     "detached": 4,
     "deleted": 5,
 }

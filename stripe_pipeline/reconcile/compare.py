@@ -9,6 +9,11 @@ table over the window, read in chunks too, and each is fetched by id before anyt
 is reported: a listing hides some objects (a detached card, a deleted customer), and
 only a 404 says an object is gone.
 
+Children listed per parent (``Listing.per_parent``: an invoice's lines) are listed
+for every parent the run saw or holds from its window, each parent's list complete;
+a local child of such a parent that its list no longer holds is gone, as a 404
+would say (Stripe has no fetch by id for a line).
+
 A local row changed by an event newer than the chunk's observation time is skipped:
 the API answer is older than what we already know, so it is not a discrepancy. A row
 that equals what its owner's listing states is confirmed (``Spool.confirm``): the run
@@ -374,9 +379,11 @@ def unseen_local_rows(
     *,
     chunk_size: int = CHUNK,
     customers: list[str] | None = None,
+    parents: tuple[str, list[str]] | None = None,
 ) -> Iterator[list[dict[str, Any]]]:
     """Local rows no listing returned: created in the window (or, for a per-customer
-    listing, attached to a listed customer), deleted rows excepted.
+    listing, attached to a listed customer; for a per-parent listing, ``(column,
+    ids)``, children of a listed parent), deleted rows excepted.
 
     Read by key in pages, each its own short query: the caller fetches objects and
     commits between pages, which an open cursor would not survive.
@@ -384,10 +391,16 @@ def unseen_local_rows(
     table = resource.table
     key_column = table.c[resource.key]
     conditions = []
+    scope: tuple[str, list[str]] | None = None
     if customers is not None:
         if not customers:
             return
         conditions.append(table.c.attached.is_(True))
+        scope = ("customer_id", customers)
+    elif parents is not None:
+        if not parents[1]:
+            return
+        scope = parents
     elif window.start is None:  # full run: every row, also those without a created time
         conditions.append(
             or_(table.c.stripe_created <= window.end, table.c.stripe_created.is_(None))
@@ -413,11 +426,11 @@ def unseen_local_rows(
     columns = [key_column, *(table.c[f] for f in resource.reconciled)]
     if "status" in table.c and "status" not in resource.reconciled:
         columns.append(table.c.status)
-    parts = chunked(customers) if customers is not None else [None]
+    parts = chunked(scope[1]) if scope is not None else [None]
     for part in parts:
         where = list(conditions)
-        if part is not None:
-            where.append(in_list(conn, table.c.customer_id, part))
+        if scope is not None and part is not None:
+            where.append(in_list(conn, table.c[scope[0]], part))
         after: str | None = None
         while True:
             page_where = [*where, key_column > after] if after is not None else where
@@ -438,14 +451,23 @@ def confirm_unseen(
     spool: Spool,
     stats: CompareStats,
     budget: list[int],
+    *,
+    listed_completely: bool = False,
 ) -> None:
     """Fetch each unseen local object by id: compare what Stripe says, or report it
-    missing when Stripe answers 404 (a 404 of a deletable row repairs it as deleted)."""
+    missing when Stripe answers 404 (a 404 of a deletable row repairs it as deleted).
+
+    ``listed_completely``: the rows are children of parents whose complete lists the
+    run read (``Listing.per_parent``); without a fetch, their absence is Stripe's 404.
+    """
     fetched: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         key = row[resource.key]
         fetch = resource.fetch_for(key, row)
         local = {f: _plain(local_value(resource, f, row[f])) for f in resource.reconciled}
+        if fetch is None and listed_completely:
+            _gone(resource, key, row, local, spool, stats)
+            continue
         if fetch is None or budget[0] <= 0:
             _missing(resource, key, local, spool, stats)
             continue
@@ -456,24 +478,7 @@ def confirm_unseen(
             if fetch.embedded is not None:  # fetched through the object that carries it
                 obj = _carried(catalog, resource, fetch, obj, key)
         except NotFound:
-            if resource.gone_means_deleted is not None and resource.gone_means_deleted(row):
-                spool.add(
-                    [
-                        Finding(
-                            resource.object_type,
-                            key,
-                            "deleted_in_stripe",
-                            "",
-                            _without_personal(resource, local),
-                            None,
-                        )
-                    ],
-                    Repair(resource.object_type, key, "", int(time.time()), {}, "deleted"),
-                )
-                stats.found["deleted_in_stripe"] += 1
-                stats.repairable_objects += 1
-            else:
-                _missing(resource, key, local, spool, stats)
+            _gone(resource, key, row, local, spool, stats)
             continue
         fetched.setdefault(fetch.read_as, []).append(obj)
     observed_at = int(time.time())
@@ -496,6 +501,36 @@ def _carried(
         if write.key == key:
             return obj
     raise NotFound(f"{resource.object_type} {key} is no longer on its parent")
+
+
+def _gone(
+    resource: Resource,
+    key: str,
+    row: dict[str, Any],
+    local: dict[str, Any],
+    spool: Spool,
+    stats: CompareStats,
+) -> None:
+    """Stripe no longer has the object: a deletable row is repaired as deleted, any
+    other is reported missing."""
+    if resource.gone_means_deleted is not None and resource.gone_means_deleted(row):
+        spool.add(
+            [
+                Finding(
+                    resource.object_type,
+                    key,
+                    "deleted_in_stripe",
+                    "",
+                    _without_personal(resource, local),
+                    None,
+                )
+            ],
+            Repair(resource.object_type, key, "", int(time.time()), {}, "deleted"),
+        )
+        stats.found["deleted_in_stripe"] += 1
+        stats.repairable_objects += 1
+    else:
+        _missing(resource, key, local, spool, stats)
 
 
 def _missing(
@@ -530,6 +565,24 @@ def listed_customers(conn: Connection, window: Window) -> list[str]:
     return sorted(ids)
 
 
+def listed_parents(
+    conn: Connection, catalog: Catalog, parent_type: str, window: Window
+) -> list[str]:
+    """Parents whose children a per-parent listing lists: those listed or fetched this
+    run, and the local ones created in the window (every local one on a full run)."""
+    seen = _seen_table()
+    ids = set(
+        conn.execute(select(seen.c.object_id).where(seen.c.object_type == parent_type)).scalars()
+    )
+    parent = catalog.by_type[parent_type]
+    table = parent.table
+    query = select(table.c[parent.key])
+    if window.start is not None:
+        query = query.where(table.c.stripe_created.between(window.start, window.end))
+    ids.update(conn.execute(query).scalars())
+    return sorted(ids)
+
+
 def compare_resource(
     conn: Connection,
     api: ListingApi,
@@ -551,11 +604,16 @@ def compare_resource(
     if resource.listings and all(listing.full for listing in resource.listings):
         window = Window(None, window.end)
     customers: list[str] | None = None
+    children: tuple[str, list[str]] | None = None
     for listing in resource.listings:
         source = Source(listing.name, listing.read_as, listing)
         if listing.per_customer:
             customers = listed_customers(conn, window)
             objects: Iterable[dict[str, Any]] = _per_customer(api, listing, customers)
+        elif listing.per_parent is not None:
+            parents = listed_parents(conn, catalog, listing.per_parent.parent, window)
+            children = (listing.per_parent.column, parents)
+            objects = _per_parent(api, listing, parents)
         else:
             objects = list_window(
                 api,
@@ -576,9 +634,19 @@ def compare_resource(
             conn.commit()  # release read snapshots; the temp table survives commits
     budget = [max_fetches]
     for rows in unseen_local_rows(
-        conn, resource, window, chunk_size=chunk_size, customers=customers
+        conn, resource, window, chunk_size=chunk_size, customers=customers, parents=children
     ):
-        confirm_unseen(conn, api, catalog, resource, rows, spool, stats, budget)
+        confirm_unseen(
+            conn,
+            api,
+            catalog,
+            resource,
+            rows,
+            spool,
+            stats,
+            budget,
+            listed_completely=children is not None,
+        )
         conn.commit()
 
 
@@ -597,6 +665,21 @@ def _per_customer(
 def _carried_by(parents: Iterable[dict[str, Any]], listing: Listing) -> Iterator[dict[str, Any]]:
     for parent in parents:
         yield from listing.embedded(parent)  # type: ignore[misc]
+
+
+def _per_parent(api: ListingApi, listing: Listing, parents: list[str]) -> Iterator[dict[str, Any]]:
+    """Every child of each parent (all pages), each naming in ``per_parent.field`` the
+    parent it was listed under; a parent Stripe answers 404 for (a deleted draft) has
+    none."""
+    spec = listing.per_parent
+    assert spec is not None
+    for parent in parents:
+        path = listing.path.replace("{id}", parent)
+        try:
+            for child in api.list_all(path, params=dict(listing.params) or None):
+                yield {**child, spec.field: parent}
+        except NotFound:
+            continue
 
 
 def _counting(items: Iterable[dict[str, Any]], stats: CompareStats, name: str):

@@ -3,7 +3,9 @@ exactly as an event-built one (same status vocabulary, units, API-version handli
 
 A listed or fetched object is read as if an event of the listing's ``read_as`` type
 (``*.updated``) had arrived at the observation time: the catalog routes it to the
-same parser processing uses. Which of the row's columns the object then states:
+same parser processing uses (or to a resource's reader, for objects no event
+carries on their own, such as an invoice's lines). Which of the row's columns the
+object then states:
 
 - an object that owns its row (``Listing.owns``; a fetch by id always does) states
   every reconciled column whose policy is ``NEWEST`` (``None`` included: a cleared
@@ -25,6 +27,7 @@ from datetime import datetime
 from typing import Any
 
 from stripe_pipeline.catalog.model import Catalog, EventContext, Listing, Policy, Resource, RowWrite
+from stripe_pipeline.catalog.readers import deleted_stub
 from stripe_pipeline.process.events import QueuedEvent
 from stripe_pipeline.reconcile.window import to_unix
 
@@ -56,7 +59,7 @@ def row_from_api_object(
     event_id: str = REPAIR_EVENT_PREFIX,
 ) -> RowWrite:
     """The row processing would write for this object (raises like a parser on bad shapes)."""
-    route = catalog.route_for(read_as)
+    route = catalog.reader_for(read_as)
     if route is None:
         raise LookupError(f"no parser for {read_as}")
     kind = obj.get("object")
@@ -105,7 +108,7 @@ def stated(
 
 def is_deleted_stub(resource: Resource, obj: dict[str, Any]) -> bool:
     """Stripe's answer for a deleted object of a resource that records deletions."""
-    return resource.deleted_marker is not None and obj.get("deleted") is True
+    return resource.deleted_marker is not None and deleted_stub(obj)
 
 
 def refined_by(

@@ -1,8 +1,11 @@
-"""Fraud rules over recent Stripe events, as data with thresholds.
+"""Fraud rules over recent Stripe events and Radar's objects, as data with thresholds.
 
-Rules read only ``stripe_events`` (and the payment/subscription tables for the
-dispute rule), so they run on any backend and any number of times: each hit has a
-dedupe key (rule, customer, day or event), so a rescan of the same window finds
+Burst and card rules read ``stripe_events`` (and the payment/subscription tables for
+the dispute rule); Radar's verdicts are read from their tables
+(``stripe_early_fraud_warnings``, ``stripe_reviews``): what Stripe says now, whatever
+order the events came in, and restored by the nightly reconciliation when an event
+was lost. Rules run on any backend and any number of times: each hit has a dedupe
+key (rule, customer, day, event or object), so a rescan of the same window finds
 nothing new. A new hit raises a high-priority ticket and flags the customer
 (``stripe_customers.fraud_flagged_at`` / ``fraud_reason``); recovery retries skip
 flagged customers.
@@ -17,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, or_, select, update
+from sqlalchemy import Connection, Engine, and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from stripe_pipeline.audit import AuditEntry, record
@@ -25,8 +28,10 @@ from stripe_pipeline.db.engine import begin_write
 from stripe_pipeline.db.models import (
     FraudRuleHit,
     StripeCustomer,
+    StripeEarlyFraudWarning,
     StripeEvent,
     StripePayment,
+    StripeReview,
     StripeSubscription,
 )
 from stripe_pipeline.support.tickets import TicketRequest, open_ticket
@@ -36,6 +41,8 @@ HITS = FraudRuleHit.__table__
 CUSTOMERS = StripeCustomer.__table__
 PAYMENTS = StripePayment.__table__
 SUBSCRIPTIONS = StripeSubscription.__table__
+WARNINGS = StripeEarlyFraudWarning.__table__
+REVIEWS = StripeReview.__table__
 
 FAILED_PAYMENT_EVENTS = (
     "payment_intent.payment_failed",
@@ -54,7 +61,9 @@ class FraudRule:
     ``distinct_cards``: at least ``threshold`` different card fingerprints attached to one
     customer within ``window``. ``event``: any one of ``event_types`` is a hit.
     ``dispute_with_active``: a dispute on a customer with at least ``threshold`` other
-    active payments or subscriptions.
+    active payments or subscriptions. ``early_fraud_warning``: any Radar early fraud
+    warning (its table). ``review_closed``: a Radar review closed for one of
+    ``reasons`` (its table).
     """
 
     name: str
@@ -64,6 +73,7 @@ class FraudRule:
     event_types: tuple[str, ...] = ()
     priority: str = "high"
     description: str = ""
+    reasons: tuple[str, ...] = ()
 
 
 RULES: tuple[FraudRule, ...] = (
@@ -93,9 +103,14 @@ RULES: tuple[FraudRule, ...] = (
     ),
     FraudRule(
         "early_fraud_warning",
-        "event",
-        event_types=("radar.early_fraud_warning.created",),
+        "early_fraud_warning",
         description="the card issuer reported fraud on a charge (Radar early fraud warning)",
+    ),
+    FraudRule(
+        "review_refunded_as_fraud",
+        "review_closed",
+        reasons=("refunded_as_fraud",),
+        description="a payment Radar held for review was refunded as fraud",
     ),
     FraudRule(
         "dispute_with_active_business",
@@ -293,6 +308,99 @@ EVALUATORS = {
 }
 
 
+def _event_id(row: Any) -> str | None:
+    """The Stripe event that last wrote a row (none when reconciliation did)."""
+    found = row.last_event_id
+    return found if isinstance(found, str) and found.startswith("evt_") else None
+
+
+def _recent(table: Any, stripe_time: Any, since: int, until: int) -> Any:
+    """Rows whose Stripe time (``stripe_time``, a condition) is in the window, or that
+    were stored or changed in it: an object the nightly run restored days after its
+    lost event is screened by the next scan."""
+    stored = table.c.updated_at
+    return or_(stripe_time, and_(stored >= _at(since), stored < _at(until + 1)))
+
+
+def _at(ts: int) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def _early_fraud_warnings(rule: FraudRule, conn: Connection, since: int, until: int) -> list[Hit]:
+    w = WARNINGS.c
+    found = conn.execute(
+        select(
+            w.stripe_early_fraud_warning_id,
+            w.charge_id,
+            w.payment_intent_id,
+            w.fraud_type,
+            w.last_event_id,
+        )
+        .where(_recent(WARNINGS, w.stripe_created.between(since, until), since, until))
+        .order_by(w.stripe_created, w.id)
+    )
+    return [
+        Hit(
+            rule,
+            _customer_of(conn, {"charge": row.charge_id, "payment_intent": row.payment_intent_id}),
+            f"{rule.name}:{row.stripe_early_fraud_warning_id}",
+            1,
+            _event_id(row),
+            {
+                "early_fraud_warning": row.stripe_early_fraud_warning_id,
+                "charge": row.charge_id,
+                "fraud_type": row.fraud_type,
+            },
+        )
+        for row in found
+    ]
+
+
+def _closed_reviews(rule: FraudRule, conn: Connection, since: int, until: int) -> list[Hit]:
+    r = REVIEWS.c
+    found = conn.execute(
+        select(
+            r.stripe_review_id,
+            r.charge_id,
+            r.payment_intent_id,
+            r.closed_reason,
+            r.opened_reason,
+            r.last_event_id,
+        )
+        .where(
+            r.open.is_(False),
+            r.closed_reason.in_(rule.reasons),
+            _recent(
+                REVIEWS, and_(r.closed_at >= _at(since), r.closed_at < _at(until + 1)), since, until
+            ),
+        )
+        .order_by(r.stripe_created, r.id)
+    )
+    return [
+        Hit(
+            rule,
+            _customer_of(conn, {"charge": row.charge_id, "payment_intent": row.payment_intent_id}),
+            f"{rule.name}:{row.stripe_review_id}",
+            1,
+            _event_id(row),
+            {
+                "review": row.stripe_review_id,
+                "charge": row.charge_id,
+                "closed_reason": row.closed_reason,
+                "opened_reason": row.opened_reason,
+            },
+        )
+        for row in found
+    ]
+
+
+# rules over Radar's tables: (rule, conn, since, until) -> hits
+TABLE_EVALUATORS = {
+    "early_fraud_warning": _early_fraud_warnings,
+    "review_closed": _closed_reviews,
+}
+
+
 def evaluate(
     conn: Connection,
     *,
@@ -300,9 +408,13 @@ def evaluate(
     until: int,
     rules: Sequence[FraudRule] = RULES,
 ) -> list[Hit]:
-    """All rule hits among events created in ``[since, until]`` (windows look back further)."""
+    """All rule hits among events created in ``[since, until]`` (windows look back
+    further) and Radar objects created, closed or stored in it."""
     hits: list[Hit] = []
     for rule in rules:
+        if rule.kind in TABLE_EVALUATORS:
+            hits.extend(TABLE_EVALUATORS[rule.kind](rule, conn, since, until))
+            continue
         windowed = rule.kind in ("burst", "distinct_cards")
         lookback = int(rule.window.total_seconds()) if windowed else 0
         events = load_events(conn, rule.event_types, since - lookback, until)

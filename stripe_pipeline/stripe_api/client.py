@@ -60,6 +60,11 @@ RESOURCES: dict[str, str] = {
     "customers": "/v1/customers",
     "payment_methods": "/v1/payment_methods",
     "early_fraud_warnings": "/v1/radar/early_fraud_warnings",
+    "reviews": "/v1/reviews",
+    "credit_notes": "/v1/credit_notes",
+    "tax_rates": "/v1/tax_rates",
+    "checkout_sessions": "/v1/checkout/sessions",
+    "setup_intents": "/v1/setup_intents",
 }
 PAGE_SIZE = 100
 DEFAULT_API_BASE = "https://api.stripe.com"
@@ -480,6 +485,11 @@ class StripeApi:
                 log.warning("invoice payments of %s unavailable: %s", payment_intent_id, exc)
                 return None
             raise
+
+    def list_lines(self, path: str) -> list[dict[str, Any]]:
+        """Every line of an invoice or credit note (``/v1/invoices/{id}/lines``): an
+        event embeds only the first page."""
+        return list(self.list_all(path))
 
     # --- payment operations ------------------------------------------------------------
 

@@ -59,16 +59,14 @@ def queued(event: dict[str, Any], row_id: int | None = None, retry_count: int = 
 
 # --- applying events in tests -------------------------------------------------
 
-DOMAIN_TABLES = {
-    "stripe_payments": "payment_intent_id",
-    "stripe_refunds": "stripe_refund_id",
-    "stripe_disputes": "stripe_dispute_id",
-    "stripe_customers": "stripe_customer_id",
-    "stripe_subscriptions": "stripe_subscription_id",
-    "stripe_invoices": "stripe_invoice_id",
-    "stripe_payment_methods": "stripe_payment_method_id",
-    "stripe_invoice_payments": "stripe_invoice_payment_id",
-}
+
+def _domain_tables() -> dict[str, str]:
+    from stripe_pipeline.catalog import CATALOG
+
+    return {r.table_name: r.key for r in CATALOG.resources}
+
+
+DOMAIN_TABLES = _domain_tables()  # table -> its Stripe key column, every declared resource
 # columns that record when a row was written, not what it says
 VOLATILE_COLUMNS = frozenset({"id", "created_at", "updated_at", "amount"})
 

@@ -40,6 +40,9 @@ def seed_all(engine: Engine, now: datetime | None = None) -> datetime:
         seed_recovery(conn)
         seed_tickets(conn, now)
         seed_events(conn)
+        seed_billing(conn)
+        seed_checkout(conn)
+        seed_radar(conn)
     return now
 
 
@@ -577,3 +580,320 @@ def _event(
         "retry_count": retry_count,
         "payload": {"id": event_id, "type": event_type},
     }
+
+
+# --- billing: invoices paid on DAY3, credit notes and refunds on DAY4 (revenue_daily,
+# tax_collected); the revenue of DAY1 comes from seed_payments' one-off payments ---
+
+DAY3 = datetime(2026, 3, 3, 12, 0, tzinfo=UTC)
+DAY4 = datetime(2026, 3, 4, 8, 0, tzinfo=UTC)
+CA, DE = "txr_ca_sales", "txr_de_vat"
+
+
+def _tax(rate: str, amount: int, taxable: int, inclusive: bool, **place: Any) -> dict:
+    return {
+        "tax_rate_id": rate,
+        "amount_minor": amount,
+        "inclusive": inclusive,
+        "taxable_amount_minor": taxable,
+        "taxability_reason": "standard_rated",
+        "country": place.get("country"),
+        "state": None,
+        "jurisdiction": place.get("jurisdiction"),
+    }
+
+
+def seed_billing(conn: Connection) -> None:
+    insert_rows(
+        conn,
+        "stripe_tax_rates",
+        [
+            {"stripe_tax_rate_id": CA, "display_name": "Sales Tax", "percentage": 7.25,
+             "inclusive": False, "active": True, "country": "US", "state": "CA",
+             "jurisdiction": "US - CA", "jurisdiction_level": "state", "tax_type": "sales_tax"},
+            {"stripe_tax_rate_id": DE, "display_name": "VAT", "percentage": 19.0,
+             "inclusive": True, "active": True, "country": "DE", "jurisdiction": "DE",
+             "jurisdiction_level": "country", "tax_type": "vat"},
+        ],
+    )  # fmt: skip
+
+    def invoice(iid: str, status: str, currency: str, paid: datetime | None, **extra: Any):
+        row = {
+            "stripe_invoice_id": iid,
+            "status": status,
+            "currency": currency,
+            "paid_at": paid,
+            "stripe_created": epoch(DAY3 - timedelta(days=1)),
+        }
+        row.update(extra)
+        return row  # fmt: skip
+
+    insert_rows(
+        conn,
+        "stripe_invoices",
+        [
+            invoice("in_rev_1", "paid", "usd", DAY3, payment_intent_id="pi_inv_1"),
+            invoice("in_rev_2", "paid", "eur", DAY3),
+            invoice("in_rev_3", "paid", "usd", DAY3 + timedelta(hours=3)),
+            invoice("in_rev_open", "open", "usd", None),
+            invoice("in_rev_void", "void", "usd", None),
+            invoice("in_rev_draft", "draft", "usd", None),
+        ],
+    )
+
+    def totals(iid: str, currency: str, sub: int, disc: int, taxes: list[dict], **extra: Any):
+        exclusive = sum(t["amount_minor"] for t in taxes if not t["inclusive"])
+        row = {
+            "stripe_invoice_id": iid,
+            "currency": currency,
+            "subtotal_minor": sub,
+            "discount_minor": disc,
+            "tax_minor": sum(t["amount_minor"] for t in taxes),
+            "total_minor": sub - disc + exclusive,
+            "taxes": taxes,
+            "stripe_created": epoch(DAY3 - timedelta(days=1)),
+        }
+        row.update(extra)
+        return row  # fmt: skip
+
+    insert_rows(
+        conn,
+        "stripe_invoice_totals",
+        [
+            # 100.00 - 10.00 off, 7.25 % on 90.00 = 6.53: total 96.53
+            totals("in_rev_1", "usd", 10000, 1000, [_tax(CA, 653, 9000, False)]),
+            # 50.00 with 19 % VAT included (7.98 of it); the payload expanded the rate
+            totals("in_rev_2", "eur", 5000, 0,
+                   [_tax(DE, 798, 4202, True, country="DE", jurisdiction="DE")]),
+            totals("in_rev_3", "usd", 4000, 0, [_tax(CA, 290, 4000, False)]),
+            totals("in_rev_open", "usd", 2000, 0, [_tax(CA, 145, 2000, False)]),
+            totals("in_rev_void", "usd", 3000, 0, []),
+            totals("in_rev_draft", "usd", 800, 0, [], deleted_at=DAY3),
+        ],
+    )  # fmt: skip
+    insert_rows(
+        conn,
+        "stripe_invoice_line_items",
+        [
+            {"stripe_line_item_id": "il_rev_1", "invoice_id": "in_rev_1", "type": "subscription",
+             "subscription_id": "sub_month", "price_id": "price_month_2000", "product_id": "prod_1",
+             "currency": "usd", "amount_minor": 10000, "quantity": 5, "discount_minor": 1000,
+             "tax_minor": 653, "taxes": [_tax(CA, 653, 9000, False)], "proration": False,
+             "period_start": DAY3 - timedelta(days=30), "period_end": DAY3},
+            {"stripe_line_item_id": "il_rev_gone", "invoice_id": "in_rev_draft",
+             "currency": "usd", "amount_minor": 800, "deleted_at": DAY3},
+        ],
+    )  # fmt: skip
+    insert_rows(
+        conn,
+        "stripe_payments",
+        [
+            # paid in_rev_1 (a 2025+ PaymentIntent does not name its invoice)
+            {"payment_intent_id": "pi_inv_1", "status": "succeeded", "amount_minor": 9653,
+             "amount_received_minor": 9653, "currency": "usd", "stripe_created": epoch(DAY3)},
+            # a payment-mode checkout: no invoice
+            {"payment_intent_id": "pi_one_1", "status": "succeeded", "amount_minor": 4900,
+             "amount_received_minor": 4900, "currency": "usd", "stripe_created": epoch(DAY3)},
+            {"payment_intent_id": "pi_one_2", "status": "requires_payment_method",
+             "failure_code": "card_declined", "amount_minor": 4900, "amount_received_minor": 0,
+             "currency": "usd", "stripe_created": epoch(DAY3)},
+        ],
+    )  # fmt: skip
+    insert_rows(
+        conn,
+        "stripe_credit_notes",
+        [
+            # 10.00 of in_rev_1 back with its 0.73 tax, refunded through the note
+            {"stripe_credit_note_id": "cn_rev_1", "invoice_id": "in_rev_1", "status": "issued",
+             "type": "post_payment", "currency": "usd", "amount_minor": 1073,
+             "subtotal_minor": 1000, "total_minor": 1073, "tax_minor": 73,
+             "taxes": [_tax(CA, 73, 1000, False)], "refund_ids": ["re_cn_1"],
+             "stripe_created": epoch(DAY4)},
+            {"stripe_credit_note_id": "cn_rev_void", "invoice_id": "in_rev_3", "status": "void",
+             "type": "pre_payment", "currency": "usd", "amount_minor": 500,
+             "subtotal_minor": 500, "total_minor": 500, "tax_minor": 0, "taxes": [],
+             "refund_ids": [], "voided_at": DAY4, "stripe_created": epoch(DAY4)},
+        ],
+    )  # fmt: skip
+    insert_rows(
+        conn,
+        "stripe_credit_note_line_items",
+        [
+            {"stripe_credit_note_line_item_id": "cnli_rev_1", "credit_note_id": "cn_rev_1",
+             "invoice_line_item_id": "il_rev_1", "type": "invoice_line_item",
+             "amount_minor": 1000, "quantity": 1, "tax_minor": 73},
+        ],
+    )  # fmt: skip
+    insert_rows(
+        conn,
+        "stripe_refunds",
+        [
+            {"stripe_refund_id": "re_cn_1", "payment_intent_id": "pi_inv_1", "amount_minor": 1073,
+             "currency": "usd", "status": "succeeded", "stripe_created": epoch(DAY4)},
+            {"stripe_refund_id": "re_rev_2", "payment_intent_id": "pi_one_1", "amount_minor": 2000,
+             "currency": "usd", "status": "succeeded", "stripe_created": epoch(DAY4)},
+        ],
+    )  # fmt: skip
+
+
+# day, currency -> the hand-computed row of revenue_daily
+EXPECTED_REVENUE_DAILY = {
+    # seed_payments: pi_usd_1 50.00 + pi_usd_2 25.00 one-off, re_1 15.00 refunded
+    ("2026-03-01", "usd"): {
+        "invoices_paid_count": 0,
+        "one_off_count": 2,
+        "one_off_minor": 7500,
+        "gross_minor": 7500,
+        "refunds_count": 1,
+        "refunds_minor": 1500,
+        "net_minor": 6000,
+        "net": 60.0,
+    },
+    ("2026-03-01", "jpy"): {"gross_minor": 12000, "net_minor": 12000, "net": 12000.0},
+    # in_rev_1 96.53 + 10.00 discount, in_rev_3 42.90, pi_one_1 49.00 (pi_inv_1 paid
+    # in_rev_1: not one-off)
+    ("2026-03-03", "usd"): {
+        "invoices_paid_count": 2,
+        "invoiced_minor": 9653 + 1000 + 4290,
+        "one_off_count": 1,
+        "one_off_minor": 4900,
+        "gross_minor": 19843,
+        "discounts_minor": 1000,
+        "credit_notes_minor": 0,
+        "refunds_minor": 0,
+        "net_minor": 18843,
+        "gross": 198.43,
+        "net": 188.43,
+    },
+    ("2026-03-03", "eur"): {"invoices_paid_count": 1, "gross_minor": 5000, "net_minor": 5000},
+    # cn_rev_1 10.73 (its refund re_cn_1 not again), re_rev_2 20.00; the void note nothing
+    ("2026-03-04", "usd"): {
+        "gross_minor": 0,
+        "credit_notes_count": 1,
+        "credit_notes_minor": 1073,
+        "refunds_count": 1,
+        "refunds_minor": 2000,
+        "net_minor": -3073,
+        "net": -30.73,
+    },
+}
+
+# (month, currency, tax rate) -> the hand-computed row of tax_collected
+EXPECTED_TAX = {
+    ("2026-03-01", "usd", CA): {
+        "display_name": "Sales Tax",
+        "percentage": 7.25,
+        "is_inclusive": 0,
+        "country": "US",
+        "state": "CA",
+        "jurisdiction": "US - CA",
+        "invoices_count": 2,
+        "taxable_minor": 9000 + 4000,
+        "tax_minor": 653 + 290,
+        "credit_notes_count": 1,
+        "credited_tax_minor": 73,
+        "net_tax_minor": 870,
+        "net_tax": 8.70,
+    },
+    ("2026-03-01", "eur", DE): {
+        "display_name": "VAT",
+        "percentage": 19.0,
+        "is_inclusive": 1,
+        "country": "DE",
+        "state": None,
+        "jurisdiction": "DE",
+        "invoices_count": 1,
+        "taxable_minor": 4202,
+        "tax_minor": 798,
+        "credited_tax_minor": 0,
+        "net_tax_minor": 798,
+        "net_tax": 7.98,
+    },
+}
+
+
+def seed_checkout(conn: Connection) -> None:
+    def session(sid: str, status: str, created: datetime, mode: str = "payment", **extra: Any):
+        row = {
+            "stripe_checkout_session_id": sid,
+            "status": status,
+            "mode": mode,
+            "currency": "usd",
+            "amount_total_minor": 4900,
+            "stripe_created": epoch(created),
+            "expires_at": created + timedelta(hours=24),
+            # personal data: kept in the table, never carried into the models
+            "customer_email": f"{sid}@example.com",
+        }
+        row.update(extra)
+        return row  # fmt: skip
+
+    insert_rows(
+        conn,
+        "stripe_checkout_sessions",
+        [
+            session("cs_1", "complete", DAY1, completed_at=DAY1 + timedelta(minutes=5)),
+            session("cs_2", "complete", DAY1, completed_at=DAY2 - timedelta(hours=1)),
+            session("cs_3", "expired", DAY1),  # expired at its expires_at, on DAY2
+            session("cs_4", "open", DAY1),
+            # its completion event was lost: reconciliation restored it, no completed_at
+            session("cs_5", "complete", DAY2),
+            session("cs_6", "expired", DAY2, expired_at=DAY2 + timedelta(hours=3)),
+            session("cs_7", "complete", DAY1, mode="subscription",
+                    completed_at=DAY1 + timedelta(minutes=9)),
+        ],
+    )  # fmt: skip
+
+
+EXPECTED_CHECKOUT = {
+    ("2026-03-01", "payment"): {
+        "opened_count": 4,
+        "completed_count": 1,
+        "expired_count": 0,
+        "converted_count": 2,
+        "still_open_count": 1,
+        "conversion_rate": 0.5,
+    },
+    ("2026-03-02", "payment"): {
+        "opened_count": 2,
+        "completed_count": 2,  # cs_2 (completed_at), cs_5 (its creation day)
+        "expired_count": 2,  # cs_3 (expires_at), cs_6 (expired_at)
+        "converted_count": 1,
+        "still_open_count": 0,
+        "conversion_rate": 0.5,
+    },
+    ("2026-03-01", "subscription"): {
+        "opened_count": 1,
+        "completed_count": 1,
+        "converted_count": 1,
+        "conversion_rate": 1.0,
+    },
+}
+
+
+def seed_radar(conn: Connection) -> None:
+    insert_rows(
+        conn,
+        "stripe_setup_intents",
+        [
+            {"stripe_setup_intent_id": "seti_1", "status": "succeeded", "customer_id": "cus_1",
+             "payment_method_id": "pm_1", "usage": "off_session", "stripe_created": epoch(DAY1)},
+            {"stripe_setup_intent_id": "seti_2", "status": "requires_payment_method",
+             "customer_id": "cus_1", "last_error_code": "card_declined",
+             "last_error_decline_code": "insufficient_funds", "stripe_created": epoch(DAY1)},
+        ],
+    )  # fmt: skip
+    insert_rows(
+        conn,
+        "stripe_early_fraud_warnings",
+        [{"stripe_early_fraud_warning_id": "issfr_1", "charge_id": "ch_1",
+          "fraud_type": "made_with_stolen_card", "actionable": True,
+          "stripe_created": epoch(DAY2)}],
+    )  # fmt: skip
+    insert_rows(
+        conn,
+        "stripe_reviews",
+        [{"stripe_review_id": "prv_1", "charge_id": "ch_1", "open": False, "reason": "rule",
+          "opened_reason": "rule", "closed_reason": "refunded_as_fraud",
+          "closed_at": DAY2, "stripe_created": epoch(DAY1)}],
+    )  # fmt: skip

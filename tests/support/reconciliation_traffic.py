@@ -126,12 +126,14 @@ class MemoryApi:
 
     Behaves like Stripe where reconciliation depends on it: canceled subscriptions are
     listed only with ``status=all``; payment methods are listed per customer; invoice
-    payments are filtered by invoice, status and payment; deleted customers are not
-    listed but answer ``{"deleted": true}`` by id, and listing their payment methods
-    answers 404; anything unknown answers 404 (:class:`NotFound`).
-    ``list_payment_intent_invoice_payments`` answers processing's invoice payment
-    lookup as the real client does. ``expand`` is implied: objects are held as Stripe
-    returns them expanded (a subscription's discounts).
+    payments are filtered by invoice, status and payment; only open reviews are listed;
+    an invoice's or credit note's lines (``/v1/invoices/{id}/lines``) are those added at
+    that path, else the ones its object embeds, and 404 once the parent is gone;
+    deleted customers are not listed but answer ``{"deleted": true}`` by id, and
+    listing their payment methods answers 404; anything unknown answers 404
+    (:class:`NotFound`). ``list_payment_intent_invoice_payments`` answers processing's
+    invoice payment lookup as the real client does. ``expand`` is implied: objects are
+    held as Stripe returns them expanded (a subscription's discounts).
     """
 
     def __init__(self, data: dict[str, list[dict[str, Any]]] | None = None) -> None:
@@ -156,7 +158,17 @@ class MemoryApi:
             objects[:] = [o for o in objects if o.get("id") != object_id]
 
     def _listed(self, path: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        parent_path, _, object_id = path.removesuffix("/lines").rpartition("/")
+        if path.endswith("/lines") and path not in self.data:
+            parent = next(
+                (o for o in self.data.get(parent_path, []) if o.get("id") == object_id), None
+            )
+            if parent is None:
+                raise NotFound(path)
+            return list((parent.get("lines") or {}).get("data") or [])
         items = list(self.data.get(path, []))
+        if path == "/v1/reviews":  # Stripe lists open reviews only
+            items = [o for o in items if o.get("open")]
         if path == "/v1/payment_methods":  # Stripe lists them per customer only
             if params.get("customer") in self.deleted:
                 raise NotFound(f"{path}?customer={params['customer']}")  # no such customer

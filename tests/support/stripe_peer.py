@@ -43,6 +43,8 @@ from tests.support.localstripe_peer import LocalStripe, free_port
 # collections localstripe has no endpoint for: served from the front's store only (the
 # drill's traffic makes no invoice payments: that list is empty, and a fetch answers 404)
 OWN_ONLY = frozenset({"disputes", "invoice_payments", "promotion_codes"})
+# endpoints under a namespace: their collection is two path segments
+NAMESPACES = frozenset({"checkout", "radar"})
 # Stripe's prices API answers for plans too (a plan is a price with the same id);
 # localstripe speaks only the plans API
 SERVED_BY = {"prices": "plans"}
@@ -168,6 +170,8 @@ class StripePeer:
             if not request.headers.get("Authorization", "").startswith(("Bearer sk_", "Basic ")):
                 return stripe_error(401, "Invalid API Key provided")
             parts = path.strip("/").split("/")
+            if parts[0] in NAMESPACES and len(parts) > 1:  # /v1/checkout/sessions[/id]
+                parts = [f"{parts[0]}/{parts[1]}", *parts[2:]]
             if request.method == "GET":
                 if len(parts) == 1:
                     return self._list(parts[0], self._query())
@@ -283,7 +287,12 @@ class StripePeer:
                 filters = {**filters, "status": "all"}  # the front hides, as Stripe does
             if collection == "payment_methods" and filters.get("customer") in self._deleted:
                 raise LookupError(filters["customer"])
-            theirs = self._localstripe_list(collection, filters)
+            try:
+                theirs = self._localstripe_list(collection, filters)
+            except LookupError:
+                if filters.get("customer"):
+                    raise  # the parent does not exist (a deleted customer)
+                theirs = []  # a collection localstripe lacks: the front's own store
         own = [(seq, obj) for seq, obj in self._own(collection) if _matches(obj, filters)]
         replaced = {obj["id"] for _, obj in own}
         # localstripe lists in insertion order: reversed, the newest of a second comes first

@@ -44,6 +44,10 @@ COMMERCE_TABLES = frozenset(
     }
 )
 
+# invoices' lines and totals, credit notes, tax, checkout, setup intents and Radar: their
+# own group, so each lineage page stays readable
+BILLING_GROUP = "stripe_billing"
+
 stripe_events = AssetSpec(
     key="stripe_events",
     group_name="landing",
@@ -71,7 +75,29 @@ DOMAIN_TABLES: dict[str, str] = {
     "payment_support_tickets": "Escalations a person must look at (dead-lettered events, "
     "failed checks), deduplicated per issue and object.",
 }
-DOMAIN_TABLE_KEYS: list[AssetKey] = [AssetKey(name) for name in DOMAIN_TABLES]
+# in BILLING_GROUP
+BILLING_TABLES: dict[str, str] = {
+    "stripe_invoice_line_items": "Invoice lines: subscription periods and invoice items, "
+    "amounts, discounts and taxes per line.",
+    "stripe_invoice_totals": "Invoice totals as Stripe computed them, with tax amounts per rate.",
+    "stripe_credit_notes": "Credit notes: amounts given back on invoices, the refunds they made.",
+    "stripe_credit_note_line_items": "Credit note lines, with their taxes.",
+    "stripe_tax_rates": "Tax rates: percentage, country, state, jurisdiction.",
+    "stripe_checkout_sessions": "Checkout sessions: opened, completed, expired, amounts.",
+    "stripe_setup_intents": "Setup intents: saving payment methods, failures.",
+    "stripe_early_fraud_warnings": "Radar early fraud warnings (read by the fraud rules).",
+    "stripe_reviews": "Radar reviews, open and closed (read by the fraud rules).",
+}
+_DESCRIPTIONS = {**DOMAIN_TABLES, **BILLING_TABLES}
+
+
+def _group(table: str) -> str:
+    if table in COMMERCE_TABLES:
+        return COMMERCE_GROUP
+    return BILLING_GROUP if table in BILLING_TABLES else DOMAIN_GROUP
+
+
+DOMAIN_TABLE_KEYS: list[AssetKey] = [AssetKey(name) for name in _DESCRIPTIONS]
 
 
 class ProcessingConfig(Config):
@@ -113,9 +139,10 @@ def retry_policy(config: ProcessingConfig, settings: ProcessingSettings) -> Retr
 
 class LazyStripePeer:
     """Processing's Stripe API peer, built only when a parser needs it: a
-    ``charge.refunded`` without its refund list, a basil payment failure without its
-    invoice (``GET /v1/invoice_payments`` by PaymentIntent), or an object a row names
-    that is not stored yet (a subscription's price: ``ObjectSource``)."""
+    ``charge.refunded`` without its refund list, an invoice or credit note whose lines
+    say ``has_more``, a basil payment failure without its invoice
+    (``GET /v1/invoice_payments`` by PaymentIntent), or an object a row names that is
+    not stored yet (a subscription's price: ``ObjectSource``)."""
 
     def __init__(self, api: StripeApiResource, database: DatabaseResource) -> None:
         self.api = api
@@ -139,6 +166,9 @@ class LazyStripePeer:
 
     def fetch_object(self, path: str) -> dict[str, Any] | None:
         return self._client().fetch_object(path)
+
+    def list_lines(self, path: str) -> list[dict[str, Any]]:
+        return self._client().list_lines(path)
 
 
 def refund_source(api: StripeApiResource, database: DatabaseResource) -> LazyStripePeer | None:
@@ -222,8 +252,8 @@ def run_metadata(report: ProcessingReport) -> dict[str, Any]:
         AssetSpec(
             key=key,
             deps=[stripe_events],
-            group_name=COMMERCE_GROUP if key.path[-1] in COMMERCE_TABLES else DOMAIN_GROUP,
-            description=DOMAIN_TABLES[key.path[-1]],
+            group_name=_group(key.path[-1]),
+            description=_DESCRIPTIONS[key.path[-1]],
             kinds={"sql"},
             skippable=False,
         )
