@@ -56,6 +56,7 @@ from stripe_pipeline.reconcile.parse import (
     refined_by,
     row_from_api_object,
 )
+from stripe_pipeline.reconcile.prelist import Prelisted, listing_name
 from stripe_pipeline.reconcile.spool import Finding, Repair, Spool
 from stripe_pipeline.reconcile.window import Window, to_unix
 
@@ -182,11 +183,15 @@ def _local_rows(conn: Connection, resource: Resource, keys: list[str]) -> pd.Dat
     return frame.astype(object).set_index("_key")
 
 
-def _chunks(iterable: Iterable[dict[str, Any]], size: int) -> Iterator[tuple[int, list[dict]]]:
-    """Chunks of API objects, each with the time its first page was requested."""
+def _chunks(
+    iterable: Iterable[dict[str, Any]], size: int, observed_at: int | None = None
+) -> Iterator[tuple[int, list[dict]]]:
+    """Chunks of API objects, each with the time its first page was requested (or
+    ``observed_at``: objects listed ahead, before the run's listings began)."""
     iterator = iter(iterable)
+    fixed = observed_at
     while True:
-        observed_at = int(time.time())
+        observed_at = int(time.time()) if fixed is None else fixed
         chunk = list(islice(iterator, size))
         if not chunk:
             return
@@ -595,11 +600,13 @@ def compare_resource(
     server_filter: bool = True,
     chunk_size: int = CHUNK,
     max_fetches: int = MAX_FETCHES,
+    prelisted: Prelisted | None = None,
 ) -> None:
     """Every listing of one resource, then the local rows no listing returned.
 
     A resource whose listings are all ``full`` is compared whole, whatever the window.
     A listing of carried objects (``Listing.embedded``) is windowed on the carriers.
+    A listing in ``prelisted`` is read from its spool file (listed ahead, in parallel).
     """
     if resource.listings and all(listing.full for listing in resource.listings):
         window = Window(None, window.end)
@@ -607,9 +614,13 @@ def compare_resource(
     children: tuple[str, list[str]] | None = None
     for listing in resource.listings:
         source = Source(listing.name, listing.read_as, listing)
-        if listing.per_customer:
+        observed_at: int | None = None
+        if prelisted is not None and prelisted.has(listing_name(resource, listing)):
+            objects: Iterable[dict[str, Any]] = prelisted.objects(listing_name(resource, listing))
+            observed_at = prelisted.observed_at
+        elif listing.per_customer:
             customers = listed_customers(conn, window)
-            objects: Iterable[dict[str, Any]] = _per_customer(api, listing, customers)
+            objects = _per_customer(api, listing, customers)
         elif listing.per_parent is not None:
             parents = listed_parents(conn, catalog, listing.per_parent.parent, window)
             children = (listing.per_parent.column, parents)
@@ -629,8 +640,8 @@ def compare_resource(
             objects = (o for o in _counting(objects, stats, listing.name) if listing.states(o))
         else:
             objects = _counting(objects, stats, listing.name)
-        for observed_at, chunk in _chunks(objects, chunk_size):
-            compare_chunk(conn, catalog, resource, source, chunk, observed_at, spool, stats)
+        for chunk_time, chunk in _chunks(objects, chunk_size, observed_at):
+            compare_chunk(conn, catalog, resource, source, chunk, chunk_time, spool, stats)
             conn.commit()  # release read snapshots; the temp table survives commits
     budget = [max_fetches]
     for rows in unseen_local_rows(
