@@ -161,3 +161,107 @@ def test_a_killed_run_resumes_from_its_completed_slices(
         rows = statuses.all()
     assert [r.status for r in rows] == ["failed", "succeeded"]
     assert "resumed" in rows[0].error
+
+
+# --- the daily partitions in Dagster -----------------------------------------------------
+
+DAYS = ("2023-11-20", "2023-11-21")
+
+
+def _day_bounds(day: str) -> tuple[int, int]:
+    from datetime import UTC, datetime
+
+    start = int(datetime.fromisoformat(day).replace(tzinfo=UTC).timestamp())
+    return start, start + 86_399
+
+
+def _objects_of_day(data: DataSet, day: str) -> dict[str, int]:
+    lo, hi = _day_bounds(day)
+    return {
+        TYPES[name]: int(((r.created >= lo) & (r.created <= hi)).sum())
+        for name, r in data.resources.items()
+    }
+
+
+def test_daily_partitions_run_in_parallel_and_repair_their_day(
+    engine: Engine, database_url: str, data: DataSet
+) -> None:
+    import threading
+
+    from dagster import DagsterInstance, Definitions
+
+    from stripe_pipeline.defs.common.resources import DatabaseResource, StripeApiResource
+    from stripe_pipeline.defs.reconciliation.assets import reconciliation_daily
+    from stripe_pipeline.defs.reconciliation.checks import daily_discrepancies_are_ticketed
+    from stripe_pipeline.defs.reconciliation.jobs import nightly_reconciliation_job
+
+    config = {"object_types": list(TYPES.values()), "backfill_events": False}
+    with FakeStripeServer(data, latency=0.02, account_rate=10_000, endpoint_rate=10_000) as fake:
+        defs = Definitions(
+            assets=[reconciliation_daily],
+            asset_checks=[daily_discrepancies_are_ticketed],
+            jobs=[nightly_reconciliation_job],
+            resources={
+                "database": DatabaseResource(url=database_url),
+                "stripe_api": StripeApiResource(
+                    api_key="sk_test_daily", api_base=fake.base_url, requests_per_second=10_000
+                ),
+            },
+        )
+        job = defs.resolve_job_def("nightly_reconciliation")
+
+        def run(day: str):
+            # an instance per run: Dagster's in-memory SQLite storage locks under
+            # concurrent run creation (ours, the app database, is what is tested here)
+            return job.execute_in_process(
+                run_config={"ops": {"reconciliation_daily": {"config": config}}},
+                partition_key=day,
+                instance=DagsterInstance.ephemeral(),
+                raise_on_error=False,
+            )
+
+        results: dict[str, object] = {}
+        threads = [
+            threading.Thread(target=lambda d=d: results.__setitem__(d, run(d))) for d in DAYS
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        again = run(DAYS[0])
+
+    expected = {t: 0 for t in TABLES}
+    for day in DAYS:
+        result = results[day]
+        assert result.success, day
+        [mat] = [
+            m.materialization
+            for m in result.get_asset_materialization_events()
+            if m.asset_key.path[-1] == "reconciliation_daily"
+        ]
+        assert mat.partition == day
+        of_day = _objects_of_day(data, day)
+        assert mat.metadata["missing_locally"].value == sum(of_day.values()) > 0
+        assert mat.metadata["repaired_objects"].value == sum(of_day.values())
+        # the repaired domain tables are reported updated: their models refresh after
+        updated = {
+            m.asset_key.path[-1]
+            for m in result.get_asset_materialization_events()
+            if m.asset_key.path[-1] != "reconciliation_daily"
+        }
+        assert updated == set(TABLES.values())
+        for t, n in of_day.items():
+            expected[t] += n
+    assert _local_counts(engine) == expected  # each day's objects, nothing else
+    assert again.success
+    [mat] = [
+        m.materialization
+        for m in again.get_asset_materialization_events()
+        if m.asset_key.path[-1] == "reconciliation_daily"
+    ]
+    assert mat.metadata["found_total"].value == 0  # a day re-checked finds nothing
+    with engine.connect() as conn:
+        triggered = conn.execute(
+            text("SELECT triggered_by FROM reconciliation_runs ORDER BY id")
+        ).scalars()
+        assert sorted(t.rsplit(":", 1)[1] for t in triggered) == sorted([*DAYS, DAYS[0]])

@@ -54,7 +54,7 @@ LOCALSTRIPE_RECONCILIATION = {
         }
     }
 }
-FOLLOW_UP_JOBS = {"nightly_reconciliation": LOCALSTRIPE_RECONCILIATION, "payment_recovery": {}}
+FOLLOW_UP_JOBS = {"reconciliation_window": LOCALSTRIPE_RECONCILIATION, "payment_recovery": {}}
 SETTLE_TIMEOUT = 60.0
 # on the way out: how long runs in flight may take to finish, then to cancel
 RUN_DRAIN_SECONDS = 30.0

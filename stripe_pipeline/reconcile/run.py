@@ -87,7 +87,9 @@ class RunConfig:
     triggered_by: str | None = None
     actor: str = "reconciliation"
     catalog: Catalog = CATALOG
-    # listings read ahead in parallel (``prelist``) when the client can; threads
+    # listings read ahead in parallel (``prelist``) when the client can, with this many
+    # threads; False: one page at a time, listing after listing (the old path)
+    parallel_listing: bool = True
     listing_workers: int = 40
     # take over a "running" run with the same listings (killed): resume its listing
     resume: bool = False
@@ -221,7 +223,7 @@ def run_reconciliation(
         window_start = None if None in starts else min(starts)  # type: ignore[type-var]
         window_end = max(w.end for w in windows.values())
         planned = None
-        if can_prelist(api, config.server_filter):
+        if config.parallel_listing and can_prelist(api, config.server_filter):
             resources = [
                 r for r in config.catalog.resources if r.object_type in config.object_types
             ]
