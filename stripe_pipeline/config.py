@@ -68,6 +68,12 @@ ENVIRONMENT: dict[str, str] = {
     "STRIPE_PIPELINE_RECONCILIATION_TZ": "Timezone of the nightly reconciliation (default UTC).",
     "STRIPE_PIPELINE_RECONCILIATION_CRON": "Cron of the nightly reconciliation "
     "(default 0 2 * * *).",
+    "STRIPE_PIPELINE_RECONCILIATION_TRAILING_DAYS": "Days before yesterday the nightly "
+    "reconciliation re-checks, one partition run each (default 2).",
+    "STRIPE_PIPELINE_RECONCILIATION_START_DATE": "First daily partition of "
+    "reconciliation_daily, YYYY-MM-DD (default 2011-01-01: any Stripe account's history).",
+    "STRIPE_PIPELINE_SPOOL_DIR": "Where reconciliation and backfill spool listed objects, "
+    "resumable after a crash (default <temp dir>/stripe-pipeline).",
     "STRIPE_PIPELINE_RECONCILIATION_SCHEDULE": "`on` (default) or `off`: whether "
     "nightly_reconciliation_schedule runs with the Dagster daemon without a click (a state "
     "set in the Dagster UI wins over it).",
