@@ -26,6 +26,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from itertools import islice
@@ -56,9 +57,10 @@ from stripe_pipeline.reconcile.parse import (
     refined_by,
     row_from_api_object,
 )
-from stripe_pipeline.reconcile.prelist import Prelisted, listing_name
+from stripe_pipeline.reconcile.prelist import Prelisted, list_each, listing_name
 from stripe_pipeline.reconcile.spool import Finding, Repair, Spool
 from stripe_pipeline.reconcile.window import Window, to_unix
+from stripe_pipeline.stripe_api.listing import FetchPage, ListingRequest
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,8 @@ SEEN = "reconciliation_seen"
 # objects fetched one by one per resource and run (those no listing returned); past
 # it, the rest are reported as missing without the fetch
 MAX_FETCHES = 2_000
+# objects fetched by id at once (they wait on the shared rate limit like any call)
+FETCH_THREADS = 16
 # Fields whose difference is not staleness: Stripe never changes an object's currency,
 # so a mismatch means a corrupted row or a parser bug, which a person must look at.
 NOT_STALENESS = frozenset({"currency"})
@@ -466,6 +470,7 @@ def confirm_unseen(
     run read (``Listing.per_parent``); without a fetch, their absence is Stripe's 404.
     """
     fetched: dict[str, list[dict[str, Any]]] = {}
+    wanted: list[tuple[dict[str, Any], Fetch, dict[str, Any]]] = []
     for row in rows:
         key = row[resource.key]
         fetch = resource.fetch_for(key, row)
@@ -478,14 +483,29 @@ def confirm_unseen(
             continue
         budget[0] -= 1
         stats.fetched[resource.object_type] += 1
+        wanted.append((row, fetch, local))
+
+    def get(item: tuple[dict[str, Any], Fetch, dict[str, Any]]) -> dict[str, Any] | None:
+        row, fetch, _ = item
         try:
-            obj = api.get(fetch.url(key, row))
+            obj = api.get(fetch.url(row[resource.key], row))
             if fetch.embedded is not None:  # fetched through the object that carries it
-                obj = _carried(catalog, resource, fetch, obj, key)
+                obj = _carried(catalog, resource, fetch, obj, row[resource.key])
         except NotFound:
-            _gone(resource, key, row, local, spool, stats)
-            continue
-        fetched.setdefault(fetch.read_as, []).append(obj)
+            return None
+        return obj
+
+    # fetched at once (each a round trip of a few hundred ms), handled in row order
+    if len(wanted) > 1:
+        with ThreadPoolExecutor(min(FETCH_THREADS, len(wanted))) as pool:
+            answers = list(pool.map(get, wanted))
+    else:
+        answers = [get(item) for item in wanted]
+    for (row, fetch, local), obj in zip(wanted, answers, strict=True):
+        if obj is None:
+            _gone(resource, row[resource.key], row, local, spool, stats)
+        else:
+            fetched.setdefault(fetch.read_as, []).append(obj)
     observed_at = int(time.time())
     for read_as, objects in fetched.items():
         compare_chunk(
@@ -606,8 +626,10 @@ def compare_resource(
 
     A resource whose listings are all ``full`` is compared whole, whatever the window.
     A listing of carried objects (``Listing.embedded``) is windowed on the carriers.
-    A listing in ``prelisted`` is read from its spool file (listed ahead, in parallel).
+    A listing in ``prelisted`` is read from its spool file (listed ahead, in parallel);
+    with ``prelisted``, per-customer and per-parent listings run many at once as well.
     """
+    pages = getattr(api, "list_page", None) if prelisted is not None else None
     if resource.listings and all(listing.full for listing in resource.listings):
         window = Window(None, window.end)
     customers: list[str] | None = None
@@ -620,11 +642,11 @@ def compare_resource(
             observed_at = prelisted.observed_at
         elif listing.per_customer:
             customers = listed_customers(conn, window)
-            objects = _per_customer(api, listing, customers)
+            objects = _per_customer(api, listing, customers, pages)
         elif listing.per_parent is not None:
             parents = listed_parents(conn, catalog, listing.per_parent.parent, window)
             children = (listing.per_parent.column, parents)
-            objects = _per_parent(api, listing, parents)
+            objects = _per_parent(api, listing, parents, pages)
         else:
             objects = list_window(
                 api,
@@ -662,10 +684,21 @@ def compare_resource(
 
 
 def _per_customer(
-    api: ListingApi, listing: Listing, customers: list[str]
+    api: ListingApi, listing: Listing, customers: list[str], pages: FetchPage | None = None
 ) -> Iterator[dict[str, Any]]:
     """Each customer's objects. A deleted customer's list answers 404: nothing is listed
-    for it, and its local rows are fetched by id like any other row no listing returned."""
+    for it, and its local rows are fetched by id like any other row no listing returned.
+    With ``pages`` (``StripeApi.list_page``), many customers are listed at once."""
+    if pages is not None:
+        requests = (
+            ListingRequest(
+                listing.path, params={**listing.params, "customer": c}, created_filter=False, key=c
+            )
+            for c in customers
+        )
+        for _customer, obj in list_each(pages, requests):
+            yield obj
+        return
     for customer in customers:
         try:
             yield from api.list_all(listing.path, params={**listing.params, "customer": customer})
@@ -678,12 +711,27 @@ def _carried_by(parents: Iterable[dict[str, Any]], listing: Listing) -> Iterator
         yield from listing.embedded(parent)  # type: ignore[misc]
 
 
-def _per_parent(api: ListingApi, listing: Listing, parents: list[str]) -> Iterator[dict[str, Any]]:
+def _per_parent(
+    api: ListingApi, listing: Listing, parents: list[str], pages: FetchPage | None = None
+) -> Iterator[dict[str, Any]]:
     """Every child of each parent (all pages), each naming in ``per_parent.field`` the
     parent it was listed under; a parent Stripe answers 404 for (a deleted draft) has
-    none."""
+    none. With ``pages`` (``StripeApi.list_page``), many parents are listed at once."""
     spec = listing.per_parent
     assert spec is not None
+    if pages is not None:
+        requests = (
+            ListingRequest(
+                listing.path.replace("{id}", p),
+                params=dict(listing.params),
+                created_filter=False,
+                key=p,
+            )
+            for p in parents
+        )
+        for parent, child in list_each(pages, requests):
+            yield {**child, spec.field: parent}
+        return
     for parent in parents:
         path = listing.path.replace("{id}", parent)
         try:

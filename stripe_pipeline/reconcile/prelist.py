@@ -28,12 +28,13 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import orjson
+import stripe
 from sqlalchemy import Engine
 
 from stripe_pipeline.catalog.model import Listing, Resource
@@ -258,3 +259,24 @@ def forget(engine: Engine, prelisted: Prelisted | None, run_key: str | None) -> 
         DatabaseListingProgress(engine).forget(run_key)
     if prelisted is not None:
         prelisted.discard()
+
+
+def list_each(
+    fetch_page: FetchPage, requests: Iterable[ListingRequest], *, workers: int = 40
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Many small listings at once (one per customer or parent, without a created
+    filter): ``(request key, object)``. A listing Stripe answers 404 for (its parent
+    is gone) lists nothing, as the sequential path does."""
+
+    def page_or_none(path: str, params: dict[str, Any]) -> Mapping[str, Any]:
+        try:
+            return fetch_page(path, params)
+        except stripe.InvalidRequestError as exc:
+            if exc.http_status == 404:
+                return {"data": [], "has_more": False}
+            raise
+
+    lister = SlicedLister(page_or_none, workers=workers)
+    for page in lister.pages(requests):
+        for obj in page.objects:
+            yield page.key, obj

@@ -11,6 +11,7 @@ are committed page by page on purpose: each is a deduplicated Stripe fact.)
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -245,6 +246,16 @@ def run_reconciliation(
         ).scalar_one()
 
     counts: dict[str, Any] = dict(run_doc)
+    seconds: dict[str, float] = {}  # per stage: where a run's time goes
+    counts["seconds"] = seconds
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now_ = time.perf_counter()
+        seconds[name] = round(seconds.get(name, 0.0) + now_ - clock, 3)
+        clock = now_
+
     stage = "starting"
     spool = Spool()
     prelisted: Prelisted | None = None
@@ -259,6 +270,7 @@ def run_reconciliation(
                 workers=config.listing_workers,
             )
             counts["listing"] = prelisted.stats
+            lap("listing")
         with engine.connect() as conn:
             try:
                 create_seen_table(conn)
@@ -272,6 +284,7 @@ def run_reconciliation(
                         server_filter=config.server_filter,
                         listed=prelisted.objects("events") if prelisted else None,
                     ).as_dict()
+                    lap("backfilling")
                 stats = CompareStats()
                 catalog = config.catalog
                 stage = "refreshing objects left as a guess"
@@ -304,6 +317,7 @@ def run_reconciliation(
                     )
                 counts["compare"] = stats.as_dict()
                 counts["api_calls"] = api.calls - calls_before
+                lap("comparing")
                 stage = "writing results"
                 conn.commit()
                 with conn.begin():
@@ -325,6 +339,7 @@ def run_reconciliation(
                     heal.forget_refreshed(conn, refreshed)
                     counts["heal"] = healed.as_dict()
                     advance_watermarks(conn, windows, window_end, run_id)
+                    lap("writing")
                     conn.execute(
                         update(RUNS)
                         .where(RUNS.c.id == run_id)
