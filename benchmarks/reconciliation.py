@@ -220,6 +220,7 @@ def measure(args: dict[str, Any]) -> dict[str, Any]:
         "api_calls_client": api.calls,
         "fetched": sum(result.counts["compare"]["fetched"].values()),
         "listing": result.counts.get("listing", {}),
+        "stage_seconds": result.counts.get("seconds", {}),
         "found": found,
         "peak_rss_mb": _rss_mb(),
     }
@@ -342,6 +343,7 @@ def run_size(n: int, kind: str, args: argparse.Namespace, tmp: Path) -> dict[str
         new = run_case(fake, db_url, [(START, END)], parallel=True)
         out["new"] = summarize(new, n, spec, startup, expected)
         out["new"]["listing"] = new["runs"][0]["listing"]
+        out["new"]["stage_seconds"] = new["runs"][0]["stage_seconds"]
         two = run_case(fake, db_url, [(START, MID), (MID + 1, END)], parallel=True)
         out["two_processes"] = summarize(two, n, spec, startup, expected)
         if n <= args.old_max:
@@ -402,6 +404,7 @@ def main() -> None:
                 for label in ("old", "new", "two_processes"):
                     if label in r:
                         print(line(label, r[label]), flush=True)
+                print(f"  new run's stages (s): {r['new']['stage_seconds']}", flush=True)
                 if "speedup" in r:
                     print(f"  speed-up new vs old: x{r['speedup']}", flush=True)
     print(json.dumps({"backend": backend, "latency": args.latency, "results": results}))
