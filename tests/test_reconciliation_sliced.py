@@ -100,6 +100,26 @@ def test_one_run_lists_every_resource_at_once_and_repairs_each_object_once(
     assert not any(spool_dir.glob("*/*.jsonl"))
 
 
+def test_a_failed_listing_fails_the_run_and_keeps_its_progress(
+    engine: Engine, data: DataSet, spool_dir: Path
+) -> None:
+    from stripe_pipeline.reconcile.run import ReconciliationFailed
+
+    with FakeStripeServer(data, latency=0.02, account_rate=10_000, endpoint_rate=10_000) as fake:
+        fake.app.fail_next(1, status=400, path_prefix="/v1/disputes")  # not retryable
+        api = StripeApi("sk_test_sliced", api_base=fake.base_url, requests_per_second=10_000)
+        with pytest.raises(ReconciliationFailed, match="/v1/disputes") as failed:
+            run_reconciliation(engine, api, _config(listing_workers=4), now=END + 60)
+    assert failed.value.stage == "listing"
+    with engine.connect() as conn:
+        status = conn.execute(text("SELECT status, error FROM reconciliation_runs")).one()
+    assert status.status == "failed" and "listing" in status.error
+    assert _local_counts(engine) == {t: 0 for t in TABLES}  # all or nothing
+    # what was listed stays recorded for a rerun with the same listings
+    assert _count(engine, "SELECT count(*) FROM stripe_listing_slices") > 0
+    assert any(spool_dir.glob("*/*.jsonl"))
+
+
 def _worker(args: dict) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "tests.support.reconcile_worker", json.dumps(args)],

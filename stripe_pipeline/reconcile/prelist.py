@@ -27,9 +27,10 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -115,22 +116,41 @@ def run_key_of(planned: Sequence[PlannedListing]) -> str:
     return f"reconcile:{digest.hexdigest()[:32]}"
 
 
-@dataclass
 class Prelisted:
-    """The spooled objects of a run's listings; read each with :meth:`objects`."""
+    """The spooled objects of a run's listings, listed by a background thread.
 
-    directory: Path
-    files: dict[str, Path]
-    windows: dict[str, Window]
-    observed_at: int
-    stats: dict[str, Any] = field(default_factory=dict)
+    :meth:`objects` waits until its listing is complete (every slice listed), so the
+    caller compares one listing while the others are still being listed: comparison
+    never holds the listing back. :meth:`finish` waits for all of them and raises what
+    the listing failed with; :meth:`cancel` stops it.
+    """
+
+    def __init__(
+        self, directory: Path, files: dict[str, Path], windows: dict[str, Window], observed_at: int
+    ) -> None:
+        self.directory = directory
+        self.files = files
+        self.windows = windows
+        self.observed_at = observed_at
+        self.stats: dict[str, Any] = {}
+        self._done = {name: threading.Event() for name in files}
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
 
     def has(self, name: str) -> bool:
         return name in self.files
 
+    def wait(self, name: str) -> None:
+        """Until the listing ``name`` is complete; raises if the listing failed."""
+        self._done[name].wait()
+        if self._error is not None:
+            raise ListingAborted(f"listing {name!r} did not complete") from self._error
+
     def objects(self, name: str) -> Iterator[dict[str, Any]]:
         """The listing's objects inside its window (endpoints without a created filter
-        are listed whole), in the order they were written."""
+        are listed whole), in the order they were written; waits for the listing."""
+        self.wait(name)
         window = self.windows[name]
         with open(self.files[name], "rb") as f:
             for line in f:
@@ -140,9 +160,35 @@ class Prelisted:
                     continue
                 yield obj
 
+    def finish(self) -> dict[str, Any]:
+        """Wait for every listing; their stats (raises what the listing failed with)."""
+        if self._thread is not None:
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self.stats
+
+    def cancel(self) -> None:
+        """Stop listing (the run failed elsewhere); what was recorded stays for a resume."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
     def discard(self) -> None:
         """Delete the files (after the run's results are committed)."""
         shutil.rmtree(self.directory, ignore_errors=True)
+
+    def _finished(self, name: str) -> None:
+        self._done[name].set()
+
+    def _failed(self, exc: BaseException) -> None:
+        self._error = exc
+        for done in self._done.values():
+            done.set()
+
+
+class ListingAborted(RuntimeError):
+    """A listing the run waited for failed (``__cause__``) or was cancelled."""
 
 
 class _SpoolProgress:
@@ -199,7 +245,8 @@ def prelist(
     workers: int = 40,
     lister_options: dict[str, Any] | None = None,
 ) -> Prelisted:
-    """List every planned listing at once into its spool file; resumes ``run_key``."""
+    """Start listing every planned listing at once, each into its spool file, in a
+    background thread; resumes ``run_key``. Read with :meth:`Prelisted.objects`."""
     directory = (root or spool_root()) / spool_name(engine, run_key)
     directory.mkdir(parents=True, exist_ok=True)
     progress = DatabaseListingProgress(engine)
@@ -215,42 +262,79 @@ def prelist(
         log.warning("listing %s: spool files missing here, listing everything again", run_key)
         progress.forget(run_key)
         recorded, observed_at = {}, int(time.time())
-    files: dict[str, Path] = {}
+    files = {p.name: directory / f"{i:03d}.jsonl" for i, p in enumerate(planned)}
+    prelisted = Prelisted(directory, files, {p.name: p.window for p in planned}, observed_at)
     outputs: list[BinaryIO] = []
-    index: dict[str, int] = {}
     try:
         for i, p in enumerate(planned):
-            path = directory / f"{i:03d}.jsonl"
-            files[p.name] = path
-            index[p.request.listing_key] = i
-            out = open(path, "ab" if i in recorded else "wb")  # noqa: SIM115 - closed below
+            out = open(files[p.name], "ab" if i in recorded else "wb")  # noqa: SIM115
             out.truncate(recorded.get(i, 0))  # a page written but never recorded goes
             out.seek(0, os.SEEK_END)
             outputs.append(out)
-        spool_progress = _SpoolProgress(progress, outputs)
-        spool_progress.lengths = [recorded.get(i, 0) for i in range(len(planned))]
-        spool_progress.observed_at = observed_at
-        lister = SlicedLister(
-            fetch_page,
-            workers=workers,
-            progress=spool_progress,
-            run_key=run_key,
-            **(lister_options or {}),
-        )
+            slices = progress.load(run_key, p.request.listing_key) if recorded else []
+            if slices and all(r.done for r in slices):  # completed before a crash
+                prelisted._finished(p.name)
+    except BaseException:
+        for out in outputs:
+            out.close()
+        raise
+    spool_progress = _SpoolProgress(progress, outputs)
+    spool_progress.lengths = [recorded.get(i, 0) for i in range(len(planned))]
+    spool_progress.observed_at = observed_at
+    lister = SlicedLister(
+        fetch_page,
+        workers=workers,
+        progress=spool_progress,
+        run_key=run_key,
+        **(lister_options or {}),
+    )
+    thread = threading.Thread(
+        target=_list_into_files,
+        args=(lister, planned, outputs, spool_progress, prelisted),
+        name=f"prelist-{run_key}",
+        daemon=True,
+    )
+    prelisted._thread = thread
+    thread.start()
+    return prelisted
+
+
+def _list_into_files(
+    lister: SlicedLister,
+    planned: Sequence[PlannedListing],
+    outputs: list[BinaryIO],
+    spool_progress: _SpoolProgress,
+    prelisted: Prelisted,
+) -> None:
+    """The background thread: pages into files; a listing's file is flushed, then
+    announced complete."""
+    index = {p.request.listing_key: i for i, p in enumerate(planned)}
+    started = time.perf_counter()
+    try:
         for page in lister.pages(p.request for p in planned):
             i = index[page.key]
             out = outputs[i]
             out.write(b"".join(orjson.dumps(obj) + b"\n" for obj in page.objects))
             spool_progress.lengths[i] = out.tell()
+            if page.listing_done:
+                out.flush()
+                prelisted._finished(planned[i].name)
+            if prelisted._stop.is_set():
+                raise ListingAborted("cancelled")
         lister.checkpoint()
+        for out, p in zip(outputs, planned, strict=True):  # those a resume found complete
+            out.flush()
+            prelisted._finished(p.name)
+    except BaseException as exc:
+        prelisted._failed(exc)
     finally:
         for out in outputs:
             out.close()
-    stats = lister.stats.as_dict()
-    log.info("listed %s listings ahead: %s", len(planned), stats)
-    return Prelisted(
-        directory, files, {p.name: p.window for p in planned}, observed_at, stats=stats
-    )
+        prelisted.stats = {
+            **lister.stats.as_dict(),
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+        log.info("listed %s listings ahead: %s", len(planned), prelisted.stats)
 
 
 def forget(engine: Engine, prelisted: Prelisted | None, run_key: str | None) -> None:

@@ -34,6 +34,7 @@ from stripe_pipeline.reconcile.compare import (
     refresh_stale,
 )
 from stripe_pipeline.reconcile.prelist import (
+    ListingAborted,
     Prelisted,
     can_prelist,
     forget,
@@ -269,8 +270,6 @@ def run_reconciliation(
                 run_key=listing_key,  # type: ignore[arg-type]
                 workers=config.listing_workers,
             )
-            counts["listing"] = prelisted.stats
-            lap("listing")
         with engine.connect() as conn:
             try:
                 create_seen_table(conn)
@@ -315,9 +314,11 @@ def run_reconciliation(
                         max_fetches=config.max_fetches,
                         prelisted=prelisted,
                     )
+                if prelisted is not None:  # every listing was read: its stats
+                    counts["listing"] = prelisted.finish()
                 counts["compare"] = stats.as_dict()
                 counts["api_calls"] = api.calls - calls_before
-                lap("comparing")
+                lap("listing and comparing")
                 stage = "writing results"
                 conn.commit()
                 with conn.begin():
@@ -348,6 +349,10 @@ def run_reconciliation(
             finally:
                 _discard_seen(conn)
     except Exception as exc:
+        if prelisted is not None:
+            prelisted.cancel()
+            if isinstance(exc, ListingAborted):  # what compare waited for failed
+                stage, exc = "listing", _listing_cause(exc)
         counts["api_calls"] = api.calls - calls_before
         error = f"failed while {stage}: {describe(exc)}"
         log.error("reconciliation run %s %s", run_id, error)
@@ -365,6 +370,13 @@ def run_reconciliation(
     except Exception:
         log.warning("could not forget the listing progress of run %s", run_id, exc_info=True)
     return RunResult(run_id, "succeeded", window_start, window_end, counts)
+
+
+def _listing_cause(exc: Exception) -> Exception:
+    """A comparison that waited for a failed listing fails because of the listing."""
+    if isinstance(exc, ListingAborted) and isinstance(exc.__cause__, Exception):
+        return exc.__cause__
+    return exc
 
 
 def _discard_seen(conn: Connection) -> None:
