@@ -285,3 +285,14 @@ def test_daily_partitions_run_in_parallel_and_repair_their_day(
             text("SELECT triggered_by FROM reconciliation_runs ORDER BY id")
         ).scalars()
         assert sorted(t.rsplit(":", 1)[1] for t in triggered) == sorted([*DAYS, DAYS[0]])
+
+
+def test_old_days_leave_the_whole_catalog_listings_to_recent_days() -> None:
+    from stripe_pipeline.defs.reconciliation.assets import day_object_types
+    from stripe_pipeline.reconcile.run import OBJECT_TYPES
+
+    now = END + 30 * 86_400
+    old = day_object_types(list(OBJECT_TYPES), END, now=now)
+    assert {"price", "product", "coupon", "promotion_code"}.isdisjoint(old)
+    assert {"payment", "subscription", "invoice", "customer"} <= set(old)
+    assert day_object_types(list(OBJECT_TYPES), now - 86_400, now=now) == OBJECT_TYPES

@@ -255,6 +255,28 @@ def day_window(context: AssetExecutionContext) -> tuple[int, int]:
     return int(window.start.timestamp()), int(window.end.timestamp()) - 1
 
 
+# a day this recent compares the resources listed whole (prices, products, coupons...)
+WHOLE_LISTINGS_DAYS = 2
+
+
+def day_object_types(
+    object_types: list[str], day_end: int, now: int | None = None
+) -> tuple[str, ...]:
+    """The types a day's run compares. Resources listed whole whatever the window
+    (``Listing.full``: prices, products, coupons) are compared by recent days only:
+    a backfill of a thousand days would otherwise list the whole catalog a thousand
+    times."""
+    now = int(datetime.now(UTC).timestamp()) if now is None else now
+    if day_end >= now - WHOLE_LISTINGS_DAYS * 86_400:
+        return tuple(object_types)
+    whole = {
+        r.object_type
+        for r in CATALOG.resources
+        if r.listings and all(listing.full for listing in r.listings)
+    }
+    return tuple(t for t in object_types if t not in whole)
+
+
 def updated_tables(result: RunResult, object_types: list[str]) -> list[str]:
     """The domain tables a run wrote to (repairs): their models refresh after it."""
     if not result.counts.get("heal", {}).get("repaired_objects"):
@@ -285,7 +307,7 @@ def reconciliation_daily(
     api = stripe_api.get_client(audit_engine, actor="reconciliation", limit_engine=engine)
     start, end = day_window(context)
     run = RunConfig(
-        object_types=tuple(config.object_types),
+        object_types=day_object_types(config.object_types, end),
         backfill=config.backfill_events,
         window_start=start,
         window_end=end,
@@ -302,7 +324,7 @@ def reconciliation_daily(
             metadata={"reconciliation_run_id": exc.run_id, "stage": exc.stage},
         ) from exc
     # repaired tables count as updated, so the models and marts on them refresh after
-    for table in updated_tables(result, config.object_types):
+    for table in updated_tables(result, list(run.object_types)):
         context.log_event(
             AssetMaterialization(
                 asset_key=AssetKey(table),
