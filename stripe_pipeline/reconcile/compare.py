@@ -65,6 +65,7 @@ from stripe_pipeline.stripe_api.listing import FetchPage, ListingRequest
 log = logging.getLogger(__name__)
 
 CHUNK = 10_000
+SPOOLED_CHUNK = 2_000
 SEEN = "reconciliation_seen"
 # objects fetched one by one per resource and run (those no listing returned); past
 # it, the rest are reported as missing without the fetch
@@ -662,7 +663,10 @@ def compare_resource(
             objects = (o for o in _counting(objects, stats, listing.name) if listing.states(o))
         else:
             objects = _counting(objects, stats, listing.name)
-        for chunk_time, chunk in _chunks(objects, chunk_size, observed_at):
+        # objects read back from a spool are whole Stripe objects (several KB as dicts):
+        # smaller chunks keep memory flat, at a few more queries
+        size = min(chunk_size, SPOOLED_CHUNK) if observed_at is not None else chunk_size
+        for chunk_time, chunk in _chunks(objects, size, observed_at):
             compare_chunk(conn, catalog, resource, source, chunk, chunk_time, spool, stats)
             conn.commit()  # release read snapshots; the temp table survives commits
     budget = [max_fetches]
