@@ -1,7 +1,10 @@
 """One reconciliation run, all-or-nothing.
 
-Stages: plan the windows from the watermarks, backfill missed events, list and
-compare every object type (findings spooled to disk), then write discrepancies,
+Stages: plan the windows from the watermarks (or the given window), start listing
+every windowed listing and ``/v1/events`` at once in the background (``prelist``:
+parallel time slices under the shared rate limit, spooled to disk, resumable by the
+run's listing key), backfill missed events and compare every object type as their
+listings complete (findings spooled to disk), then write discrepancies,
 repairs, resolutions, the new watermarks and the run's success in ONE transaction.
 A failure anywhere before that commit leaves no discrepancy, repair or watermark
 behind; the run row says ``failed`` and which stage failed why. (Backfilled events
