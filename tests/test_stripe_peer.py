@@ -2,7 +2,7 @@
 
 The drill proves nothing if its fake hides what Stripe shows or shows what Stripe
 hides: these tests hold the peer (localstripe behind the front of
-``tests/support/stripe_peer.py``) to Stripe's documented list and error behaviour,
+``stripe_pipeline/devtools/stripe_peer.py``) to Stripe's documented list and error behaviour,
 through the pipeline's own client where the pipeline uses it.
 """
 
