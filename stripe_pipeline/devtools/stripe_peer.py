@@ -25,6 +25,10 @@ depends on it:
   ``/v1/customers/{id}/payment_methods``); without a customer the list is empty;
 - a deleted customer answers ``{"id", "object": "customer", "deleted": true}`` by id,
   and 404 ``resource_missing`` where it is named as a parent (its payment methods);
+- a refund names its charge's PaymentIntent (localstripe leaves ``payment_intent``
+  null), as Stripe's refunds of PaymentIntent charges do;
+- a stored object's embedded list is served as its sub-resource
+  (``/v1/invoices/{id}/lines`` of a fixture-built invoice), paged like any list;
 - unknown objects answer 404 with Stripe's error body (``resource_missing``).
 
 Writes (``POST``/``DELETE``) go straight to localstripe; the front only remembers
@@ -117,6 +121,7 @@ class StripePeer:
             1 + max((seq for objs in self._store.values() for seq, _ in objs.values()), default=-1)
         )
         self._local = threading.local()  # one HTTP session per server thread
+        self._charge_intents: dict[str, str | None] = {}  # charge id -> its PaymentIntent
         self.requests: list[tuple[str, str]] = []  # (method, path) served, for assertions
         self.app = self._build_app()
         self._server = None
@@ -227,6 +232,10 @@ class StripePeer:
                     return self._retrieve(parts[0], parts[1])
                 if len(parts) == 3 and parts[0] == "customers" and parts[2] == "payment_methods":
                     return self._list("payment_methods", {**self._query(), "customer": parts[1]})
+                if len(parts) == 3:
+                    embedded = self._embedded_list(parts[0], parts[1], parts[2])
+                    if embedded is not None:
+                        return embedded
             return self._forward(f"/v1/{path}")
 
         @app.route("/_config/<path:path>", methods=["POST", "DELETE"])
@@ -325,7 +334,45 @@ class StripePeer:
                 items = [s for s in items if s.get("status") == status]
         if created:
             items = [o for o in items if _created_matches(o.get("created"), created)]
-        return jsonify(_page(f"/v1/{collection}", items, limit, starting_after, ending_before))
+        page = _page(f"/v1/{collection}", items, limit, starting_after, ending_before)
+        if collection == "refunds":
+            page["data"] = [self._with_payment_intent(refund) for refund in page["data"]]
+        return jsonify(page)
+
+    def _embedded_list(self, collection: str, object_id: str, field: str) -> Response | None:
+        """``/v1/{collection}/{id}/{field}`` of a stored object that embeds that list."""
+        obj = next((o for _, o in self._own(collection) if o.get("id") == object_id), None)
+        embedded = (obj or {}).get(field)
+        if not isinstance(embedded, dict) or embedded.get("object") != "list":
+            return None
+        query = self._query()
+        try:
+            limit = int(query.get("limit", 10))
+        except ValueError:
+            return stripe_error(400, "Invalid integer: limit", param="limit")
+        url = f"/v1/{collection}/{object_id}/{field}"
+        items = list(embedded.get("data") or [])
+        return jsonify(
+            _page(url, items, limit, query.get("starting_after"), query.get("ending_before"))
+        )
+
+    def _with_payment_intent(self, refund: dict[str, Any]) -> dict[str, Any]:
+        """The refund with its charge's PaymentIntent where localstripe left it out."""
+        charge_id = refund.get("charge")
+        if refund.get("payment_intent") is not None or not isinstance(charge_id, str):
+            return refund
+        if charge_id not in self._charge_intents:
+            charge = next((o for _, o in self._own("charges") if o.get("id") == charge_id), None)
+            if charge is None:
+                answer = self._http().get(
+                    f"{self.localstripe.base_url}/v1/charges/{charge_id}",
+                    headers={"Authorization": f"Bearer {self.api_key}"},
+                    timeout=30,
+                )
+                charge = answer.json() if answer.status_code == 200 else {}
+            intent = charge.get("payment_intent")
+            self._charge_intents[charge_id] = intent if isinstance(intent, str) else None
+        return {**refund, "payment_intent": self._charge_intents[charge_id]}
 
     def _merged(self, collection: str, filters: dict[str, Any]) -> list[dict[str, Any]]:
         """localstripe's objects and the front's, newest first (ties: newest added first)."""
@@ -372,6 +419,8 @@ class StripePeer:
         )
         if answer.status_code == 404:
             return _no_such(collection[:-1], object_id)
+        if collection == "refunds" and answer.status_code == 200:
+            return jsonify(self._with_payment_intent(answer.json()))
         return Response(answer.content, status=answer.status_code, mimetype="application/json")
 
 

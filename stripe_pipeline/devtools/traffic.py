@@ -5,7 +5,9 @@ emit (customers, subscriptions, invoices, payment intents: successful, declined 
 3-D Secure), and fixture-built signed events for what it cannot (the dispute
 lifecycle, ``charge.refunded`` with and without the refunds list, a trial ending,
 an invoice marked uncollectible). Fixture events always point at objects that
-exist in localstripe, so refund lookups and reconciliation find them.
+exist in localstripe, and the objects they carry (and the events themselves) are
+registered in the Stripe front's store, so the API the pipeline reads says what the
+events said: refund lookups and the nightly reconciliation find no false difference.
 """
 
 from __future__ import annotations
@@ -19,11 +21,14 @@ import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import stripe
 
 from stripe_pipeline.devtools import fixture_events as fx
+
+if TYPE_CHECKING:
+    from stripe_pipeline.devtools.stripe_peer import StripePeer
 
 PEOPLE = [
     ("Ada Lovelace", "ada"),
@@ -72,8 +77,10 @@ class TrafficDriver:
         webhook_secret: str,
         say: Callable[[str], None] = print,
         seed: int | None = None,
+        stripe_front: StripePeer | None = None,
     ) -> None:
         self.api_base = api_base
+        self.stripe_front = stripe_front
         self.api_key = api_key
         self.webhook_url = webhook_url
         self.webhook_secret = webhook_secret
@@ -299,6 +306,7 @@ class TrafficDriver:
                 else:
                     kind = "charge.dispute.updated"
                 events.append(fx.event(kind, obj, created=now + step))
+                self._register("disputes", obj)  # the last step is what Stripe keeps
                 if step == 0 and status == "needs_response":
                     events.append(
                         fx.event("charge.dispute.funds_withdrawn", obj, created=now + step)
@@ -311,20 +319,28 @@ class TrafficDriver:
             include = position % 2 == 0  # odd ones make the pipeline fetch refunds from the API
             obj = fx.refunded_charge(charge, refunds, include_refunds=include)
             events.append(fx.event("charge.refunded", obj, created=now))
+            # retrieved (not expanded) since 2022-11-15, a charge carries no refunds list
+            self._register("charges", {k: v for k, v in obj.items() if k != "refunds"})
             ledger.counts["charge.refunded events"] += 1
 
-        for sub_id, customer_id in ledger.subscriptions[:1]:
-            obj = fx.trialing_subscription(sub_id, customer_id, plan_amount=2900)
+        for sub_id, _ in ledger.subscriptions[:1]:
+            obj = fx.trialing_subscription(_as_dict(self.client.v1.subscriptions.retrieve(sub_id)))
             events.append(fx.event("customer.subscription.trial_will_end", obj, created=now))
+            self._register("subscriptions", obj)
             ledger.counts["trials ending"] += 1
 
         for customer_id in ledger.declined_customers[:1]:
             sub_id = next((s for s, c in ledger.subscriptions if c == customer_id), None)
             obj = fx.uncollectible_invoice(customer_id, 2900, sub_id)
             events.append(fx.event("invoice.marked_uncollectible", obj, created=now))
+            self._register("invoices", obj)
             ledger.counts["invoices marked uncollectible"] += 1
 
+        for evt in events:
+            self._register("events", evt)
         if ledger.charges:
+            # on purpose neither in /v1/events nor /v1/disputes: Stripe never makes a
+            # dispute without a charge; the event only exercises the ticket path
             events.append(self.unappliable_event(ledger.charges[-1]))
             ledger.counts["events the pipeline cannot apply"] += 1
 
@@ -339,6 +355,11 @@ class TrafficDriver:
             f"traffic: {len(events)} fixture-built signed events POSTed to {self.webhook_url} "
             "(shuffled, two delivered twice)"
         )
+
+    def _register(self, collection: str, obj: dict[str, Any]) -> None:
+        """Make the Stripe front serve ``obj`` (by id, in lists, over localstripe's copy)."""
+        if self.stripe_front is not None:
+            self.stripe_front.put(collection, obj)
 
     def unappliable_event(self, charge: dict[str, Any]) -> dict[str, Any]:
         """A correctly signed event the pipeline must refuse: it becomes a support ticket.
