@@ -146,6 +146,41 @@ def test_fixture_events_carry_a_signature_stripe_accepts() -> None:
     assert verified["data"]["object"]["evidence_details"]["due_by"] > evt["created"]
 
 
+def test_fixture_events_say_what_the_api_says_of_their_objects() -> None:
+    """A fixture-built event names the real charge's card and refunds as they were made,
+    and the trial is the real subscription (its plan, its items): nothing the nightly
+    reconciliation would find missing or different in the demo's Stripe."""
+    charge = {
+        "id": "ch_real",
+        "amount": 1500,
+        "currency": "usd",
+        "payment_intent": "pi_real",
+        "payment_method": "pm_real",
+        "customer": "cus_real",
+        "created": 1_700_000_000,
+    }
+    refund = {"id": "re_real", "amount": 500, "status": "succeeded", "reason": None}
+    refunded = fx.refunded_charge(charge, [refund], include_refunds=True)
+    assert refunded["payment_method"] == "pm_real"
+    assert refunded["amount_refunded"] == 500
+    assert [(r["id"], r["reason"]) for r in refunded["refunds"]["data"]] == [("re_real", None)]
+
+    item = {"id": "si_real", "plan": {"id": "demo-pro-monthly", "amount": 2900}}
+    real = {
+        "id": "sub_real",
+        "customer": "cus_real",
+        "status": "active",
+        "created": 1_700_000_000,
+        "current_period_end": 1_702_592_000,
+        "items": {"object": "list", "data": [item]},
+    }
+    trialing = fx.trialing_subscription(real)
+    assert trialing["status"] == "trialing"
+    assert trialing["items"]["data"] == [item]  # the plan that exists, not the fixture's
+    assert trialing["customer"] == "cus_real" and real["status"] == "active"  # a copy
+    assert trialing["trial_end"] == trialing["current_period_end"] > trialing["trial_start"]
+
+
 def test_supervisor_kills_a_group_that_ignores_sigint_and_sigterm(tmp_path: Path) -> None:
     """What a backgrounded ``dagster dev`` does: ignore both signals, with children."""
     supervisor = Supervisor(tmp_path / "logs", os.environ, cwd=tmp_path)
