@@ -43,6 +43,7 @@ import json
 import os
 import re
 import threading
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -122,7 +123,9 @@ class StripePeer:
         )
         self._local = threading.local()  # one HTTP session per server thread
         self._charge_intents: dict[str, str | None] = {}  # charge id -> its PaymentIntent
-        self.requests: list[tuple[str, str]] = []  # (method, path) served, for assertions
+        # (method, path) of the latest requests served, for assertions; bounded, as the
+        # demo's front serves for hours
+        self.requests: deque[tuple[str, str]] = deque(maxlen=10_000)
         self.app = self._build_app()
         self._server = None
         self._thread: threading.Thread | None = None
