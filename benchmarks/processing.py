@@ -230,15 +230,24 @@ def _cpu_s() -> float:
 
 def child_project(url: str, batch_size: int, threads: int = 1) -> dict[str, Any]:
     from stripe_pipeline.db.engine import make_engine
-    from stripe_pipeline.process import apply as _apply  # noqa: F401  (import cost outside)
+    from stripe_pipeline.pipeline import build_processor  # import cost outside the timing
     from stripe_pipeline.process.backoff import RetryPolicy
     from stripe_pipeline.process.runner import process_pending
+    from stripe_pipeline.support.notify import LogNotifier
 
     engine = make_engine(url)
     with engine.connect() as conn:
         conn.exec_driver_sql("SELECT 1")
     rss_before, cpu_before, wall_start = _rss_mb(), _cpu_s(), time.time()
-    report = process_pending(engine, policy=RetryPolicy(), batch_size=batch_size, workers=threads)
+    # what `stripe-pipeline process` runs: the catalog with dunning, notifications logged
+    processor = build_processor(LogNotifier())
+    report = process_pending(
+        engine,
+        processor=processor,
+        policy=RetryPolicy(),
+        batch_size=batch_size,
+        workers=threads,
+    )
     meta = report.as_metadata()
     return {
         "wall_start": wall_start,

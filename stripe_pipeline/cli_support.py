@@ -127,6 +127,7 @@ def retry_policy_from_env():
 
 
 def cmd_process(args: argparse.Namespace) -> int:
+    from stripe_pipeline.pipeline import build_processor
     from stripe_pipeline.process.runner import process_pending
     from stripe_pipeline.support.notify import build_notifier
 
@@ -141,7 +142,7 @@ def cmd_process(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         max_batches=args.max_batches,
         lease_seconds=args.lease_seconds,
-        notifier=build_notifier(),
+        processor=build_processor(build_notifier()),
     )
     if args.json:
         _print_json(report.as_metadata())

@@ -19,6 +19,7 @@ from stripe_pipeline.db.engine import make_engine
 from stripe_pipeline.process import queue
 from stripe_pipeline.process.backoff import RetryPolicy
 from stripe_pipeline.process.errors import PermanentError, TemporaryError
+from stripe_pipeline.process.processor import Processor
 from stripe_pipeline.process.queue import from_db_time
 from stripe_pipeline.process.runner import (
     ISSUE_MAX_RETRIES,
@@ -26,6 +27,7 @@ from stripe_pipeline.process.runner import (
     process_pending,
     ticket_links,
 )
+from stripe_pipeline.support.notify import Notification
 from tests.support.queue_events import (
     MarkingApply,
     event_doc,
@@ -52,8 +54,8 @@ class Recorder:
     def __init__(self) -> None:
         self.sent: list[tuple[str, str, str, dict[str, Any]]] = []
 
-    def notify(self, title: str, body: str, priority: str, details: dict[str, Any]) -> None:
-        self.sent.append((title, body, priority, dict(details)))
+    def notify(self, note: Notification) -> None:
+        self.sent.append((note.title, note.body, note.priority, dict(note.details)))
 
 
 def _rows(engine: Engine, sql: str, **params: Any) -> list[dict[str, Any]]:
@@ -133,7 +135,7 @@ def test_permanent_failure_opens_a_ticket_at_once_and_notifies(engine: Engine) -
             else "processed"
         )
     )
-    report = process_pending(engine, policy=FAST, notifier=notifier, apply=apply)
+    report = process_pending(engine, policy=FAST, processor=Processor(notifier), apply=apply)
     assert (report.processed, report.dead_lettered, report.tickets_opened) == (1, 1, 1)
     assert statuses(engine)["evt_000001"] == "dead_letter"
     (ticket,) = _rows(engine, "SELECT * FROM payment_support_tickets")
@@ -155,7 +157,7 @@ def test_temporary_failures_past_max_retries_open_a_ticket(engine: Engine) -> No
     apply = MarkingApply(decide=lambda e: TemporaryError("Stripe returned 503"))
     notifier = Recorder()
     for _ in range(FAST.max_retries + 1):
-        report = process_pending(engine, policy=FAST, notifier=notifier, apply=apply)
+        report = process_pending(engine, policy=FAST, processor=Processor(notifier), apply=apply)
         assert report.claimed == 1
         make_due(engine)
     assert report.dead_lettered == 1 and report.tickets_opened == 1

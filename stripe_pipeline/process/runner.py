@@ -53,7 +53,8 @@ from stripe_pipeline.process.errors import (
     normalized_message,
 )
 from stripe_pipeline.process.events import QueuedEvent
-from stripe_pipeline.support.notify import LogNotifier, Notifier
+from stripe_pipeline.process.processor import Processor
+from stripe_pipeline.support.notify import Notification, Notifier, send_notifications
 from stripe_pipeline.support.tickets import TicketRequest, TicketResult, open_ticket
 from stripe_pipeline.support.workflow import resolve_requeued_tickets
 
@@ -73,44 +74,16 @@ CRITICAL_EVENT_PREFIXES = (
 
 
 class ApplyOutcome(Protocol):
-    """What ``apply_events`` returns (``stripe_pipeline.process.apply.ApplyResult``)."""
+    """What a batch apply returns (``stripe_pipeline.process.apply.ApplyResult``)."""
 
     outcomes: dict[int, str]
     failures: dict[int, BaseException]
     rows_written: dict[str, int]
     notes: dict[int, str]
+    notifications: list[Notification]
 
 
-ApplyFn = Callable[..., ApplyOutcome]
-
-
-def default_apply(
-    conn: Connection,
-    events: Sequence[QueuedEvent],
-    *,
-    refund_source: Any = None,
-    actor_prefix: str = "event",
-) -> ApplyOutcome:
-    """``stripe_pipeline.process.apply.apply_events``, imported on first use.
-
-    Importing the recovery hook registers dunning with every processing path (the
-    Dagster job, ``stripe-pipeline process``, benchmarks), not only with the ones that
-    happen to load the Dagster definitions. ``refund_source`` is the run's Stripe API
-    peer: it lists a charge's refunds and, when it can, a PaymentIntent's invoice
-    payments (``InvoicePaymentSource``).
-    """
-    import stripe_pipeline.recover.hook  # noqa: F401 - registers the post-apply hook
-    from stripe_pipeline.catalog.model import InvoicePaymentSource
-    from stripe_pipeline.process.apply import apply_events
-
-    invoice_payments = refund_source if isinstance(refund_source, InvoicePaymentSource) else None
-    return apply_events(
-        conn,
-        events,
-        refund_source=refund_source,
-        invoice_payment_source=invoice_payments,
-        actor_prefix=actor_prefix,
-    )
+ApplyFn = Callable[[Connection, Sequence[QueuedEvent]], ApplyOutcome]
 
 
 @dataclass
@@ -218,9 +191,8 @@ def process_pending(
     max_batches: int | None = None,
     worker_id: str | None = None,
     lease_seconds: float = 300,
-    notifier: Notifier | None = None,
-    refund_source: Any = None,
-    apply: ApplyFn = default_apply,
+    processor: Processor | None = None,
+    apply: ApplyFn | None = None,
     workers: int = 1,
 ) -> ProcessingReport:
     """Process due events batch by batch until none are due (or ``max_batches``).
@@ -235,12 +207,17 @@ def process_pending(
     interpreter. SQLite has one writer at a time, so there it stays one loop. The loops
     of a run share a ``ClaimCursor`` (PostgreSQL): each claim starts past the newest
     event already claimed, so no loop steps over the rows another one holds.
+
+    ``processor`` is what the entry point built (handlers, post-apply hooks, Stripe
+    peer, notifier); without one, the catalog alone with a log notifier. ``apply``
+    stands in for ``processor.apply`` (tests inject failures with it).
     """
     if not 1 <= workers <= MAX_PROCESSING_WORKERS:
         raise ValueError(f"workers must be between 1 and {MAX_PROCESSING_WORKERS}")
     is_pg = engine.dialect.name == "postgresql"
     loops = workers if is_pg else 1
     base = worker_id or default_worker_id()
+    processor = processor or Processor()
     loop = partial(
         _drain,
         engine,
@@ -248,9 +225,8 @@ def process_pending(
         batch_size=batch_size,
         max_batches=None if max_batches is None else max(1, -(-max_batches // loops)),
         lease_seconds=lease_seconds,
-        notifier=notifier or LogNotifier(),
-        refund_source=refund_source,
-        apply=apply,
+        notifier=processor.notifier,
+        apply=apply or processor.apply,
         cursor=queue.ClaimCursor() if is_pg else None,
     )
     started = time.perf_counter()
@@ -283,7 +259,6 @@ def _drain(
     max_batches: int | None,
     lease_seconds: float,
     notifier: Notifier,
-    refund_source: Any,
     apply: ApplyFn,
     cursor: queue.ClaimCursor | None,
 ) -> ProcessingReport:
@@ -305,12 +280,10 @@ def _drain(
             if batch.claimed:
                 part = ProcessingReport(worker_id=worker_id, batches=1)
                 part.claimed, part.lost_leases = batch.claimed, batch.lost
-                notifications = _process_batch(
-                    batch.conn, batch.events, part, policy, refund_source, apply
-                )
+                notifications = _process_batch(batch.conn, batch.events, part, policy, apply)
         if batch.claimed:
-            report.merge(part)  # committed
-            _notify(notifier, notifications, report)
+            report.merge(part)  # committed: now, and only now, tell people
+            report.notifications_sent += send_notifications(notifier, notifications)
         if batch.claimed < batch_size:
             if after is None:
                 break
@@ -318,34 +291,18 @@ def _drain(
     return report
 
 
-_Notification = tuple[str, str, str, dict[str, Any]]
-
-
-def _notify(
-    notifier: Notifier, notifications: list[_Notification], report: ProcessingReport
-) -> None:
-    """Send a committed batch's notifications; a failing notifier never stops the run."""
-    for title, body, priority, details in notifications:
-        try:
-            notifier.notify(title, body, priority, details)
-            report.notifications_sent += 1
-        except Exception as exc:  # notifiers should not raise; be sure anyway
-            log.error("notifier failed: %s", exc)
-
-
 def _process_batch(
     conn: Connection,
     events: list[QueuedEvent],
     report: ProcessingReport,
     policy: RetryPolicy,
-    refund_source: Any,
     apply: ApplyFn,
-) -> list[_Notification]:
+) -> list[Notification]:
     """Apply and record a held batch inside its transaction; counts go to ``report``."""
     attempt = _fresh(report)
     try:
         with conn.begin_nested():
-            notifications = _apply_and_record(conn, events, attempt, policy, refund_source, apply)
+            notifications = _apply_and_record(conn, events, attempt, policy, apply)
         report.merge(attempt)
         return notifications
     except Exception:
@@ -358,9 +315,7 @@ def _process_batch(
         attempt = _fresh(report)
         try:
             with conn.begin_nested():
-                notifications += _apply_and_record(
-                    conn, [event], attempt, policy, refund_source, apply
-                )
+                notifications += _apply_and_record(conn, [event], attempt, policy, apply)
         except Exception as exc:
             if is_connection_failure(exc):
                 raise  # the database is gone: the whole batch rolls back and is retried
@@ -377,7 +332,7 @@ def _record_failure(
     failure: BaseException,
     report: ProcessingReport,
     policy: RetryPolicy,
-) -> tuple[ProcessingReport, list[_Notification]]:
+) -> tuple[ProcessingReport, list[Notification]]:
     """Record one event's failure; if even that is refused, dead-letter it with the bare
     minimum (class names only) instead of rolling back the batch."""
     attempt = _fresh(report)
@@ -414,18 +369,20 @@ def _apply_and_record(
     events: list[QueuedEvent],
     report: ProcessingReport,
     policy: RetryPolicy,
-    refund_source: Any,
     apply: ApplyFn,
-) -> list[_Notification]:
-    """Apply held events and record their outcomes (inside the caller's savepoint)."""
+) -> list[Notification]:
+    """Apply held events and record their outcomes (inside the caller's savepoint);
+    returns the hooks' and the new tickets' notifications, to send after commit."""
     by_id = {e.id: e for e in events}
     # a re-claimed event that keeps killing its worker has used up its retries
     worn_out = [e for e in events if policy.exhausted(e.retry_count)]
     events = [e for e in events if not policy.exhausted(e.retry_count)]
     outcomes: dict[int, str] = {}
     failures: dict[int, BaseException] = {}
+    notifications: list[Notification] = []
     if events:
-        result = apply(conn, events, refund_source=refund_source)
+        result = apply(conn, events)
+        notifications.extend(result.notifications)
         failures = {i: x for i, x in result.failures.items() if i in by_id}
         # an event is finished or failed, never both (a failure wins)
         outcomes = {i: o for i, o in result.outcomes.items() if i in by_id and i not in failures}
@@ -438,7 +395,7 @@ def _apply_and_record(
             f"its batch died {e.retry_count} times: a run crashed or timed out "
             "while processing this event"
         )
-    return _record(conn, by_id, outcomes, failures, report, policy)
+    return notifications + _record(conn, by_id, outcomes, failures, report, policy)
 
 
 def _as_temporary(exc: BaseException) -> BaseException:
@@ -464,7 +421,7 @@ def _record(
     failures: dict[int, BaseException],
     report: ProcessingReport,
     policy: RetryPolicy,
-) -> list[_Notification]:
+) -> list[Notification]:
     """Write outcomes and failure states, open tickets; returns notifications to send."""
     queue.mark_finished(conn, outcomes, worker_id=report.worker_id)
     # AutoRetry tickets close when their re-queued events go through
@@ -501,7 +458,7 @@ def _record(
             report.dead_lettered += 1
             report.count(event.event_type, "dead_letter")
 
-    notifications: list[_Notification] = []
+    notifications: list[Notification] = []
     if escalations:
         linked, notifications = _escalate(conn, escalations, report)
         for esc in escalations:
@@ -524,7 +481,7 @@ def _record(
 
 def _escalate(
     conn: Connection, escalations: list[_Escalation], report: ProcessingReport
-) -> tuple[dict[int, tuple[int | None, str | None]], list[_Notification]]:
+) -> tuple[dict[int, tuple[int | None, str | None]], list[Notification]]:
     """One ticket per cause for a batch's dead letters, each opened in its own savepoint.
 
     Returns per event row its ticket id (None if none could be opened) and what went
@@ -537,7 +494,7 @@ def _escalate(
         groups[request.dedupe_key].append((esc, request))
     actor = f"processor:{report.worker_id}"
     linked: dict[int, tuple[int | None, str | None]] = {}
-    notifications: list[_Notification] = []
+    notifications: list[Notification] = []
     for key in sorted(groups):  # one lock order in every batch: no deadlock between runs
         members = groups[key]
         request = _merged([r for _, r in members])
@@ -698,7 +655,7 @@ def _preview(value: str, keep: int = 40) -> str:
     return f"{shown}… ({len(value)} characters)" if len(value) > keep else shown
 
 
-def _notification(ticket_id: int, request: TicketRequest, esc: _Escalation) -> _Notification:
+def _notification(ticket_id: int, request: TicketRequest, esc: _Escalation) -> Notification:
     # ids and classes only: no payload, no message text (it may quote payload values)
     details = {
         "ticket_id": ticket_id,
@@ -714,7 +671,7 @@ def _notification(ticket_id: int, request: TicketRequest, esc: _Escalation) -> _
         f"Support ticket #{ticket_id} ({request.issue_type}): {request.title}. "
         f"Re-queue with `stripe-pipeline tickets retry {ticket_id}` once the cause is fixed."
     )
-    return (request.title, body, request.priority, details)
+    return Notification(request.title, body, request.priority, details)
 
 
 def _id_of(value: Any) -> str | None:
