@@ -23,7 +23,7 @@ from stripe_pipeline.config import load_processing_options, load_settings
 from stripe_pipeline.db import migrate
 from stripe_pipeline.db.engine import make_engine
 from stripe_pipeline.db.models import EVENT_STATUSES, TICKET_STATUSES
-from stripe_pipeline.process.queue import FINAL_STATUSES
+from stripe_pipeline.db.statuses import FINAL_STATUSES
 
 EXIT_FAILURE = 1
 

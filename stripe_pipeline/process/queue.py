@@ -53,6 +53,8 @@ from sqlalchemy.types import BigInteger, DateTime, Interval
 
 from stripe_pipeline.db.lists import in_list
 from stripe_pipeline.db.models import QUEUED_EVENTS, ProcessingClaim, StripeEvent
+from stripe_pipeline.db.statuses import UNFINISHED_STATUSES
+from stripe_pipeline.db.statuses import EventStatus as S
 from stripe_pipeline.process.events import QueuedEvent
 
 log = logging.getLogger(__name__)
@@ -62,7 +64,6 @@ E = EVENTS.c
 CLAIMS = ProcessingClaim.__table__
 
 # statuses an operator may replay; processing is idempotent, so replay is safe
-FINAL_STATUSES = ("processed", "ignored", "dead_letter")
 
 
 def utcnow() -> datetime:
@@ -110,9 +111,9 @@ QUEUED = text(QUEUED_EVENTS)
 def due_condition(now: ColumnElement[Any]) -> ColumnElement[bool]:
     """Rows a run may claim now; each branch is served by ``ix_stripe_events_queue``."""
     return or_(
-        E.status == "pending",
-        and_(E.status == "retry", E.next_retry_at <= now),
-        and_(E.status == "processing", E.lease_expires_at < now),
+        E.status == S.PENDING,
+        and_(E.status == S.RETRY, E.next_retry_at <= now),
+        and_(E.status == S.PROCESSING, E.lease_expires_at < now),
     )
 
 
@@ -337,7 +338,7 @@ def _charge(conn: Connection, which: ColumnElement[bool], *, wait: bool = False)
         return 0
     free = (
         select(E.id)
-        .where(_id_in(conn, ids), E.status.in_(("pending", "retry")))
+        .where(_id_in(conn, ids), E.status.in_((S.PENDING, S.RETRY)))
         .with_for_update(skip_locked=not wait)
     )
     return conn.execute(
@@ -420,13 +421,13 @@ def _owned(conn: Connection, worker_id: str) -> ColumnElement[bool]:
     any still queued; on SQLite those still leased to it."""
     if _is_pg(conn):
         return QUEUED
-    return and_(E.claimed_by == worker_id, E.status == "processing")
+    return and_(E.claimed_by == worker_id, E.status == S.PROCESSING)
 
 
 def mark_finished(conn: Connection, outcomes: dict[int, str], *, worker_id: str) -> int:
     """Set ``processed`` / ``ignored`` with ``processed_at``; releases the claim."""
     written = 0
-    for status in ("processed", "ignored"):
+    for status in (S.PROCESSED, S.IGNORED):
         ids = [i for i, outcome in outcomes.items() if outcome == status]
         if not ids:
             continue
@@ -527,13 +528,13 @@ def queue_stats(engine: Engine | Connection) -> QueueStats:
         due = due_condition(now)
         row = conn.execute(
             select(
-                func.count().filter(E.status == "pending").label("pending"),
-                func.count().filter(and_(E.status == "retry", E.next_retry_at <= now)),
-                func.count().filter(and_(E.status == "retry", E.next_retry_at > now)),
-                func.count().filter(E.status == "processing"),
-                func.count().filter(and_(E.status == "processing", E.lease_expires_at < now)),
-                func.count().filter(E.status == "dead_letter"),
-            ).where(E.status.in_(("pending", "retry", "processing", "dead_letter")))
+                func.count().filter(E.status == S.PENDING).label("pending"),
+                func.count().filter(and_(E.status == S.RETRY, E.next_retry_at <= now)),
+                func.count().filter(and_(E.status == S.RETRY, E.next_retry_at > now)),
+                func.count().filter(E.status == S.PROCESSING),
+                func.count().filter(and_(E.status == S.PROCESSING, E.lease_expires_at < now)),
+                func.count().filter(E.status == S.DEAD_LETTER),
+            ).where(E.status.in_(UNFINISHED_STATUSES))
         ).one()
         oldest = conn.execute(select(func.min(E.received_at)).where(due)).scalar()
         held = conn.execute(_HELD_BY_LIVE_BATCHES).scalar() if _is_pg(conn) else 0
@@ -561,9 +562,9 @@ def has_due_events(engine: Engine | Connection) -> bool:
         now = db_now(conn)
         stmt = select(
             or_(
-                exists().where(E.status == "pending"),
-                exists().where(E.status == "retry", E.next_retry_at <= now),
-                exists().where(E.status == "processing", E.lease_expires_at < now),
+                exists().where(E.status == S.PENDING),
+                exists().where(E.status == S.RETRY, E.next_retry_at <= now),
+                exists().where(E.status == S.PROCESSING, E.lease_expires_at < now),
             )
         )
         return bool(conn.execute(stmt).scalar())

@@ -42,6 +42,7 @@ from typing import Any, Protocol
 from sqlalchemy import Connection, Engine
 
 from stripe_pipeline.config import MAX_PROCESSING_WORKERS
+from stripe_pipeline.db.statuses import EventStatus, IssueType
 from stripe_pipeline.process import queue
 from stripe_pipeline.process.backoff import RetryPolicy
 from stripe_pipeline.process.errors import (
@@ -60,8 +61,8 @@ from stripe_pipeline.support.workflow import resolve_requeued_tickets
 
 log = logging.getLogger(__name__)
 
-ISSUE_PERMANENT = "event_permanent_error"
-ISSUE_MAX_RETRIES = "event_max_retries_exceeded"
+ISSUE_PERMANENT = IssueType.EVENT_PERMANENT_ERROR
+ISSUE_MAX_RETRIES = IssueType.EVENT_MAX_RETRIES_EXCEEDED
 
 # events that move money or carry a deadline: a dead letter here is critical and notifies
 CRITICAL_EVENT_PREFIXES = (
@@ -428,7 +429,7 @@ def _record(
     report.tickets_resolved += len(resolve_requeued_tickets(conn, list(outcomes)))
     for event_id, outcome in outcomes.items():
         report.count(by_id[event_id].event_type, outcome)
-        if outcome == "processed":
+        if outcome == EventStatus.PROCESSED:
             report.processed += 1
         else:
             report.ignored += 1
@@ -450,7 +451,9 @@ def _record(
         if issue is None:
             next_at = policy.next_retry_at(attempt)
             context["next_retry_at"] = next_at.isoformat()
-            updates.append(queue.FailureUpdate(event_id, "retry", attempt, context, next_at))
+            updates.append(
+                queue.FailureUpdate(event_id, EventStatus.RETRY, attempt, context, next_at)
+            )
             report.retries_scheduled += 1
             report.count(event.event_type, "retry")
         else:
@@ -469,7 +472,7 @@ def _record(
             updates.append(
                 queue.FailureUpdate(
                     esc.event.id,
-                    "dead_letter",
+                    EventStatus.DEAD_LETTER,
                     esc.context["attempt"],
                     esc.context,
                     support_ticket_id=ticket_id,

@@ -30,6 +30,7 @@ from stripe_pipeline.db.models import (
     StripePayment,
     StripePaymentMethod,
 )
+from stripe_pipeline.db.statuses import IssueType
 from stripe_pipeline.recover.strategies import (
     CUSTOMER_ACTION,
     DEFAULT_POLICY,
@@ -210,7 +211,9 @@ def apply_strategy(
     ticket: TicketRequest | None = None
     if strategy.name == DO_NOT_RETRY:
         values.update(status="blocked", next_attempt_at=None)
-        ticket = _ticket(recovery, "payment_recovery_blocked", strategy.ticket_priority, error_type)
+        ticket = _ticket(
+            recovery, IssueType.PAYMENT_RECOVERY_BLOCKED, strategy.ticket_priority, error_type
+        )
     elif strategy.name == CUSTOMER_ACTION or strategy.notify_customer:
         values.update(status="awaiting_customer", next_attempt_at=None)
         decision.notifications.append(_customer_notification(recovery, error_type))
@@ -218,7 +221,7 @@ def apply_strategy(
         values.update(status="open", next_attempt_at=now + strategy.retry_delays[attempts])
     else:
         values.update(status="exhausted", next_attempt_at=None)
-        ticket = _ticket(recovery, "payment_recovery_exhausted", "medium", error_type)
+        ticket = _ticket(recovery, IssueType.PAYMENT_RECOVERY_EXHAUSTED, "medium", error_type)
     if ticket is not None:
         result = open_ticket(conn, ticket, actor=actor)
         values["support_ticket_id"] = result.ticket_id
@@ -250,8 +253,10 @@ def _ticket(
 ) -> TicketRequest:
     what = recovery["recovery_key"] or f"recovery {recovery['id']}"
     title = {
-        "payment_recovery_blocked": f"Hard decline ({error_type}) on {what}: never retried",
-        "payment_recovery_exhausted": f"Payment recovery exhausted for {what} ({error_type})",
+        IssueType.PAYMENT_RECOVERY_BLOCKED: f"Hard decline ({error_type}) on {what}: never retried",
+        IssueType.PAYMENT_RECOVERY_EXHAUSTED: (
+            f"Payment recovery exhausted for {what} ({error_type})"
+        ),
     }[issue_type]
     return TicketRequest(
         issue_type=issue_type,
