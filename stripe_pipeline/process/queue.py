@@ -30,7 +30,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -42,15 +42,22 @@ from sqlalchemy import (
     delete,
     exists,
     func,
-    literal,
     or_,
     select,
     text,
     tuple_,
     update,
 )
-from sqlalchemy.types import BigInteger, DateTime, Interval
+from sqlalchemy.types import BigInteger, DateTime
 
+from stripe_pipeline.db.clock import (
+    db_now,
+    db_now_plus,
+    from_db_time,
+    is_postgres,
+    to_db_time,
+    utcnow,
+)
 from stripe_pipeline.db.lists import in_list
 from stripe_pipeline.db.models import QUEUED_EVENTS, ProcessingClaim, StripeEvent
 from stripe_pipeline.db.statuses import UNFINISHED_STATUSES
@@ -62,47 +69,6 @@ log = logging.getLogger(__name__)
 EVENTS = StripeEvent.__table__
 E = EVENTS.c
 CLAIMS = ProcessingClaim.__table__
-
-# statuses an operator may replay; processing is idempotent, so replay is safe
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def _is_pg(conn: Connection | Engine) -> bool:
-    return conn.dialect.name == "postgresql"
-
-
-def db_now(conn: Connection | Engine) -> ColumnElement[Any]:
-    """The clock due-ness is judged by: the server's on PostgreSQL (shared by all
-    workers), the local UTC clock on SQLite (single machine, stored as naive UTC)."""
-    if _is_pg(conn):
-        return func.now()
-    return literal(to_db_time(conn, utcnow()), DateTime(timezone=True))
-
-
-def db_now_plus(conn: Connection | Engine, seconds: float) -> ColumnElement[Any]:
-    if _is_pg(conn):
-        return func.now() + literal(timedelta(seconds=seconds), Interval())
-    return literal(to_db_time(conn, utcnow() + timedelta(seconds=seconds)), DateTime(True))
-
-
-def to_db_time(conn: Connection | Engine, value: datetime) -> datetime:
-    """SQLite stores datetimes as naive text: bind them as naive UTC so they compare."""
-    if value.tzinfo is not None:
-        value = value.astimezone(UTC)
-    return value if _is_pg(conn) else value.replace(tzinfo=None)
-
-
-def from_db_time(value: datetime | str | None) -> datetime | None:
-    """Read back a timestamp as aware UTC (SQLite returns naive UTC, raw SQL text)."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
 
 # the predicate of the partial index ``ix_stripe_events_claim_order``, written as in it
 QUEUED = text(QUEUED_EVENTS)
@@ -225,7 +191,7 @@ def open_batch(
     """
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
-    if _is_pg(engine):
+    if is_postgres(engine):
         with _pg_batch(engine, worker_id, batch_size, lease_seconds, after) as batch:
             yield batch
         return
@@ -352,7 +318,7 @@ def sweep_dead_claims(engine: Engine) -> int:
     Runs at the start of every processing run. SQLite has nothing to sweep: its
     expired leases are charged when they are claimed again.
     """
-    if not _is_pg(engine):
+    if not is_postgres(engine):
         return 0
     with engine.begin() as conn:
         charged = _charge(conn, _DEAD_CLAIM)
@@ -369,7 +335,7 @@ def claim_batch(
     An expired-lease re-claim bumps ``retry_count`` (see module doc). PostgreSQL holds
     its batches with row locks instead (``open_batch``).
     """
-    if _is_pg(engine):
+    if is_postgres(engine):
         raise ValueError("PostgreSQL claims through open_batch (row locks, no lease)")
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
@@ -419,7 +385,7 @@ def lock_owned(
 def _owned(conn: Connection, worker_id: str) -> ColumnElement[bool]:
     """Rows this worker may finish: on PostgreSQL its batch holds their row locks, so
     any still queued; on SQLite those still leased to it."""
-    if _is_pg(conn):
+    if is_postgres(conn):
         return QUEUED
     return and_(E.claimed_by == worker_id, E.status == S.PROCESSING)
 
@@ -537,7 +503,7 @@ def queue_stats(engine: Engine | Connection) -> QueueStats:
             ).where(E.status.in_(UNFINISHED_STATUSES))
         ).one()
         oldest = conn.execute(select(func.min(E.received_at)).where(due)).scalar()
-        held = conn.execute(_HELD_BY_LIVE_BATCHES).scalar() if _is_pg(conn) else 0
+        held = conn.execute(_HELD_BY_LIVE_BATCHES).scalar() if is_postgres(conn) else 0
     age = None
     oldest_utc = from_db_time(oldest)
     if oldest_utc is not None:

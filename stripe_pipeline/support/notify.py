@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from stripe_pipeline.config import load_notify_urls
+
 log = logging.getLogger(__name__)
 
-NOTIFY_URLS_ENV = "STRIPE_PIPELINE_NOTIFY_URLS"
 
 # 13-19 digits, optionally grouped by spaces or dashes: a possible card number (PAN)
 _PAN = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
@@ -175,8 +175,7 @@ def build_notifier(urls: Sequence[str] | None = None) -> Notifier:
     is installed (otherwise they are logged and skipped). Always logs as well.
     """
     if urls is None:
-        raw = os.environ.get(NOTIFY_URLS_ENV, "")
-        urls = [u.strip() for u in raw.split(",") if u.strip()]
+        urls = load_notify_urls()
     notifiers: list[Notifier] = [LogNotifier()]
     webhooks = [u for u in urls if u.startswith(("http://", "https://"))]
     others = [u for u in urls if u not in webhooks]

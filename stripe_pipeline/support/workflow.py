@@ -146,11 +146,11 @@ def requeue_ticket_events(engine: Engine, ticket_id: int, actor: str) -> Requeue
                 note="nothing left to re-queue: no linked event is dead-lettered",
                 actor=actor,
             )
-            return RequeueResult(ticket_id, 0, TicketStatus.RESOLVED)
+            return RequeueResult(ticket_id, 0, TicketStatus.RESOLVED.value)
         _set_ticket_status(
             conn, ticket, TicketStatus.INVESTIGATING, actor, note=f"re-queued {count} event(s)"
         )
-        return RequeueResult(ticket_id, count, TicketStatus.INVESTIGATING)
+        return RequeueResult(ticket_id, count, TicketStatus.INVESTIGATING.value)
 
 
 def _set_ticket_status(
@@ -436,9 +436,3 @@ def list_events(
     )
     with engine.connect() as conn:
         return [dict(r) for r in conn.execute(stmt).mappings()]
-
-
-def count_events_by_status(engine: Engine) -> dict[str, int]:
-    with engine.connect() as conn:
-        rows = conn.execute(select(E.status, func.count()).group_by(E.status)).all()
-    return {status: n for status, n in rows}
