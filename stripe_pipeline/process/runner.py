@@ -11,8 +11,11 @@ and publishes its ``ProcessingReport`` as metadata. Per batch:
 * every dead-lettered event is escalated to a support ticket grouped by cause: one
   open ticket per issue and object (payment, subscription, customer, else the event's
   object), or per issue and root-cause fingerprint when the event names no usable
-  object; repeats raise ``occurrences``. Critical tickets are sent through the
-  notifier after the commit.
+  object; repeats raise ``occurrences`` (``support.dead_letters`` says what a ticket
+  is about);
+* the processor's post-apply hooks (dunning) return notifications; with those of new
+  critical tickets they are sent through the processor's notifier after the batch
+  commits, in one place (``_drain``), so a rolled-back batch announces nothing.
 
 ``apply`` isolates poison events with savepoints; if the batch fails as a whole, its
 work is rolled back to a savepoint and the events are applied one at a time, each in
