@@ -39,7 +39,6 @@ import argparse
 import json
 import math
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -55,9 +54,9 @@ from benchmarks.listing import (  # noqa: E402  (the listing benchmark's fake an
     ACCOUNT_RATE,
     ENDPOINT_RATE,
     FakeProcess,
-    fresh_database,
     traffic,
 )
+from benchmarks.shared import fresh_database, peak_rss_mb  # noqa: E402
 
 API_KEY = "sk_live_benchmark"  # live mode: Stripe's limits are 100/s and 25/s per endpoint
 START = 1_700_000_000
@@ -92,10 +91,6 @@ def counts(n: int) -> dict[str, int]:
 
 def spec_of(n: int, kind: str) -> dict[str, Any]:
     return {"counts": counts(n), "kind": kind, "start": START, "end": END, "seed": 7}
-
-
-def _rss_mb() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 # --- the local rows and the differences ----------------------------------------------
@@ -222,7 +217,7 @@ def measure(args: dict[str, Any]) -> dict[str, Any]:
         "listing": result.counts.get("listing", {}),
         "stage_seconds": result.counts.get("seconds", {}),
         "found": found,
-        "peak_rss_mb": _rss_mb(),
+        "peak_rss_mb": peak_rss_mb(),
     }
 
 
