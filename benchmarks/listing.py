@@ -41,7 +41,6 @@ import argparse
 import json
 import math
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -57,9 +56,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-PG_ADMIN = os.environ.get(
-    "STRIPE_PIPELINE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
+from benchmarks.shared import free_port, fresh_database, peak_rss_mb  # noqa: E402
+
 API_KEY = "sk_live_benchmark"  # a live-mode key: Stripe's limits are 100/s and 25/s
 ACCOUNT_RATE, ENDPOINT_RATE = 100, 25
 START = 1_700_000_000
@@ -87,10 +85,6 @@ def counts(n: int) -> dict[str, int]:
 
 
 # --- child processes ---------------------------------------------------------------------
-
-
-def _rss_mb() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def child_new(args: dict[str, Any]) -> dict[str, Any]:
@@ -132,7 +126,7 @@ def child_new(args: dict[str, Any]) -> dict[str, Any]:
             "late_slots": limiter.stats.late_slots,
             "cooldowns": limiter.stats.cooldowns,
         },
-        "peak_rss_mb": _rss_mb(),
+        "peak_rss_mb": peak_rss_mb(),
     }
 
 
@@ -159,7 +153,7 @@ def child_old(args: dict[str, Any]) -> dict[str, Any]:
         "seconds": round(seconds, 2),
         "objects_per_second": round(objects / seconds),
         "api_calls": api.calls,
-        "peak_rss_mb": _rss_mb(),
+        "peak_rss_mb": peak_rss_mb(),
     }
 
 
@@ -255,7 +249,6 @@ class FakeProcess:
     """The fake list API in its own process."""
 
     def __init__(self, spec: dict[str, Any], latency: float, **limits: float) -> None:
-        from tests.support.fake_stripe_server import free_port
 
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -348,32 +341,6 @@ def expected(spec: dict[str, Any], resources: tuple[str, ...]) -> tuple[int, int
 
 def min_calls(spec: dict[str, Any], resources: tuple[str, ...]) -> int:
     return sum(max(1, math.ceil(spec["counts"][r] / 100)) for r in resources)
-
-
-def fresh_database(sqlite: bool, tmp: Path) -> tuple[str, Any]:
-    from sqlalchemy import create_engine, text
-
-    from stripe_pipeline.db import migrate
-    from stripe_pipeline.db.engine import make_engine
-
-    if sqlite:
-        url, drop = f"sqlite:///{tmp / f'bench-{uuid.uuid4().hex[:8]}.db'}", None
-    else:
-        name = f"sp_bench_{uuid.uuid4().hex[:10]}"
-        admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-
-        def drop() -> None:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            admin.dispose()
-
-    engine = make_engine(url)
-    migrate.upgrade(engine)
-    engine.dispose()
-    return url, drop
 
 
 def run_new(

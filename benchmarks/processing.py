@@ -38,10 +38,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.shared import PG_ADMIN, peak_rss_mb  # noqa: E402
+
 FIXTURES = ROOT / "tests" / "data" / "fixtures3.json"
-PG_ADMIN = os.environ.get(
-    "STRIPE_PIPELINE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 BASE_TIME = 1_735_689_600  # 2025-01-01
 
 
@@ -199,14 +198,6 @@ def bulk_load(url: str, events: list[tuple[str, str, str, int, str]]) -> float:
 # ---- child processes (one per case, for an honest peak RSS) ----
 
 
-def _rss_mb() -> float:
-    """Peak RSS of this process image (VmHWM; ru_maxrss would carry the parent's over exec)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def cpu_calibration_seconds() -> float:
     """Seconds for a fixed pure-Python loop (best of 3): how fast this machine's cores are.
 
@@ -230,15 +221,24 @@ def _cpu_s() -> float:
 
 def child_project(url: str, batch_size: int, threads: int = 1) -> dict[str, Any]:
     from stripe_pipeline.db.engine import make_engine
-    from stripe_pipeline.process import apply as _apply  # noqa: F401  (import cost outside)
+    from stripe_pipeline.pipeline import build_processor  # import cost outside the timing
     from stripe_pipeline.process.backoff import RetryPolicy
     from stripe_pipeline.process.runner import process_pending
+    from stripe_pipeline.support.notify import LogNotifier
 
     engine = make_engine(url)
     with engine.connect() as conn:
         conn.exec_driver_sql("SELECT 1")
-    rss_before, cpu_before, wall_start = _rss_mb(), _cpu_s(), time.time()
-    report = process_pending(engine, policy=RetryPolicy(), batch_size=batch_size, workers=threads)
+    rss_before, cpu_before, wall_start = peak_rss_mb(), _cpu_s(), time.time()
+    # what `stripe-pipeline process` runs: the catalog with dunning, notifications logged
+    processor = build_processor(LogNotifier())
+    report = process_pending(
+        engine,
+        processor=processor,
+        policy=RetryPolicy(),
+        batch_size=batch_size,
+        workers=threads,
+    )
     meta = report.as_metadata()
     return {
         "wall_start": wall_start,
@@ -247,7 +247,7 @@ def child_project(url: str, batch_size: int, threads: int = 1) -> dict[str, Any]
         "events": report.claimed,
         "seconds": report.duration_seconds,
         "events_per_s": report.claimed / report.duration_seconds,
-        "peak_rss_mb": _rss_mb(),
+        "peak_rss_mb": peak_rss_mb(),
         "rss_before_mb": rss_before,
         "processed": report.processed,
         "ignored": report.ignored,
@@ -274,7 +274,7 @@ def child_naive(url: str, limit: int) -> dict[str, Any]:
             .order_by(m.StripeEvent.stripe_created)
             .limit(limit)
         ).all()
-    rss_before = _rss_mb()
+    rss_before = peak_rss_mb()
 
     def ts(value: Any) -> datetime | None:
         return datetime.fromtimestamp(value, UTC) if isinstance(value, int) else None
@@ -403,7 +403,7 @@ def child_naive(url: str, limit: int) -> dict[str, Any]:
         "events": len(ids),
         "seconds": seconds,
         "events_per_s": len(ids) / seconds,
-        "peak_rss_mb": _rss_mb(),
+        "peak_rss_mb": peak_rss_mb(),
         "rss_before_mb": rss_before,
     }
 

@@ -34,14 +34,11 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import create_engine, text  # noqa: E402
 
+from benchmarks.shared import PG_ADMIN, free_port, percentile  # noqa: E402
 from stripe_pipeline.db import migrate  # noqa: E402
 from stripe_pipeline.db.engine import make_engine  # noqa: E402
-from tests.support.localstripe_peer import free_port  # noqa: E402
 from tests.support.receiver_process import start_receiver  # noqa: E402
 
-PG_ADMIN_URL = os.environ.get(
-    "STRIPE_PIPELINE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 SECRET = "whsec_latency_benchmark"
 
 
@@ -76,11 +73,11 @@ class AppDatabase:
         self.admin = None
         self.name = None
         if backend == "postgresql":
-            self.admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+            self.admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
             self.name = f"sp_latency_{uuid.uuid4().hex[:10]}"
             with self.admin.connect() as conn:
                 conn.execute(text(f'CREATE DATABASE "{self.name}"'))
-            self.url = PG_ADMIN_URL.rpartition("/")[0] + f"/{self.name}"
+            self.url = PG_ADMIN.rpartition("/")[0] + f"/{self.name}"
         else:
             self.url = f"sqlite:///{workdir / 'app.db'}"
         engine = make_engine(self.url)
@@ -144,12 +141,6 @@ def retried_events(engine) -> int:
         return conn.execute(
             text("SELECT count(*) FROM stripe_events WHERE retry_count > 0")
         ).scalar_one()
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
 
 
 def measure(receiver, engine, events: int, spacing: float, timeout: float) -> list[float]:

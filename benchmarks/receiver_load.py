@@ -45,9 +45,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-PG_ADMIN_URL = os.environ.get(
-    "STRIPE_PIPELINE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
+from benchmarks.shared import PG_ADMIN, free_port, percentile  # noqa: E402
+
 SECRET = "whsec_benchmark_secret"
 FIXTURES = ROOT / "tests" / "data" / "fixtures3.json"
 WEBHOOK_PATH = "/webhooks/stripe"
@@ -150,11 +149,11 @@ def create_pg_database() -> str:
     from stripe_pipeline.db.engine import make_engine
 
     name = f"sp_bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     admin.dispose()
-    url = PG_ADMIN_URL.rpartition("/")[0] + "/" + name
+    url = PG_ADMIN.rpartition("/")[0] + "/" + name
     engine = make_engine(url)
     migrate.upgrade(engine)
     engine.dispose()
@@ -165,7 +164,7 @@ def drop_pg_database(url: str) -> None:
     from sqlalchemy import create_engine, text
 
     name = url.rpartition("/")[2]
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
@@ -283,12 +282,6 @@ def run_load(port: int, requests: list[bytes], concurrency: int) -> tuple[list[t
 # ---------------------------------------------------------------- orchestration
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_until_up(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -358,11 +351,6 @@ def machine_cpu_seconds() -> float:
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
     idle = values[3] + values[4]
     return (sum(values[:8]) - idle) / CLK_TCK
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def measure(case: str, kind: str, database_url: str, args, data_dir: Path) -> list[dict]:

@@ -25,14 +25,11 @@ import asyncio
 import json
 import math
 import os
-import resource
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,9 +37,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-PG_ADMIN = os.environ.get(
-    "STRIPE_PIPELINE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
+from benchmarks.shared import free_port, fresh_database, peak_rss_mb  # noqa: E402
+
 BASE_TIME = 1_790_000_000
 SHARES = {"payment": 0.40, "refund": 0.15, "dispute": 0.05, "subscription": 0.20, "invoice": 0.20}
 PREFIX = {"payment": "pi", "refund": "re", "dispute": "dp", "subscription": "sub", "invoice": "in"}
@@ -369,7 +365,7 @@ def measure(database_url: str, api_base: str, n: int) -> dict[str, Any]:
     from stripe_pipeline.stripe_api.client import StripeApi
 
     engine = make_engine(database_url)
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_before = peak_rss_mb()
     api = StripeApi("sk_test_benchmark", api_base=api_base, requests_per_second=2000)
     started = time.perf_counter()
     config = RunConfig(full_run=True, backfill=False, object_types=tuple(SHARES))
@@ -395,8 +391,8 @@ def measure(database_url: str, api_base: str, n: int) -> dict[str, Any]:
         "objects_listed": compared,
         "objects_per_second": round(compared / seconds),
         "api_calls": api.calls,
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "rss_after_imports_mb": round(rss_before / 1024, 1),
+        "peak_rss_mb": peak_rss_mb(),
+        "rss_after_imports_mb": rss_before,
         "discrepancies_injected": len(expected),
         "discrepancies_found": len(found),
         "missed": sorted(expected - found)[:5],
@@ -407,39 +403,6 @@ def measure(database_url: str, api_base: str, n: int) -> dict[str, Any]:
 
 
 # --- orchestration ----------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def fresh_database(sqlite: bool, tmp: Path) -> tuple[str, Any]:
-    from sqlalchemy import create_engine, text
-
-    from stripe_pipeline.db import migrate
-    from stripe_pipeline.db.engine import make_engine
-
-    if sqlite:
-        url = f"sqlite:///{tmp / f'bench-{uuid.uuid4().hex[:8]}.db'}"
-        drop = None
-    else:
-        name = f"sp_bench_{uuid.uuid4().hex[:10]}"
-        admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-
-        def drop() -> None:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            admin.dispose()
-
-    engine = make_engine(url)
-    migrate.upgrade(engine)
-    engine.dispose()
-    return url, drop
 
 
 def wait_for_server(base: str, timeout: float = 300) -> None:

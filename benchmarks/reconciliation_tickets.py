@@ -35,9 +35,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from processing import cpu_calibration_seconds  # noqa: E402
-from reconciliation import fresh_database  # noqa: E402
 from sqlalchemy import Connection, Engine, insert, select, text, update  # noqa: E402
 
+from benchmarks.shared import fresh_database  # noqa: E402
 from stripe_pipeline.audit import AuditEntry, record  # noqa: E402
 from stripe_pipeline.db.engine import make_engine  # noqa: E402
 from stripe_pipeline.db.models import (  # noqa: E402

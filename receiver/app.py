@@ -14,12 +14,12 @@ from receiver.abuse import InvalidRequestLimiter
 from receiver.audit import DeliveryAuditBuffer
 from receiver.context import EXTENSION_KEY, ReceiverContext
 from receiver.errors import register_error_handlers
-from receiver.landing import EventLander
 from receiver.logging import configure_logging
 from receiver.metrics import ReceiverMetrics
 from stripe_pipeline.config import Settings, load_settings
 from stripe_pipeline.db.engine import make_engine
 from stripe_pipeline.db.migrate import head_revision
+from stripe_pipeline.land.lander import EventLander
 from stripe_pipeline.monitoring.collector import PipelineCollector
 
 

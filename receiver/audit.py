@@ -1,7 +1,7 @@
 """Buffered delivery audit for requests that did not land an event.
 
 Valid deliveries write their audit row inside the event's own transaction
-(``receiver.landing``). Everything else (bad signatures, malformed bodies, 413s,
+(``stripe_pipeline.land.lander``). Everything else (bad signatures, malformed bodies, 413s,
 429s, 503s) is added here and written by a background thread every second, with
 identical rows of one interval merged into one row with ``repeat_count``: a flood of
 garbage costs one dict update per request, not one database write. Bodies are

@@ -10,9 +10,9 @@ from sqlalchemy import Engine
 
 from receiver.abuse import InvalidRequestLimiter
 from receiver.audit import DeliveryAuditBuffer
-from receiver.landing import EventLander
 from receiver.metrics import ReceiverMetrics
 from stripe_pipeline.config import Settings
+from stripe_pipeline.land.lander import EventLander
 
 EXTENSION_KEY = "stripe_receiver"
 

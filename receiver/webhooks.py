@@ -17,10 +17,10 @@ from flask import Blueprint, Response, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from receiver.context import ReceiverContext, receiver_context
-from receiver.landing import DatabaseUnavailable, RejectedByDatabase
 from receiver.logging import log_fields
 from stripe_pipeline.config import DEFAULT_ENDPOINT, UNKNOWN_ENDPOINT
 from stripe_pipeline.land.envelope import MalformedEvent, parse_envelope
+from stripe_pipeline.land.lander import DatabaseUnavailable, RejectedByDatabase
 from stripe_pipeline.land.signature import InvalidSignature, verify_signature
 from stripe_pipeline.land.store import Delivery
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from stripe_pipeline import __version__
-from stripe_pipeline.cli_support import positive_int
+from stripe_pipeline.commands.common import positive_int
 from stripe_pipeline.config import ENVIRONMENT, ConfigError, load_settings, redact_url
 from stripe_pipeline.db import migrate
 from stripe_pipeline.db.engine import make_engine
@@ -129,15 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extension_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
     """Subcommands owned by other areas (processing, support, reconciliation, privacy, demo)."""
-    from stripe_pipeline import cli_support
+    from stripe_pipeline.commands import events, privacy, process, reconcile, tickets
     from stripe_pipeline.devtools.cli import add_dev_command  # argparse only: no demo imports
 
     return [
-        cli_support.add_process_command,
-        cli_support.add_events_commands,
-        cli_support.add_tickets_commands,
-        cli_support.add_reconcile_command,
-        cli_support.add_privacy_commands,
+        process.add_process_command,
+        events.add_events_commands,
+        tickets.add_tickets_commands,
+        reconcile.add_reconcile_command,
+        privacy.add_privacy_commands,
         add_dev_command,
     ]
 

@@ -230,6 +230,53 @@ def load_processing_options(env: Mapping[str, str] | None = None) -> ProcessingO
     )
 
 
+@dataclass(frozen=True)
+class OrchestrationOptions:
+    """How the Dagster processing sensor and its checks pace and judge the queue."""
+
+    sensor_interval_seconds: int = 5
+    max_processing_runs: int = 1
+    max_queue_age_seconds: float = 900.0
+
+
+def load_orchestration_options(env: Mapping[str, str] | None = None) -> OrchestrationOptions:
+    """``STRIPE_PIPELINE_SENSOR_INTERVAL``, ``_MAX_PROCESSING_RUNS``, ``_MAX_QUEUE_AGE_SECONDS``."""
+    env = os.environ if env is None else env
+    d = OrchestrationOptions()
+    return OrchestrationOptions(
+        sensor_interval_seconds=max(
+            1, _int(env, "STRIPE_PIPELINE_SENSOR_INTERVAL", d.sensor_interval_seconds)
+        ),
+        max_processing_runs=max(
+            1, _int(env, "STRIPE_PIPELINE_MAX_PROCESSING_RUNS", d.max_processing_runs)
+        ),
+        max_queue_age_seconds=_float(
+            env, "STRIPE_PIPELINE_MAX_QUEUE_AGE_SECONDS", d.max_queue_age_seconds
+        ),
+    )
+
+
+NOTIFY_URLS_ENV = "STRIPE_PIPELINE_NOTIFY_URLS"
+CHECK_ENV_PREFIX = "STRIPE_PIPELINE_CHECK_"
+
+
+def load_notify_urls(env: Mapping[str, str] | None = None) -> list[str]:
+    """``STRIPE_PIPELINE_NOTIFY_URLS``, comma-separated; empty: log only."""
+    env = os.environ if env is None else env
+    return [u.strip() for u in (env.get(NOTIFY_URLS_ENV) or "").split(",") if u.strip()]
+
+
+def load_check_overrides(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``STRIPE_PIPELINE_CHECK_<FIELD>`` values by lower-case field name (the monitoring
+    thresholds convert them to their types)."""
+    env = os.environ if env is None else env
+    return {
+        key[len(CHECK_ENV_PREFIX) :].lower(): value.strip()
+        for key, value in env.items()
+        if key.startswith(CHECK_ENV_PREFIX) and value.strip()
+    }
+
+
 DEFAULT_RECONCILIATION_CRON = "0 2 * * *"
 
 

@@ -13,10 +13,7 @@ from stripe_pipeline.db.engine import make_engine
 from stripe_pipeline.db.models import AuditLog
 from stripe_pipeline.process.apply import apply_events
 from stripe_pipeline.process.errors import PermanentError, classify
-from stripe_pipeline.process.registry import (
-    register_post_apply_hook,
-    unregister_post_apply_hook,
-)
+from stripe_pipeline.support.notify import Notification
 from tests.support.events import apply_in_transaction, fetch_row, make_event, queued
 
 T0 = 1_700_000_000
@@ -305,13 +302,13 @@ def test_post_apply_hooks_see_failed_payments(engine, stripe_fixtures):
 
     def hook(conn, changes):
         seen.extend(c for c in changes if c.table == "stripe_payments")
+        return [Notification("seen", f"{len(changes)} changes", "low")]
 
-    register_post_apply_hook(hook)
-    try:
-        pi = {**stripe_fixtures["payment_intent"], "last_payment_error": {"code": "card_declined"}}
-        apply_in_transaction(engine, [make_event("payment_intent.payment_failed", pi, T0)])
-    finally:
-        unregister_post_apply_hook(hook)
+    pi = {**stripe_fixtures["payment_intent"], "last_payment_error": {"code": "card_declined"}}
+    result = apply_in_transaction(
+        engine, [make_event("payment_intent.payment_failed", pi, T0)], hooks=[hook]
+    )
+    assert result.notifications == [Notification("seen", "1 changes", "low")]
     assert [(c.object_id, c.after["failure_code"], c.before) for c in seen] == [
         (pi["id"], "card_declined", None)
     ]
@@ -323,18 +320,18 @@ def test_failing_hook_fails_only_the_event_it_refuses(engine, stripe_fixtures):
     def hook(conn, changes):
         if any(c.object_id == refused for c in changes):
             raise RuntimeError("refused")
+        return [Notification("applied", ",".join(c.object_id for c in changes), "low")]
 
-    register_post_apply_hook(hook)
-    try:
-        events = [
-            queued(make_event("customer.created", stripe_fixtures["customer"], T0)),
-            queued(make_event("payment_method.attached", stripe_fixtures["payment_method"], T0)),
-        ]
-        with engine.begin() as conn:
-            result = apply_events(conn, events)
-    finally:
-        unregister_post_apply_hook(hook)
+    events = [
+        queued(make_event("customer.created", stripe_fixtures["customer"], T0)),
+        queued(make_event("payment_method.attached", stripe_fixtures["payment_method"], T0)),
+    ]
+    with engine.begin() as conn:
+        result = apply_events(conn, events, hooks=[hook])
     assert set(result.failures) == {events[0].id}
+    # the refused write's notifications are dropped with it; the one that stood keeps its own
+    pm = stripe_fixtures["payment_method"]["id"]
+    assert [n.body for n in result.notifications] == [pm]
     assert result.outcomes == {events[1].id: "processed"}
     assert fetch_row(engine, "stripe_customers", refused) is None
 

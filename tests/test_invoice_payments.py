@@ -21,13 +21,14 @@ from sqlalchemy import Engine, text, update
 
 from stripe_pipeline.catalog.model import InvoicePaymentSource
 from stripe_pipeline.db.models import StripeInvoice
+from stripe_pipeline.pipeline import build_processor
 from stripe_pipeline.process.apply import apply_events
 from stripe_pipeline.process.errors import PermanentError
-from stripe_pipeline.process.registry import register_post_apply_hook, unregister_post_apply_hook
 from stripe_pipeline.process.runner import process_pending
 from stripe_pipeline.reconcile.run import RunConfig, run_reconciliation
 from stripe_pipeline.recover.retry import run_due_retries
 from stripe_pipeline.stripe_api import StripeApi
+from stripe_pipeline.support.notify import LogNotifier
 from tests.support.basil import invoice_payment, payment_intent, subscription_invoice
 from tests.support.events import (
     apply_in_transaction,
@@ -156,15 +157,16 @@ def test_a_late_invoice_payment_links_stored_rows_for_the_audit_and_the_hooks(
     )
     assert fetch_row(engine, "stripe_invoices", "in_l")["payment_intent_id"] is None
     seen = []
-    register_post_apply_hook(hook := lambda conn, changes: seen.extend(changes))
-    try:
-        ip = invoice_payment(
-            fx, "inpay_l", invoice="in_l", payment_intent="pi_l", status="paid", paid_at=T0
-        )
-        event = make_event("invoice_payment.paid", ip, T0 + 1)
-        apply_in_transaction(engine, [event])
-    finally:
-        unregister_post_apply_hook(hook)
+
+    def hook(conn, changes):
+        seen.extend(changes)
+        return []
+
+    ip = invoice_payment(
+        fx, "inpay_l", invoice="in_l", payment_intent="pi_l", status="paid", paid_at=T0
+    )
+    event = make_event("invoice_payment.paid", ip, T0 + 1)
+    apply_in_transaction(engine, [event], hooks=[hook])
     assert fetch_row(engine, "stripe_invoices", "in_l")["payment_intent_id"] == "pi_l"
     assert fetch_row(engine, "stripe_payments", "pi_l")["invoice_id"] == "in_l"
     linked = {(c.table, c.object_id): c for c in seen if c.table != "stripe_invoice_payments"}
@@ -544,7 +546,7 @@ def test_a_failed_lookup_retries_the_event_until_the_api_answers(engine, stripe_
         basil.created + 60,
     )
     load(engine, [failure])
-    report = process_pending(engine, refund_source=peer)
+    report = process_pending(engine, processor=build_processor(LogNotifier(), peer=peer))
     assert report.retries_scheduled == 1 and report.dead_lettered == 0
     assert fetch_row(engine, "stripe_payments", basil.pi_id) is None
     [(status, context)] = _rows(
@@ -556,7 +558,9 @@ def test_a_failed_lookup_retries_the_event_until_the_api_answers(engine, stripe_
 
     peer.down = False
     make_due(engine)
-    assert process_pending(engine, refund_source=peer).processed == 1
+    assert (
+        process_pending(engine, processor=build_processor(LogNotifier(), peer=peer)).processed == 1
+    )
     assert fetch_row(engine, "stripe_payments", basil.pi_id)["invoice_id"] == basil.invoice_id
 
 
@@ -667,7 +671,9 @@ def _deliver(engine: Engine, events: list[dict], batches: str, peer: Any) -> Non
     groups = [events] if batches == "one_batch" else [[e] for e in events]
     for group in groups:
         load(engine, group)
-        report = process_pending(engine, refund_source=peer, batch_size=50)
+        report = process_pending(
+            engine, processor=build_processor(LogNotifier(), peer=peer), batch_size=50
+        )
         assert report.dead_lettered == 0 and report.retries_scheduled == 0
 
 

@@ -13,6 +13,7 @@ import pytest
 from stripe_pipeline.support.notify import (
     LogNotifier,
     MultiNotifier,
+    Notification,
     WebhookNotifier,
     build_notifier,
     scrub,
@@ -55,7 +56,7 @@ def sink() -> Iterator[tuple[Sink, str]]:
 def test_webhook_posts_json(sink: tuple[Sink, str]) -> None:
     state, url = sink
     WebhookNotifier(url).notify(
-        "Dispute dp_1 dead-lettered", "ticket #4", "critical", {"ticket_id": 4}
+        Notification("Dispute dp_1 dead-lettered", "ticket #4", "critical", {"ticket_id": 4})
     )
     (message,) = state.received
     assert message["content_type"] == "application/json"
@@ -73,10 +74,11 @@ def test_webhook_failures_are_logged_not_raised(
     state, url = sink
     state.status = 500
     with caplog.at_level(logging.ERROR):
-        WebhookNotifier(url).notify("t", "b", "critical", {})
+        WebhookNotifier(url).notify(Notification("t", "b", "critical"))
         state.status, state.delay = 200, 1.0
-        WebhookNotifier(url, timeout=0.2).notify("t", "b", "critical", {})
-        WebhookNotifier("http://127.0.0.1:1/nothing-listens", timeout=1).notify("t", "b", "x", {})
+        WebhookNotifier(url, timeout=0.2).notify(Notification("t", "b", "critical"))
+        unreachable = WebhookNotifier("http://127.0.0.1:1/nothing-listens", timeout=1)
+        unreachable.notify(Notification("t", "b", "x"))
     assert len([r for r in caplog.records if "notification webhook" in r.message]) == 3
     assert "secret-token" not in caplog.text  # the URL path may hold a token
 
@@ -84,10 +86,12 @@ def test_webhook_failures_are_logged_not_raised(
 def test_card_numbers_and_keys_never_leave(sink: tuple[Sink, str]) -> None:
     state, url = sink
     WebhookNotifier(url).notify(
-        "card 4242 4242 4242 4242 failed",
-        "key sk_live_abc123 and whsec_zzz",
-        "critical",
-        {"nested": ["4000000000000002"], "amount": 1999},
+        Notification(
+            "card 4242 4242 4242 4242 failed",
+            "key sk_live_abc123 and whsec_zzz",
+            "critical",
+            {"nested": ["4000000000000002"], "amount": 1999},
+        )
     )
     sent = json.dumps(state.received[0]["json"])
     for secret in ("4242 4242", "4000000000000002", "sk_live_abc123", "whsec_zzz"):
@@ -106,7 +110,7 @@ def test_build_notifier_from_env(
     notifier = build_notifier()
     assert isinstance(notifier, MultiNotifier)
     with caplog.at_level(logging.WARNING):
-        notifier.notify("title", "body", "critical", {"ticket_id": 1})
+        notifier.notify(Notification("title", "body", "critical", {"ticket_id": 1}))
     assert len(state.received) == 1
     assert "support notification [critical] title" in caplog.text
 
@@ -114,13 +118,15 @@ def test_build_notifier_from_env(
 def test_runner_sends_critical_tickets_to_the_webhook(sink: tuple[Sink, str], engine) -> None:
     from stripe_pipeline.process.backoff import RetryPolicy
     from stripe_pipeline.process.errors import PermanentError
+    from stripe_pipeline.process.processor import Processor
     from stripe_pipeline.process.runner import process_pending
     from tests.support.queue_events import MarkingApply, event_doc, load
 
     state, url = sink
     load(engine, [event_doc(1)])
     apply = MarkingApply(decide=lambda e: PermanentError("card 4242424242424242 broke it"))
-    process_pending(engine, policy=RetryPolicy(), notifier=WebhookNotifier(url), apply=apply)
+    processor = Processor(notifier=WebhookNotifier(url))
+    process_pending(engine, policy=RetryPolicy(), processor=processor, apply=apply)
     (message,) = state.received
     assert message["json"]["priority"] == "critical"
     assert message["json"]["details"]["stripe_event_id"] == "evt_000001"

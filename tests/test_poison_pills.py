@@ -15,13 +15,14 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-from receiver.landing import EventLander
+from stripe_pipeline.db.statuses import IssueType
 from stripe_pipeline.land.envelope import parse_envelope
+from stripe_pipeline.land.lander import EventLander
 from stripe_pipeline.land.signature import sign, verify_signature
 from stripe_pipeline.land.store import Delivery
 from stripe_pipeline.process.backoff import RetryPolicy
 from stripe_pipeline.process.errors import PermanentError
-from stripe_pipeline.process.runner import ISSUE_PERMANENT, process_pending
+from stripe_pipeline.process.runner import process_pending
 from stripe_pipeline.support import workflow
 from stripe_pipeline.support.tickets import EVENT_IDS_KEPT
 from tests.support.queue_events import MarkingApply, event_doc, marks, statuses
@@ -86,7 +87,7 @@ def test_an_over_long_customer_id_dead_letters_one_event_and_the_rest_goes_throu
     assert statuses(engine)["evt_000001"] == "dead_letter"
     (ticket,) = rows(engine, "SELECT * FROM payment_support_tickets")
     assert ticket["customer_id"] is None and ticket["payment_intent_id"] is None
-    assert ticket["dedupe_key"] == f"{ISSUE_PERMANENT}:object:dp_hostile"
+    assert ticket["dedupe_key"] == f"{IssueType.EVENT_PERMANENT_ERROR}:object:dp_hostile"
     assert ticket["details"]["unusable_ids"]["customer_id"].endswith("(304 characters)")
     (event,) = rows(
         engine,
@@ -305,8 +306,8 @@ def test_failures_of_one_payment_make_one_ticket(engine: Engine) -> None:
         engine, "SELECT dedupe_key, occurrences, payment_intent_id FROM payment_support_tickets"
     )
     by_key = {t["dedupe_key"]: t for t in tickets}
-    assert by_key[f"{ISSUE_PERMANENT}:payment:pi_grouped"]["occurrences"] == 5
-    assert by_key[f"{ISSUE_PERMANENT}:payment:pi_other"]["occurrences"] == 1
+    assert by_key[f"{IssueType.EVENT_PERMANENT_ERROR}:payment:pi_grouped"]["occurrences"] == 5
+    assert by_key[f"{IssueType.EVENT_PERMANENT_ERROR}:payment:pi_other"]["occurrences"] == 1
 
 
 def test_a_grouped_ticket_under_investigation_reopens_when_its_events_fail_again(

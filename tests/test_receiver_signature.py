@@ -12,9 +12,9 @@ from sqlalchemy import select
 
 from receiver.abuse import InvalidRequestLimiter
 from receiver.audit import DeliveryAuditBuffer
-from receiver.landing import EventLander, RejectedByDatabase
 from stripe_pipeline.db.models import StripeEvent, WebhookDelivery
 from stripe_pipeline.land.envelope import MalformedEvent, envelope_from_event, parse_envelope
+from stripe_pipeline.land.lander import EventLander, RejectedByDatabase
 from stripe_pipeline.land.signature import InvalidSignature, sign, verify_signature
 from stripe_pipeline.land.store import Delivery
 from tests.support.receiver_server import make_event

@@ -15,17 +15,16 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
+from stripe_pipeline.db.clock import from_db_time
 from stripe_pipeline.db.engine import make_engine
+from stripe_pipeline.db.statuses import IssueType
 from stripe_pipeline.process import queue
 from stripe_pipeline.process.backoff import RetryPolicy
 from stripe_pipeline.process.errors import PermanentError, TemporaryError
-from stripe_pipeline.process.queue import from_db_time
-from stripe_pipeline.process.runner import (
-    ISSUE_MAX_RETRIES,
-    ISSUE_PERMANENT,
-    process_pending,
-    ticket_links,
-)
+from stripe_pipeline.process.processor import Processor
+from stripe_pipeline.process.runner import process_pending
+from stripe_pipeline.support.dead_letters import ticket_links
+from stripe_pipeline.support.notify import Notification
 from tests.support.queue_events import (
     MarkingApply,
     event_doc,
@@ -52,8 +51,8 @@ class Recorder:
     def __init__(self) -> None:
         self.sent: list[tuple[str, str, str, dict[str, Any]]] = []
 
-    def notify(self, title: str, body: str, priority: str, details: dict[str, Any]) -> None:
-        self.sent.append((title, body, priority, dict(details)))
+    def notify(self, note: Notification) -> None:
+        self.sent.append((note.title, note.body, note.priority, dict(note.details)))
 
 
 def _rows(engine: Engine, sql: str, **params: Any) -> list[dict[str, Any]]:
@@ -133,11 +132,11 @@ def test_permanent_failure_opens_a_ticket_at_once_and_notifies(engine: Engine) -
             else "processed"
         )
     )
-    report = process_pending(engine, policy=FAST, notifier=notifier, apply=apply)
+    report = process_pending(engine, policy=FAST, processor=Processor(notifier), apply=apply)
     assert (report.processed, report.dead_lettered, report.tickets_opened) == (1, 1, 1)
     assert statuses(engine)["evt_000001"] == "dead_letter"
     (ticket,) = _rows(engine, "SELECT * FROM payment_support_tickets")
-    assert ticket["issue_type"] == ISSUE_PERMANENT and ticket["status"] == "open"
+    assert ticket["issue_type"] == IssueType.EVENT_PERMANENT_ERROR and ticket["status"] == "open"
     assert ticket["priority"] == "critical"  # a charge: money moved
     assert (ticket["payment_intent_id"], ticket["customer_id"]) == ("pi_77", "cus_9")
     assert ticket["stripe_event_id"] == "evt_000001"
@@ -155,7 +154,7 @@ def test_temporary_failures_past_max_retries_open_a_ticket(engine: Engine) -> No
     apply = MarkingApply(decide=lambda e: TemporaryError("Stripe returned 503"))
     notifier = Recorder()
     for _ in range(FAST.max_retries + 1):
-        report = process_pending(engine, policy=FAST, notifier=notifier, apply=apply)
+        report = process_pending(engine, policy=FAST, processor=Processor(notifier), apply=apply)
         assert report.claimed == 1
         make_due(engine)
     assert report.dead_lettered == 1 and report.tickets_opened == 1
@@ -163,7 +162,10 @@ def test_temporary_failures_past_max_retries_open_a_ticket(engine: Engine) -> No
     assert row["status"] == "dead_letter" and row["retry_count"] == FAST.max_retries + 1
     assert row["error_context"]["attempt"] == FAST.max_retries + 1
     (ticket,) = _rows(engine, "SELECT * FROM payment_support_tickets")
-    assert ticket["issue_type"] == ISSUE_MAX_RETRIES and ticket["subscription_id"] == "sub_1"
+    assert (
+        ticket["issue_type"] == IssueType.EVENT_MAX_RETRIES_EXCEEDED
+        and ticket["subscription_id"] == "sub_1"
+    )
     assert ticket["priority"] == "high" and notifier.sent == []  # high: ticket, no page
     assert process_pending(engine, policy=FAST, apply=apply).claimed == 0
 

@@ -32,6 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from stripe_pipeline.db.statuses import EventStatus, TicketStatus
 from stripe_pipeline.db.types import BigIntPK, JSONDoc, derived_amount
 
 NAMING_CONVENTION = {
@@ -44,14 +45,14 @@ NAMING_CONVENTION = {
 
 # Event queue states. ``processing`` rows carry a lease; ``retry`` rows wait for
 # ``next_retry_at``; ``dead_letter`` rows were escalated to a support ticket.
-EVENT_STATUSES = ("pending", "processing", "retry", "processed", "ignored", "dead_letter")
+EVENT_STATUSES = tuple(EventStatus)
 # statuses still in the queue; the literal predicate of ix_stripe_events_claim_order
 QUEUED_EVENTS = "status IN ('pending', 'retry', 'processing')"
 # rows ix_stripe_events_queue holds: the queue and its dead letters, never the
 # (ever growing) processed and ignored events
 QUEUE_INDEX_STATUSES = "status IN ('pending', 'retry', 'processing', 'dead_letter')"
 LINKED_TO_TICKET = "support_ticket_id IS NOT NULL"
-TICKET_STATUSES = ("open", "investigating", "resolved")
+TICKET_STATUSES = tuple(TicketStatus)
 TICKET_PRIORITIES = ("low", "medium", "high", "critical")
 
 

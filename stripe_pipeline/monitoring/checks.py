@@ -329,15 +329,6 @@ def subscription_items_unpriced(
     )
 
 
-def run_all(
-    conn: Connection, limits: Thresholds | None = None, now: datetime | None = None
-) -> list[CheckOutcome]:
-    """Every table-level check (not the model-level ones), for scripts and tests."""
-    limits = limits or Thresholds()
-    now = now or datetime.now(UTC)
-    return [check(conn, limits, now) for check in TABLE_CHECKS]
-
-
 TABLE_CHECKS: tuple[CheckFunction, ...] = (
     events_pending_too_long,
     events_dead_lettered,

@@ -15,7 +15,7 @@ from sqlalchemy import Connection, Engine
 
 from stripe_pipeline.db.engine import begin_write
 from stripe_pipeline.monitoring.checks import CheckFunction, CheckOutcome, Thresholds
-from stripe_pipeline.support.notify import Notifier
+from stripe_pipeline.support.notify import Notification, Notifier, send_notifications
 from stripe_pipeline.support.tickets import TicketRequest, open_ticket, resolve_by_key
 
 ACTOR = "monitoring"
@@ -72,11 +72,12 @@ def run_check(
         outcome = check(conn, limits, now)
         action = apply_outcome(conn, outcome)
     if action.notify and notifier is not None:
-        notifier.notify(
+        note = Notification(
             f"[stripe-pipeline] {outcome.summary}",
             f"Check {outcome.name} failed ({outcome.severity}); support ticket "
             f"#{action.ticket_id} opened.",
             outcome.priority,
             {"check": outcome.name, "ticket_id": action.ticket_id, **outcome.metadata},
         )
+        send_notifications(notifier, [note])
     return outcome, action

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Connection, case, func, or_, select
 
 from stripe_pipeline.db.models import TICKET_PRIORITIES, metadata
+from stripe_pipeline.db.statuses import UNFINISHED_STATUSES, EventStatus
 from stripe_pipeline.monitoring.checks import (
     NEEDS_RESPONSE,
     Thresholds,
@@ -28,7 +29,7 @@ RECOVERY = metadata.tables["payment_recovery_attempts"]
 TICKETS = metadata.tables["payment_support_tickets"]
 DISPUTES = metadata.tables["stripe_disputes"]
 
-OPEN_EVENT_STATUSES = ("pending", "processing", "retry")
+OPEN_EVENT_STATUSES = (EventStatus.PENDING, EventStatus.PROCESSING, EventStatus.RETRY)
 RECOVERED = ("recovered", "succeeded", "paid")
 LOST = ("failed", "exhausted", "abandoned", "canceled", "uncollectible")
 PREFIX = "stripe_pipeline_"
@@ -75,7 +76,7 @@ def _event_gauges(conn: Connection, now: datetime, windows: GaugeWindows) -> lis
     by_status = dict(
         conn.execute(
             select(EVENTS.c.status, func.count())
-            .where(EVENTS.c.status.in_((*OPEN_EVENT_STATUSES, "dead_letter")))
+            .where(EVENTS.c.status.in_(UNFINISHED_STATUSES))
             .group_by(EVENTS.c.status)
         ).all()
     )

@@ -61,10 +61,10 @@ from stripe_pipeline.privacy.redact import redact_audit_entry
 from stripe_pipeline.process.errors import PermanentError
 from stripe_pipeline.process.events import QueuedEvent
 from stripe_pipeline.process.extract_sql import extract_in_database
+from stripe_pipeline.process.hooks import PostApplyHook, RowChange
 from stripe_pipeline.process.links import fill_links, may_move_link
 from stripe_pipeline.process.ordering import lifecycle_rank
 from stripe_pipeline.process.queue import with_payloads
-from stripe_pipeline.process.registry import RowChange, post_apply_hooks
 from stripe_pipeline.process.upsert import (
     GUARD_COLUMNS,
     Version,
@@ -75,6 +75,7 @@ from stripe_pipeline.process.upsert import (
     upsert_rows,
     wins,
 )
+from stripe_pipeline.support.notify import Notification
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,8 @@ class ApplyResult:
     rows_written: dict[str, int] = field(default_factory=dict)  # table -> rows changed
     notes: dict[int, str] = field(default_factory=dict)  # id -> note
     stale_objects: int = 0  # objects queued for a fetch (same-second disagreement)
+    # what the post-apply hooks want sent once the caller's transaction commits
+    notifications: list[Notification] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -121,6 +124,7 @@ class _Written:
     rows_written: dict[str, int]
     changed_events: set[int]
     stale: int = 0
+    notifications: list[Notification] = field(default_factory=list)
 
 
 def apply_events(
@@ -133,6 +137,7 @@ def apply_events(
     line_source: LineSource | None = None,
     actor_prefix: str = "event",
     object_source: ObjectSource | None = None,
+    hooks: Sequence[PostApplyHook] = (),
 ) -> ApplyResult:
     """Apply claimed events inside the caller's transaction (never commits).
 
@@ -140,7 +145,9 @@ def apply_events(
     the raw exceptions (parse failures as :class:`PermanentError`, the peers' errors
     (refund, line and invoice payment lookups, objects fetched) as raised); the caller
     classifies them. The processing step hands in one Stripe peer as ``refund_source``;
-    it also serves as ``line_source`` and ``object_source`` when it can.
+    it also serves as ``line_source`` and ``object_source`` when it can. ``hooks`` run
+    on the changed rows inside each write's savepoint; their notifications are kept
+    only when that write stands (``ApplyResult.notifications``).
     """
     if object_source is None and isinstance(refund_source, ObjectSource):
         object_source = refund_source
@@ -194,7 +201,7 @@ def apply_events(
 
     try:
         with conn.begin_nested():
-            written = _write(conn, parsed, actor_prefix, catalog)
+            written = _write(conn, parsed, actor_prefix, catalog, hooks)
         _record(result, parsed, written)
     except Exception as exc:
         log.warning(
@@ -206,7 +213,7 @@ def apply_events(
         for item in sorted(parsed, key=lambda p: p.version):
             try:
                 with conn.begin_nested():
-                    written = _write(conn, [item], actor_prefix, catalog)
+                    written = _write(conn, [item], actor_prefix, catalog, hooks)
             except Exception as single_exc:
                 result.failures[item.event.id] = single_exc
                 result.notes.pop(item.event.id, None)
@@ -469,7 +476,11 @@ class _Changed:
 
 
 def _write(
-    conn: Connection, parsed: Sequence[_Parsed], actor_prefix: str, catalog: Catalog
+    conn: Connection,
+    parsed: Sequence[_Parsed],
+    actor_prefix: str,
+    catalog: Catalog,
+    hooks: Sequence[PostApplyHook],
 ) -> _Written:
     folded = _fold(catalog, parsed)
     rows_written: dict[str, int] = {}
@@ -575,9 +586,8 @@ def _write(
         )
     _record_audit(conn, [redact_audit_entry(e) for e in audit])  # no personal values
     _queue_stale(conn, stale)
-    for hook in post_apply_hooks():
-        hook(conn, changes)
-    return _Written(rows_written, changed_events, len(stale))
+    notifications = [note for hook in hooks for note in hook(conn, changes)]
+    return _Written(rows_written, changed_events, len(stale), notifications)
 
 
 _AUDIT_COLUMNS = tuple(f.name for f in fields(AuditEntry))
@@ -605,6 +615,7 @@ def _record_audit(conn: Connection, entries: list[AuditEntry]) -> None:
 
 def _record(result: ApplyResult, parsed: Sequence[_Parsed], written: _Written) -> None:
     result.stale_objects += written.stale
+    result.notifications.extend(written.notifications)
     for table, count in written.rows_written.items():
         result.rows_written[table] = result.rows_written.get(table, 0) + count
     for item in parsed:

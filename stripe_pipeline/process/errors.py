@@ -6,8 +6,6 @@ once. Anything unknown is treated as temporary until max retries, then escalated
 
 from __future__ import annotations
 
-import hashlib
-import re
 import traceback
 from typing import Any, Literal
 
@@ -102,31 +100,3 @@ def _message(exc: BaseException) -> str:
         return str(exc)
     lines = str(orig).strip().splitlines()  # later lines (DETAIL) may quote values
     return f"{type(orig).__name__}: {lines[0] if lines else ''}"
-
-
-# what varies between occurrences of one cause: Stripe-style ids (prefix_..., with a
-# digit somewhere: ``payment_intent`` is a word, ``pi_3Mt0a`` an id), hex runs, numbers
-_STRIPE_ID = re.compile(r"\b[A-Za-z]+(?:_[A-Za-z0-9]+)+\b")
-_VARYING = (
-    (re.compile(r"\b[0-9a-fA-F]{12,}\b"), "<hex>"),
-    (re.compile(r"\d+"), "<n>"),
-    (re.compile(r"\s+"), " "),
-)
-
-
-def _id_or_word(match: re.Match[str]) -> str:
-    return "<id>" if any(c.isdigit() for c in match.group()) else match.group()
-
-
-def normalized_message(message: str, limit: int = 300) -> str:
-    """The message without what varies between occurrences of one cause."""
-    message = _STRIPE_ID.sub(_id_or_word, message)
-    for pattern, replacement in _VARYING:
-        message = pattern.sub(replacement, message)
-    return message.strip()[:limit]
-
-
-def fingerprint(exception: str, message: str) -> str:
-    """Root cause of a failure: exception class and normalized message, hashed (16 hex)."""
-    text = f"{exception}|{normalized_message(message)}"
-    return hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:16]

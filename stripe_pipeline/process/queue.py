@@ -30,7 +30,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -42,17 +42,26 @@ from sqlalchemy import (
     delete,
     exists,
     func,
-    literal,
     or_,
     select,
     text,
     tuple_,
     update,
 )
-from sqlalchemy.types import BigInteger, DateTime, Interval
+from sqlalchemy.types import BigInteger, DateTime
 
+from stripe_pipeline.db.clock import (
+    db_now,
+    db_now_plus,
+    from_db_time,
+    is_postgres,
+    to_db_time,
+    utcnow,
+)
 from stripe_pipeline.db.lists import in_list
 from stripe_pipeline.db.models import QUEUED_EVENTS, ProcessingClaim, StripeEvent
+from stripe_pipeline.db.statuses import UNFINISHED_STATUSES
+from stripe_pipeline.db.statuses import EventStatus as S
 from stripe_pipeline.process.events import QueuedEvent
 
 log = logging.getLogger(__name__)
@@ -61,48 +70,6 @@ EVENTS = StripeEvent.__table__
 E = EVENTS.c
 CLAIMS = ProcessingClaim.__table__
 
-# statuses an operator may replay; processing is idempotent, so replay is safe
-FINAL_STATUSES = ("processed", "ignored", "dead_letter")
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def _is_pg(conn: Connection | Engine) -> bool:
-    return conn.dialect.name == "postgresql"
-
-
-def db_now(conn: Connection | Engine) -> ColumnElement[Any]:
-    """The clock due-ness is judged by: the server's on PostgreSQL (shared by all
-    workers), the local UTC clock on SQLite (single machine, stored as naive UTC)."""
-    if _is_pg(conn):
-        return func.now()
-    return literal(to_db_time(conn, utcnow()), DateTime(timezone=True))
-
-
-def db_now_plus(conn: Connection | Engine, seconds: float) -> ColumnElement[Any]:
-    if _is_pg(conn):
-        return func.now() + literal(timedelta(seconds=seconds), Interval())
-    return literal(to_db_time(conn, utcnow() + timedelta(seconds=seconds)), DateTime(True))
-
-
-def to_db_time(conn: Connection | Engine, value: datetime) -> datetime:
-    """SQLite stores datetimes as naive text: bind them as naive UTC so they compare."""
-    if value.tzinfo is not None:
-        value = value.astimezone(UTC)
-    return value if _is_pg(conn) else value.replace(tzinfo=None)
-
-
-def from_db_time(value: datetime | str | None) -> datetime | None:
-    """Read back a timestamp as aware UTC (SQLite returns naive UTC, raw SQL text)."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 # the predicate of the partial index ``ix_stripe_events_claim_order``, written as in it
 QUEUED = text(QUEUED_EVENTS)
 
@@ -110,9 +77,9 @@ QUEUED = text(QUEUED_EVENTS)
 def due_condition(now: ColumnElement[Any]) -> ColumnElement[bool]:
     """Rows a run may claim now; each branch is served by ``ix_stripe_events_queue``."""
     return or_(
-        E.status == "pending",
-        and_(E.status == "retry", E.next_retry_at <= now),
-        and_(E.status == "processing", E.lease_expires_at < now),
+        E.status == S.PENDING,
+        and_(E.status == S.RETRY, E.next_retry_at <= now),
+        and_(E.status == S.PROCESSING, E.lease_expires_at < now),
     )
 
 
@@ -224,7 +191,7 @@ def open_batch(
     """
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
-    if _is_pg(engine):
+    if is_postgres(engine):
         with _pg_batch(engine, worker_id, batch_size, lease_seconds, after) as batch:
             yield batch
         return
@@ -337,7 +304,7 @@ def _charge(conn: Connection, which: ColumnElement[bool], *, wait: bool = False)
         return 0
     free = (
         select(E.id)
-        .where(_id_in(conn, ids), E.status.in_(("pending", "retry")))
+        .where(_id_in(conn, ids), E.status.in_((S.PENDING, S.RETRY)))
         .with_for_update(skip_locked=not wait)
     )
     return conn.execute(
@@ -351,7 +318,7 @@ def sweep_dead_claims(engine: Engine) -> int:
     Runs at the start of every processing run. SQLite has nothing to sweep: its
     expired leases are charged when they are claimed again.
     """
-    if not _is_pg(engine):
+    if not is_postgres(engine):
         return 0
     with engine.begin() as conn:
         charged = _charge(conn, _DEAD_CLAIM)
@@ -368,7 +335,7 @@ def claim_batch(
     An expired-lease re-claim bumps ``retry_count`` (see module doc). PostgreSQL holds
     its batches with row locks instead (``open_batch``).
     """
-    if _is_pg(engine):
+    if is_postgres(engine):
         raise ValueError("PostgreSQL claims through open_batch (row locks, no lease)")
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
@@ -418,15 +385,15 @@ def lock_owned(
 def _owned(conn: Connection, worker_id: str) -> ColumnElement[bool]:
     """Rows this worker may finish: on PostgreSQL its batch holds their row locks, so
     any still queued; on SQLite those still leased to it."""
-    if _is_pg(conn):
+    if is_postgres(conn):
         return QUEUED
-    return and_(E.claimed_by == worker_id, E.status == "processing")
+    return and_(E.claimed_by == worker_id, E.status == S.PROCESSING)
 
 
 def mark_finished(conn: Connection, outcomes: dict[int, str], *, worker_id: str) -> int:
     """Set ``processed`` / ``ignored`` with ``processed_at``; releases the claim."""
     written = 0
-    for status in ("processed", "ignored"):
+    for status in (S.PROCESSED, S.IGNORED):
         ids = [i for i, outcome in outcomes.items() if outcome == status]
         if not ids:
             continue
@@ -527,16 +494,16 @@ def queue_stats(engine: Engine | Connection) -> QueueStats:
         due = due_condition(now)
         row = conn.execute(
             select(
-                func.count().filter(E.status == "pending").label("pending"),
-                func.count().filter(and_(E.status == "retry", E.next_retry_at <= now)),
-                func.count().filter(and_(E.status == "retry", E.next_retry_at > now)),
-                func.count().filter(E.status == "processing"),
-                func.count().filter(and_(E.status == "processing", E.lease_expires_at < now)),
-                func.count().filter(E.status == "dead_letter"),
-            ).where(E.status.in_(("pending", "retry", "processing", "dead_letter")))
+                func.count().filter(E.status == S.PENDING).label("pending"),
+                func.count().filter(and_(E.status == S.RETRY, E.next_retry_at <= now)),
+                func.count().filter(and_(E.status == S.RETRY, E.next_retry_at > now)),
+                func.count().filter(E.status == S.PROCESSING),
+                func.count().filter(and_(E.status == S.PROCESSING, E.lease_expires_at < now)),
+                func.count().filter(E.status == S.DEAD_LETTER),
+            ).where(E.status.in_(UNFINISHED_STATUSES))
         ).one()
         oldest = conn.execute(select(func.min(E.received_at)).where(due)).scalar()
-        held = conn.execute(_HELD_BY_LIVE_BATCHES).scalar() if _is_pg(conn) else 0
+        held = conn.execute(_HELD_BY_LIVE_BATCHES).scalar() if is_postgres(conn) else 0
     age = None
     oldest_utc = from_db_time(oldest)
     if oldest_utc is not None:
@@ -561,9 +528,9 @@ def has_due_events(engine: Engine | Connection) -> bool:
         now = db_now(conn)
         stmt = select(
             or_(
-                exists().where(E.status == "pending"),
-                exists().where(E.status == "retry", E.next_retry_at <= now),
-                exists().where(E.status == "processing", E.lease_expires_at < now),
+                exists().where(E.status == S.PENDING),
+                exists().where(E.status == S.RETRY, E.next_retry_at <= now),
+                exists().where(E.status == S.PROCESSING, E.lease_expires_at < now),
             )
         )
         return bool(conn.execute(stmt).scalar())

@@ -11,8 +11,11 @@ and publishes its ``ProcessingReport`` as metadata. Per batch:
 * every dead-lettered event is escalated to a support ticket grouped by cause: one
   open ticket per issue and object (payment, subscription, customer, else the event's
   object), or per issue and root-cause fingerprint when the event names no usable
-  object; repeats raise ``occurrences``. Critical tickets are sent through the
-  notifier after the commit.
+  object; repeats raise ``occurrences`` (``support.dead_letters`` says what a ticket
+  is about);
+* the processor's post-apply hooks (dunning) return notifications; with those of new
+  critical tickets they are sent through the processor's notifier after the batch
+  commits, in one place (``_drain``), so a rolled-back batch announces nothing.
 
 ``apply`` isolates poison events with savepoints; if the batch fails as a whole, its
 work is rolled back to a savepoint and the events are applied one at a time, each in
@@ -35,82 +38,48 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine
 
 from stripe_pipeline.config import MAX_PROCESSING_WORKERS
+from stripe_pipeline.db.statuses import EventStatus, IssueType
 from stripe_pipeline.process import queue
 from stripe_pipeline.process.backoff import RetryPolicy
 from stripe_pipeline.process.errors import (
     PermanentError,
     classify,
     error_context,
-    fingerprint,
     is_connection_failure,
-    normalized_message,
 )
 from stripe_pipeline.process.events import QueuedEvent
-from stripe_pipeline.support.notify import LogNotifier, Notifier
+from stripe_pipeline.process.processor import Processor
+from stripe_pipeline.support.dead_letters import (
+    bare_request,
+    dead_letter_notification,
+    merged_request,
+    ticket_for,
+)
+from stripe_pipeline.support.notify import Notification, Notifier, send_notifications
 from stripe_pipeline.support.tickets import TicketRequest, TicketResult, open_ticket
 from stripe_pipeline.support.workflow import resolve_requeued_tickets
 
 log = logging.getLogger(__name__)
 
-ISSUE_PERMANENT = "event_permanent_error"
-ISSUE_MAX_RETRIES = "event_max_retries_exceeded"
-
-# events that move money or carry a deadline: a dead letter here is critical and notifies
-CRITICAL_EVENT_PREFIXES = (
-    "payment_intent.",
-    "charge.",
-    "invoice.paid",
-    "invoice.payment_",
-    "refund.",
-)
-
 
 class ApplyOutcome(Protocol):
-    """What ``apply_events`` returns (``stripe_pipeline.process.apply.ApplyResult``)."""
+    """What a batch apply returns (``stripe_pipeline.process.apply.ApplyResult``)."""
 
     outcomes: dict[int, str]
     failures: dict[int, BaseException]
     rows_written: dict[str, int]
     notes: dict[int, str]
+    notifications: list[Notification]
 
 
-ApplyFn = Callable[..., ApplyOutcome]
-
-
-def default_apply(
-    conn: Connection,
-    events: Sequence[QueuedEvent],
-    *,
-    refund_source: Any = None,
-    actor_prefix: str = "event",
-) -> ApplyOutcome:
-    """``stripe_pipeline.process.apply.apply_events``, imported on first use.
-
-    Importing the recovery hook registers dunning with every processing path (the
-    Dagster job, ``stripe-pipeline process``, benchmarks), not only with the ones that
-    happen to load the Dagster definitions. ``refund_source`` is the run's Stripe API
-    peer: it lists a charge's refunds and, when it can, a PaymentIntent's invoice
-    payments (``InvoicePaymentSource``).
-    """
-    import stripe_pipeline.recover.hook  # noqa: F401 - registers the post-apply hook
-    from stripe_pipeline.catalog.model import InvoicePaymentSource
-    from stripe_pipeline.process.apply import apply_events
-
-    invoice_payments = refund_source if isinstance(refund_source, InvoicePaymentSource) else None
-    return apply_events(
-        conn,
-        events,
-        refund_source=refund_source,
-        invoice_payment_source=invoice_payments,
-        actor_prefix=actor_prefix,
-    )
+ApplyFn = Callable[[Connection, Sequence[QueuedEvent]], ApplyOutcome]
 
 
 @dataclass
@@ -218,9 +187,8 @@ def process_pending(
     max_batches: int | None = None,
     worker_id: str | None = None,
     lease_seconds: float = 300,
-    notifier: Notifier | None = None,
-    refund_source: Any = None,
-    apply: ApplyFn = default_apply,
+    processor: Processor | None = None,
+    apply: ApplyFn | None = None,
     workers: int = 1,
 ) -> ProcessingReport:
     """Process due events batch by batch until none are due (or ``max_batches``).
@@ -235,12 +203,17 @@ def process_pending(
     interpreter. SQLite has one writer at a time, so there it stays one loop. The loops
     of a run share a ``ClaimCursor`` (PostgreSQL): each claim starts past the newest
     event already claimed, so no loop steps over the rows another one holds.
+
+    ``processor`` is what the entry point built (handlers, post-apply hooks, Stripe
+    peer, notifier); without one, the catalog alone with a log notifier. ``apply``
+    stands in for ``processor.apply`` (tests inject failures with it).
     """
     if not 1 <= workers <= MAX_PROCESSING_WORKERS:
         raise ValueError(f"workers must be between 1 and {MAX_PROCESSING_WORKERS}")
     is_pg = engine.dialect.name == "postgresql"
     loops = workers if is_pg else 1
     base = worker_id or default_worker_id()
+    processor = processor or Processor()
     loop = partial(
         _drain,
         engine,
@@ -248,9 +221,8 @@ def process_pending(
         batch_size=batch_size,
         max_batches=None if max_batches is None else max(1, -(-max_batches // loops)),
         lease_seconds=lease_seconds,
-        notifier=notifier or LogNotifier(),
-        refund_source=refund_source,
-        apply=apply,
+        notifier=processor.notifier,
+        apply=apply or processor.apply,
         cursor=queue.ClaimCursor() if is_pg else None,
     )
     started = time.perf_counter()
@@ -283,7 +255,6 @@ def _drain(
     max_batches: int | None,
     lease_seconds: float,
     notifier: Notifier,
-    refund_source: Any,
     apply: ApplyFn,
     cursor: queue.ClaimCursor | None,
 ) -> ProcessingReport:
@@ -305,12 +276,10 @@ def _drain(
             if batch.claimed:
                 part = ProcessingReport(worker_id=worker_id, batches=1)
                 part.claimed, part.lost_leases = batch.claimed, batch.lost
-                notifications = _process_batch(
-                    batch.conn, batch.events, part, policy, refund_source, apply
-                )
+                notifications = _process_batch(batch.conn, batch.events, part, policy, apply)
         if batch.claimed:
-            report.merge(part)  # committed
-            _notify(notifier, notifications, report)
+            report.merge(part)  # committed: now, and only now, tell people
+            report.notifications_sent += send_notifications(notifier, notifications)
         if batch.claimed < batch_size:
             if after is None:
                 break
@@ -318,34 +287,18 @@ def _drain(
     return report
 
 
-_Notification = tuple[str, str, str, dict[str, Any]]
-
-
-def _notify(
-    notifier: Notifier, notifications: list[_Notification], report: ProcessingReport
-) -> None:
-    """Send a committed batch's notifications; a failing notifier never stops the run."""
-    for title, body, priority, details in notifications:
-        try:
-            notifier.notify(title, body, priority, details)
-            report.notifications_sent += 1
-        except Exception as exc:  # notifiers should not raise; be sure anyway
-            log.error("notifier failed: %s", exc)
-
-
 def _process_batch(
     conn: Connection,
     events: list[QueuedEvent],
     report: ProcessingReport,
     policy: RetryPolicy,
-    refund_source: Any,
     apply: ApplyFn,
-) -> list[_Notification]:
+) -> list[Notification]:
     """Apply and record a held batch inside its transaction; counts go to ``report``."""
     attempt = _fresh(report)
     try:
         with conn.begin_nested():
-            notifications = _apply_and_record(conn, events, attempt, policy, refund_source, apply)
+            notifications = _apply_and_record(conn, events, attempt, policy, apply)
         report.merge(attempt)
         return notifications
     except Exception:
@@ -358,9 +311,7 @@ def _process_batch(
         attempt = _fresh(report)
         try:
             with conn.begin_nested():
-                notifications += _apply_and_record(
-                    conn, [event], attempt, policy, refund_source, apply
-                )
+                notifications += _apply_and_record(conn, [event], attempt, policy, apply)
         except Exception as exc:
             if is_connection_failure(exc):
                 raise  # the database is gone: the whole batch rolls back and is retried
@@ -377,7 +328,7 @@ def _record_failure(
     failure: BaseException,
     report: ProcessingReport,
     policy: RetryPolicy,
-) -> tuple[ProcessingReport, list[_Notification]]:
+) -> tuple[ProcessingReport, list[Notification]]:
     """Record one event's failure; if even that is refused, dead-letter it with the bare
     minimum (class names only) instead of rolling back the batch."""
     attempt = _fresh(report)
@@ -414,18 +365,20 @@ def _apply_and_record(
     events: list[QueuedEvent],
     report: ProcessingReport,
     policy: RetryPolicy,
-    refund_source: Any,
     apply: ApplyFn,
-) -> list[_Notification]:
-    """Apply held events and record their outcomes (inside the caller's savepoint)."""
+) -> list[Notification]:
+    """Apply held events and record their outcomes (inside the caller's savepoint);
+    returns the hooks' and the new tickets' notifications, to send after commit."""
     by_id = {e.id: e for e in events}
     # a re-claimed event that keeps killing its worker has used up its retries
     worn_out = [e for e in events if policy.exhausted(e.retry_count)]
     events = [e for e in events if not policy.exhausted(e.retry_count)]
     outcomes: dict[int, str] = {}
     failures: dict[int, BaseException] = {}
+    notifications: list[Notification] = []
     if events:
-        result = apply(conn, events, refund_source=refund_source)
+        result = apply(conn, events)
+        notifications.extend(result.notifications)
         failures = {i: x for i, x in result.failures.items() if i in by_id}
         # an event is finished or failed, never both (a failure wins)
         outcomes = {i: o for i, o in result.outcomes.items() if i in by_id and i not in failures}
@@ -438,7 +391,7 @@ def _apply_and_record(
             f"its batch died {e.retry_count} times: a run crashed or timed out "
             "while processing this event"
         )
-    return _record(conn, by_id, outcomes, failures, report, policy)
+    return notifications + _record(conn, by_id, outcomes, failures, report, policy)
 
 
 def _as_temporary(exc: BaseException) -> BaseException:
@@ -464,14 +417,14 @@ def _record(
     failures: dict[int, BaseException],
     report: ProcessingReport,
     policy: RetryPolicy,
-) -> list[_Notification]:
+) -> list[Notification]:
     """Write outcomes and failure states, open tickets; returns notifications to send."""
     queue.mark_finished(conn, outcomes, worker_id=report.worker_id)
     # AutoRetry tickets close when their re-queued events go through
     report.tickets_resolved += len(resolve_requeued_tickets(conn, list(outcomes)))
     for event_id, outcome in outcomes.items():
         report.count(by_id[event_id].event_type, outcome)
-        if outcome == "processed":
+        if outcome == EventStatus.PROCESSED:
             report.processed += 1
         else:
             report.ignored += 1
@@ -485,15 +438,17 @@ def _record(
         kind = "temporary" if isinstance(exc, _LeaseExpired) else context["kind"]
         context["kind"] = kind
         if kind == "permanent":
-            issue = ISSUE_PERMANENT
+            issue = IssueType.EVENT_PERMANENT_ERROR
         elif policy.exhausted(attempt) or isinstance(exc, _LeaseExpired):
-            issue = ISSUE_MAX_RETRIES
+            issue = IssueType.EVENT_MAX_RETRIES_EXCEEDED
         else:
             issue = None
         if issue is None:
             next_at = policy.next_retry_at(attempt)
             context["next_retry_at"] = next_at.isoformat()
-            updates.append(queue.FailureUpdate(event_id, "retry", attempt, context, next_at))
+            updates.append(
+                queue.FailureUpdate(event_id, EventStatus.RETRY, attempt, context, next_at)
+            )
             report.retries_scheduled += 1
             report.count(event.event_type, "retry")
         else:
@@ -501,7 +456,7 @@ def _record(
             report.dead_lettered += 1
             report.count(event.event_type, "dead_letter")
 
-    notifications: list[_Notification] = []
+    notifications: list[Notification] = []
     if escalations:
         linked, notifications = _escalate(conn, escalations, report)
         for esc in escalations:
@@ -512,7 +467,7 @@ def _record(
             updates.append(
                 queue.FailureUpdate(
                     esc.event.id,
-                    "dead_letter",
+                    EventStatus.DEAD_LETTER,
                     esc.context["attempt"],
                     esc.context,
                     support_ticket_id=ticket_id,
@@ -524,7 +479,7 @@ def _record(
 
 def _escalate(
     conn: Connection, escalations: list[_Escalation], report: ProcessingReport
-) -> tuple[dict[int, tuple[int | None, str | None]], list[_Notification]]:
+) -> tuple[dict[int, tuple[int | None, str | None]], list[Notification]]:
     """One ticket per cause for a batch's dead letters, each opened in its own savepoint.
 
     Returns per event row its ticket id (None if none could be opened) and what went
@@ -537,10 +492,10 @@ def _escalate(
         groups[request.dedupe_key].append((esc, request))
     actor = f"processor:{report.worker_id}"
     linked: dict[int, tuple[int | None, str | None]] = {}
-    notifications: list[_Notification] = []
+    notifications: list[Notification] = []
     for key in sorted(groups):  # one lock order in every batch: no deadlock between runs
         members = groups[key]
-        request = _merged([r for _, r in members])
+        request = merged_request([r for _, r in members])
         result, error = _open_isolated(conn, request, actor)
         for esc, _ in members:
             linked[esc.event.id] = (result.ticket_id if result else None, error)
@@ -548,23 +503,11 @@ def _escalate(
             report.tickets_opened += 1
             report.ticket_ids.append(result.ticket_id)
             if request.priority == "critical":
-                notifications.append(_notification(result.ticket_id, request, members[0][0]))
+                first = members[0][0]
+                notifications.append(
+                    dead_letter_notification(result.ticket_id, request, first.event, first.context)
+                )
     return linked, notifications
-
-
-_PRIORITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
-
-
-def _merged(requests: list[TicketRequest]) -> TicketRequest:
-    """The requests of one cause in one batch as one: their events, count and top priority."""
-    if len(requests) == 1:
-        return requests[0]
-    return replace(
-        requests[0],
-        priority=max((r.priority for r in requests), key=_PRIORITY_RANK.__getitem__),
-        event_ids=tuple(i for r in requests for i in r.event_ids),
-        occurrences=sum(r.occurrences for r in requests),
-    )
 
 
 def _open_isolated(
@@ -573,7 +516,7 @@ def _open_isolated(
     """Open the ticket in a savepoint; if the database refuses it, a bare one (ids and
     class names only); if that fails too, none. A lost connection is raised."""
     errors: list[str] = []
-    for attempt in (request, _bare(request)):
+    for attempt in (request, bare_request(request)):
         try:
             with conn.begin_nested():
                 return open_ticket(conn, attempt, actor=actor), "; ".join(errors) or None
@@ -588,184 +531,3 @@ def _open_isolated(
                 type(exc).__name__,
             )
     return None, "; ".join(errors)
-
-
-def _ascii(value: str) -> str:
-    return value.encode("ascii", "backslashreplace").decode("ascii")
-
-
-def _bare(request: TicketRequest) -> TicketRequest:
-    """The ticket without anything taken from the payload but escaped ids."""
-    return TicketRequest(
-        issue_type=request.issue_type,
-        dedupe_key=_ascii(request.dedupe_key),
-        title=f"{request.issue_type}: events could not be described (see their error_context)",
-        priority=request.priority,
-        stripe_event_id=_ascii(request.stripe_event_id) if request.stripe_event_id else None,
-        event_ids=tuple(_ascii(i) for i in request.event_ids),
-        occurrences=request.occurrences,
-        details={"bare": True},
-    )
-
-
-def ticket_priority(event_type: str) -> str:
-    """``critical`` for events that move money or carry a deadline, else ``high``."""
-    return "critical" if event_type.startswith(CRITICAL_EVENT_PREFIXES) else "high"
-
-
-# what a dead letter's ticket is about, most specific first: (link, name in the key)
-_SUBJECTS = (
-    ("payment_intent_id", "payment"),
-    ("subscription_id", "subscription"),
-    ("customer_id", "customer"),
-    ("object_id", "object"),
-)
-# longest id a ticket groups by and stores (the ticket columns are VARCHAR(255))
-MAX_ID_LENGTH = 255
-
-
-def usable_id(value: Any) -> bool:
-    """A Stripe id a ticket can be keyed and searched by: short, printable text."""
-    return isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH and value.isprintable()
-
-
-def ticket_for(event: QueuedEvent, issue_type: str, context: Mapping[str, Any]) -> TicketRequest:
-    """The support ticket of one dead-lettered event, keyed by its cause.
-
-    One open ticket per issue and object (the payment, else the subscription, the
-    customer, the event's object); an event naming no usable id is keyed by issue
-    and root-cause fingerprint (exception class and message without ids and numbers).
-    Ids that are not usable (over-long, unprintable) are left out of the columns and
-    shown cut short in ``details.unusable_ids``.
-    """
-    links = ticket_links(event.payload)
-    usable = {k: v for k, v in links.items() if usable_id(v)}
-    exception = str(context.get("exception") or "unknown")
-    message = str(context.get("message") or "")
-    short = exception.rpartition(".")[2]
-    what = "failed permanently" if issue_type == ISSUE_PERMANENT else "exhausted their retries"
-    details: dict[str, Any] = {
-        "event_row_id": event.id,
-        "event_type": event.event_type,
-        "object_id": usable.get("object_id"),
-        "attempt": context.get("attempt"),
-        "error_kind": context.get("kind"),
-        "exception": exception,
-        "message": message,
-    }
-    unusable = {k: _preview(v) for k, v in links.items() if k not in usable}
-    if unusable:
-        details["unusable_ids"] = unusable
-    subject = next(((name, usable[k]) for k, name in _SUBJECTS if k in usable), None)
-    if subject is not None:
-        name, object_id = subject
-        key = f"{issue_type}:{name}:{object_id}"
-        shown = _object_kind(event.payload) if name == "object" else name
-        title = f"Events of {shown} {object_id} {what} ({short})"
-        details["grouped_by"] = name
-    else:
-        cause = fingerprint(exception, message)
-        key = f"{issue_type}:cause:{cause}"
-        title = f"Events {what}: {short}: {normalized_message(message, 200)}"
-        details["grouped_by"] = "cause"
-        details["fingerprint"] = cause
-    return TicketRequest(
-        issue_type=issue_type,
-        dedupe_key=key,
-        title=title,
-        priority=ticket_priority(event.event_type),
-        payment_intent_id=usable.get("payment_intent_id"),
-        subscription_id=usable.get("subscription_id"),
-        customer_id=usable.get("customer_id"),
-        stripe_event_id=event.stripe_event_id,
-        details=details,
-        event_ids=(event.stripe_event_id,),
-    )
-
-
-def _object_kind(payload: Any) -> str:
-    """``data.object.object`` (dispute, invoice, ...) when it is a plain word."""
-    try:
-        kind = payload["data"]["object"]["object"]
-    except (KeyError, TypeError):
-        return "object"
-    return kind if isinstance(kind, str) and kind.isidentifier() and len(kind) <= 64 else "object"
-
-
-def _preview(value: str, keep: int = 40) -> str:
-    """An unusable id cut short for a person to recognise it."""
-    shown = value[:keep].encode("ascii", "backslashreplace").decode("ascii")
-    return f"{shown}… ({len(value)} characters)" if len(value) > keep else shown
-
-
-def _notification(ticket_id: int, request: TicketRequest, esc: _Escalation) -> _Notification:
-    # ids and classes only: no payload, no message text (it may quote payload values)
-    details = {
-        "ticket_id": ticket_id,
-        "issue_type": request.issue_type,
-        "event_type": esc.event.event_type,
-        "stripe_event_id": esc.event.stripe_event_id,
-        "payment_intent_id": request.payment_intent_id,
-        "subscription_id": request.subscription_id,
-        "exception": esc.context.get("exception"),
-        "attempt": esc.context.get("attempt"),
-    }
-    body = (
-        f"Support ticket #{ticket_id} ({request.issue_type}): {request.title}. "
-        f"Re-queue with `stripe-pipeline tickets retry {ticket_id}` once the cause is fixed."
-    )
-    return (request.title, body, request.priority, details)
-
-
-def _id_of(value: Any) -> str | None:
-    """A Stripe reference given as an id or as an expanded object."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, Mapping) and isinstance(value.get("id"), str):
-        return value["id"]
-    return None
-
-
-def ticket_links(payload: Any) -> dict[str, str]:
-    """Payment, subscription and customer ids derivable from an event payload.
-
-    Tolerant by design: the payload may be the very thing that is broken.
-    """
-    links: dict[str, str] = {}
-    try:
-        obj = payload.get("data", {}).get("object", {}) if isinstance(payload, Mapping) else {}
-        if not isinstance(obj, Mapping):
-            return links
-        kind, oid = obj.get("object"), _id_of(obj)
-        if oid:
-            links["object_id"] = oid
-        if kind == "payment_intent" and oid:
-            links["payment_intent_id"] = oid
-        elif kind == "subscription" and oid:
-            links["subscription_id"] = oid
-        elif kind == "customer" and oid:
-            links["customer_id"] = oid
-        pi = _id_of(obj.get("payment_intent"))
-        if pi:
-            links.setdefault("payment_intent_id", pi)
-        if kind == "charge" and oid:
-            links.setdefault("payment_intent_id", oid)  # legacy charge without a PI
-        if kind in ("dispute", "refund"):
-            charge = _id_of(obj.get("charge"))
-            if charge:
-                links.setdefault("payment_intent_id", charge)
-        sub = _id_of(obj.get("subscription"))
-        if not sub:
-            parent = obj.get("parent")
-            if isinstance(parent, Mapping):
-                details = parent.get("subscription_details")
-                if isinstance(details, Mapping):
-                    sub = _id_of(details.get("subscription"))
-        if sub:
-            links.setdefault("subscription_id", sub)
-        customer = _id_of(obj.get("customer"))
-        if customer:
-            links.setdefault("customer_id", customer)
-    except Exception:  # never let a broken payload stop the escalation itself
-        log.debug("could not derive ticket links", exc_info=True)
-    return links

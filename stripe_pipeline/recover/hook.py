@@ -7,8 +7,10 @@ invoice that failed opens (or escalates) a recovery, one that succeeded closes i
 void invoice cancels it, and a customer's new default card resumes recoveries that
 waited for them. A change that makes an invoice <-> PaymentIntent link known (basil
 accounts: an invoice payment arrived) first merges the two recoveries one failure may
-have opened before the link was known (``merge``). Importing this module registers the
-hook (the recovery Dagster area imports it, so every run in the code location has it).
+have opened before the link was known (``merge``). Entry points pass
+``RecoveryHook(policy)`` in their ``Processor``; its notifications (customer action
+needed, recovery blocked or exhausted) go back to the runner, which sends them after
+the batch commits.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, or_, select
 
-from stripe_pipeline.process.registry import RowChange, register_post_apply_hook
+from stripe_pipeline.process.hooks import RowChange
 from stripe_pipeline.recover.merge import merge_linked
 from stripe_pipeline.recover.open import (
     LIVE_STATUSES,
@@ -28,24 +30,16 @@ from stripe_pipeline.recover.open import (
     FailedPayment,
     RecoveryDecision,
     close_recovery,
+    notifications_of,
     open_recovery,
     resume_for_customer,
-    send_notifications,
 )
 from stripe_pipeline.recover.strategies import DEFAULT_POLICY, RecoveryPolicy
+from stripe_pipeline.support.notify import Notification
 
 log = logging.getLogger(__name__)
 
 FAILED_PAYMENT_STATUSES = ("requires_payment_method", "failed", "requires_action")
-_state: dict[str, Any] = {"notifier": None, "policy": DEFAULT_POLICY}
-
-
-def configure(*, notifier: Any | None = None, policy: RecoveryPolicy | None = None) -> None:
-    """Set the notifier (customer-action and ticket messages) and the policy of the hook."""
-    if notifier is not None:
-        _state["notifier"] = notifier
-    if policy is not None:
-        _state["policy"] = policy
 
 
 @dataclass
@@ -164,7 +158,10 @@ def newly_linked(change: RowChange) -> tuple[str, str] | None:
 
 
 def merges_for(
-    conn: Connection, changes: list[RowChange], live: LiveRecoveries
+    conn: Connection,
+    changes: list[RowChange],
+    live: LiveRecoveries,
+    policy: RecoveryPolicy = DEFAULT_POLICY,
 ) -> list[RecoveryDecision | None]:
     """Merge the recoveries of every link the batch made known, before any other
     decision: a success must close the one recovery left, a failure update it."""
@@ -182,7 +179,7 @@ def merges_for(
                     conn,
                     payment_intent_id=payment_intent_id,
                     invoice_id=invoice_id,
-                    policy=_state["policy"],
+                    policy=policy,
                     actor=f"event:{change.stripe_event_id}",
                     stripe_event_id=change.stripe_event_id or None,
                 )
@@ -191,7 +188,10 @@ def merges_for(
 
 
 def decisions_for(
-    conn: Connection, change: RowChange, live: LiveRecoveries | None = None
+    conn: Connection,
+    change: RowChange,
+    live: LiveRecoveries | None = None,
+    policy: RecoveryPolicy = DEFAULT_POLICY,
 ) -> list[RecoveryDecision | None]:
     """The recovery consequences of one changed domain row.
 
@@ -201,7 +201,6 @@ def decisions_for(
     live = live or LiveRecoveries.everything()
     after, before, event_id = change.after, change.before, change.stripe_event_id
     actor = f"event:{event_id}"
-    policy: RecoveryPolicy = _state["policy"]
     if change.table == "stripe_payments":
         # the table key is the PaymentIntent id (or a legacy charge id): not an audit field
         after = {**after, "payment_intent_id": change.object_id}
@@ -305,17 +304,16 @@ def decisions_for(
     return []
 
 
-@register_post_apply_hook
-def recovery_post_apply_hook(conn: Connection, changes: list[RowChange]) -> None:
-    """Open, escalate, close or resume recoveries for a processed batch."""
-    live = live_recoveries(conn, changes)
-    decisions = merges_for(conn, changes, live)
-    for change in changes:
-        decisions.extend(decisions_for(conn, change, live))
-    notifier = _state["notifier"]
-    if notifier is None:
-        from stripe_pipeline.support.notify import LogNotifier
+@dataclass(frozen=True)
+class RecoveryHook:
+    """The post-apply hook of dunning: open, escalate, close or resume recoveries for a
+    processed batch, and return what to tell people once the batch commits."""
 
-        notifier = _state["notifier"] = LogNotifier()
-    # sent inside the batch: a rolled-back batch may repeat a message, never lose one
-    send_notifications(notifier, decisions)
+    policy: RecoveryPolicy = DEFAULT_POLICY
+
+    def __call__(self, conn: Connection, changes: list[RowChange]) -> list[Notification]:
+        live = live_recoveries(conn, changes)
+        decisions = merges_for(conn, changes, live, self.policy)
+        for change in changes:
+            decisions.extend(decisions_for(conn, change, live, self.policy))
+        return notifications_of(decisions)

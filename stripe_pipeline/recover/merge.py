@@ -33,10 +33,10 @@ from stripe_pipeline.recover.open import (
     PAYMENTS,
     RECOVERIES,
     RecoveryDecision,
-    _audit,
     _jsonable,
     _utc,
     apply_strategy,
+    audit_recovery,
 )
 from stripe_pipeline.recover.strategies import DEFAULT_POLICY, RecoveryPolicy
 from stripe_pipeline.support.tickets import resolve_ticket
@@ -136,7 +136,7 @@ def merge_linked(
             return decision
     if fill:
         conn.execute(update(RECOVERIES).where(r.id == keep["id"]).values(**fill, updated_at=now))
-    _audit(
+    audit_recovery(
         conn,
         "recovery_merged" if duplicates else "recovery_linked",
         keep["id"],
@@ -194,7 +194,7 @@ def _close_duplicate(
             note=f"recovery merged into recovery {survivor_id} (same invoice)",
             actor=actor,
         )
-    _audit(
+    audit_recovery(
         conn,
         "recovery_merged",
         duplicate["id"],

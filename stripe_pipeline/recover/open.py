@@ -1,6 +1,6 @@
-"""Opening, escalating and closing recoveries from payment events.
+"""Opening, escalating and closing recoveries from changed payment rows.
 
-A failed payment (``invoice.payment_failed``, ``payment_intent.payment_failed``) opens
+A failed payment (a payment or invoice row the post-apply hook sees fail) opens
 one ``payment_recovery_attempts`` row per invoice (else per PaymentIntent): the live
 key is unique in the database, so repeated or concurrent deliveries of the events for
 one failure update the same row. A new failure only ever moves a recovery to a more
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, or_, select, text, update
+from sqlalchemy import Connection, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from stripe_pipeline.audit import AuditEntry, record
@@ -30,6 +30,7 @@ from stripe_pipeline.db.models import (
     StripePayment,
     StripePaymentMethod,
 )
+from stripe_pipeline.db.statuses import IssueType
 from stripe_pipeline.recover.strategies import (
     CUSTOMER_ACTION,
     DEFAULT_POLICY,
@@ -37,6 +38,7 @@ from stripe_pipeline.recover.strategies import (
     RecoveryPolicy,
     Strategy,
 )
+from stripe_pipeline.support.notify import Notification
 from stripe_pipeline.support.tickets import TicketRequest, open_ticket, resolve_ticket
 
 log = logging.getLogger(__name__)
@@ -46,11 +48,6 @@ PAYMENTS = StripePayment.__table__
 INVOICES = StripeInvoice.__table__
 PAYMENT_METHODS = StripePaymentMethod.__table__
 LIVE_STATUSES = ("open", "awaiting_customer", "blocked", "exhausted")
-FAILURE_EVENTS = ("invoice.payment_failed", "payment_intent.payment_failed")
-SUCCESS_EVENTS = ("invoice.paid", "invoice.payment_succeeded", "payment_intent.succeeded")
-CANCEL_EVENTS = ("invoice.voided", "invoice.marked_uncollectible", "payment_intent.canceled")
-NEW_CARD_EVENTS = ("payment_method.attached", "setup_intent.succeeded", "customer.updated")
-RECOVERY_EVENTS = FAILURE_EVENTS + SUCCESS_EVENTS + CANCEL_EVENTS + NEW_CARD_EVENTS
 
 
 @dataclass(frozen=True)
@@ -78,14 +75,6 @@ class FailedPayment:
         raise ValueError("a failed payment needs an invoice or a PaymentIntent id")
 
 
-@dataclass(frozen=True)
-class Notification:
-    title: str
-    body: str
-    priority: str
-    details: dict[str, Any]
-
-
 @dataclass
 class RecoveryDecision:
     recovery_id: int | None
@@ -96,62 +85,8 @@ class RecoveryDecision:
     notifications: list[Notification] = field(default_factory=list)
 
 
-def _id(value: Any) -> str | None:
-    if isinstance(value, dict):
-        value = value.get("id")
-    return value if isinstance(value, str) and value else None
-
-
-def _dig(obj: Any, *path: str | int) -> Any:
-    for key in path:
-        if isinstance(key, int):
-            if not isinstance(obj, list) or len(obj) <= key:
-                return None
-        elif not isinstance(obj, dict):
-            return None
-        obj = obj[key] if isinstance(key, int) else obj.get(key)
-    return obj
-
-
 def _utc(now: datetime | None) -> datetime:
     return (now or datetime.now(UTC)).astimezone(UTC)
-
-
-def parse_failed_payment(event: Mapping[str, Any]) -> FailedPayment | None:
-    """A ``FailedPayment`` from a failure event, or ``None`` for any other event."""
-    kind = event.get("type")
-    obj = _dig(event, "data", "object") or {}
-    if kind == "payment_intent.payment_failed":
-        error = obj.get("last_payment_error") or {}
-        pm = error.get("payment_method") or obj.get("payment_method")
-        return FailedPayment(
-            payment_intent_id=_id(obj),
-            invoice_id=_id(obj.get("invoice")),
-            customer_id=_id(obj.get("customer")),
-            payment_method_id=_id(pm),
-            card_fingerprint=_dig(pm, "card", "fingerprint"),
-            failure_code=error.get("code"),
-            decline_code=error.get("decline_code"),
-            payment_status=obj.get("status"),
-            amount_minor=obj.get("amount"),
-            currency=obj.get("currency"),
-            stripe_event_id=event.get("id"),
-        )
-    if kind == "invoice.payment_failed":
-        # before 2025-03-31.basil: invoice.payment_intent; since: invoice.payments[]
-        pi = obj.get("payment_intent") or _dig(
-            obj, "payments", "data", 0, "payment", "payment_intent"
-        )
-        return FailedPayment(
-            payment_intent_id=_id(pi),
-            invoice_id=_id(obj),
-            customer_id=_id(obj.get("customer")),
-            payment_method_id=_id(obj.get("default_payment_method")),
-            amount_minor=obj.get("amount_remaining", obj.get("amount_due")),
-            currency=obj.get("currency"),
-            stripe_event_id=event.get("id"),
-        )
-    return None
 
 
 def enrich(conn: Connection, failure: FailedPayment) -> FailedPayment:
@@ -211,7 +146,7 @@ def _live(conn: Connection, failure: FailedPayment) -> Mapping[str, Any] | None:
     )
 
 
-def _audit(
+def audit_recovery(
     conn: Connection,
     action: str,
     recovery_id: int,
@@ -276,7 +211,9 @@ def apply_strategy(
     ticket: TicketRequest | None = None
     if strategy.name == DO_NOT_RETRY:
         values.update(status="blocked", next_attempt_at=None)
-        ticket = _ticket(recovery, "payment_recovery_blocked", strategy.ticket_priority, error_type)
+        ticket = _ticket(
+            recovery, IssueType.PAYMENT_RECOVERY_BLOCKED, strategy.ticket_priority, error_type
+        )
     elif strategy.name == CUSTOMER_ACTION or strategy.notify_customer:
         values.update(status="awaiting_customer", next_attempt_at=None)
         decision.notifications.append(_customer_notification(recovery, error_type))
@@ -284,7 +221,7 @@ def apply_strategy(
         values.update(status="open", next_attempt_at=now + strategy.retry_delays[attempts])
     else:
         values.update(status="exhausted", next_attempt_at=None)
-        ticket = _ticket(recovery, "payment_recovery_exhausted", "medium", error_type)
+        ticket = _ticket(recovery, IssueType.PAYMENT_RECOVERY_EXHAUSTED, "medium", error_type)
     if ticket is not None:
         result = open_ticket(conn, ticket, actor=actor)
         values["support_ticket_id"] = result.ticket_id
@@ -298,7 +235,7 @@ def apply_strategy(
         k: recovery.get(k)
         for k in ("status", "recovery_strategy", "last_error_type", "next_attempt_at")
     }
-    _audit(
+    audit_recovery(
         conn,
         f"recovery_{reason}",
         rid,
@@ -316,8 +253,10 @@ def _ticket(
 ) -> TicketRequest:
     what = recovery["recovery_key"] or f"recovery {recovery['id']}"
     title = {
-        "payment_recovery_blocked": f"Hard decline ({error_type}) on {what}: never retried",
-        "payment_recovery_exhausted": f"Payment recovery exhausted for {what} ({error_type})",
+        IssueType.PAYMENT_RECOVERY_BLOCKED: f"Hard decline ({error_type}) on {what}: never retried",
+        IssueType.PAYMENT_RECOVERY_EXHAUSTED: (
+            f"Payment recovery exhausted for {what} ({error_type})"
+        ),
     }[issue_type]
     return TicketRequest(
         issue_type=issue_type,
@@ -442,7 +381,7 @@ def open_recovery(
     conn.execute(
         update(RECOVERIES).where(RECOVERIES.c.id == existing["id"]).values(**fill, updated_at=now)
     )
-    _audit(
+    audit_recovery(
         conn,
         "recovery_failure_seen",
         existing["id"],
@@ -497,7 +436,7 @@ def close_recovery(
             note=f"payment {status} ({via})",
             actor=actor,
         )
-    _audit(
+    audit_recovery(
         conn,
         f"recovery_{status}",
         row["id"],
@@ -538,7 +477,7 @@ def resume_for_customer(
         ).scalars()
     )
     for rid in ids:
-        _audit(
+        audit_recovery(
             conn,
             "recovery_resumed",
             rid,
@@ -551,83 +490,6 @@ def resume_for_customer(
     return ids
 
 
-def handle_event(
-    conn: Connection,
-    event: Mapping[str, Any],
-    *,
-    policy: RecoveryPolicy = DEFAULT_POLICY,
-    now: datetime | None = None,
-    actor: str | None = None,
-) -> RecoveryDecision | None:
-    """The processing hook: route one Stripe event to the recovery it concerns."""
-    kind = event.get("type") or ""
-    obj = _dig(event, "data", "object") or {}
-    event_id = event.get("id")
-    actor = actor or (f"event:{event_id}" if event_id else "recovery")
-    if kind in FAILURE_EVENTS:
-        failure = parse_failed_payment(event)
-        if failure is None or not (failure.invoice_id or failure.payment_intent_id):
-            return None
-        return open_recovery(conn, failure, policy=policy, now=now, actor=actor)
-    if kind in SUCCESS_EVENTS or kind in CANCEL_EVENTS:
-        is_invoice = kind.startswith("invoice.")
-        return close_recovery(
-            conn,
-            invoice_id=_id(obj) if is_invoice else _id(obj.get("invoice")),
-            payment_intent_id=None if is_invoice else _id(obj),
-            status="recovered" if kind in SUCCESS_EVENTS else "canceled",
-            stripe_event_id=event_id,
-            now=now,
-            actor=actor,
-            via=kind,
-        )
-    if kind in NEW_CARD_EVENTS:
-        if kind == "customer.updated":
-            previous = _dig(event, "data", "previous_attributes") or {}
-            changed = "default_source" in previous or "default_payment_method" in (
-                previous.get("invoice_settings") or {}
-            )
-            if not changed:
-                return None
-            customer_id = _id(obj)
-            pm = _id(_dig(obj, "invoice_settings", "default_payment_method"))
-        else:
-            customer_id = _id(obj.get("customer"))
-            pm = _id(obj) if kind == "payment_method.attached" else _id(obj.get("payment_method"))
-        if not customer_id:
-            return None
-        ids = resume_for_customer(
-            conn, customer_id, stripe_event_id=event_id, payment_method_id=pm, now=now, actor=actor
-        )
-        return RecoveryDecision(ids[0] if ids else None, "resumed" if ids else "unchanged")
-    return None
-
-
-def send_notifications(notifier: Any, decisions: Iterable[RecoveryDecision | None]) -> int:
-    """Send the decisions' notifications (after commit); a notifier failure is only logged."""
-    sent = 0
-    for decision in decisions:
-        for note in decision.notifications if decision else ():
-            try:
-                notifier.notify(note.title, note.body, note.priority, note.details)
-                sent += 1
-            except Exception:
-                log.exception("recovery notification failed: %s", note.title)
-    return sent
-
-
-def handle_events(
-    engine: Engine,
-    events: Iterable[Mapping[str, Any]],
-    *,
-    notifier: Any | None = None,
-    policy: RecoveryPolicy = DEFAULT_POLICY,
-    now: datetime | None = None,
-) -> list[RecoveryDecision]:
-    """Apply recovery events in one transaction, then notify (tests, replays, scripts)."""
-    with engine.begin() as conn:
-        decisions = [handle_event(conn, e, policy=policy, now=now) for e in events]
-    done = [d for d in decisions if d is not None]
-    if notifier is not None:
-        send_notifications(notifier, done)
-    return done
+def notifications_of(decisions: Iterable[RecoveryDecision | None]) -> list[Notification]:
+    """What the decisions want sent (after their transaction commits)."""
+    return [note for decision in decisions if decision for note in decision.notifications]

@@ -30,10 +30,10 @@ from stripe_pipeline.recover import limits as attempt_limits
 from stripe_pipeline.recover.merge import merge_all_linked
 from stripe_pipeline.recover.open import (
     RecoveryDecision,
-    _audit,
     apply_strategy,
+    audit_recovery,
     close_recovery,
-    send_notifications,
+    notifications_of,
 )
 from stripe_pipeline.recover.strategies import (
     DEFAULT_POLICY,
@@ -41,6 +41,7 @@ from stripe_pipeline.recover.strategies import (
     RecoveryPolicy,
     Strategy,
 )
+from stripe_pipeline.support.notify import Notifier, send_notifications
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ def run_due_retries(
     clock: Callable[[], datetime] | None = None,
     limits: attempt_limits.AttemptLimits | None = None,
     policy: RecoveryPolicy = DEFAULT_POLICY,
-    notifier: Any | None = None,
+    notifier: Notifier | None = None,
     batch_size: int = 500,
     max_recoveries: int | None = None,
     workers: int = 4,
@@ -136,7 +137,7 @@ def run_due_retries(
         merged = merge_all_linked(conn, policy=policy, actor=actor, now=clock())
     summary.merged = sum(1 for decision in merged if decision.action == "merged")
     if notifier is not None:  # a merge may escalate the survivor (a hard decline)
-        send_notifications(notifier, merged)
+        send_notifications(notifier, notifications_of(merged))
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         while max_recoveries is None or summary.claimed < max_recoveries:
             take = batch_size
@@ -152,7 +153,7 @@ def run_due_retries(
             for outcome, decision in results:
                 summary.outcomes[outcome] += 1
                 if notifier is not None and decision is not None:
-                    send_notifications(notifier, [decision])
+                    send_notifications(notifier, decision.notifications)
     flush = getattr(api, "flush_audit", None)
     if flush:
         flush()
@@ -181,7 +182,7 @@ def _retry_one(
                 .where(RECOVERIES.c.id == row["id"], RECOVERIES.c.status == "open")
                 .values(next_attempt_at=clock() + TEMPORARY_ERROR_DELAY)
             )
-            _audit(
+            audit_recovery(
                 conn,
                 "recovery_retry_error",
                 row["id"],
@@ -251,7 +252,7 @@ def _attempt(
                 .where(RECOVERIES.c.id == rid)
                 .values(next_attempt_at=later, updated_at=now)
             )
-            _audit(
+            audit_recovery(
                 conn,
                 "recovery_attempt_refused",
                 rid,
@@ -418,7 +419,7 @@ def _after_api_error(
                 .where(RECOVERIES.c.id == row["id"])
                 .values(next_attempt_at=now + TEMPORARY_ERROR_DELAY, updated_at=now)
             )
-            _audit(
+            audit_recovery(
                 conn,
                 "recovery_retry_deferred",
                 row["id"],

@@ -1,23 +1,27 @@
-"""Notifications for critical support tickets: log by default, webhook or Apprise.
+"""Notifications: one message type, one notifier protocol; log by default, webhook or Apprise.
 
-A notifier must never break processing: every implementation catches and logs its own
-errors. Messages are scrubbed of anything shaped like a card number or a Stripe
-secret, and callers pass ids and classes only, never payloads.
+Work that wants a message sent (a dead-letter ticket, a dunning decision, a failed
+check) returns a ``Notification``; the caller sends it with ``send_notifications``
+after its transaction commits. A notifier must never break processing: every
+implementation catches and logs its own errors. Messages are scrubbed of anything
+shaped like a card number or a Stripe secret, and callers pass ids and classes only,
+never payloads.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
+
+from stripe_pipeline.config import load_notify_urls
 
 log = logging.getLogger(__name__)
 
-NOTIFY_URLS_ENV = "STRIPE_PIPELINE_NOTIFY_URLS"
 
 # 13-19 digits, optionally grouped by spaces or dashes: a possible card number (PAN)
 _PAN = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
@@ -37,11 +41,34 @@ def scrub(value: Any) -> Any:
     return scrub(str(value))
 
 
+@dataclass(frozen=True)
+class Notification:
+    """One message for people: a title, a body, a priority and ids (never payloads)."""
+
+    title: str
+    body: str
+    priority: str
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
 @runtime_checkable
 class Notifier(Protocol):
-    """Sends one message about a ticket; must not raise."""
+    """Sends one notification; must not raise."""
 
-    def notify(self, title: str, body: str, priority: str, details: Mapping[str, Any]) -> None: ...
+    def notify(self, notification: Notification) -> None: ...
+
+
+def send_notifications(notifier: Notifier, notifications: Iterable[Notification]) -> int:
+    """Send committed work's notifications; returns how many left. A notifier that
+    raises anyway is logged and the rest still go."""
+    sent = 0
+    for note in notifications:
+        try:
+            notifier.notify(note)
+            sent += 1
+        except Exception as exc:  # notifiers should not raise; be sure anyway
+            log.error("notifier %r failed on %r: %s", notifier, scrub(note.title), exc)
+    return sent
 
 
 class LogNotifier:
@@ -50,13 +77,13 @@ class LogNotifier:
     def __init__(self, logger: logging.Logger | None = None) -> None:
         self.logger = logger or log
 
-    def notify(self, title: str, body: str, priority: str, details: Mapping[str, Any]) -> None:
+    def notify(self, notification: Notification) -> None:
         self.logger.warning(
             "support notification [%s] %s: %s %s",
-            priority,
-            scrub(title),
-            scrub(body),
-            json.dumps(scrub(dict(details)), default=str, sort_keys=True),
+            notification.priority,
+            scrub(notification.title),
+            scrub(notification.body),
+            json.dumps(scrub(dict(notification.details)), default=str, sort_keys=True),
         )
 
 
@@ -72,12 +99,12 @@ class WebhookNotifier:
         self.url = url
         self.timeout = timeout
 
-    def notify(self, title: str, body: str, priority: str, details: Mapping[str, Any]) -> None:
+    def notify(self, notification: Notification) -> None:
         message = {
-            "title": scrub(title),
-            "body": scrub(body),
-            "priority": priority,
-            "details": scrub(dict(details)),
+            "title": scrub(notification.title),
+            "body": scrub(notification.body),
+            "priority": notification.priority,
+            "details": scrub(dict(notification.details)),
         }
         data = json.dumps(message, default=str).encode()
         request = urllib.request.Request(
@@ -107,10 +134,12 @@ class AppriseNotifier:
             if not self._apprise.add(url):
                 log.error("apprise rejected a notification URL (scheme %s)", url.split(":")[0])
 
-    def notify(self, title: str, body: str, priority: str, details: Mapping[str, Any]) -> None:
-        text = scrub(body) + "\n\n" + json.dumps(scrub(dict(details)), default=str, indent=1)
+    def notify(self, notification: Notification) -> None:
+        details = json.dumps(scrub(dict(notification.details)), default=str, indent=1)
+        text = scrub(notification.body) + "\n\n" + details
+        title = f"[{notification.priority}] {scrub(notification.title)}"
         try:
-            ok = self._apprise.notify(title=f"[{priority}] {scrub(title)}", body=text)
+            ok = self._apprise.notify(title=title, body=text)
             if not ok:
                 log.error("apprise notification failed")
         except Exception as exc:
@@ -123,10 +152,10 @@ class MultiNotifier:
     def __init__(self, notifiers: Sequence[Notifier]) -> None:
         self.notifiers = list(notifiers)
 
-    def notify(self, title: str, body: str, priority: str, details: Mapping[str, Any]) -> None:
+    def notify(self, notification: Notification) -> None:
         for notifier in self.notifiers:
             try:
-                notifier.notify(title, body, priority, details)
+                notifier.notify(notification)
             except Exception as exc:
                 log.error("notifier %r failed: %s", notifier, exc)
 
@@ -146,8 +175,7 @@ def build_notifier(urls: Sequence[str] | None = None) -> Notifier:
     is installed (otherwise they are logged and skipped). Always logs as well.
     """
     if urls is None:
-        raw = os.environ.get(NOTIFY_URLS_ENV, "")
-        urls = [u.strip() for u in raw.split(",") if u.strip()]
+        urls = load_notify_urls()
     notifiers: list[Notifier] = [LogNotifier()]
     webhooks = [u for u in urls if u.startswith(("http://", "https://"))]
     others = [u for u in urls if u not in webhooks]

@@ -26,9 +26,10 @@ from stripe_pipeline.audit import AuditEntry, record
 from stripe_pipeline.db.fit import fit_row
 from stripe_pipeline.db.lists import chunked, in_list
 from stripe_pipeline.db.models import TICKET_PRIORITIES, UNRESOLVED_TICKET, PaymentSupportTicket
+from stripe_pipeline.db.statuses import TicketStatus
 
 TICKETS = PaymentSupportTicket.__table__
-OPEN_STATES = ("open", "investigating")
+OPEN_STATES = (TicketStatus.OPEN, TicketStatus.INVESTIGATING)
 # how many of its latest event ids a ticket lists (the rest are linked by
 # stripe_events.support_ticket_id)
 EVENT_IDS_KEPT = 20

@@ -25,17 +25,19 @@ from stripe_pipeline.audit import AUDIT_LOG, AuditEntry, record
 from stripe_pipeline.db.engine import begin_write
 from stripe_pipeline.db.lists import in_list
 from stripe_pipeline.db.models import StripeEvent
-from stripe_pipeline.process.queue import FINAL_STATUSES
+from stripe_pipeline.db.statuses import (
+    EVENT_ISSUES,
+    FINAL_STATUSES,
+    UNFINISHED_STATUSES,
+    EventStatus,
+    TicketStatus,
+)
 from stripe_pipeline.support.tickets import OPEN_STATES, TICKETS, resolve_ticket
 
 EVENTS = StripeEvent.__table__
 E = EVENTS.c
 T = TICKETS.c
 
-# issue types whose ticket is about specific stripe_events rows
-EVENT_ISSUES = ("event_permanent_error", "event_max_retries_exceeded")
-# an event of a ticket in one of these is not through yet
-UNFINISHED = ("pending", "retry", "processing", "dead_letter")
 # how many of its events ``show_ticket`` lists (newest first; the total is counted)
 EVENTS_SHOWN = 50
 _CHUNK = 1000
@@ -90,7 +92,7 @@ def _requeue(
             update(EVENTS)
             .where(E.id.in_([r["id"] for r in chunk]))
             .values(
-                status="pending",
+                status=EventStatus.PENDING,
                 retry_count=0,
                 next_retry_at=None,
                 claimed_by=None,
@@ -108,7 +110,7 @@ def _requeue(
                     object_id=r["stripe_event_id"],
                     stripe_event_id=r["stripe_event_id"],
                     before={"status": r["status"], "retry_count": r["retry_count"]},
-                    after={"status": "pending", "retry_count": 0},
+                    after={"status": EventStatus.PENDING, "retry_count": 0},
                     details=why,
                 )
                 for r in chunk
@@ -128,7 +130,7 @@ def requeue_ticket_events(engine: Engine, ticket_id: int, actor: str) -> Requeue
         if ticket["status"] not in OPEN_STATES:
             raise WorkflowError(f"support ticket {ticket_id} is already resolved")
         stmt = select(E.id, E.stripe_event_id, E.status, E.retry_count).where(
-            ticket_events(ticket), E.status == "dead_letter"
+            ticket_events(ticket), E.status == EventStatus.DEAD_LETTER
         )
         if conn.dialect.name == "postgresql":
             stmt = stmt.with_for_update()
@@ -144,9 +146,11 @@ def requeue_ticket_events(engine: Engine, ticket_id: int, actor: str) -> Requeue
                 note="nothing left to re-queue: no linked event is dead-lettered",
                 actor=actor,
             )
-            return RequeueResult(ticket_id, 0, "resolved")
-        _set_ticket_status(conn, ticket, "investigating", actor, note=f"re-queued {count} event(s)")
-        return RequeueResult(ticket_id, count, "investigating")
+            return RequeueResult(ticket_id, 0, TicketStatus.RESOLVED.value)
+        _set_ticket_status(
+            conn, ticket, TicketStatus.INVESTIGATING, actor, note=f"re-queued {count} event(s)"
+        )
+        return RequeueResult(ticket_id, count, TicketStatus.INVESTIGATING.value)
 
 
 def _set_ticket_status(
@@ -195,7 +199,9 @@ def resolve_requeued_tickets(conn: Connection, event_row_ids: Iterable[int]) -> 
         return []
     # almost always none: one index probe instead of matching a thousand event ids
     waiting = conn.execute(
-        select(T.id).where(T.status == "investigating", T.issue_type.in_(EVENT_ISSUES)).limit(1)
+        select(T.id)
+        .where(T.status == TicketStatus.INVESTIGATING, T.issue_type.in_(EVENT_ISSUES))
+        .limit(1)
     ).first()
     if waiting is None:
         return []
@@ -205,7 +211,7 @@ def resolve_requeued_tickets(conn: Connection, event_row_ids: Iterable[int]) -> 
     candidates = (
         select(TICKETS)
         .where(
-            T.status == "investigating",
+            T.status == TicketStatus.INVESTIGATING,
             T.issue_type.in_(EVENT_ISSUES),
             or_(T.id.in_(finished), T.stripe_event_id.in_(named)),
         )
@@ -216,7 +222,7 @@ def resolve_requeued_tickets(conn: Connection, event_row_ids: Iterable[int]) -> 
     closed = []
     for ticket in list(conn.execute(candidates).mappings()):
         left = conn.execute(
-            select(func.count()).where(ticket_events(ticket), E.status.in_(UNFINISHED))
+            select(func.count()).where(ticket_events(ticket), E.status.in_(UNFINISHED_STATUSES))
         ).scalar()
         if left == 0 and resolve_ticket(
             conn,
@@ -330,7 +336,7 @@ def replay_events(
 def list_tickets(
     engine: Engine,
     *,
-    status: str | Sequence[str] | None = ("open", "investigating"),
+    status: str | Sequence[str] | None = (TicketStatus.OPEN, TicketStatus.INVESTIGATING),
     issue_type: str | None = None,
     limit: int = 50,
 ) -> list[dict[str, Any]]:
@@ -430,9 +436,3 @@ def list_events(
     )
     with engine.connect() as conn:
         return [dict(r) for r in conn.execute(stmt).mappings()]
-
-
-def count_events_by_status(engine: Engine) -> dict[str, int]:
-    with engine.connect() as conn:
-        rows = conn.execute(select(E.status, func.count()).group_by(E.status)).all()
-    return {status: n for status, n in rows}

@@ -96,6 +96,7 @@ class Result:
     failures: dict[int, BaseException] = field(default_factory=dict)
     rows_written: dict[str, int] = field(default_factory=dict)
     notes: dict[int, str] = field(default_factory=dict)
+    notifications: list[Any] = field(default_factory=list)
 
 
 Decide = Callable[[QueuedEvent], "str | BaseException"]
@@ -141,6 +142,7 @@ class MarkingApply:
             for failed in real.failures:
                 result.outcomes.pop(failed, None)
             result.rows_written = dict(real.rows_written)
+            result.notifications = list(real.notifications)
             accepted = [e for e in accepted if e.id in real.outcomes]
         record(
             conn,

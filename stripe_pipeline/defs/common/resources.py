@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict
 from functools import cached_property
 from typing import Any
@@ -13,6 +12,7 @@ from sqlalchemy import Engine
 
 from stripe_pipeline.config import (
     ProcessingOptions,
+    load_notify_urls,
     load_processing_options,
     load_settings,
 )
@@ -90,8 +90,9 @@ class NotifierResource(ConfigurableResource):
 
     @property
     def resolved_urls(self) -> list[str]:
-        raw = self.urls or os.environ.get("STRIPE_PIPELINE_NOTIFY_URLS", "")
-        return [u.strip() for u in raw.split(",") if u.strip()]
+        if self.urls:
+            return [u.strip() for u in self.urls.split(",") if u.strip()]
+        return load_notify_urls()
 
     def get_notifier(self) -> Any:
         """The domain core's notifier (imported lazily: optional transports stay optional)."""

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import fields
 
 from dagster import ConfigurableResource
 
+from stripe_pipeline.config import load_check_overrides
 from stripe_pipeline.monitoring.checks import Thresholds
 from stripe_pipeline.support.notify import Notifier, build_notifier
 
-ENV_PREFIX = "STRIPE_PIPELINE_CHECK_"
 _DEFAULTS = Thresholds()
 
 
@@ -41,8 +40,9 @@ class MonitoringResource(ConfigurableResource):
     @classmethod
     def from_env(cls) -> MonitoringResource:
         values: dict[str, float | int] = {}
+        overrides = load_check_overrides()
         for f in fields(Thresholds):
-            raw = os.environ.get(ENV_PREFIX + f.name.upper(), "").strip()
+            raw = overrides.get(f.name)
             if raw:
                 values[f.name] = (
                     int(raw) if isinstance(getattr(_DEFAULTS, f.name), int) else float(raw)

@@ -1,7 +1,8 @@
 """The domain tables as Dagster assets, materialized by one processing step.
 
 The step is ``stripe_pipeline.process.runner.process_pending``; this module only
-builds its arguments from config and resources and publishes its report.
+builds its arguments from config and resources (the ``Processor``, with the notifier
+of this run's ``NotifierResource``) and publishes its report.
 """
 
 import time
@@ -26,6 +27,7 @@ from stripe_pipeline.defs.common.resources import (
     ProcessingSettings,
     StripeApiResource,
 )
+from stripe_pipeline.pipeline import build_processor
 from stripe_pipeline.process.backoff import RetryPolicy
 from stripe_pipeline.process.queue import has_due_events
 from stripe_pipeline.process.runner import ProcessingReport, process_pending
@@ -277,8 +279,9 @@ def stripe_domain_tables(
         "workers": settings.workers,
         "worker_id": f"dagster:{context.run.run_id}",
         "lease_seconds": _pick(config.lease_seconds, settings.lease_seconds),
-        "notifier": notifier.get_notifier(),
-        "refund_source": refund_source(stripe_api, database),
+        "processor": build_processor(
+            notifier.get_notifier(), peer=refund_source(stripe_api, database)
+        ),
     }
     max_batches = _pick(config.max_batches, settings.max_batches)
     report = process_pending(engine, max_batches=max_batches, **options)

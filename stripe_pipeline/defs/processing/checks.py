@@ -1,10 +1,9 @@
 """Asset checks of processing: the queue keeps up, and no dead letter goes unticketed."""
 
-import os
-
 from dagster import AssetCheckResult, AssetCheckSeverity, asset_check
 from sqlalchemy import exists, func, select
 
+from stripe_pipeline.config import load_orchestration_options
 from stripe_pipeline.db.models import PaymentSupportTicket, StripeEvent
 from stripe_pipeline.defs.common.resources import DatabaseResource
 from stripe_pipeline.defs.processing.assets import DOMAIN_TABLE_KEYS
@@ -13,7 +12,7 @@ from stripe_pipeline.process.queue import queue_stats
 
 def max_queue_age_seconds() -> float:
     """Oldest due event age that still counts as keeping up (default 15 minutes)."""
-    return float(os.environ.get("STRIPE_PIPELINE_MAX_QUEUE_AGE_SECONDS", "") or 900)
+    return load_orchestration_options().max_queue_age_seconds
 
 
 @asset_check(

@@ -11,7 +11,6 @@ anything is pending or due for retry. Hence:
 """
 
 import json
-import os
 import uuid
 from datetime import UTC, datetime
 
@@ -25,6 +24,7 @@ from dagster import (
     sensor,
 )
 
+from stripe_pipeline.config import load_orchestration_options
 from stripe_pipeline.defs.common.resources import DatabaseResource
 from stripe_pipeline.defs.processing.jobs import PROCESSING_JOB_NAME, process_stripe_events_job
 
@@ -39,12 +39,12 @@ IN_FLIGHT = [
 
 def sensor_interval_seconds() -> int:
     """Tick interval; Dagster's daemon evaluates sensors at best every few seconds."""
-    return max(1, int(os.environ.get("STRIPE_PIPELINE_SENSOR_INTERVAL", "") or 5))
+    return load_orchestration_options().sensor_interval_seconds
 
 
 def max_processing_runs() -> int:
     """How many processing runs may be queued or running at once (claims are disjoint)."""
-    return max(1, int(os.environ.get("STRIPE_PIPELINE_MAX_PROCESSING_RUNS", "") or 1))
+    return load_orchestration_options().max_processing_runs
 
 
 def has_due_events_in(database: DatabaseResource) -> bool:

@@ -1,7 +1,7 @@
 """Dagster assets of payment recovery: due retries through the API, and fraud screening.
 
-Thin wiring only: the work is in ``stripe_pipeline.recover``. Importing this module
-registers the dunning hook with event processing (``stripe_pipeline.recover.hook``).
+Thin wiring only: the work is in ``stripe_pipeline.recover``. Dunning of processed
+events is a post-apply hook of the processing step (``stripe_pipeline.pipeline``).
 """
 
 from datetime import timedelta
@@ -14,7 +14,6 @@ from dagster import (
     asset,
 )
 
-import stripe_pipeline.recover.hook as recovery_hook
 from stripe_pipeline.defs.common.resources import (
     DatabaseResource,
     NotifierResource,
@@ -55,7 +54,6 @@ def payment_recovery_retries(
 ) -> MaterializeResult:
     engine = database.get_engine()
     messages = notifier.get_notifier()
-    recovery_hook.configure(notifier=messages)
     api = stripe_api.get_client(audit_engine=engine, actor=f"dagster_run:{context.run.run_id}")
     summary = run_due_retries(
         engine,
