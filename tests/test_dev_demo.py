@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 import stripe
+from sqlalchemy import text
 
 from stripe_pipeline.cli import main
 from stripe_pipeline.devtools import fixture_events as fx
-from stripe_pipeline.devtools.dagster_api import SENSORS_QUERY
+from stripe_pipeline.devtools.dagster_api import SENSORS_QUERY, DagsterAPI
 from stripe_pipeline.devtools.demo import API_KEY
 from stripe_pipeline.devtools.processes import Supervisor, descendants, group_alive, is_alive
 from tests.support.demo import DemoManager, RunningDemo, free_port, shared_demo, wait_for
@@ -51,6 +52,17 @@ def _runs(demo: RunningDemo, job: str, status: str | None = None) -> list[dict]:
     data = demo.graphql(RUNS_QUERY, filter=run_filter)
     return data["runsOrError"]["results"]
 
+
+RUN_STATUS_QUERY = """
+query DemoRunStatus($runId: ID!) {
+  runOrError(runId: $runId) { __typename ... on Run { status } }
+}
+"""
+FINISHED = {"SUCCESS", "FAILURE", "CANCELED"}
+# the tickets the demo provokes on purpose: the dispute that names no charge is dead-
+# lettered (its ticket, and the dead-letter check's), and its disputes, opened on
+# customers who still pay, trip the fraud rule for exactly that
+DELIBERATE_TICKETS = {"event_permanent_error", "check:events_dead_lettered", "fraud_suspected"}
 
 FAILURE_EVENTS_QUERY = """
 query DemoRunFailure($runId: ID!) {
@@ -134,6 +146,41 @@ def test_fixture_events_carry_a_signature_stripe_accepts() -> None:
     assert verified["data"]["object"]["evidence_details"]["due_by"] > evt["created"]
 
 
+def test_fixture_events_say_what_the_api_says_of_their_objects() -> None:
+    """A fixture-built event names the real charge's card and refunds as they were made,
+    and the trial is the real subscription (its plan, its items): nothing the nightly
+    reconciliation would find missing or different in the demo's Stripe."""
+    charge = {
+        "id": "ch_real",
+        "amount": 1500,
+        "currency": "usd",
+        "payment_intent": "pi_real",
+        "payment_method": "pm_real",
+        "customer": "cus_real",
+        "created": 1_700_000_000,
+    }
+    refund = {"id": "re_real", "amount": 500, "status": "succeeded", "reason": None}
+    refunded = fx.refunded_charge(charge, [refund], include_refunds=True)
+    assert refunded["payment_method"] == "pm_real"
+    assert refunded["amount_refunded"] == 500
+    assert [(r["id"], r["reason"]) for r in refunded["refunds"]["data"]] == [("re_real", None)]
+
+    item = {"id": "si_real", "plan": {"id": "demo-pro-monthly", "amount": 2900}}
+    real = {
+        "id": "sub_real",
+        "customer": "cus_real",
+        "status": "active",
+        "created": 1_700_000_000,
+        "current_period_end": 1_702_592_000,
+        "items": {"object": "list", "data": [item]},
+    }
+    trialing = fx.trialing_subscription(real)
+    assert trialing["status"] == "trialing"
+    assert trialing["items"]["data"] == [item]  # the plan that exists, not the fixture's
+    assert trialing["customer"] == "cus_real" and real["status"] == "active"  # a copy
+    assert trialing["trial_end"] == trialing["current_period_end"] > trialing["trial_start"]
+
+
 def test_supervisor_kills_a_group_that_ignores_sigint_and_sigterm(tmp_path: Path) -> None:
     """What a backgrounded ``dagster dev`` does: ignore both signals, with children."""
     supervisor = Supervisor(tmp_path / "logs", os.environ, cwd=tmp_path)
@@ -198,6 +245,63 @@ def test_the_unappliable_event_became_a_support_ticket(demo: RunningDemo) -> Non
     )
     assert wait_for("a support ticket for the dispute without a charge",
                     lambda: demo.scalar(sql), timeout=90)  # fmt: skip
+
+
+def _run_status(demo: RunningDemo, run_id: str) -> str:
+    return demo.graphql(RUN_STATUS_QUERY, runId=run_id)["runOrError"].get("status", "")
+
+
+@pytest.mark.slow
+def test_nightly_reconciliation_agrees_with_the_demos_stripe(demo: RunningDemo) -> None:
+    """The Stripe the pipeline reads (the front over localstripe) says what the demo's
+    events said: a nightly run finds no discrepancy and opens no ticket, and every
+    Dagster run the demo started is green."""
+    unsettled = "SELECT COUNT(*) FROM stripe_events WHERE status IN ('pending', 'processing')"
+    wait_for("every event processed",
+             lambda: demo.scalar("SELECT COUNT(*) FROM stripe_events WHERE status = 'processed'")
+             and not demo.scalar(unsettled), timeout=120)  # fmt: skip
+    wait_for("the demo's own follow-up runs",
+             lambda: "launched Dagster job nightly_reconciliation" in demo.output_text(),
+             timeout=120)  # fmt: skip
+    api = DagsterAPI(demo.dagster_url)
+    repository, location = api.jobs()["nightly_reconciliation"]
+
+    run_id = api.launch("nightly_reconciliation", repository, location)
+    status = wait_for("the nightly_reconciliation run to finish",
+                      lambda: _run_status(demo, run_id) in FINISHED and _run_status(demo, run_id),
+                      timeout=240, interval=1)  # fmt: skip
+
+    assert status == "SUCCESS", _failure_messages(demo, run_id)
+    runs = demo.scalar(
+        "SELECT COUNT(*) FROM reconciliation_runs WHERE status = 'succeeded' AND triggered_by = :t",
+        t=f"dagster:{run_id}",
+    )
+    assert runs == 1
+    with demo.engine.connect() as conn:
+        # not one, by this run or the demo's own: not even a repaired one
+        found = conn.execute(
+            text("SELECT object_type, object_id, kind, field FROM reconciliation_discrepancies")
+        ).all()
+        tickets = conn.execute(
+            text("SELECT issue_type, title FROM payment_support_tickets WHERE status = 'open'")
+        ).all()
+    assert found == []
+    assert {issue for issue, _ in tickets} <= DELIBERATE_TICKETS, tickets
+    assert any(issue == "event_permanent_error" for issue, _ in tickets)  # the ticket path ran
+
+    finished = [
+        r for r in demo.graphql(RUNS_QUERY, filter={})["runsOrError"]["results"]
+        if r["status"] in FINISHED
+    ]  # fmt: skip
+    assert {r["jobName"] for r in finished} >= {
+        "process_stripe_events", "nightly_reconciliation", "payment_recovery", "fraud_screening"
+    }  # fmt: skip
+    failed = {
+        (r["jobName"], r["status"]): _failure_messages(demo, r["runId"])
+        for r in finished
+        if r["status"] != "SUCCESS"
+    }
+    assert failed == {}
 
 
 @pytest.mark.slow

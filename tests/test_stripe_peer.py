@@ -2,7 +2,7 @@
 
 The drill proves nothing if its fake hides what Stripe shows or shows what Stripe
 hides: these tests hold the peer (localstripe behind the front of
-``tests/support/stripe_peer.py``) to Stripe's documented list and error behaviour,
+``stripe_pipeline/devtools/stripe_peer.py``) to Stripe's documented list and error behaviour,
 through the pipeline's own client where the pipeline uses it.
 """
 
@@ -171,3 +171,71 @@ def test_fixture_objects_and_events_are_served_beside_localstripes(peer: StripeP
     )
     emitted = [e["id"] for e in peer.emitted_events()]
     assert event["id"] in emitted and len(emitted) == len(set(emitted))
+
+
+def _paid_charge(http: Http, amount: int = 2000) -> dict:
+    customer = http.post("/v1/customers", {"email": "refund@example.com"})["id"]
+    method = http.post(
+        "/v1/payment_methods",
+        {"type": "card", "card[number]": "4242424242424242", "card[exp_month]": "12",
+         "card[exp_year]": "2031", "card[cvc]": "123"},
+    )["id"]  # fmt: skip
+    http.post(f"/v1/payment_methods/{method}/attach", {"customer": customer})
+    intent = http.post(
+        "/v1/payment_intents",
+        {"amount": str(amount), "currency": "usd", "customer": customer,
+         "payment_method": method, "confirm": "true"},
+    )  # fmt: skip
+    charge = intent["latest_charge"]
+    return charge if isinstance(charge, dict) else http.get(f"/v1/charges/{charge}").json()
+
+
+def test_a_refund_names_its_charges_payment_intent(peer: StripePeer) -> None:
+    """localstripe leaves ``payment_intent`` null on refunds; Stripe names the charge's."""
+    http = Http(peer.base_url, peer.api_key)
+    charge = _paid_charge(http)
+    refund = http.post("/v1/refunds", {"charge": charge["id"], "amount": "500"})["id"]
+    upstream = Http(peer.localstripe.base_url, peer.api_key)
+    assert upstream.get(f"/v1/refunds/{refund}").json()["payment_intent"] is None
+
+    assert http.get(f"/v1/refunds/{refund}").json()["payment_intent"] == charge["payment_intent"]
+    listed = {r["id"]: r for r in http.get("/v1/refunds", limit=100).json()["data"]}
+    assert listed[refund]["payment_intent"] == charge["payment_intent"]
+
+
+def test_a_stored_object_serves_its_embedded_list(peer: StripePeer) -> None:
+    """A fixture-built invoice's lines are listed at ``/v1/invoices/{id}/lines``."""
+    http = Http(peer.base_url, peer.api_key)
+    invoice_id = f"in_peer{time.time_ns()}"
+    lines = [{"id": f"il_{n}_{invoice_id}", "object": "line_item", "amount": n} for n in range(3)]
+    embedded = {"object": "list", "data": lines, "has_more": False}
+    peer.put("invoices", {"id": invoice_id, "object": "invoice", "lines": embedded})
+
+    first = http.get(f"/v1/invoices/{invoice_id}/lines", limit=2).json()
+    assert [line["id"] for line in first["data"]] == [lines[0]["id"], lines[1]["id"]]
+    assert first["has_more"] is True
+    rest = http.get(f"/v1/invoices/{invoice_id}/lines", starting_after=lines[1]["id"]).json()
+    assert [line["id"] for line in rest["data"]] == [lines[2]["id"]]
+    assert rest["has_more"] is False
+    # an object localstripe keeps still answers from localstripe
+    assert http.get("/v1/invoices/in_never/lines").status_code == 404
+
+
+def test_the_store_outlives_the_front_in_its_state_file(peer: StripePeer, tmp_path) -> None:
+    """The demo's second run serves the disputes its first run registered."""
+    state = tmp_path / "stripe_peer.json"
+    first = StripePeer(peer.localstripe, state_file=state)
+    dispute = {"id": f"dp_kept{time.time_ns()}", "object": "dispute", "created": 1_700_000_000}
+    first.put("disputes", dispute)
+    first.put("events", {"id": "evt_kept", "object": "event", "created": 1_700_000_001})
+
+    second = StripePeer(peer.localstripe, state_file=state).start()
+    try:
+        http = Http(second.base_url, second.api_key)
+        assert http.get(f"/v1/disputes/{dispute['id']}").json() == dispute
+        second.put("disputes", {**dispute, "status": "won"})  # replaced, not added
+        listed = http.get("/v1/disputes").json()["data"]
+        assert [d["id"] for d in listed] == [dispute["id"]]
+        assert listed[0]["status"] == "won"
+    finally:
+        second.stop()

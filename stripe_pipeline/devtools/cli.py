@@ -35,6 +35,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
         receiver_port=args.receiver_port,
         dagster_port=args.dagster_port,
         localstripe_port=args.localstripe_port,
+        stripe_api_port=args.stripe_api_port,
         customers=args.customers,
         traffic=not args.no_traffic,
         traffic_interval=args.traffic_interval,
@@ -49,8 +50,9 @@ def add_dev_command(commands: argparse._SubParsersAction) -> None:
         "dev",
         help="run the whole pipeline locally against a fake Stripe (localstripe)",
         description=(
-            "Migrate the SQLite database, start localstripe (127.0.0.1), the receiver and "
-            "Dagster (webserver + daemon), register the webhook and drive realistic traffic. "
+            "Migrate the SQLite database, start localstripe (127.0.0.1) with a Stripe front "
+            "before it (serving what localstripe lacks), the receiver and Dagster (webserver "
+            "+ daemon), register the webhook and drive realistic traffic. "
             "Ctrl-C stops every child process. State lives in --data-dir, so a second run "
             "continues where the first stopped. Needs the dev extra: pip install -e '.[dev]'."
         ),
@@ -59,6 +61,12 @@ def add_dev_command(commands: argparse._SubParsersAction) -> None:
     dev.add_argument("--receiver-port", type=_port, default=8000, help="default 8000")
     dev.add_argument("--dagster-port", type=_port, default=3000, help="default 3000")
     dev.add_argument("--localstripe-port", type=_port, default=8420, help="default 8420")
+    dev.add_argument(
+        "--stripe-api-port",
+        type=_port,
+        default=8421,
+        help="the Stripe API the pipeline uses: a front over localstripe (default 8421)",
+    )
     dev.add_argument(
         "--customers", type=_count, default=6, help="customers in the first burst (default 6)"
     )

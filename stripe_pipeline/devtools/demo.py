@@ -1,11 +1,16 @@
 """``stripe-pipeline dev``: the whole pipeline on one machine, against a fake Stripe.
 
-Order of events: migrate the app database, start localstripe (127.0.0.1 only), the
-receiver and ``dagster dev`` as supervised children, wait until each answers,
-register the receiver as localstripe's webhook endpoint, drive traffic, then report
-progress until Ctrl-C (or ``--exit-after``). Everything lives under one data folder,
-so a second run continues with the same SQLite database, the same localstripe state
-and the same Dagster instance.
+Order of events: migrate the app database, start the Stripe front (a thread of this
+process, see :mod:`stripe_pipeline.devtools.stripe_peer`), then localstripe (127.0.0.1
+only), the receiver and ``dagster dev`` as supervised children, wait until each
+answers, register the receiver as localstripe's webhook endpoint, drive traffic, then
+report progress until Ctrl-C (or ``--exit-after``). The pipeline and the traffic talk
+to the front, never to localstripe directly: it serves what localstripe lacks
+(disputes, namespaced and missing collections, Stripe's list semantics) and keeps the
+fixture-built objects the demo signs as events, so the Stripe the nightly
+reconciliation reads agrees with the events it was sent. Everything lives under one
+data folder, so a second run continues with the same SQLite database, the same
+localstripe and front state and the same Dagster instance.
 """
 
 from __future__ import annotations
@@ -38,23 +43,18 @@ from stripe_pipeline.devtools.processes import (
 )
 
 if TYPE_CHECKING:
+    from stripe_pipeline.devtools.stripe_peer import StripePeer
     from stripe_pipeline.devtools.traffic import TrafficDriver
 
 API_KEY = "sk_test_stripe_pipeline_dev"
 DEMO_PID_ENV = "STRIPE_PIPELINE_DEV_PID"  # marks every child, to find orphans later
-# launched once the first traffic is processed, so their assets and checks show up too
-# localstripe has no /v1/disputes and refuses created[...] filters on most lists
-LOCALSTRIPE_RECONCILIATION = {
-    "ops": {
-        "nightly_reconciliation_run": {
-            "config": {
-                "object_types": ["payment", "refund", "subscription", "invoice"],
-                "api_created_filter": False,
-            }
-        }
-    }
+# launched once the first traffic is processed, so their assets and checks show up too;
+# reconciliation runs as the nightly schedule does (every object type, through the front)
+FOLLOW_UP_JOBS: dict[str, dict[str, Any]] = {
+    "nightly_reconciliation": {},
+    "payment_recovery": {},
+    "fraud_screening": {},
 }
-FOLLOW_UP_JOBS = {"nightly_reconciliation": LOCALSTRIPE_RECONCILIATION, "payment_recovery": {}}
 SETTLE_TIMEOUT = 60.0
 # on the way out: how long runs in flight may take to finish, then to cancel
 RUN_DRAIN_SECONDS = 30.0
@@ -101,6 +101,7 @@ class DemoConfig:
     receiver_port: int = 8000
     dagster_port: int = 3000
     localstripe_port: int = 8420
+    stripe_api_port: int = 8421
     customers: int = 6
     traffic: bool = True
     traffic_interval: float = 30.0
@@ -117,6 +118,7 @@ class DemoPaths:
     logs: Path = field(init=False)
     dagster_home: Path = field(init=False)
     localstripe_state: Path = field(init=False)
+    stripe_peer_state: Path = field(init=False)
     settings_file: Path = field(init=False)
     status_file: Path = field(init=False)
     paused_sensors: Path = field(init=False)
@@ -126,6 +128,7 @@ class DemoPaths:
         self.logs = self.data_dir / "logs"
         self.dagster_home = self.data_dir / "dagster_home"
         self.localstripe_state = self.data_dir / "localstripe.pickle"
+        self.stripe_peer_state = self.data_dir / "stripe_peer.json"
         self.settings_file = self.data_dir / "dev.json"
         self.status_file = self.data_dir / "dev_status.json"
         self.paused_sensors = self.data_dir / "dagster_paused_sensors.json"
@@ -209,7 +212,8 @@ def migrate_database(database_url: str) -> str:
 def child_environment(
     config: DemoConfig, paths: DemoPaths, database_url: str, secret: str
 ) -> dict[str, str]:
-    """One environment for every child, so they agree on database, secret and API base."""
+    """One environment for every child, so they agree on database, secret and API base
+    (the Stripe front, not localstripe)."""
     env = dict(os.environ)
     env.update(
         {
@@ -217,7 +221,7 @@ def child_environment(
             "STRIPE_PIPELINE_DATABASE_URL": database_url,
             "STRIPE_WEBHOOK_SECRET": secret,
             "STRIPE_API_KEY": API_KEY,
-            "STRIPE_API_BASE": f"http://{LOCALHOST}:{config.localstripe_port}",
+            "STRIPE_API_BASE": f"http://{LOCALHOST}:{config.stripe_api_port}",
             "DAGSTER_HOME": str(paths.dagster_home),
             "PYTHONUNBUFFERED": "1",
             DEMO_PID_ENV: str(os.getpid()),
@@ -250,6 +254,28 @@ def register_webhook(localstripe_url: str, receiver_url: str, secret: str) -> No
             raise StartupError(f"localstripe refused the webhook registration: {response.status}")
 
 
+@dataclass
+class LocalStripeUpstream:
+    """The demo's localstripe as the Stripe front sees it."""
+
+    base_url: str
+    api_key: str = API_KEY
+
+    def flush(self) -> None:
+        request = urllib.request.Request(f"{self.base_url}/_config/data", method="DELETE")
+        with urllib.request.urlopen(request, timeout=5):
+            pass
+
+
+def start_stripe_front(config: DemoConfig, paths: DemoPaths) -> StripePeer:
+    """The Stripe API the pipeline and the traffic talk to: the front over localstripe,
+    serving on 127.0.0.1 from a thread of the demo process, its store in the data folder."""
+    from stripe_pipeline.devtools.stripe_peer import StripePeer
+
+    upstream = LocalStripeUpstream(f"http://{LOCALHOST}:{config.localstripe_port}")
+    return StripePeer(upstream, state_file=paths.stripe_peer_state).start(config.stripe_api_port)
+
+
 class Demo:
     """One run of the demo: owns the supervisor, the URLs and the status file."""
 
@@ -257,11 +283,13 @@ class Demo:
         self.config = config
         self.paths = DemoPaths(Path(config.data_dir))
         self.localstripe_url = f"http://{LOCALHOST}:{config.localstripe_port}"
+        self.stripe_api_url = f"http://{LOCALHOST}:{config.stripe_api_port}"
         self.receiver_url = f"http://{LOCALHOST}:{config.receiver_port}"
         self.dagster_url = f"http://{LOCALHOST}:{config.dagster_port}"
         self.webhook_url = f"{self.receiver_url}/webhooks/stripe"
         self.dagster = DagsterAPI(self.dagster_url)
         self.supervisor: Supervisor | None = None
+        self.stripe_front: StripePeer | None = None
         self.database_url = ""
 
     # -- status file: how tests (and curious people) see what is running ------------
@@ -272,6 +300,7 @@ class Demo:
             "children": self.supervisor.process_groups() if self.supervisor else {},
             "urls": {
                 "localstripe": self.localstripe_url,
+                "stripe_api": self.stripe_api_url,
                 "receiver": self.receiver_url,
                 "webhook": self.webhook_url,
                 "dagster": self.dagster_url,
@@ -293,6 +322,7 @@ class Demo:
         ensure_ports_free(
             {
                 "localstripe": config.localstripe_port,
+                "stripe-api": config.stripe_api_port,
                 "receiver": config.receiver_port,
                 "dagster": config.dagster_port,
             }
@@ -314,6 +344,8 @@ class Demo:
         started = time.monotonic()
         dagster_up = False
         try:
+            self.stripe_front = start_stripe_front(config, paths)
+            log(f"Stripe front (what localstripe lacks, Stripe's lists) on {self.stripe_api_url}")
             self._start_children()
             self.write_status("starting")
             self._wait_ready()
@@ -334,6 +366,8 @@ class Demo:
             if dagster_up:
                 self.finish_dagster_runs()
             self.supervisor.stop()
+            if self.stripe_front is not None:
+                self.stripe_front.stop()
             self.write_status("stopped")
             log("every child process stopped")
 
@@ -390,7 +424,8 @@ class Demo:
             "  stripe-pipeline dev is running (Ctrl-C stops everything)",
             f"  Dagster UI        {self.dagster_url}/assets",
             f"  receiver          {self.webhook_url}   (metrics: {self.receiver_url}/metrics)",
-            f"  fake Stripe API   {self.localstripe_url}   (STRIPE_API_KEY={API_KEY})",
+            f"  fake Stripe API   {self.stripe_api_url}   (STRIPE_API_KEY={API_KEY}; "
+            f"localstripe behind it on {self.localstripe_url})",
             f"  app database      {self.database_url}",
             f"  logs              {self.paths.logs}/{{dagster,receiver,localstripe}}.log",
             "",
@@ -408,8 +443,9 @@ class Demo:
             from stripe_pipeline.devtools.traffic import TrafficDriver
 
             traffic = TrafficDriver(
-                api_base=self.localstripe_url,
+                api_base=self.stripe_api_url,
                 api_key=API_KEY,
+                stripe_front=self.stripe_front,
                 webhook_url=self.webhook_url,
                 webhook_secret=webhook_secret(self.paths),
                 say=log,

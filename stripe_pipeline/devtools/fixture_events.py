@@ -135,6 +135,7 @@ def refunded_charge(
         currency=charge["currency"],
         customer=charge.get("customer"),
         payment_intent=charge.get("payment_intent"),
+        payment_method=charge.get("payment_method"),
         created=charge.get("created") or int(time.time()),
         refunded=amount_refunded >= charge["amount"],
         captured=True,
@@ -154,7 +155,7 @@ def refunded_charge(
                     payment_intent=charge.get("payment_intent"),
                     status=r.get("status", "succeeded"),
                     created=r.get("created") or int(time.time()),
-                    reason="requested_by_customer",
+                    reason=r.get("reason"),
                 )
                 for r in refunds
             ],
@@ -166,28 +167,22 @@ def refunded_charge(
     return obj
 
 
-def trialing_subscription(subscription_id: str, customer_id: str, plan_amount: int):
-    """A subscription three days before its trial ends (periods live on the items)."""
+def trialing_subscription(subscription: dict[str, Any]) -> dict[str, Any]:
+    """A subscription as the API answered it, put three days before its trial ends.
+
+    Built from the real object (its plan, items and customer), not the fixture, so the
+    prices and items it names exist in the Stripe the pipeline reconciles against; the
+    period runs to the trial's end, at the top (old shapes) and on the items (2025+).
+    """
     now = int(time.time())
-    sub = fixture(
-        "subscription",
-        id=subscription_id,
-        customer=customer_id,
-        status="trialing",
-        created=now - 11 * DAY,
-        start_date=now - 11 * DAY,
-        trial_start=now - 11 * DAY,
-        trial_end=now + 3 * DAY,
-        currency="usd",
-    )
-    for item in sub["items"]["data"]:
-        item["subscription"] = subscription_id
-        item["current_period_start"] = now - 11 * DAY
-        item["current_period_end"] = now + 3 * DAY
-        for key in ("plan", "price"):
-            if isinstance(item.get(key), dict):
-                item[key]["currency"] = "usd"
-                item[key]["unit_amount" if key == "price" else "amount"] = plan_amount
+    sub = copy.deepcopy(subscription)
+    start = int(sub.get("created") or now)
+    sub.update(status="trialing", trial_start=start, trial_end=now + 3 * DAY)
+    if "current_period_end" in sub:
+        sub["current_period_end"] = now + 3 * DAY
+    for item in (sub.get("items") or {}).get("data") or []:
+        if "current_period_end" in item:
+            item["current_period_end"] = now + 3 * DAY
     return sub
 
 

@@ -4,8 +4,15 @@ Two sources, as in production: localstripe's own signed webhooks for what it can
 emit (customers, subscriptions, invoices, payment intents: successful, declined and
 3-D Secure), and fixture-built signed events for what it cannot (the dispute
 lifecycle, ``charge.refunded`` with and without the refunds list, a trial ending,
-an invoice marked uncollectible). Fixture events always point at objects that
-exist in localstripe, so refund lookups and reconciliation find them.
+an invoice marked uncollectible). At the end of each round the driver also sends
+what localstripe never emits for its own objects (cards attached and detached, the
+failed first invoice of a subscription and its payment, a failed 3-D Secure payment,
+refunds) and settles same-second ordering (customers), each event built from the
+object as the API answers a second after the round, as Stripe would have sent it.
+Fixture events always point at objects that
+exist in localstripe, and the objects they carry (and the events themselves) are
+registered in the Stripe front's store, so the API the pipeline reads says what the
+events said: refund lookups and the nightly reconciliation find no false difference.
 """
 
 from __future__ import annotations
@@ -19,11 +26,14 @@ import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import stripe
 
 from stripe_pipeline.devtools import fixture_events as fx
+
+if TYPE_CHECKING:
+    from stripe_pipeline.devtools.stripe_peer import StripePeer
 
 PEOPLE = [
     ("Ada Lovelace", "ada"),
@@ -54,11 +64,21 @@ class Ledger:
     customers: list[str] = field(default_factory=list)
     subscriptions: list[tuple[str, str]] = field(default_factory=list)  # (sub, customer)
     declined_customers: list[str] = field(default_factory=list)
+    payment_methods: list[str] = field(default_factory=list)
+    failed_intents: list[str] = field(default_factory=list)
+    failed_invoices: list[str] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
 
 
 def _as_dict(obj: Any) -> dict[str, Any]:
     return obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
+
+
+def next_second() -> None:
+    """Sleep into the next whole second: events sent after it order after the round's."""
+    start = int(time.time())
+    while int(time.time()) == start:
+        time.sleep(0.02)
 
 
 class TrafficDriver:
@@ -72,8 +92,10 @@ class TrafficDriver:
         webhook_secret: str,
         say: Callable[[str], None] = print,
         seed: int | None = None,
+        stripe_front: StripePeer | None = None,
     ) -> None:
         self.api_base = api_base
+        self.stripe_front = stripe_front
         self.api_key = api_key
         self.webhook_url = webhook_url
         self.webhook_secret = webhook_secret
@@ -118,6 +140,7 @@ class TrafficDriver:
         self.say(f"traffic: {customers} customer(s) through the Stripe API at {self.api_base}")
         for index in range(customers):
             self.customer_story(index, ledger)
+        self.settle(ledger, charges_refunded=not fixture_events)
         if fixture_events:
             self.fixture_stories(ledger)
         summary = dict(sorted(ledger.counts.items()))
@@ -143,7 +166,7 @@ class TrafficDriver:
         if index % 3 == 1:
             self._declined_story(customer.id, ledger)
             return
-        card = self._attach(customer.id, CARD_OK)
+        card = self._attach(customer.id, CARD_OK, ledger)
         ledger.counts["payment methods attached"] += 1
         plan_id, _ = self.plans()[index % len(self.plans())]
         subscription = self.client.v1.subscriptions.create(
@@ -158,7 +181,7 @@ class TrafficDriver:
         if charge and index % 2 == 0:
             self._refund(charge, ledger, partial=index % 4 == 0)
         # the customer swaps cards: attach a new one, detach the old one
-        self._attach(customer.id, CARD_OK)
+        self._attach(customer.id, CARD_OK, ledger)
         self.client.v1.payment_methods.detach(card)
         ledger.counts["payment methods detached"] += 1
         if index % 4 == 3:
@@ -168,8 +191,9 @@ class TrafficDriver:
     def _amount(self) -> int:
         return self.random.choice([1200, 2500, 4900, 7500, 12900, 19900])
 
-    def _attach(self, customer_id: str, payment_method: str) -> str:
+    def _attach(self, customer_id: str, payment_method: str, ledger: Ledger) -> str:
         pm = self.client.v1.payment_methods.attach(payment_method, params={"customer": customer_id})
+        ledger.payment_methods.append(pm.id)
         self.client.v1.customers.update(
             customer_id, params={"invoice_settings": {"default_payment_method": pm.id}}
         )
@@ -202,7 +226,7 @@ class TrafficDriver:
 
     def _declined_story(self, customer_id: str, ledger: Ledger) -> None:
         """The card attaches but every charge declines: a failed payment, then dunning."""
-        card = self._attach(customer_id, CARD_FAILS_ON_CHARGE)
+        card = self._attach(customer_id, CARD_FAILS_ON_CHARGE, ledger)
         ledger.counts["payment methods attached"] += 1
         ledger.declined_customers.append(customer_id)
         try:
@@ -225,6 +249,7 @@ class TrafficDriver:
             )
             ledger.subscriptions.append((sub.id, customer_id))
             ledger.counts["subscriptions (first invoice declined)"] += 1
+            self._note_failed_invoice(sub, ledger)
         except stripe.StripeError:
             ledger.counts["subscriptions refused"] += 1
 
@@ -237,6 +262,7 @@ class TrafficDriver:
             }
         )
         self.client.v1.payment_methods.attach(pm.id, params={"customer": customer_id})
+        ledger.payment_methods.append(pm.id)
         intent = self.client.v1.payment_intents.create(
             params={
                 "amount": self._amount(),
@@ -253,9 +279,65 @@ class TrafficDriver:
                 f"/v1/payment_intents/{intent.id}/_authenticate",
                 {"client_secret": intent.client_secret, "success": "true" if succeed else "false"},
             )
+            if not succeed:
+                ledger.failed_intents.append(intent.id)
             outcome = "authenticated" if succeed else "failed authentication"
             ledger.counts[f"3-D Secure {outcome}"] += 1
             self.say(f"traffic:   3-D Secure payment {intent.id} {outcome}")
+
+    def _note_failed_invoice(self, subscription: Any, ledger: Ledger) -> None:
+        """A subscription's first invoice that declined: its invoice and payment failed."""
+        invoice_id = _as_dict(subscription).get("latest_invoice")
+        if isinstance(invoice_id, dict):
+            invoice_id = invoice_id.get("id")
+        if not invoice_id:
+            return
+        invoice = _as_dict(self.client.v1.invoices.retrieve(invoice_id))
+        if invoice.get("status") != "open":
+            return
+        ledger.failed_invoices.append(invoice_id)
+        intent = invoice.get("payment_intent")
+        intent_id = intent.get("id") if isinstance(intent, dict) else intent
+        if intent_id:
+            ledger.failed_intents.append(intent_id)
+
+    def settle(self, ledger: Ledger, *, charges_refunded: bool) -> None:
+        """Send what localstripe did not emit for this round's objects, a second later.
+
+        Each event carries the object as the API answers now, so whatever order the
+        receiver sees them in, the pipeline ends where Stripe is: nothing is left for the
+        nightly reconciliation to find. ``charges_refunded``: also the refunded charges
+        (the first round's fixture stories send those in today's shape instead).
+        """
+        v1 = self.client.v1
+        next_second()
+        events: list[dict[str, Any]] = []
+        for customer_id in ledger.customers:  # default cards changed within one second
+            customer = _as_dict(v1.customers.retrieve(customer_id))
+            events.append(fx.event("customer.updated", customer))
+        for pm_id in dict.fromkeys(ledger.payment_methods):
+            method = _as_dict(v1.payment_methods.retrieve(pm_id))
+            kind = "attached" if method.get("customer") else "detached"
+            events.append(fx.event(f"payment_method.{kind}", method))
+        for invoice_id in ledger.failed_invoices:
+            invoice = _as_dict(v1.invoices.retrieve(invoice_id))
+            events.append(fx.event("invoice.payment_failed", invoice))
+        for intent_id in ledger.failed_intents:
+            intent = _as_dict(v1.payment_intents.retrieve(intent_id))
+            events.append(fx.event("payment_intent.payment_failed", intent))
+        for charge_id, refunds in ledger.refunds.items():
+            for refund in refunds:
+                obj = _as_dict(v1.refunds.retrieve(refund["id"]))
+                events.append(fx.event("refund.created", obj))
+            if charges_refunded:
+                charge = _as_dict(v1.charges.retrieve(charge_id))
+                events.append(fx.event("charge.refunded", charge))
+        for evt in events:
+            self._register("events", evt)
+            status = fx.deliver(self.webhook_url, self.webhook_secret, evt)
+            if status >= 300:
+                self.say(f"traffic: receiver answered {status} to {evt['type']} {evt['id']}")
+        ledger.counts["events localstripe does not emit, sent"] += len(events)
 
     def _refund(self, charge: dict[str, Any], ledger: Ledger, *, partial: bool) -> None:
         amount = charge["amount"] // 2 if partial else charge["amount"]
@@ -299,6 +381,7 @@ class TrafficDriver:
                 else:
                     kind = "charge.dispute.updated"
                 events.append(fx.event(kind, obj, created=now + step))
+                self._register("disputes", obj)  # the last step is what Stripe keeps
                 if step == 0 and status == "needs_response":
                     events.append(
                         fx.event("charge.dispute.funds_withdrawn", obj, created=now + step)
@@ -311,20 +394,28 @@ class TrafficDriver:
             include = position % 2 == 0  # odd ones make the pipeline fetch refunds from the API
             obj = fx.refunded_charge(charge, refunds, include_refunds=include)
             events.append(fx.event("charge.refunded", obj, created=now))
+            # retrieved (not expanded) since 2022-11-15, a charge carries no refunds list
+            self._register("charges", {k: v for k, v in obj.items() if k != "refunds"})
             ledger.counts["charge.refunded events"] += 1
 
-        for sub_id, customer_id in ledger.subscriptions[:1]:
-            obj = fx.trialing_subscription(sub_id, customer_id, plan_amount=2900)
+        for sub_id, _ in ledger.subscriptions[:1]:
+            obj = fx.trialing_subscription(_as_dict(self.client.v1.subscriptions.retrieve(sub_id)))
             events.append(fx.event("customer.subscription.trial_will_end", obj, created=now))
+            self._register("subscriptions", obj)
             ledger.counts["trials ending"] += 1
 
         for customer_id in ledger.declined_customers[:1]:
             sub_id = next((s for s, c in ledger.subscriptions if c == customer_id), None)
             obj = fx.uncollectible_invoice(customer_id, 2900, sub_id)
             events.append(fx.event("invoice.marked_uncollectible", obj, created=now))
+            self._register("invoices", obj)
             ledger.counts["invoices marked uncollectible"] += 1
 
+        for evt in events:
+            self._register("events", evt)
         if ledger.charges:
+            # on purpose neither in /v1/events nor /v1/disputes: Stripe never makes a
+            # dispute without a charge; the event only exercises the ticket path
             events.append(self.unappliable_event(ledger.charges[-1]))
             ledger.counts["events the pipeline cannot apply"] += 1
 
@@ -339,6 +430,11 @@ class TrafficDriver:
             f"traffic: {len(events)} fixture-built signed events POSTed to {self.webhook_url} "
             "(shuffled, two delivered twice)"
         )
+
+    def _register(self, collection: str, obj: dict[str, Any]) -> None:
+        """Make the Stripe front serve ``obj`` (by id, in lists, over localstripe's copy)."""
+        if self.stripe_front is not None:
+            self.stripe_front.put(collection, obj)
 
     def unappliable_event(self, charge: dict[str, Any]) -> dict[str, Any]:
         """A correctly signed event the pipeline must refuse: it becomes a support ticket.

@@ -97,10 +97,26 @@ class FakeStripeApp:
         self.endpoint_rate = endpoint_rate
         self.log: list[LogEntry] = []
         self._fail: list[tuple[str, int]] = []  # (path prefix, status) of the next failures
+        self._hold: tuple[str, int] | None = None  # (path prefix, requests answered first)
+        self._gate: asyncio.Event | None = None
 
     def fail_next(self, count: int, *, status: int = 500, path_prefix: str = "/") -> None:
         """Answer the next ``count`` requests under ``path_prefix`` with ``status``."""
         self._fail.extend([(path_prefix, status)] * count)
+
+    def hold_after(self, count: int, *, path_prefix: str = "/") -> None:
+        """Answer ``count`` more requests under ``path_prefix``, then hold every later
+        one until ``release``.
+
+        Lets a test kill a client mid-listing at a point it chose, not one timing picked.
+        """
+        self._hold = (path_prefix, count)
+
+    def release(self) -> None:
+        """Answer the held requests and every later one (call on the server's loop)."""
+        self._hold = None
+        if self._gate is not None:
+            self._gate.set()
 
     def _admit(self, endpoint: str, now: float) -> bool:
         window = self.endpoints.setdefault(endpoint, SlidingWindow(self.endpoint_rate))
@@ -132,6 +148,13 @@ class FakeStripeApp:
             return web.Response(
                 body=body, status=status, headers=headers, content_type="application/json"
             )
+        if self._hold is not None and path.startswith(self._hold[0]):
+            prefix, left = self._hold
+            self._hold = (prefix, left - 1)
+        if self._hold is not None and path.startswith(self._hold[0]) and self._hold[1] < 0:
+            if self._gate is None or self._gate.is_set():
+                self._gate = asyncio.Event()
+            await self._gate.wait()
         injected = self._injected_failure(path)
         await asyncio.sleep(self.latency)
         if injected is not None:
@@ -224,6 +247,10 @@ class FakeStripeServer:
     def stop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+
+    def release(self) -> None:
+        """Answer the requests ``app.hold_after`` held back."""
+        self._loop.call_soon_threadsafe(self.app.release)
 
     @property
     def log(self) -> list[LogEntry]:
