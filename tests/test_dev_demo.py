@@ -107,7 +107,8 @@ def test_dev_help_lists_the_ports(capsys: pytest.CaptureFixture[str]) -> None:
         main(["dev", "--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for flag in ("--receiver-port", "--dagster-port", "--localstripe-port", "--data-dir"):
+    flags = ("--receiver-port", "--dagster-port", "--localstripe-port", "--stripe-api-port")
+    for flag in (*flags, "--data-dir"):
         assert flag in out
 
 
@@ -127,7 +128,8 @@ def test_busy_port_fails_before_anything_starts(
         port = busy.getsockname()[1]
         code = main(
             ["dev", "--data-dir", str(tmp_path / "data"), "--receiver-port", str(port),
-             "--dagster-port", str(free_port()), "--localstripe-port", str(free_port())]
+             "--dagster-port", str(free_port()), "--localstripe-port", str(free_port()),
+             "--stripe-api-port", str(free_port())]
         )  # fmt: skip
     assert code == 1
     assert f"port {port} for receiver is in use" in capsys.readouterr().err

@@ -63,6 +63,11 @@ VIOLATIONS = {
         "import stripe_pipeline.process.queue",
         "No import cycles between the top-level packages BROKEN",
     ),
+    "core-imports-devtools": (
+        "stripe_pipeline/reconcile/run.py",
+        "import stripe_pipeline.devtools.stripe_peer",
+        "stripe_pipeline.reconcile is not allowed to import stripe_pipeline.devtools",
+    ),
     "core-imports-dagster": (
         "stripe_pipeline/process/queue.py",
         "import dagster",

@@ -275,7 +275,14 @@ def start_stripe_front(config: DemoConfig, paths: DemoPaths) -> StripePeer:
     from stripe_pipeline.devtools.stripe_peer import StripePeer
 
     upstream = LocalStripeUpstream(f"http://{LOCALHOST}:{config.localstripe_port}")
-    return StripePeer(upstream, state_file=paths.stripe_peer_state).start(config.stripe_api_port)
+    front = StripePeer(upstream, state_file=paths.stripe_peer_state)
+    try:
+        return front.start(config.stripe_api_port)
+    except OSError as exc:  # taken since the ports were checked
+        raise StartupError(
+            f"port {config.stripe_api_port} for the Stripe front: {exc.strerror}; "
+            "choose another with --stripe-api-port"
+        ) from None
 
 
 class Demo:

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Connection, and_, case, func, inspect, or_, select, text
 
 from stripe_pipeline.db.models import metadata
+from stripe_pipeline.db.statuses import EventStatus
 
 EVENTS = metadata.tables["stripe_events"]
 PAYMENTS = metadata.tables["stripe_payments"]
@@ -83,8 +84,11 @@ def events_pending_too_long(conn: Connection, limits: Thresholds, now: datetime)
     """Events nobody processed: pending or processing past N minutes, or retries overdue."""
     cutoff = now - timedelta(minutes=limits.pending_max_minutes)
     stuck = or_(
-        and_(EVENTS.c.status.in_(("pending", "processing")), EVENTS.c.received_at < cutoff),
-        and_(EVENTS.c.status == "retry", EVENTS.c.next_retry_at < cutoff),
+        and_(
+            EVENTS.c.status.in_((EventStatus.PENDING, EventStatus.PROCESSING)),
+            EVENTS.c.received_at < cutoff,
+        ),
+        and_(EVENTS.c.status == EventStatus.RETRY, EVENTS.c.next_retry_at < cutoff),
     )
     count, oldest = conn.execute(
         select(func.count(), func.min(EVENTS.c.received_at)).where(stuck)
@@ -109,7 +113,7 @@ def events_dead_lettered(conn: Connection, limits: Thresholds, now: datetime) ->
     """Events processing gave up on; each also has its own ticket from processing."""
     rows = conn.execute(
         select(EVENTS.c.event_type, func.count())
-        .where(EVENTS.c.status == "dead_letter")
+        .where(EVENTS.c.status == EventStatus.DEAD_LETTER)
         .group_by(EVENTS.c.event_type)
         .order_by(func.count().desc())
     ).all()

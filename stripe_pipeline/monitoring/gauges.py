@@ -86,7 +86,9 @@ def _event_gauges(conn: Connection, now: datetime, windows: GaugeWindows) -> lis
         ).scalar()
     )
     since = now - timedelta(hours=windows.error_rate_hours)
-    had_error = or_(EVENTS.c.retry_count > 0, EVENTS.c.status.in_(("retry", "dead_letter")))
+    had_error = or_(
+        EVENTS.c.retry_count > 0, EVENTS.c.status.in_((EventStatus.RETRY, EventStatus.DEAD_LETTER))
+    )
     received, errored = conn.execute(
         select(func.count(), func.coalesce(func.sum(case((had_error, 1), else_=0)), 0)).where(
             EVENTS.c.received_at >= since
@@ -120,7 +122,7 @@ def _event_gauges(conn: Connection, now: datetime, windows: GaugeWindows) -> lis
         Gauge(
             f"{PREFIX}events_dead_letter",
             "Stripe events processing gave up on (escalated as tickets).",
-            float(by_status.get("dead_letter", 0)),
+            float(by_status.get(EventStatus.DEAD_LETTER, 0)),
         ),
         Gauge(
             f"{PREFIX}event_error_ratio",

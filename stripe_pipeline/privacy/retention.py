@@ -57,6 +57,7 @@ from stripe_pipeline.db.models import (
     StripeEvent,
     WebhookDelivery,
 )
+from stripe_pipeline.db.statuses import QUEUED_STATUSES, EventStatus
 from stripe_pipeline.privacy.ranges import id_ranges, last_id_received_before
 
 EVENTS = StripeEvent.__table__
@@ -64,8 +65,8 @@ E = EVENTS.c
 DELIVERIES = WebhookDelivery.__table__
 TICKETS = PaymentSupportTicket.__table__
 RUNS = RetentionRun.__table__
-PRUNABLE_STATUSES = ("processed", "ignored")
-QUEUE_STATUSES = ("pending", "retry", "processing")
+PRUNABLE_STATUSES = (EventStatus.PROCESSED, EventStatus.IGNORED)
+QUEUE_STATUSES = QUEUED_STATUSES
 PRUNED_MARKER = "pruned"
 # rows counted per statement in a dry run (reads only: no lock, just bounded work)
 COUNT_RANGE_FACTOR = 20

@@ -152,6 +152,7 @@ class DemoManager:
             "receiver": free_port(),
             "dagster": free_port(),
             "localstripe": free_port(),
+            "stripe-api": free_port(),
         }
         self.current: RunningDemo | None = None
         self.runs = 0
@@ -165,6 +166,7 @@ class DemoManager:
             "--receiver-port", str(self.ports["receiver"]),
             "--dagster-port", str(self.ports["dagster"]),
             "--localstripe-port", str(self.ports["localstripe"]),
+            "--stripe-api-port", str(self.ports["stripe-api"]),
             "--traffic-interval", "0",
             *extra,
         ]  # fmt: skip

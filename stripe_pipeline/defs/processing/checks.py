@@ -5,6 +5,7 @@ from sqlalchemy import exists, func, select
 
 from stripe_pipeline.config import load_orchestration_options
 from stripe_pipeline.db.models import PaymentSupportTicket, StripeEvent
+from stripe_pipeline.db.statuses import EventStatus
 from stripe_pipeline.defs.common.resources import DatabaseResource
 from stripe_pipeline.defs.processing.assets import DOMAIN_TABLE_KEYS
 from stripe_pipeline.process.queue import queue_stats
@@ -54,7 +55,7 @@ def every_dead_letter_has_a_ticket(database: DatabaseResource) -> AssetCheckResu
         select(func.count())
         .select_from(StripeEvent.__table__)
         .where(
-            events.status == "dead_letter",
+            events.status == EventStatus.DEAD_LETTER,
             ~exists().where(tickets.stripe_event_id == events.stripe_event_id),
         )
     )
