@@ -1,515 +1,408 @@
-"""Reconciliation benchmark: N local objects against a local Stripe-shaped API server.
+"""Reconciliation benchmark: N objects against a Stripe-shaped API at Stripe's speed limit.
 
-For each size (10,000 and 100,000 local objects across payments, refunds, disputes,
-subscriptions and invoices) it:
+The peer is the shared fake list API (``tests/support/fake_stripe_server.py``, the one
+``benchmarks/listing.py`` and the tests use) in its own process on 127.0.0.1: 300 ms
+per call (``--latency``), 100 requests/s per account and 25 per endpoint (429 with
+Retry-After beyond), ``created`` filters and cursors as Stripe has them, objects
+rendered from Stripe's fixtures. N objects across customers, subscriptions (canceled
+ones listed with ``status=all``), refunds and disputes, created uniformly over 90 days
+or skewed (``--kinds skewed``: 30 % in one burst day, 500 in one second).
 
-1. creates a fresh migrated database (PostgreSQL by default, ``--sqlite`` for the
-   embedded backend) and fills it in a helper process, built with the processing
-   parsers from the same deterministic objects the server holds;
-2. starts a small aiohttp server on 127.0.0.1 in its own process: pre-rendered list
-   pages of 100, newest first, ``starting_after`` / ``has_more``, per-resource counts;
-3. injects differences: objects only in Stripe, rows only local, changed fields;
-4. runs one full reconciliation (the real ``StripeApi`` client, rate limit raised
-   for the local server) in a separate child process, so its peak RSS is its own.
+For each size and distribution a fresh migrated database (PostgreSQL, or ``--sqlite``)
+is filled in a helper process with the rows processing would build from the same
+objects, minus and plus injected differences: objects missing locally, changed
+fields, and rows Stripe does not know (fetched by id, answered 404). Then, each run in
+its own child process (so peak RSS and start-up are its own), with ``repair`` off so
+every run finds the same differences:
 
-Prints objects/s, API calls made vs ceil(n/100) per listed resource, peak RSS, and
-discrepancies found vs injected; the last line is JSON.
+- ``startup``: a run over an empty window (the command's fixed cost);
+- ``new``: one run through the parallel lister (``prelist``), limit shared through the
+  app database;
+- ``two processes``: two runs at once over the two halves of the window (as two Dagster
+  partitions run), one shared limit: the fake's log must show no 1 s window over it;
+- ``old``: the sequential path (``parallel_listing=False``: one page at a time, listing
+  after listing), up to ``--old-max`` objects (its rate is constant).
 
-    .venv/bin/python benchmarks/reconciliation.py [--sizes 10000 100000] [--sqlite]
+Printed per case: objects/s, list calls against ceil(n/100) per resource (and
+ceil(N/100)), fetches by id, peak requests in any 1 s window (account and endpoint,
+from the fake's log), 429s, peak RSS, wall time less start-up against the rate-limit
+bound max(calls / 100, busiest endpoint's calls / 25), and the discrepancies found
+against those injected (none missed, none invented). Last line JSON.
+
+    .venv/bin/python benchmarks/reconciliation.py [--sizes 10000 100000] [--kinds uniform skewed]
+        [--sqlite] [--latency 0.3] [--old-max 10000] [--million]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.shared import free_port, fresh_database, peak_rss_mb  # noqa: E402
+from benchmarks.listing import (  # noqa: E402  (the listing benchmark's fake and traffic)
+    ACCOUNT_RATE,
+    ENDPOINT_RATE,
+    FakeProcess,
+    traffic,
+)
+from benchmarks.shared import fresh_database, peak_rss_mb  # noqa: E402
 
-BASE_TIME = 1_790_000_000
-SHARES = {"payment": 0.40, "refund": 0.15, "dispute": 0.05, "subscription": 0.20, "invoice": 0.20}
-PREFIX = {"payment": "pi", "refund": "re", "dispute": "dp", "subscription": "sub", "invoice": "in"}
-# which listings each object type is read from
-LISTINGS = {
-    "payment": ("payment_intents", "charges"),
-    "refund": ("refunds",),
-    "dispute": ("disputes",),
-    "subscription": ("subscriptions",),
-    "invoice": ("invoices",),
+API_KEY = "sk_live_benchmark"  # live mode: Stripe's limits are 100/s and 25/s per endpoint
+START = 1_700_000_000
+END = START + 90 * 86_400
+MID = START + 45 * 86_400
+SHARES = {"customers": 0.25, "subscriptions": 0.30, "refunds": 0.30, "disputes": 0.15}
+TYPES = {
+    "customers": "customer",
+    "subscriptions": "subscription",
+    "refunds": "refund",
+    "disputes": "dispute",
 }
-# field changed locally for a field_mismatch injection, and how
+# the field changed locally for a field_mismatch injection, and its wrong value
 MISMATCH = {
-    "payment": ("status", "processing"),
-    "refund": ("status", "pending"),
-    "dispute": ("status", "needs_response"),
+    "customer": ("delinquent", None),  # None: the opposite of Stripe's value
     "subscription": ("status", "past_due"),
-    "invoice": ("amount_paid_minor", 1),
+    "refund": ("status", "pending"),
+    "dispute": ("status", "lost"),
 }
-
-
-# --- the deterministic data set ---------------------------------------------------------
+MISSING_LOCALLY_EVERY = 97
+MISMATCH_EVERY = 89
+UNKNOWN_TO_STRIPE = (
+    3  # per type with no deletion marker: rows Stripe answers 404 for (fetched one by one)
+)
 
 
 def counts(n: int) -> dict[str, int]:
-    """Local objects per type (before injected differences), summing to n."""
-    out = {t: int(n * share) for t, share in SHARES.items()}
-    out["payment"] += n - sum(out.values())
+    out = {r: int(n * s) for r, s in SHARES.items()}
+    out["customers"] += n - sum(out.values())
     return out
 
 
-def injections(n: int) -> dict[str, dict[str, set[int]]]:
-    """Per type, indexes of objects only in Stripe, only local, and with a changed field.
-
-    Objects only in Stripe are extra indexes past the local count; the other two pick
-    spread-out local indexes (0.5 % of each type each).
-    """
-    out = {}
-    for object_type, count in counts(n).items():
-        k = max(1, count // 200)
-        step = max(1, count // (2 * k))
-        picks = list(range(0, count, step))[: 2 * k]
-        out[object_type] = {
-            "missing_locally": set(range(count, count + k)),
-            "missing_in_stripe": set(picks[:k]),
-            "field_mismatch": set(picks[k : 2 * k]),
-            # payments also get a refunded amount changed locally (found via charges)
-            "refund_mismatch": set(picks[k : 2 * k][: k // 2])
-            if object_type == "payment"
-            else set(),
-        }
-    return out
+def spec_of(n: int, kind: str) -> dict[str, Any]:
+    return {"counts": counts(n), "kind": kind, "start": START, "end": END, "seed": 7}
 
 
-def object_id(object_type: str, i: int) -> str:
-    return f"{PREFIX[object_type]}_bench{i:08d}"
+# --- the local rows and the differences ----------------------------------------------
 
 
-def remote_objects(object_type: str, i: int) -> dict[str, list[dict[str, Any]]]:
-    """Stripe-shaped objects of index i, by listed resource."""
-    created = BASE_TIME + i
-    oid = object_id(object_type, i)
-    amount = 1000 + (i % 97) * 10
-    if object_type == "payment":
-        charge = f"ch_bench{i:08d}"
-        return {
-            "payment_intents": [
-                {
-                    "id": oid,
-                    "object": "payment_intent",
-                    "amount": amount,
-                    "amount_received": amount,
-                    "currency": "usd",
-                    "status": "succeeded",
-                    "customer": f"cus_bench{i % 1000:05d}",
-                    "latest_charge": charge,
-                    "created": created,
-                    "livemode": False,
-                }
-            ],
-            "charges": [
-                {
-                    "id": charge,
-                    "object": "charge",
-                    "payment_intent": oid,
-                    "amount": amount,
-                    "amount_captured": amount,
-                    "amount_refunded": amount // 4 if i % 5 == 0 else 0,
-                    "currency": "usd",
-                    "status": "succeeded",
-                    "paid": True,
-                    "captured": True,
-                    "created": created,
-                    "livemode": False,
-                }
-            ],
-        }
-    if object_type in ("refund", "dispute"):
-        obj: dict[str, Any] = {
-            "id": oid,
-            "object": object_type,
-            "amount": amount,
-            "currency": "usd",
-            "charge": f"ch_bench{i:08d}",
-            "payment_intent": f"pi_bench{i:08d}",
-            "created": created,
-            "livemode": False,
-        }
-        if object_type == "refund":
-            obj["status"] = "succeeded"
-        else:
-            obj.update(
-                status="under_review",
-                reason="fraudulent",
-                evidence_details={"due_by": created + 7 * 86400, "has_evidence": False},
-            )
-        return {f"{object_type}s": [obj]}
-    if object_type == "subscription":
-        return {
-            "subscriptions": [
-                {
-                    "id": oid,
-                    "object": "subscription",
-                    "status": "active",
-                    "customer": f"cus_bench{i % 1000:05d}",
-                    "created": created,
-                    "livemode": False,
-                    "items": {
-                        "object": "list",
-                        "data": [
-                            {
-                                "id": f"si_bench{i:08d}",
-                                "quantity": 1,
-                                "current_period_start": created,
-                                "current_period_end": created + 30 * 86400,
-                                "price": {
-                                    "id": "price_bench",
-                                    "currency": "usd",
-                                    "unit_amount": 1500,
-                                    "product": "prod_bench",
-                                    "recurring": {"interval": "month", "interval_count": 1},
-                                },
-                            }
-                        ],
-                    },
-                }
-            ]
-        }
-    return {
-        "invoices": [
-            {
-                "id": oid,
-                "object": "invoice",
-                "status": "paid",
-                "amount_due": amount,
-                "amount_paid": amount,
-                "amount_remaining": 0,
-                "currency": "usd",
-                "customer": f"cus_bench{i % 1000:05d}",
-                "created": created,
-                "livemode": False,
-            }
-        ]
-    }
+def unknown_ids(object_type: str) -> list[str]:
+    """Local rows Stripe never had (only for types reported missing, not deleted)."""
+    if object_type not in ("refund", "dispute"):
+        return []
+    return [f"{object_type[:2]}_unknown{k:06d}" for k in range(UNKNOWN_TO_STRIPE)]
 
 
-def remote_indexes(n: int, object_type: str) -> Iterator[int]:
-    inj = injections(n)[object_type]
-    for i in range(counts(n)[object_type] + len(inj["missing_locally"])):
-        if i not in inj["missing_in_stripe"]:
-            yield i
+def expected_findings(spec: dict[str, Any]) -> set[tuple[str, str, str, str]]:
+    from tests.support.fake_stripe_server import dataset_from_spec
+
+    data = dataset_from_spec({**spec, "templates": False})
+    found = set()
+    for name, r in data.resources.items():
+        t = TYPES[name]
+        for i in range(len(r)):
+            if i % MISSING_LOCALLY_EVERY == 1:
+                found.add((t, r.object_id(i), "missing_locally", ""))
+            elif i % MISMATCH_EVERY == 2:
+                found.add((t, r.object_id(i), "field_mismatch", MISMATCH[t][0]))
+        found.update((t, k, "missing_in_stripe", "") for k in unknown_ids(t))
+    return found
 
 
-def expected_discrepancies(n: int) -> set[tuple[str, str, str, str]]:
-    out = set()
-    for object_type, inj in injections(n).items():
-        for i in inj["missing_locally"]:
-            out.add((object_type, object_id(object_type, i), "missing_locally", ""))
-        for i in inj["missing_in_stripe"]:
-            out.add((object_type, object_id(object_type, i), "missing_in_stripe", ""))
-        field = MISMATCH[object_type][0]
-        for i in inj["field_mismatch"]:
-            out.add((object_type, object_id(object_type, i), "field_mismatch", field))
-        for i in inj["refund_mismatch"]:
-            out.add(
-                (object_type, object_id(object_type, i), "field_mismatch", "amount_refunded_minor")
-            )
-    return out
+def populate(args: dict[str, Any]) -> dict[str, Any]:
+    """Rows as processing builds them from the API objects, with the injections."""
+    from sqlalchemy import insert
 
-
-# --- the local API server (its own process) ---------------------------------------------
-
-
-def serve(n: int, port: int) -> None:
-    """Pre-render every page, then answer GET /v1/<resource> like Stripe's list API."""
-    from aiohttp import web
-
-    objects: dict[str, list[dict[str, Any]]] = {}
-    for object_type in SHARES:
-        for i in remote_indexes(n, object_type):
-            for resource_name, items in remote_objects(object_type, i).items():
-                objects.setdefault(resource_name, []).extend(items)
-    pages: dict[str, list[bytes]] = {}
-    after: dict[tuple[str, str], int] = {}  # (resource, last id of a page) -> next page
-    for resource_name, items in objects.items():
-        items.sort(key=lambda o: -o["created"])  # newest first, as Stripe lists
-        rendered = []
-        for p, start in enumerate(range(0, len(items), 100)):
-            chunk = items[start : start + 100]
-            rendered.append(
-                json.dumps(
-                    {
-                        "object": "list",
-                        "url": f"/v1/{resource_name}",
-                        "has_more": start + 100 < len(items),
-                        "data": chunk,
-                    }
-                ).encode()
-            )
-            after[(resource_name, chunk[-1]["id"])] = p + 1
-        pages[resource_name] = rendered
-    object_counts = {r: len(items) for r, items in objects.items()}
-    del objects
-    empty = json.dumps({"object": "list", "has_more": False, "data": []}).encode()
-    calls: dict[str, int] = {}
-
-    async def list_handler(request: web.Request) -> web.Response:
-        name = request.match_info["resource"]
-        calls[name] = calls.get(name, 0) + 1
-        if request.query.get("limit", "10") != "100":
-            return web.json_response(
-                {"error": {"message": "benchmark serves limit=100"}}, status=400
-            )
-        cursor = request.query.get("starting_after")
-        index = 0 if cursor is None else after.get((name, cursor))
-        rendered = pages.get(name, [])
-        if index is None:
-            return web.json_response({"error": {"message": "bad starting_after"}}, status=400)
-        body = rendered[index] if index < len(rendered) else empty
-        return web.Response(body=body, content_type="application/json")
-
-    async def stats(_request: web.Request) -> web.Response:
-        return web.json_response({"calls": calls, "objects": object_counts})
-
-    async def fetch_handler(request: web.Request) -> web.Response:
-        """Objects are only listed here: a fetch by id is for a row Stripe lacks (404)."""
-        calls["fetch"] = calls.get("fetch", 0) + 1
-        error = {"type": "invalid_request_error", "code": "resource_missing"}
-        return web.json_response({"error": {**error, "message": "No such object"}}, status=404)
-
-    app = web.Application()
-    app.router.add_get("/_stats", stats)
-    app.router.add_get("/v1/{resource}", list_handler)
-    app.router.add_get("/v1/{resource}/{id}", fetch_handler)
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
-
-
-# --- filling the local database (helper process) ----------------------------------------
-
-
-def populate(database_url: str, n: int) -> None:
-    """Local rows exactly as processing would build them, minus/plus the injections."""
     from stripe_pipeline.catalog import CATALOG
     from stripe_pipeline.db.engine import make_engine
     from stripe_pipeline.reconcile.parse import row_from_api_object
+    from tests.support.fake_stripe_server import dataset_from_spec
 
-    engine = make_engine(database_url)
-    inj_all = injections(n)
-    for object_type, count in counts(n).items():
-        spec = CATALOG.by_type[object_type]
-        table = spec.table
-        inj = inj_all[object_type]
-        field, wrong = MISMATCH[object_type]
+    data = dataset_from_spec(args["spec"])
+    engine = make_engine(args["database_url"])
+    rows = 0
+    for name, r in data.resources.items():
+        spec = CATALOG.by_type[TYPES[name]]
+        read_as = spec.listings[0].read_as
+        column, wrong = MISMATCH[spec.object_type]
         batch: list[dict[str, Any]] = []
-        for i in range(count):  # local indexes; missing_locally ones are >= count
-            listed = remote_objects(object_type, i)
-            first_resource = LISTINGS[object_type][0]
-            read_as = CATALOG.listings[first_resource][1].read_as
-            write = row_from_api_object(
-                CATALOG, spec, read_as, listed[first_resource][0], observed_at=0
-            )
+        template_row: dict[str, Any] | None = None
+
+        def flush(batch: list[dict[str, Any]] = batch, table: Any = spec.table) -> None:
+            if batch:
+                with engine.begin() as conn:
+                    conn.execute(insert(table), batch)
+                batch.clear()
+
+        for i in range(len(r)):
+            if i % MISSING_LOCALLY_EVERY == 1:
+                continue
+            obj = json.loads(r.render(i))
+            write = row_from_api_object(CATALOG, spec, read_as, obj, observed_at=0)
             values = {c: write.values.get(c) for c in spec.policies}
-            if object_type == "payment":
-                values["amount_refunded_minor"] = listed["charges"][0]["amount_refunded"]
-                if i in inj["refund_mismatch"]:
-                    values["amount_refunded_minor"] += 1
-            for column, default in spec.insert_defaults.items():
-                if values.get(column) is None:
-                    values[column] = default
-            if i in inj["field_mismatch"]:
-                values[field] = wrong
-            created = BASE_TIME + i
-            batch.append(
-                {
-                    spec.key: write.key,
-                    **values,
-                    "last_event_created": created,
-                    "last_event_id": f"evt_bench{i:08d}",
-                }
-            )
+            for c, default in spec.insert_defaults.items():
+                if values.get(c) is None:
+                    values[c] = default
+            if i % MISMATCH_EVERY == 2:
+                values[column] = (not values[column]) if wrong is None else wrong
+            row = {spec.key: write.key, **values, "last_event_created": obj["created"] - 1}
+            row["last_event_id"] = f"evt_bench{i:08d}"
+            template_row = template_row or row
+            batch.append(row)
             if len(batch) >= 5000:
-                _insert_rows(engine, table, batch)
-        _insert_rows(engine, table, batch)
+                flush()
+        for k in unknown_ids(spec.object_type):  # created in the window, unknown to Stripe
+            assert template_row is not None
+            batch.append({**template_row, spec.key: k, "stripe_created": MID})
+        rows += len(batch)
+        flush()
     engine.dispose()
+    return {"rows": rows}
 
 
-def _insert_rows(engine: Any, table: Any, batch: list[dict[str, Any]]) -> None:
-    from sqlalchemy import insert
-
-    if batch:
-        with engine.begin() as conn:
-            conn.execute(insert(table), batch)
-        batch.clear()
+# --- one measured run (child process) ------------------------------------------------
 
 
-# --- the measured run (child process) ---------------------------------------------------
-
-
-def measure(database_url: str, api_base: str, n: int) -> dict[str, Any]:
+def measure(args: dict[str, Any]) -> dict[str, Any]:
     from sqlalchemy import text
 
     from stripe_pipeline.db.engine import make_engine
     from stripe_pipeline.reconcile.run import RunConfig, run_reconciliation
     from stripe_pipeline.stripe_api.client import StripeApi
+    from stripe_pipeline.stripe_api.ratelimit import RateLimiter
 
-    engine = make_engine(database_url)
-    rss_before = peak_rss_mb()
-    api = StripeApi("sk_test_benchmark", api_base=api_base, requests_per_second=2000)
-    started = time.perf_counter()
-    config = RunConfig(full_run=True, backfill=False, object_types=tuple(SHARES))
-    result = run_reconciliation(engine, api, config)
-    seconds = time.perf_counter() - started
-    with engine.connect() as conn:
-        found = {
-            tuple(r)
+    engine = make_engine(args["database_url"])
+    limiter = RateLimiter.shared(engine, API_KEY)
+    api = StripeApi(API_KEY, api_base=args["api_base"], limiter=limiter)
+    config = RunConfig(
+        object_types=tuple(TYPES.values()),
+        backfill=False,
+        window_start=args["start"],
+        window_end=args["end"],
+        repair=False,
+        parallel_listing=args["parallel"],
+    )
+    t0 = time.perf_counter()
+    result = run_reconciliation(engine, api, config, now=END + 3600)
+    seconds = time.perf_counter() - t0
+    with engine.begin() as conn:
+        found = [
+            list(r)
             for r in conn.execute(
                 text(
-                    "SELECT object_type, object_id, kind, field FROM reconciliation_discrepancies "
-                    "WHERE run_id = :r"
+                    "SELECT object_type, object_id, kind, field FROM reconciliation_discrepancies"
+                    " WHERE run_id = :r"
                 ),
                 {"r": result.run_id},
             )
-        }
+        ]
+    limiter.close()
     engine.dispose()
-    expected = expected_discrepancies(n)
-    compared = sum(result.counts["compare"]["listed"].values())
+    listed = sum(result.counts["compare"]["listed"].values())
     return {
-        "n_local_objects": n,
         "seconds": round(seconds, 2),
-        "objects_listed": compared,
-        "objects_per_second": round(compared / seconds),
-        "api_calls": api.calls,
+        "objects_listed": listed,
+        "api_calls_client": api.calls,
+        "fetched": sum(result.counts["compare"]["fetched"].values()),
+        "listing": result.counts.get("listing", {}),
+        "stage_seconds": result.counts.get("seconds", {}),
+        "found": found,
         "peak_rss_mb": peak_rss_mb(),
-        "rss_after_imports_mb": rss_before,
-        "discrepancies_injected": len(expected),
-        "discrepancies_found": len(found),
-        "missed": sorted(expected - found)[:5],
-        "unexpected": sorted(found - expected)[:5],
-        "exact": found == expected,
-        "repaired_objects": result.counts["heal"]["repaired_objects"],
     }
 
 
-# --- orchestration ----------------------------------------------------------------------
+# --- orchestration -------------------------------------------------------------------
 
 
-def wait_for_server(base: str, timeout: float = 300) -> None:
-    import requests
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            requests.get(f"{base}/_stats", timeout=1)
-            return
-        except requests.ConnectionError:
-            time.sleep(0.2)
-    raise RuntimeError("benchmark API server did not start")
+def spawn(mode: str, args: dict[str, Any]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), "--child", mode, json.dumps(args)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
 
 
-def run_size(n: int, sqlite: bool, tmp: Path) -> dict[str, Any]:
-    import requests
+def finish(proc: subprocess.Popen) -> dict[str, Any]:
+    out, _ = proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"child failed ({proc.returncode}): {out[-2000:]}")
+    return json.loads(out.strip().splitlines()[-1])
 
-    url, drop = fresh_database(sqlite, tmp)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    me = [sys.executable, str(Path(__file__).resolve())]
-    server = subprocess.Popen([*me, "--serve", str(n), "--port", str(port)], start_new_session=True)
+
+def clear_findings(db_url: str) -> None:
+    """Each run starts from no discrepancies (repair is off: the rows stay as injected)."""
+    from sqlalchemy import text
+
+    from stripe_pipeline.db.engine import make_engine
+
+    engine = make_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM reconciliation_discrepancies"))
+    engine.dispose()
+
+
+def run_case(
+    fake: FakeProcess, db_url: str, windows: list[tuple[int, int]], *, parallel: bool
+) -> dict[str, Any]:
+    clear_findings(db_url)
+    fake.take_log()
+    t0 = time.perf_counter()
+    procs = [
+        spawn(
+            "measure",
+            {
+                "database_url": db_url,
+                "api_base": fake.base_url,
+                "start": start,
+                "end": end,
+                "parallel": parallel,
+            },
+        )
+        for start, end in windows
+    ]
+    results = [finish(p) for p in procs]
+    wall = time.perf_counter() - t0
+    log = fake.take_log()
+    lists = [e for e in log if e.params.get("limit")]
+    return {
+        "wall_seconds": round(wall, 2),
+        "runs": results,
+        "traffic": traffic(log),
+        "list_calls": Counter(e.endpoint.split("/")[-1] for e in lists if e.status == 200),
+        "fetch_calls": sum(1 for e in log if not e.params.get("limit") and e.status != 429),
+    }
+
+
+def summarize(
+    case: dict[str, Any], n: int, spec: dict[str, Any], startup: float, expected: set
+) -> dict[str, Any]:
+    found = {tuple(f) for run in case["runs"] for f in run["found"]}
+    minimum = {r: max(1, math.ceil(c / 100)) for r, c in spec["counts"].items()}
+    calls = sum(case["list_calls"].values())
+    t = case["traffic"]
+    net = max(case["wall_seconds"] - startup, 0.01)
+    return {
+        "objects": n,
+        "wall_seconds": case["wall_seconds"],
+        "seconds_less_startup": round(net, 2),
+        "objects_per_second": round(n / net),
+        "list_calls": calls,
+        "list_calls_by_resource": dict(case["list_calls"]),
+        "min_calls_per_resource": sum(minimum.values()),
+        "min_calls_ceil_n": math.ceil(n / 100),
+        "calls_ratio": round(calls / sum(minimum.values()), 3),
+        "fetches_by_id": case["fetch_calls"],
+        "status_429": t["status_429"],
+        "peak_1s_account": t["peak_1s_account"],
+        "peak_1s_endpoint": t["peak_1s_endpoint"],
+        "windows_over_limit": t["windows_over_limit"],
+        "rate_limit_bound_s": t["rate_limit_bound_s"],
+        "ratio_to_bound": round(net / max(t["rate_limit_bound_s"], 0.01), 2),
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in case["runs"]),
+        "injected": len(expected),
+        "found": len(found),
+        "missed": len(expected - found),
+        "invented": len(found - expected),
+        "exact": found == expected,
+        "invented_examples": sorted(found - expected)[:3],
+        "missed_examples": sorted(expected - found)[:3],
+    }
+
+
+def run_size(n: int, kind: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    spec = spec_of(n, kind)
+    expected = expected_findings(spec)
+    db_url, drop = fresh_database(args.sqlite, tmp)
+    fake = FakeProcess({**spec, "templates": True}, args.latency)
+    out: dict[str, Any] = {"n": n, "kind": kind}
     try:
         t0 = time.perf_counter()
-        subprocess.run([*me, "--populate", str(n), "--db", url], check=True)
-        populate_s = time.perf_counter() - t0
-        wait_for_server(base)
-        out = subprocess.run(
-            [*me, "--measure", str(n), "--db", url, "--api", base],
-            capture_output=True,
-            text=True,
+        finish(spawn("populate", {"database_url": db_url, "spec": {**spec, "templates": True}}))
+        out["populate_seconds"] = round(time.perf_counter() - t0, 1)
+        empty_window = [(START - 20 * 86_400, START - 10 * 86_400)]
+        startup = min(  # the fixed cost: interpreter, imports, migrations check, one run row
+            run_case(fake, db_url, empty_window, parallel=True)["wall_seconds"] for _ in range(2)
         )
-        if out.returncode != 0:
-            sys.stderr.write(out.stderr)
-            out.check_returncode()
-        result = json.loads(out.stdout.strip().splitlines()[-1])
-        stats = requests.get(f"{base}/_stats", timeout=10).json()
-        expected_calls = {r: max(1, math.ceil(c / 100)) for r, c in stats["objects"].items()}
-        listing_calls = {r: c for r, c in stats["calls"].items() if r != "fetch"}
-        # each local row no listing returned is fetched once by id before it is reported
-        fetches = stats["calls"].get("fetch", 0)
-        missing_in_stripe = sum(len(i["missing_in_stripe"]) for i in injections(n).values())
-        result["populate_seconds"] = round(populate_s, 1)
-        result["api_calls_by_resource"] = listing_calls
-        result["api_calls_expected"] = expected_calls
-        result["fetches_by_id"] = fetches
-        result["api_calls_ok"] = (
-            listing_calls == expected_calls
-            and fetches == missing_in_stripe
-            and result["api_calls"] == sum(expected_calls.values()) + fetches
-        )
-        return result
+        out["startup_seconds"] = startup
+        new = run_case(fake, db_url, [(START, END)], parallel=True)
+        out["new"] = summarize(new, n, spec, startup, expected)
+        out["new"]["listing"] = new["runs"][0]["listing"]
+        out["new"]["stage_seconds"] = new["runs"][0]["stage_seconds"]
+        two = run_case(fake, db_url, [(START, MID), (MID + 1, END)], parallel=True)
+        out["two_processes"] = summarize(two, n, spec, startup, expected)
+        if n <= args.old_max:
+            old = run_case(fake, db_url, [(START, END)], parallel=False)
+            out["old"] = summarize(old, n, spec, startup, expected)
+            out["speedup"] = round(
+                out["old"]["seconds_less_startup"] / out["new"]["seconds_less_startup"], 1
+            )
     finally:
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait()
+        fake.stop()
         if drop:
             drop()
+    return out
+
+
+def line(label: str, r: dict[str, Any]) -> str:
+    return (
+        f"  {label:<14} {r['objects_per_second']:>7,} objects/s  {r['seconds_less_startup']:>7} s "
+        f"(bound {r['rate_limit_bound_s']} s, x{r['ratio_to_bound']})  list calls "
+        f"{r['list_calls']} vs {r['min_calls_per_resource']} (x{r['calls_ratio']}; ceil(N/100) "
+        f"{r['min_calls_ceil_n']}) + {r['fetches_by_id']} by id  peak 1 s "
+        f"{r['peak_1s_account']}/{ACCOUNT_RATE} acct {r['peak_1s_endpoint']}/{ENDPOINT_RATE} "
+        f"endpoint, over limit {r['windows_over_limit']}, 429s {r['status_429']}  RSS "
+        f"{r['peak_rss_mb']} MB  found {r['found']}/{r['injected']} "
+        f"(missed {r['missed']}, invented {r['invented']})"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 50_000])
+    parser.add_argument("--kinds", nargs="+", default=["uniform", "skewed"])
+    parser.add_argument("--million", action="store_true", help="add N = 1,000,000 (long)")
     parser.add_argument("--sqlite", action="store_true", help="embedded SQLite, not PostgreSQL")
-    parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--populate", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--measure", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--db", help=argparse.SUPPRESS)
-    parser.add_argument("--api", help=argparse.SUPPRESS)
+    parser.add_argument("--latency", type=float, default=0.3, help="seconds per API call")
+    parser.add_argument(
+        "--old-max", type=int, default=10_000, help="run the sequential path up to this N"
+    )
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve:
-        asyncio.set_event_loop(asyncio.new_event_loop())
-        serve(args.serve, args.port)
+    if args.child:
+        mode, payload = args.child
+        fn = {"populate": populate, "measure": measure}[mode]
+        print(json.dumps(fn(json.loads(payload)), default=str))
         return
-    if args.populate:
-        populate(args.db, args.populate)
-        return
-    if args.measure:
-        print(json.dumps(measure(args.db, args.api, args.measure)))
-        return
-
+    sizes = [*args.sizes, *([1_000_000] if args.million else [])]
     backend = "sqlite" if args.sqlite else "postgresql"
+    print(
+        f"load average {os.getloadavg()}; backend {backend}; latency {args.latency} s", flush=True
+    )
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        for n in args.sizes:
-            r = run_size(n, args.sqlite, Path(tmp))
-            results.append(r)
-            print(
-                f"{backend} n={n:>7,}: {r['objects_listed']:,} objects listed in {r['seconds']} s "
-                f"= {r['objects_per_second']:,} objects/s; API calls {r['api_calls']} "
-                f"(ceil(n/100) per resource: {'yes' if r['api_calls_ok'] else 'NO'}); "
-                f"peak RSS {r['peak_rss_mb']} MB (after imports {r['rss_after_imports_mb']} MB); "
-                f"discrepancies found {r['discrepancies_found']} / injected "
-                f"{r['discrepancies_injected']} ({'exact' if r['exact'] else 'MISMATCH'})",
-                flush=True,
-            )
-    rss = [r["peak_rss_mb"] for r in results]
-    summary = {
-        "benchmark": "reconciliation",
-        "backend": backend,
-        "results": results,
-        "rss_ratio_largest_to_smallest": round(max(rss) / min(rss), 2),
-        "targets_met": all(r["api_calls_ok"] and r["exact"] for r in results)
-        and max(rss) <= 2 * min(rss),
-    }
-    print(json.dumps(summary))
+        for n in sizes:
+            for kind in args.kinds:
+                r = run_size(n, kind, args, Path(tmp))
+                results.append(r)
+                print(f"N={n:,} {kind}: start-up {r['startup_seconds']} s", flush=True)
+                for label in ("old", "new", "two_processes"):
+                    if label in r:
+                        print(line(label, r[label]), flush=True)
+                print(f"  new run's stages (s): {r['new']['stage_seconds']}", flush=True)
+                if "speedup" in r:
+                    print(f"  speed-up new vs old: x{r['speedup']}", flush=True)
+    print(json.dumps({"backend": backend, "latency": args.latency, "results": results}))
 
 
 if __name__ == "__main__":

@@ -68,6 +68,12 @@ ENVIRONMENT: dict[str, str] = {
     "STRIPE_PIPELINE_RECONCILIATION_TZ": "Timezone of the nightly reconciliation (default UTC).",
     "STRIPE_PIPELINE_RECONCILIATION_CRON": "Cron of the nightly reconciliation "
     "(default 0 2 * * *).",
+    "STRIPE_PIPELINE_RECONCILIATION_TRAILING_DAYS": "Days before yesterday the nightly "
+    "reconciliation re-checks, one partition run each (default 2).",
+    "STRIPE_PIPELINE_RECONCILIATION_START_DATE": "First daily partition of "
+    "reconciliation_daily, YYYY-MM-DD (default 2011-01-01: any Stripe account's history).",
+    "STRIPE_PIPELINE_SPOOL_DIR": "Where reconciliation and backfill spool listed objects, "
+    "resumable after a crash (default <temp dir>/stripe-pipeline).",
     "STRIPE_PIPELINE_RECONCILIATION_SCHEDULE": "`on` (default) or `off`: whether "
     "nightly_reconciliation_schedule runs with the Dagster daemon without a click (a state "
     "set in the Dagster UI wins over it).",
@@ -293,6 +299,11 @@ class ScheduleOptions:
     payment_recovery: bool = False
     reconciliation_timezone: str = "UTC"
     reconciliation_cron: str = DEFAULT_RECONCILIATION_CRON
+    # the first daily partition of reconciliation (UTC days of ``created``): Stripe
+    # launched in 2011, so by default every object an account can hold has a partition
+    reconciliation_start_date: str = "2011-01-01"
+    # the nightly run materializes yesterday and re-checks this many days before it
+    reconciliation_trailing_days: int = 2
 
 
 @dataclass(frozen=True)
@@ -370,7 +381,28 @@ def load_schedule_options(env: Mapping[str, str] | None = None) -> ScheduleOptio
         reconciliation_cron=(
             env.get("STRIPE_PIPELINE_RECONCILIATION_CRON") or d.reconciliation_cron
         ).strip(),
+        reconciliation_start_date=_date(
+            env, "STRIPE_PIPELINE_RECONCILIATION_START_DATE", d.reconciliation_start_date
+        ),
+        reconciliation_trailing_days=max(
+            0,
+            _int(
+                env, "STRIPE_PIPELINE_RECONCILIATION_TRAILING_DAYS", d.reconciliation_trailing_days
+            ),
+        ),
     )
+
+
+def _date(env: Mapping[str, str], name: str, default: str) -> str:
+    """An ISO date (YYYY-MM-DD); a wrong one fails the code location's load."""
+    from datetime import date
+
+    value = (env.get(name) or default).strip()
+    try:
+        date.fromisoformat(value)
+    except ValueError as exc:
+        raise ConfigError(f"{name}={value!r} is not a date (YYYY-MM-DD)") from exc
+    return value
 
 
 def load_privacy_options(env: Mapping[str, str] | None = None) -> PrivacyOptions:

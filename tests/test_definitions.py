@@ -37,6 +37,7 @@ def test_definitions_load_and_validate(placeholder_env: None) -> None:
             "nightly_reconciliation",
             "payment_recovery",
             "process_stripe_events",
+            "reconciliation_window",
             "refresh_models",
             "replay_stripe_events",
             "support_ticket_action",

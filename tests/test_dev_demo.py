@@ -256,20 +256,21 @@ def _run_status(demo: RunningDemo, run_id: str) -> str:
 @pytest.mark.slow
 def test_nightly_reconciliation_agrees_with_the_demos_stripe(demo: RunningDemo) -> None:
     """The Stripe the pipeline reads (the front over localstripe) says what the demo's
-    events said: a nightly run finds no discrepancy and opens no ticket, and every
-    Dagster run the demo started is green."""
+    events said: a reconciliation over the window since the last run (the demo's objects
+    are today's; the nightly job reconciles yesterday) finds no discrepancy and opens no
+    ticket, and every Dagster run the demo started is green."""
     unsettled = "SELECT COUNT(*) FROM stripe_events WHERE status IN ('pending', 'processing')"
     wait_for("every event processed",
              lambda: demo.scalar("SELECT COUNT(*) FROM stripe_events WHERE status = 'processed'")
              and not demo.scalar(unsettled), timeout=120)  # fmt: skip
     wait_for("the demo's own follow-up runs",
-             lambda: "launched Dagster job nightly_reconciliation" in demo.output_text(),
+             lambda: "launched Dagster job reconciliation_window" in demo.output_text(),
              timeout=120)  # fmt: skip
     api = DagsterAPI(demo.dagster_url)
-    repository, location = api.jobs()["nightly_reconciliation"]
+    repository, location = api.jobs()["reconciliation_window"]
 
-    run_id = api.launch("nightly_reconciliation", repository, location)
-    status = wait_for("the nightly_reconciliation run to finish",
+    run_id = api.launch("reconciliation_window", repository, location)
+    status = wait_for("the reconciliation_window run to finish",
                       lambda: _run_status(demo, run_id) in FINISHED and _run_status(demo, run_id),
                       timeout=240, interval=1)  # fmt: skip
 
@@ -296,7 +297,7 @@ def test_nightly_reconciliation_agrees_with_the_demos_stripe(demo: RunningDemo) 
         if r["status"] in FINISHED
     ]  # fmt: skip
     assert {r["jobName"] for r in finished} >= {
-        "process_stripe_events", "nightly_reconciliation", "payment_recovery", "fraud_screening"
+        "process_stripe_events", "reconciliation_window", "payment_recovery", "fraud_screening"
     }  # fmt: skip
     failed = {
         (r["jobName"], r["status"]): _failure_messages(demo, r["runId"])

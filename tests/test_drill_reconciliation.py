@@ -41,7 +41,7 @@ from stripe_pipeline.db.models import ReconciliationRun
 from stripe_pipeline.defs.common.resources import DatabaseResource, StripeApiResource
 from stripe_pipeline.defs.reconciliation.assets import nightly_reconciliation_run
 from stripe_pipeline.defs.reconciliation.checks import discrepancies_are_ticketed
-from stripe_pipeline.defs.reconciliation.jobs import nightly_reconciliation_job
+from stripe_pipeline.defs.reconciliation.jobs import reconciliation_window_job
 from stripe_pipeline.reconcile.parse import project, refined_by, row_from_api_object
 from stripe_pipeline.reconcile.window import to_unix
 from tests.support.dagster_processing import materialization_metadata, run_processing
@@ -201,15 +201,15 @@ def stripe_api(peer: StripePeer) -> StripeApiResource:
 
 
 def run_nightly(database_url: str, peer: StripePeer):
-    """The ``nightly_reconciliation`` job with its defaults (every reconciled resource,
-    created filters sent, as to Stripe), in process."""
+    """The ``reconciliation_window`` job with its defaults (since the last run, every
+    reconciled resource, created filters sent, as to Stripe), in process."""
     defs = Definitions(
         assets=[nightly_reconciliation_run],
         asset_checks=[discrepancies_are_ticketed],
-        jobs=[nightly_reconciliation_job],
+        jobs=[reconciliation_window_job],
         resources={"database": DatabaseResource(url=database_url), "stripe_api": stripe_api(peer)},
     )
-    return defs.resolve_job_def("nightly_reconciliation").execute_in_process(
+    return defs.resolve_job_def("reconciliation_window").execute_in_process(
         instance=DagsterInstance.ephemeral(), raise_on_error=False
     )
 

@@ -307,7 +307,8 @@ def test_dev_dagster_yaml_is_a_valid_sqlite_instance(tmp_path: Path, monkeypatch
             for limit in queue_config.tag_concurrency_limits
             if limit["key"] == "stripe_pipeline/concurrency"
         }
-        assert lanes == {"processing": 1, "models": 1, "reconciliation": 1}
+        expected = {"processing": 1, "models": 1, "reconciliation": 1, "reconciliation_day": 1}
+        assert lanes == expected
         assert queue_config.max_concurrent_runs == len(lanes)
         run = create_run_for_test(instance, job_name=PROCESSING_JOB_NAME)
         assert instance.get_run_by_id(run.run_id) is not None

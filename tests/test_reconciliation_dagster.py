@@ -31,7 +31,7 @@ from stripe_pipeline.defs.reconciliation.assets import (
     preview_markdown,
 )
 from stripe_pipeline.defs.reconciliation.checks import discrepancies_are_ticketed
-from stripe_pipeline.defs.reconciliation.jobs import nightly_reconciliation_job
+from stripe_pipeline.defs.reconciliation.jobs import reconciliation_window_job
 from stripe_pipeline.process.runner import process_pending
 from stripe_pipeline.reconcile.heal import dedupe_key
 from stripe_pipeline.support.tickets import TicketRequest, open_tickets
@@ -47,10 +47,18 @@ def test_schedule_runs_at_two_in_the_configured_timezone() -> None:
     assert schedule.cron_schedule == "0 2 * * *"
     assert schedule.execution_timezone == "Europe/Berlin"
     at_two = datetime(2026, 11, 28, 2, 0, tzinfo=ZoneInfo("Europe/Berlin"))
-    with build_schedule_context(scheduled_execution_time=at_two) as context:
-        request = schedule.evaluate_tick(context).run_requests[0]
+    from stripe_pipeline.definitions import defs  # the job's partitions are found there
+
+    repository = defs.get_repository_def()
+    with build_schedule_context(
+        scheduled_execution_time=at_two, repository_def=repository
+    ) as context:
+        requests = schedule.evaluate_tick(context).run_requests
+    # yesterday in UTC (01:00 UTC on the 28th) and the two days before it, a run each
+    assert [r.partition_key for r in requests] == ["2026-11-27", "2026-11-26", "2026-11-25"]
+    request = requests[0]
     assert isinstance(request, RunRequest)
-    assert request.run_key == "nightly-reconciliation-2026-11-28T02:00:00+01:00"
+    assert request.run_key == "nightly-reconciliation-2026-11-27-2026-11-28T02:00:00+01:00"
     assert request.tags["stripe_pipeline/trigger"] == "schedule"
 
 
@@ -100,7 +108,7 @@ def _run(ls: LocalStripe, database_url: str, **config: Any):
     defs = Definitions(
         assets=[nightly_reconciliation_run],
         asset_checks=[discrepancies_are_ticketed],
-        jobs=[nightly_reconciliation_job],
+        jobs=[reconciliation_window_job],
         resources={
             "database": DatabaseResource(url=database_url),
             "stripe_api": StripeApiResource(
@@ -113,7 +121,7 @@ def _run(ls: LocalStripe, database_url: str, **config: Any):
         "api_created_filter": False,  # localstripe refuses created[...] on most lists
         **config,
     }
-    return defs.resolve_job_def("nightly_reconciliation").execute_in_process(
+    return defs.resolve_job_def("reconciliation_window").execute_in_process(
         run_config={"ops": {"nightly_reconciliation_run": {"config": op_config}}},
         instance=DagsterInstance.ephemeral(),
         raise_on_error=False,

@@ -49,9 +49,11 @@ if TYPE_CHECKING:
 API_KEY = "sk_test_stripe_pipeline_dev"
 DEMO_PID_ENV = "STRIPE_PIPELINE_DEV_PID"  # marks every child, to find orphans later
 # launched once the first traffic is processed, so their assets and checks show up too;
-# reconciliation runs as the nightly schedule does (every object type, through the front)
+# reconciliation over the window since the last run (every object type, through the
+# front): the nightly job reconciles yesterday's partition, and the demo's objects are
+# today's
 FOLLOW_UP_JOBS: dict[str, dict[str, Any]] = {
-    "nightly_reconciliation": {},
+    "reconciliation_window": {},
     "payment_recovery": {},
     "fraud_screening": {},
 }

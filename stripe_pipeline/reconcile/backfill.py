@@ -10,7 +10,7 @@ through normal processing (sensor, retries, tickets).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any
@@ -57,10 +57,18 @@ def backfill_events(
     *,
     server_filter: bool = True,
     page_size: int = PAGE,
+    listed: Iterable[dict[str, Any]] | None = None,
 ) -> BackfillResult:
-    """Insert the window's events missing locally; commits after each page."""
+    """Insert the window's events missing locally; commits after each page.
+
+    ``listed``: the window's events when the run listed them ahead (``prelist``).
+    """
     result = BackfillResult()
-    events = list_window(api, "events", window.start, window.end, server_filter=server_filter)
+    events = (
+        iter(listed)
+        if listed is not None
+        else list_window(api, "events", window.start, window.end, server_filter=server_filter)
+    )
     for page in _pages(events, page_size):
         result.listed += len(page)
         envelopes = []

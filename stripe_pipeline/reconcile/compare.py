@@ -26,6 +26,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from itertools import islice
@@ -56,16 +57,21 @@ from stripe_pipeline.reconcile.parse import (
     refined_by,
     row_from_api_object,
 )
+from stripe_pipeline.reconcile.prelist import Prelisted, list_each, listing_name
 from stripe_pipeline.reconcile.spool import Finding, Repair, Spool
 from stripe_pipeline.reconcile.window import Window, to_unix
+from stripe_pipeline.stripe_api.listing import FetchPage, ListingRequest
 
 log = logging.getLogger(__name__)
 
 CHUNK = 10_000
+SPOOLED_CHUNK = 2_000
 SEEN = "reconciliation_seen"
 # objects fetched one by one per resource and run (those no listing returned); past
 # it, the rest are reported as missing without the fetch
 MAX_FETCHES = 2_000
+# objects fetched by id at once (they wait on the shared rate limit like any call)
+FETCH_THREADS = 16
 # Fields whose difference is not staleness: Stripe never changes an object's currency,
 # so a mismatch means a corrupted row or a parser bug, which a person must look at.
 NOT_STALENESS = frozenset({"currency"})
@@ -182,11 +188,15 @@ def _local_rows(conn: Connection, resource: Resource, keys: list[str]) -> pd.Dat
     return frame.astype(object).set_index("_key")
 
 
-def _chunks(iterable: Iterable[dict[str, Any]], size: int) -> Iterator[tuple[int, list[dict]]]:
-    """Chunks of API objects, each with the time its first page was requested."""
+def _chunks(
+    iterable: Iterable[dict[str, Any]], size: int, observed_at: int | None = None
+) -> Iterator[tuple[int, list[dict]]]:
+    """Chunks of API objects, each with the time its first page was requested (or
+    ``observed_at``: objects listed ahead, before the run's listings began)."""
     iterator = iter(iterable)
+    fixed = observed_at
     while True:
-        observed_at = int(time.time())
+        observed_at = int(time.time()) if fixed is None else fixed
         chunk = list(islice(iterator, size))
         if not chunk:
             return
@@ -461,6 +471,7 @@ def confirm_unseen(
     run read (``Listing.per_parent``); without a fetch, their absence is Stripe's 404.
     """
     fetched: dict[str, list[dict[str, Any]]] = {}
+    wanted: list[tuple[dict[str, Any], Fetch, dict[str, Any]]] = []
     for row in rows:
         key = row[resource.key]
         fetch = resource.fetch_for(key, row)
@@ -473,14 +484,29 @@ def confirm_unseen(
             continue
         budget[0] -= 1
         stats.fetched[resource.object_type] += 1
+        wanted.append((row, fetch, local))
+
+    def get(item: tuple[dict[str, Any], Fetch, dict[str, Any]]) -> dict[str, Any] | None:
+        row, fetch, _ = item
         try:
-            obj = api.get(fetch.url(key, row))
+            obj = api.get(fetch.url(row[resource.key], row))
             if fetch.embedded is not None:  # fetched through the object that carries it
-                obj = _carried(catalog, resource, fetch, obj, key)
+                obj = _carried(catalog, resource, fetch, obj, row[resource.key])
         except NotFound:
-            _gone(resource, key, row, local, spool, stats)
-            continue
-        fetched.setdefault(fetch.read_as, []).append(obj)
+            return None
+        return obj
+
+    # fetched at once (each a round trip of a few hundred ms), handled in row order
+    if len(wanted) > 1:
+        with ThreadPoolExecutor(min(FETCH_THREADS, len(wanted))) as pool:
+            answers = list(pool.map(get, wanted))
+    else:
+        answers = [get(item) for item in wanted]
+    for (row, fetch, local), obj in zip(wanted, answers, strict=True):
+        if obj is None:
+            _gone(resource, row[resource.key], row, local, spool, stats)
+        else:
+            fetched.setdefault(fetch.read_as, []).append(obj)
     observed_at = int(time.time())
     for read_as, objects in fetched.items():
         compare_chunk(
@@ -595,25 +621,33 @@ def compare_resource(
     server_filter: bool = True,
     chunk_size: int = CHUNK,
     max_fetches: int = MAX_FETCHES,
+    prelisted: Prelisted | None = None,
 ) -> None:
     """Every listing of one resource, then the local rows no listing returned.
 
     A resource whose listings are all ``full`` is compared whole, whatever the window.
     A listing of carried objects (``Listing.embedded``) is windowed on the carriers.
+    A listing in ``prelisted`` is read from its spool file (listed ahead, in parallel);
+    with ``prelisted``, per-customer and per-parent listings run many at once as well.
     """
+    pages = getattr(api, "list_page", None) if prelisted is not None else None
     if resource.listings and all(listing.full for listing in resource.listings):
         window = Window(None, window.end)
     customers: list[str] | None = None
     children: tuple[str, list[str]] | None = None
     for listing in resource.listings:
         source = Source(listing.name, listing.read_as, listing)
-        if listing.per_customer:
+        observed_at: int | None = None
+        if prelisted is not None and prelisted.has(listing_name(resource, listing)):
+            objects: Iterable[dict[str, Any]] = prelisted.objects(listing_name(resource, listing))
+            observed_at = prelisted.observed_at
+        elif listing.per_customer:
             customers = listed_customers(conn, window)
-            objects: Iterable[dict[str, Any]] = _per_customer(api, listing, customers)
+            objects = _per_customer(api, listing, customers, pages)
         elif listing.per_parent is not None:
             parents = listed_parents(conn, catalog, listing.per_parent.parent, window)
             children = (listing.per_parent.column, parents)
-            objects = _per_parent(api, listing, parents)
+            objects = _per_parent(api, listing, parents, pages)
         else:
             objects = list_window(
                 api,
@@ -629,8 +663,11 @@ def compare_resource(
             objects = (o for o in _counting(objects, stats, listing.name) if listing.states(o))
         else:
             objects = _counting(objects, stats, listing.name)
-        for observed_at, chunk in _chunks(objects, chunk_size):
-            compare_chunk(conn, catalog, resource, source, chunk, observed_at, spool, stats)
+        # objects read back from a spool are whole Stripe objects (several KB as dicts):
+        # smaller chunks keep memory flat, at a few more queries
+        size = min(chunk_size, SPOOLED_CHUNK) if observed_at is not None else chunk_size
+        for chunk_time, chunk in _chunks(objects, size, observed_at):
+            compare_chunk(conn, catalog, resource, source, chunk, chunk_time, spool, stats)
             conn.commit()  # release read snapshots; the temp table survives commits
     budget = [max_fetches]
     for rows in unseen_local_rows(
@@ -651,10 +688,21 @@ def compare_resource(
 
 
 def _per_customer(
-    api: ListingApi, listing: Listing, customers: list[str]
+    api: ListingApi, listing: Listing, customers: list[str], pages: FetchPage | None = None
 ) -> Iterator[dict[str, Any]]:
     """Each customer's objects. A deleted customer's list answers 404: nothing is listed
-    for it, and its local rows are fetched by id like any other row no listing returned."""
+    for it, and its local rows are fetched by id like any other row no listing returned.
+    With ``pages`` (``StripeApi.list_page``), many customers are listed at once."""
+    if pages is not None:
+        requests = (
+            ListingRequest(
+                listing.path, params={**listing.params, "customer": c}, created_filter=False, key=c
+            )
+            for c in customers
+        )
+        for _customer, obj in list_each(pages, requests):
+            yield obj
+        return
     for customer in customers:
         try:
             yield from api.list_all(listing.path, params={**listing.params, "customer": customer})
@@ -667,12 +715,27 @@ def _carried_by(parents: Iterable[dict[str, Any]], listing: Listing) -> Iterator
         yield from listing.embedded(parent)  # type: ignore[misc]
 
 
-def _per_parent(api: ListingApi, listing: Listing, parents: list[str]) -> Iterator[dict[str, Any]]:
+def _per_parent(
+    api: ListingApi, listing: Listing, parents: list[str], pages: FetchPage | None = None
+) -> Iterator[dict[str, Any]]:
     """Every child of each parent (all pages), each naming in ``per_parent.field`` the
     parent it was listed under; a parent Stripe answers 404 for (a deleted draft) has
-    none."""
+    none. With ``pages`` (``StripeApi.list_page``), many parents are listed at once."""
     spec = listing.per_parent
     assert spec is not None
+    if pages is not None:
+        requests = (
+            ListingRequest(
+                listing.path.replace("{id}", p),
+                params=dict(listing.params),
+                created_filter=False,
+                key=p,
+            )
+            for p in parents
+        )
+        for parent, child in list_each(pages, requests):
+            yield {**child, spec.field: parent}
+        return
     for parent in parents:
         path = listing.path.replace("{id}", parent)
         try:

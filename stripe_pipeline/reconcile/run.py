@@ -1,7 +1,10 @@
 """One reconciliation run, all-or-nothing.
 
-Stages: plan the windows from the watermarks, backfill missed events, list and
-compare every object type (findings spooled to disk), then write discrepancies,
+Stages: plan the windows from the watermarks (or the given window), start listing
+every windowed listing and ``/v1/events`` at once in the background (``prelist``:
+parallel time slices under the shared rate limit, spooled to disk, resumable by the
+run's listing key), backfill missed events and compare every object type as their
+listings complete (findings spooled to disk), then write discrepancies,
 repairs, resolutions, the new watermarks and the run's success in ONE transaction.
 A failure anywhere before that commit leaves no discrepancy, repair or watermark
 behind; the run row says ``failed`` and which stage failed why. (Backfilled events
@@ -11,11 +14,12 @@ are committed page by page on purpose: each is a deduplicated Stripe fact.)
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, insert, select, text, update
 
 from stripe_pipeline.catalog import CATALOG
 from stripe_pipeline.catalog.model import Catalog
@@ -32,15 +36,26 @@ from stripe_pipeline.reconcile.compare import (
     drop_seen_table,
     refresh_stale,
 )
+from stripe_pipeline.reconcile.prelist import (
+    ListingAborted,
+    Prelisted,
+    can_prelist,
+    forget,
+    plan_listings,
+    prelist,
+    run_key_of,
+)
 from stripe_pipeline.reconcile.spool import Spool
 from stripe_pipeline.reconcile.window import (
     DEFAULT_OVERLAP_MINUTES,
+    EVENT_RETENTION_SECONDS,
     EVENTS,
     Window,
     advance_watermarks,
     from_unix,
     plan_window,
     read_watermarks,
+    to_unix,
 )
 
 log = logging.getLogger(__name__)
@@ -77,6 +92,12 @@ class RunConfig:
     triggered_by: str | None = None
     actor: str = "reconciliation"
     catalog: Catalog = CATALOG
+    # listings read ahead in parallel (``prelist``) when the client can, with this many
+    # threads; False: one page at a time, listing after listing (the old path)
+    parallel_listing: bool = True
+    listing_workers: int = 40
+    # take over a "running" run with the same listings (killed): resume its listing
+    resume: bool = False
 
     def __post_init__(self) -> None:
         known = reconciled_types(self.catalog)
@@ -113,7 +134,8 @@ def plan_windows(conn: Connection, config: RunConfig, now: int) -> dict[str, Win
     """Per listed resource (events, then each object type), the window to cover."""
     marks = read_watermarks(conn)
     windows = {}
-    for resource in ((EVENTS,) if config.backfill else ()) + config.object_types:
+    backfill = config.backfill and not _before_event_retention(config, now)
+    for resource in ((EVENTS,) if backfill else ()) + config.object_types:
         windows[resource] = plan_window(
             resource,
             marks.get(resource),
@@ -124,6 +146,11 @@ def plan_windows(conn: Connection, config: RunConfig, now: int) -> dict[str, Win
             end=config.window_end,
         )
     return windows
+
+
+def _before_event_retention(config: RunConfig, now: int) -> bool:
+    """A window that ends before the 30 days Stripe keeps events has none to backfill."""
+    return config.window_end is not None and config.window_end < now - EVENT_RETENTION_SECONDS
 
 
 def _abandon_stale_runs(conn: Connection) -> None:
@@ -143,15 +170,48 @@ class RunInProgress(RuntimeError):
     """Another run is still going: two runs would race for the same discrepancies."""
 
 
-def _refuse_concurrent_run(conn: Connection) -> None:
+def _refuse_concurrent_run(
+    conn: Connection, start: int | None, end: int, listing_key: str | None, resume: bool
+) -> None:
+    """Runs over disjoint windows may run at once (daily partitions); overlapping
+    ones would race for the same objects. With ``resume``, a run still marked running
+    with the same listings is taken as killed: this run continues its listing."""
     running = conn.execute(
-        select(RUNS.c.id, RUNS.c.started_at).where(RUNS.c.status == "running").limit(1)
-    ).first()
-    if running is not None:
-        raise RunInProgress(
-            f"reconciliation run {running.id} (started {running.started_at}) is still running; "
-            "wait for it, or after 12 h it is marked abandoned"
+        select(RUNS.c.id, RUNS.c.started_at, RUNS.c.window_start, RUNS.c.window_end, RUNS.c.counts)
+        .where(RUNS.c.status == "running")
+        .order_by(RUNS.c.id)
+    ).all()
+    for run in running:
+        if resume and listing_key and (run.counts or {}).get("listing_key") == listing_key:
+            conn.execute(
+                update(RUNS)
+                .where(RUNS.c.id == run.id)
+                .values(
+                    status="failed",
+                    finished_at=datetime.now(UTC),
+                    error="abandoned: a later run with the same listings resumed it",
+                )
+            )
+            continue
+        other_start = to_unix(run.window_start) if run.window_start is not None else None
+        other_end = to_unix(run.window_end) if run.window_end is not None else None
+        disjoint = other_end is not None and (
+            (other_start is not None and other_start > end)
+            or (start is not None and start > other_end)
         )
+        if not disjoint:
+            raise RunInProgress(
+                f"reconciliation run {run.id} (started {run.started_at}) is still running "
+                "over an overlapping window; wait for it, resume it (resume), or after 12 h "
+                "it is marked abandoned"
+            )
+
+
+def _serialize_writers(conn: Connection) -> None:
+    """One run writes its results at a time (SQLite has one writer anyway): runs of
+    several partitions compare in parallel, then commit one after the other."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(1515)"))
 
 
 def run_reconciliation(
@@ -163,11 +223,19 @@ def run_reconciliation(
     calls_before = api.calls
     with engine.begin() as conn:
         _abandon_stale_runs(conn)
-        _refuse_concurrent_run(conn)
         windows = plan_windows(conn, config, now)
         starts = [w.start for w in windows.values()]
         window_start = None if None in starts else min(starts)  # type: ignore[type-var]
         window_end = max(w.end for w in windows.values())
+        planned = None
+        if config.parallel_listing and can_prelist(api, config.server_filter):
+            resources = [
+                r for r in config.catalog.resources if r.object_type in config.object_types
+            ]
+            planned = plan_listings(resources, windows, events=windows.get(EVENTS))
+        listing_key = run_key_of(planned) if planned else None
+        _refuse_concurrent_run(conn, window_start, window_end, listing_key, config.resume)
+        run_doc = {"windows": _windows_doc(windows), "listing_key": listing_key}
         run_id = conn.execute(
             insert(RUNS)
             .values(
@@ -176,24 +244,49 @@ def run_reconciliation(
                 window_start=from_unix(window_start) if window_start is not None else None,
                 window_end=from_unix(window_end),
                 triggered_by=config.triggered_by,
-                counts={"windows": _windows_doc(windows)},
+                counts=run_doc,
             )
             .returning(RUNS.c.id)
         ).scalar_one()
 
-    counts: dict[str, Any] = {"windows": _windows_doc(windows)}
+    counts: dict[str, Any] = dict(run_doc)
+    seconds: dict[str, float] = {}  # per stage: where a run's time goes
+    counts["seconds"] = seconds
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now_ = time.perf_counter()
+        seconds[name] = round(seconds.get(name, 0.0) + now_ - clock, 3)
+        clock = now_
+
     stage = "starting"
     spool = Spool()
+    prelisted: Prelisted | None = None
     try:
+        if planned:
+            stage = "listing"
+            prelisted = prelist(
+                engine,
+                api.list_page,  # type: ignore[attr-defined]
+                planned,
+                run_key=listing_key,  # type: ignore[arg-type]
+                workers=config.listing_workers,
+            )
         with engine.connect() as conn:
             try:
                 create_seen_table(conn)
                 conn.commit()
-                if config.backfill:
+                if EVENTS in windows:
                     stage = "backfilling events"
                     counts["backfill"] = backfill_events(
-                        conn, api, windows[EVENTS], server_filter=config.server_filter
+                        conn,
+                        api,
+                        windows[EVENTS],
+                        server_filter=config.server_filter,
+                        listed=prelisted.objects("events") if prelisted else None,
                     ).as_dict()
+                    lap("backfilling")
                 stats = CompareStats()
                 catalog = config.catalog
                 stage = "refreshing objects left as a guess"
@@ -222,12 +315,17 @@ def run_reconciliation(
                         server_filter=config.server_filter,
                         chunk_size=config.chunk_size,
                         max_fetches=config.max_fetches,
+                        prelisted=prelisted,
                     )
+                if prelisted is not None:  # every listing was read: its stats
+                    counts["listing"] = prelisted.finish()
                 counts["compare"] = stats.as_dict()
                 counts["api_calls"] = api.calls - calls_before
+                lap("listing and comparing")
                 stage = "writing results"
                 conn.commit()
                 with conn.begin():
+                    _serialize_writers(conn)
                     # a write first: on SQLite it takes the single write lock up front,
                     # so the transaction cannot fail later on a stale read snapshot
                     conn.execute(update(RUNS).where(RUNS.c.id == run_id).values(counts=counts))
@@ -245,6 +343,7 @@ def run_reconciliation(
                     heal.forget_refreshed(conn, refreshed)
                     counts["heal"] = healed.as_dict()
                     advance_watermarks(conn, windows, window_end, run_id)
+                    lap("writing")
                     conn.execute(
                         update(RUNS)
                         .where(RUNS.c.id == run_id)
@@ -253,6 +352,10 @@ def run_reconciliation(
             finally:
                 _discard_seen(conn)
     except Exception as exc:
+        if prelisted is not None:
+            prelisted.cancel()
+            if isinstance(exc, ListingAborted):  # what compare waited for failed
+                stage, exc = "listing", _listing_cause(exc)
         counts["api_calls"] = api.calls - calls_before
         error = f"failed while {stage}: {describe(exc)}"
         log.error("reconciliation run %s %s", run_id, error)
@@ -265,7 +368,18 @@ def run_reconciliation(
         raise ReconciliationFailed(run_id, stage, exc) from exc
     finally:
         spool.close()
+    try:  # kept after a failure: a rerun with the same listings resumes from them
+        forget(engine, prelisted, listing_key)
+    except Exception:
+        log.warning("could not forget the listing progress of run %s", run_id, exc_info=True)
     return RunResult(run_id, "succeeded", window_start, window_end, counts)
+
+
+def _listing_cause(exc: Exception) -> Exception:
+    """A comparison that waited for a failed listing fails because of the listing."""
+    if isinstance(exc, ListingAborted) and isinstance(exc.__cause__, Exception):
+        return exc.__cause__
+    return exc
 
 
 def _discard_seen(conn: Connection) -> None:

@@ -131,6 +131,9 @@ class ListedPage:
     objects: list[dict[str, Any]]
     slice_no: int
     final: bool  # the last page of its slice
+    # the last page of its listing in this run: every slice of it is done (a listing
+    # that a resumed run found complete yields no page at all)
+    listing_done: bool = False
 
 
 @dataclass
@@ -547,7 +550,9 @@ class SlicedLister:
             self.stats.objects += len(objects)
             self.stats.splits += bool(outcome.split_off)
             self.stats.slices += len(outcome.split_off)
-        listed = ListedPage(listing.key, objects, task.slice_no, outcome.continuation is None)
+        listed = ListedPage(
+            listing.key, objects, task.slice_no, outcome.continuation is None, listing.live == 0
+        )
         return listed, records
 
     # --- internals -------------------------------------------------------------------

@@ -118,8 +118,17 @@ class StripeApiResource(ConfigurableResource):
     shared_rate_limit: bool = True
     _client: object | None = PrivateAttr(default=None)
 
-    def get_client(self, audit_engine: Engine | None = None, actor: str = "dagster"):
-        """One client per resource instance, so every thread in a run shares its limiter."""
+    def get_client(
+        self,
+        audit_engine: Engine | None = None,
+        actor: str = "dagster",
+        limit_engine: Engine | None = None,
+    ):
+        """One client per resource instance, so every thread in a run shares its limiter.
+
+        ``limit_engine``: the database the limit is shared through when API calls are
+        not audited there (default: ``audit_engine``).
+        """
         from stripe_pipeline.stripe_api.client import StripeApi
         from stripe_pipeline.stripe_api.ratelimit import ENDPOINT_RATE, RateLimiter
 
@@ -130,9 +139,10 @@ class StripeApiResource(ConfigurableResource):
                 raise ValueError("STRIPE_API_KEY is not set")
             rate = self.requests_per_second or None
             limiter = None
-            if self.shared_rate_limit and audit_engine is not None:
+            limit_engine = limit_engine or audit_engine
+            if self.shared_rate_limit and limit_engine is not None:
                 limiter = RateLimiter.shared(
-                    audit_engine, api_key, account_rate=rate, endpoint_rate=rate or ENDPOINT_RATE
+                    limit_engine, api_key, account_rate=rate, endpoint_rate=rate or ENDPOINT_RATE
                 )
             self._client = StripeApi(
                 api_key,

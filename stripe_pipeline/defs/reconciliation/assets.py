@@ -1,6 +1,13 @@
-"""The nightly reconciliation as assets: missed events backfilled, and discrepancies.
+"""Reconciliation as assets: by day (partitioned) and over any window.
 
-One step materializes both: ``stripe_pipeline.reconcile.run.run_reconciliation`` is
+``reconciliation_daily`` is partitioned by UTC day of ``created``: the nightly job
+materializes yesterday and a few days before it, and a data engineer backfills any
+range of days from the UI (each partition its own run; they run in parallel, under
+the one rate limit shared through the app database). ``nightly_reconciliation_run``
+covers an arbitrary window (watermark-based, a given window, or every object) and is
+launched by hand (job ``reconciliation_window``).
+
+One step per run: ``stripe_pipeline.reconcile.run.run_reconciliation`` is
 all-or-nothing, so splitting it into steps would only add ways to half-finish it.
 This module builds its config, runs it and publishes a preview and counts.
 """
@@ -11,18 +18,25 @@ from typing import Any
 
 from dagster import (
     AssetExecutionContext,
+    AssetKey,
+    AssetMaterialization,
     AssetSpec,
     Config,
+    DailyPartitionsDefinition,
     Failure,
     MaterializeResult,
     MetadataValue,
+    asset,
     multi_asset,
 )
 from pydantic import Field
 from sqlalchemy import Engine, select
 
+from stripe_pipeline.catalog import CATALOG
+from stripe_pipeline.config import ScheduleOptions, load_schedule_options
 from stripe_pipeline.db.models import ReconciliationDiscrepancy
 from stripe_pipeline.defs.common.resources import DatabaseResource, StripeApiResource
+from stripe_pipeline.defs.processing.assets import DOMAIN_TABLE_KEYS
 from stripe_pipeline.reconcile.run import (
     OBJECT_TYPES,
     ReconciliationFailed,
@@ -181,7 +195,7 @@ def nightly_reconciliation_run(
     engine = database.get_engine()
     # SQLite has one writer: audit rows of API calls would wait behind the run's writes
     audit_engine = None if engine.dialect.name == "sqlite" else engine
-    api = stripe_api.get_client(audit_engine, actor="reconciliation")
+    api = stripe_api.get_client(audit_engine, actor="reconciliation", limit_engine=engine)
     try:
         result = run_reconciliation(
             engine, api, run_config(config, triggered_by=f"dagster:{context.run.run_id}")
@@ -201,4 +215,128 @@ def nightly_reconciliation_run(
     yield MaterializeResult(
         asset_key="reconciliation_discrepancies",
         metadata=discrepancy_metadata(result, run_preview(engine, result.run_id)),
+    )
+
+
+# --- by day ------------------------------------------------------------------------------
+
+
+def daily_partitions(options: ScheduleOptions | None = None) -> DailyPartitionsDefinition:
+    """UTC days of ``created`` from the configured start (default: Stripe's launch)."""
+    options = options or load_schedule_options()
+    return DailyPartitionsDefinition(start_date=options.reconciliation_start_date, timezone="UTC")
+
+
+DAILY_PARTITIONS = daily_partitions()
+DAILY_KEY = "reconciliation_daily"
+
+
+class DailyReconciliationConfig(Config):
+    """What a day's run covers; the window is the partition's day."""
+
+    object_types: list[str] = Field(default_factory=lambda: list(OBJECT_TYPES))
+    backfill_events: bool = Field(
+        default=True, description="Also /v1/events of the day (Stripe keeps 30 days)."
+    )
+    repair: bool = Field(default=True, description="Repair deterministic discrepancies.")
+    api_created_filter: bool = Field(
+        default=True, description="Send created[gte/lte] to the API; off for fakes."
+    )
+    resume: bool = Field(
+        default=True,
+        description="Take over a run of the same day still marked running (a killed "
+        "worker): its completed slices are not listed again.",
+    )
+
+
+def day_window(context: AssetExecutionContext) -> tuple[int, int]:
+    """The partition's day as Unix seconds, both ends inclusive."""
+    window = context.partition_time_window
+    return int(window.start.timestamp()), int(window.end.timestamp()) - 1
+
+
+# a day this recent compares the resources listed whole (prices, products, coupons...)
+WHOLE_LISTINGS_DAYS = 2
+
+
+def day_object_types(
+    object_types: list[str], day_end: int, now: int | None = None
+) -> tuple[str, ...]:
+    """The types a day's run compares. Resources listed whole whatever the window
+    (``Listing.full``: prices, products, coupons) are compared by recent days only:
+    a backfill of a thousand days would otherwise list the whole catalog a thousand
+    times."""
+    now = int(datetime.now(UTC).timestamp()) if now is None else now
+    if day_end >= now - WHOLE_LISTINGS_DAYS * 86_400:
+        return tuple(object_types)
+    whole = {
+        r.object_type
+        for r in CATALOG.resources
+        if r.listings and all(listing.full for listing in r.listings)
+    }
+    return tuple(t for t in object_types if t not in whole)
+
+
+def updated_tables(result: RunResult, object_types: list[str]) -> list[str]:
+    """The domain tables a run wrote to (repairs): their models refresh after it."""
+    if not result.counts.get("heal", {}).get("repaired_objects"):
+        return []
+    tables = {CATALOG.by_type[t].table_name for t in object_types}
+    return sorted(tables & {key.path[-1] for key in DOMAIN_TABLE_KEYS})
+
+
+@asset(
+    key=DAILY_KEY,
+    group_name=GROUP,
+    deps=DOMAIN_DEPS,
+    partitions_def=DAILY_PARTITIONS,
+    kinds={"sql", "pandas"},
+    description="One UTC day of Stripe objects (by created) reconciled against the API: "
+    "listed in parallel time slices under the shared rate limit, missed events of the "
+    "day backfilled, deterministic differences repaired, the rest ticketed. Backfill a "
+    "range of days from the UI to land history.",
+)
+def reconciliation_daily(
+    context: AssetExecutionContext,
+    config: DailyReconciliationConfig,
+    database: DatabaseResource,
+    stripe_api: StripeApiResource,
+) -> MaterializeResult:
+    engine = database.get_engine()
+    audit_engine = None if engine.dialect.name == "sqlite" else engine
+    api = stripe_api.get_client(audit_engine, actor="reconciliation", limit_engine=engine)
+    start, end = day_window(context)
+    run = RunConfig(
+        object_types=day_object_types(config.object_types, end),
+        backfill=config.backfill_events,
+        window_start=start,
+        window_end=end,
+        repair=config.repair,
+        server_filter=config.api_created_filter,
+        triggered_by=f"dagster:{context.run.run_id}:{context.partition_key}",
+        resume=config.resume,
+    )
+    try:
+        result = run_reconciliation(engine, api, run)
+    except ReconciliationFailed as exc:
+        raise Failure(
+            description=str(exc),
+            metadata={"reconciliation_run_id": exc.run_id, "stage": exc.stage},
+        ) from exc
+    # repaired tables count as updated, so the models and marts on them refresh after
+    for table in updated_tables(result, list(run.object_types)):
+        context.log_event(
+            AssetMaterialization(
+                asset_key=AssetKey(table),
+                description=f"repaired by reconciliation run {result.run_id}",
+                metadata={"reconciliation_run_id": result.run_id},
+            )
+        )
+    listing = result.counts.get("listing", {})
+    return MaterializeResult(
+        metadata={
+            **discrepancy_metadata(result, run_preview(engine, result.run_id)),
+            **result.counts.get("backfill", {}),
+            "listing": MetadataValue.json(listing),
+        }
     )

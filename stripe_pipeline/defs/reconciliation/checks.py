@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from stripe_pipeline.db.engine import begin_write
 from stripe_pipeline.db.models import ReconciliationDiscrepancy
 from stripe_pipeline.defs.common.resources import DatabaseResource
+from stripe_pipeline.defs.reconciliation.assets import DAILY_KEY
 from stripe_pipeline.reconcile.heal import (
     UNRESOLVED,
     close_tickets_of_resolved,
@@ -23,6 +24,21 @@ from stripe_pipeline.reconcile.heal import (
     "kind and field) and closes tickets whose discrepancy is gone. Warns while any is open.",
 )
 def discrepancies_are_ticketed(database: DatabaseResource) -> AssetCheckResult:
+    return ticket_discrepancies(database)
+
+
+@asset_check(
+    asset=DAILY_KEY,
+    name="daily_discrepancies_are_ticketed",
+    description="After a day's reconciliation: a support ticket per unresolved discrepancy "
+    "(deduplicated), tickets closed whose discrepancy is gone. Warns while any is open.",
+)
+def daily_discrepancies_are_ticketed(database: DatabaseResource) -> AssetCheckResult:
+    return ticket_discrepancies(database)
+
+
+def ticket_discrepancies(database: DatabaseResource) -> AssetCheckResult:
+    """Every unresolved discrepancy ticketed (any run's, any day's), resolved ones closed."""
     d = ReconciliationDiscrepancy.__table__.c
     with begin_write(database.get_engine()) as conn:  # reads, then writes
         closed = close_tickets_of_resolved(conn, actor="reconciliation-check")

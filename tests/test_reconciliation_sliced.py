@@ -1,0 +1,298 @@
+"""Reconciliation through the parallel lister, over HTTP, on both backends.
+
+Peer: the Stripe-shaped fake list API (``tests/support/fake_stripe_server.py``) on
+127.0.0.1, serving objects rendered from Stripe's fixtures with ``created`` filters and
+cursors as Stripe has them (localstripe refuses ``created`` filters). It has no fetch
+by id, so these runs start from empty tables: every listed object is missing locally
+and repaired, and a second run must find nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+
+from stripe_pipeline.reconcile.run import RunConfig, run_reconciliation
+from stripe_pipeline.stripe_api.client import StripeApi
+from tests.support.fake_stripe_data import DataSet, load_templates
+from tests.support.fake_stripe_server import FakeStripeServer
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+START, END = 1_700_000_000, 1_700_000_000 + 30 * 86_400
+COUNTS = {"customers": 400, "subscriptions": 700, "disputes": 250, "refunds": 450}
+TYPES = {"customers": "customer", "subscriptions": "subscription", "disputes": "dispute"}
+TYPES["refunds"] = "refund"
+TABLES = {
+    "customer": "stripe_customers",
+    "subscription": "stripe_subscriptions",
+    "dispute": "stripe_disputes",
+    "refund": "stripe_refunds",
+}
+
+
+@pytest.fixture(scope="module")
+def data() -> DataSet:
+    return DataSet.generate(COUNTS, start=START, end=END, templates=load_templates())
+
+
+@pytest.fixture(autouse=True)
+def spool_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "spool"
+    monkeypatch.setenv("STRIPE_PIPELINE_SPOOL_DIR", str(path))
+    return path
+
+
+def _config(**options) -> RunConfig:
+    return RunConfig(
+        object_types=tuple(TYPES.values()),
+        backfill=False,
+        window_start=START,
+        window_end=END,
+        **options,
+    )
+
+
+def _count(engine: Engine, sql: str) -> int:
+    with engine.connect() as conn:
+        return conn.execute(text(sql)).scalar_one()
+
+
+def _local_counts(engine: Engine) -> dict[str, int]:
+    return {t: _count(engine, f"SELECT count(*) FROM {table}") for t, table in TABLES.items()}
+
+
+def test_one_run_lists_every_resource_at_once_and_repairs_each_object_once(
+    engine: Engine, data: DataSet, spool_dir: Path
+) -> None:
+    with FakeStripeServer(data, latency=0.02, account_rate=10_000, endpoint_rate=10_000) as fake:
+        api = StripeApi("sk_test_sliced", api_base=fake.base_url, requests_per_second=10_000)
+        first = run_reconciliation(engine, api, _config(listing_workers=8), now=END + 60)
+        log = list(fake.log)
+        second = run_reconciliation(engine, api, _config(listing_workers=8), now=END + 60)
+
+    expected = {TYPES[name]: n for name, n in COUNTS.items()}
+    assert first.counts["listing"]["objects"] == sum(COUNTS.values())
+    assert first.counts["compare"]["found"] == {"missing_locally": sum(COUNTS.values())}
+    assert first.counts["heal"]["repaired_objects"] == sum(COUNTS.values())
+    assert _local_counts(engine) == expected  # each object stored once
+    assert second.counts["compare"]["found"] == {}  # repaired rows equal what Stripe says
+    # listed in parallel, every endpoint at once, within twice the minimum of calls
+    minimum = sum(math.ceil(n / 100) for n in COUNTS.values())
+    assert minimum <= len(log) <= 2 * minimum + 4 * len(COUNTS)
+    paths = {entry.endpoint for entry in log}
+    assert paths == {f"GET /v1/{name}" for name in COUNTS}
+    first_of = {p: min(e.at for e in log if e.endpoint == p) for p in paths}
+    last_of = {p: max(e.at for e in log if e.endpoint == p) for p in paths}
+    assert max(first_of.values()) < min(last_of.values())  # all endpoints overlapped
+    # the run forgets its listing progress and spool files once committed
+    assert _count(engine, "SELECT count(*) FROM stripe_listing_slices") == 0
+    assert not any(spool_dir.glob("*/*.jsonl"))
+
+
+def test_a_failed_listing_fails_the_run_and_keeps_its_progress(
+    engine: Engine, data: DataSet, spool_dir: Path
+) -> None:
+    from stripe_pipeline.reconcile.run import ReconciliationFailed
+
+    with FakeStripeServer(data, latency=0.02, account_rate=10_000, endpoint_rate=10_000) as fake:
+        fake.app.fail_next(1, status=400, path_prefix="/v1/disputes")  # not retryable
+        api = StripeApi("sk_test_sliced", api_base=fake.base_url, requests_per_second=10_000)
+        with pytest.raises(ReconciliationFailed, match="/v1/disputes") as failed:
+            run_reconciliation(engine, api, _config(listing_workers=4), now=END + 60)
+    assert failed.value.stage == "listing"
+    with engine.connect() as conn:
+        status = conn.execute(text("SELECT status, error FROM reconciliation_runs")).one()
+    assert status.status == "failed" and "listing" in status.error
+    assert _local_counts(engine) == {t: 0 for t in TABLES}  # all or nothing
+    # what was listed stays recorded for a rerun with the same listings
+    assert _count(engine, "SELECT count(*) FROM stripe_listing_slices") > 0
+    assert any(spool_dir.glob("*/*.jsonl"))
+
+
+def _worker(args: dict) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.support.reconcile_worker", json.dumps(args)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={**os.environ},
+    )
+
+
+def test_a_killed_run_resumes_from_its_completed_slices(
+    engine: Engine, database_url: str, data: DataSet
+) -> None:
+    with FakeStripeServer(data, latency=0.05, account_rate=10_000, endpoint_rate=10_000) as fake:
+        args = {
+            "database_url": database_url,
+            "api_base": fake.base_url,
+            "object_types": list(TYPES.values()),
+            "start": START,
+            "end": END,
+            "workers": 2,
+        }
+        first = _worker(args)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (
+            _count(engine, "SELECT count(*) FROM stripe_listing_slices WHERE done") < 3
+        ):
+            time.sleep(0.01)
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(10)
+        assert first.returncode == -signal.SIGKILL  # killed while listing
+        with engine.connect() as conn:
+            done = conn.execute(
+                text("SELECT listing, gte, lte FROM stripe_listing_slices WHERE done")
+            ).all()
+        assert done and _count(engine, "SELECT count(*) FROM reconciliation_runs") == 1
+        requests_before = len(fake.log)
+
+        second = _worker({**args, "resume": True, "workers": 8})
+        out, _ = second.communicate(timeout=120)
+        assert second.returncode == 0, out
+        counts = json.loads(out.strip().splitlines()[-1])
+        later = fake.log[requests_before:]
+
+    assert counts["listing"]["skipped_slices"] >= len(done)
+    total = sum(COUNTS.values())
+    assert counts["compare"]["found"] == {"missing_locally": total}  # each object once
+    assert _local_counts(engine) == {TYPES[name]: n for name, n in COUNTS.items()}
+    for entry in later:  # completed slices were not listed again
+        params = entry.params
+        lo, hi = int(params["created[gte]"]), int(params["created[lte]"])
+        path = entry.endpoint.split(" ")[1]
+        for listing, gte, lte in done:
+            if listing.startswith(path + "?") or listing.startswith(path + " "):
+                assert hi < gte or lo > lte, (entry, listing, gte, lte)
+    with engine.connect() as conn:
+        statuses = conn.execute(text("SELECT status, error FROM reconciliation_runs ORDER BY id"))
+        rows = statuses.all()
+    assert [r.status for r in rows] == ["failed", "succeeded"]
+    assert "resumed" in rows[0].error
+
+
+# --- the daily partitions in Dagster -----------------------------------------------------
+
+DAYS = ("2023-11-20", "2023-11-21")
+
+
+def _day_bounds(day: str) -> tuple[int, int]:
+    from datetime import UTC, datetime
+
+    start = int(datetime.fromisoformat(day).replace(tzinfo=UTC).timestamp())
+    return start, start + 86_399
+
+
+def _objects_of_day(data: DataSet, day: str) -> dict[str, int]:
+    lo, hi = _day_bounds(day)
+    return {
+        TYPES[name]: int(((r.created >= lo) & (r.created <= hi)).sum())
+        for name, r in data.resources.items()
+    }
+
+
+def test_daily_partitions_run_in_parallel_and_repair_their_day(
+    engine: Engine, database_url: str, data: DataSet
+) -> None:
+    import threading
+
+    from dagster import DagsterInstance, Definitions
+
+    from stripe_pipeline.defs.common.resources import DatabaseResource, StripeApiResource
+    from stripe_pipeline.defs.reconciliation.assets import reconciliation_daily
+    from stripe_pipeline.defs.reconciliation.checks import daily_discrepancies_are_ticketed
+    from stripe_pipeline.defs.reconciliation.jobs import nightly_reconciliation_job
+
+    config = {"object_types": list(TYPES.values()), "backfill_events": False}
+    with FakeStripeServer(data, latency=0.02, account_rate=10_000, endpoint_rate=10_000) as fake:
+        defs = Definitions(
+            assets=[reconciliation_daily],
+            asset_checks=[daily_discrepancies_are_ticketed],
+            jobs=[nightly_reconciliation_job],
+            resources={
+                "database": DatabaseResource(url=database_url),
+                "stripe_api": StripeApiResource(
+                    api_key="sk_test_daily", api_base=fake.base_url, requests_per_second=10_000
+                ),
+            },
+        )
+        job = defs.resolve_job_def("nightly_reconciliation")
+
+        def run(day: str):
+            # an instance per run: Dagster's in-memory SQLite storage locks under
+            # concurrent run creation (ours, the app database, is what is tested here)
+            return job.execute_in_process(
+                run_config={"ops": {"reconciliation_daily": {"config": config}}},
+                partition_key=day,
+                instance=DagsterInstance.ephemeral(),
+                raise_on_error=False,
+            )
+
+        results: dict[str, object] = {}
+        threads = [
+            threading.Thread(target=lambda d=d: results.__setitem__(d, run(d))) for d in DAYS
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        again = run(DAYS[0])
+
+    expected = {t: 0 for t in TABLES}
+    for day in DAYS:
+        result = results[day]
+        assert result.success, day
+        [mat] = [
+            m.materialization
+            for m in result.get_asset_materialization_events()
+            if m.asset_key.path[-1] == "reconciliation_daily"
+        ]
+        assert mat.partition == day
+        of_day = _objects_of_day(data, day)
+        assert mat.metadata["missing_locally"].value == sum(of_day.values()) > 0
+        assert mat.metadata["repaired_objects"].value == sum(of_day.values())
+        # the repaired domain tables are reported updated: their models refresh after
+        updated = {
+            m.asset_key.path[-1]
+            for m in result.get_asset_materialization_events()
+            if m.asset_key.path[-1] != "reconciliation_daily"
+        }
+        assert updated == set(TABLES.values())
+        for t, n in of_day.items():
+            expected[t] += n
+    assert _local_counts(engine) == expected  # each day's objects, nothing else
+    assert again.success
+    [mat] = [
+        m.materialization
+        for m in again.get_asset_materialization_events()
+        if m.asset_key.path[-1] == "reconciliation_daily"
+    ]
+    assert mat.metadata["found_total"].value == 0  # a day re-checked finds nothing
+    with engine.connect() as conn:
+        triggered = conn.execute(
+            text("SELECT triggered_by FROM reconciliation_runs ORDER BY id")
+        ).scalars()
+        assert sorted(t.rsplit(":", 1)[1] for t in triggered) == sorted([*DAYS, DAYS[0]])
+
+
+def test_old_days_leave_the_whole_catalog_listings_to_recent_days() -> None:
+    from stripe_pipeline.defs.reconciliation.assets import day_object_types
+    from stripe_pipeline.reconcile.run import OBJECT_TYPES
+
+    now = END + 30 * 86_400
+    old = day_object_types(list(OBJECT_TYPES), END, now=now)
+    assert {"price", "product", "coupon", "promotion_code"}.isdisjoint(old)
+    assert {"payment", "subscription", "invoice", "customer"} <= set(old)
+    assert day_object_types(list(OBJECT_TYPES), now - 86_400, now=now) == OBJECT_TYPES
