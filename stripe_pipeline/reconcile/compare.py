@@ -15,7 +15,12 @@ a local child of such a parent that its list no longer holds is gone, as a 404
 would say (Stripe has no fetch by id for a line).
 
 A local row changed by an event newer than the chunk's observation time is skipped:
-the API answer is older than what we already know, so it is not a discrepancy. A row
+the API answer is older than what we already know, so it is not a discrepancy. An
+object with a webhook landed but not yet applied (pending, retrying or being
+processed) is skipped too: processing is about to write it, and a run that starts
+while a burst is still in the queue would otherwise report every object of the burst
+as missing or stale. If the event never applies it ends as a dead letter with its own
+ticket, and the next run compares the object again. A row
 that equals what its owner's listing states is confirmed (``Spool.confirm``): the run
 moves its version to the observation time, as a repair would.
 """
@@ -48,6 +53,8 @@ from sqlalchemy import table as sql_table
 
 from stripe_pipeline.catalog.model import Catalog, Fetch, Listing, Resource, RowWrite, same_value
 from stripe_pipeline.db.lists import IN_CHUNK, chunked, in_list
+from stripe_pipeline.db.models import StripeEvent
+from stripe_pipeline.db.statuses import QUEUED_STATUSES
 from stripe_pipeline.privacy.guard import scrub_erased
 from stripe_pipeline.reconcile.api import ListingApi, NotFound, list_window
 from stripe_pipeline.reconcile.parse import (
@@ -83,6 +90,7 @@ class CompareStats:
     compared: Counter = field(default_factory=Counter)  # object type -> objects compared
     fetched: Counter = field(default_factory=Counter)  # object type -> fetched by id
     skipped_newer_locally: int = 0
+    skipped_in_flight: int = 0  # objects with a landed webhook not yet applied
     unparseable: Counter = field(default_factory=Counter)  # listing -> objects
     found: Counter = field(default_factory=Counter)  # kind -> findings
     repairable_objects: int = 0
@@ -93,6 +101,7 @@ class CompareStats:
             "compared": dict(self.compared),
             "fetched": dict(self.fetched),
             "skipped_newer_locally": self.skipped_newer_locally,
+            "skipped_in_flight": self.skipped_in_flight,
             "unparseable": dict(self.unparseable),
             "found": dict(self.found),
             "repairable_objects": self.repairable_objects,
@@ -150,6 +159,28 @@ def seen_ids(conn: Connection, object_type: str, ids: list[str]) -> set[str]:
     for part in chunked(ids):
         stmt = select(seen.c.object_id).where(
             seen.c.object_type == object_type, in_list(conn, seen.c.object_id, part)
+        )
+        found.update(conn.execute(stmt).scalars())
+    return found
+
+
+def in_flight_ids(conn: Connection, ids: list[str]) -> set[str]:
+    """Which of these objects have a webhook landed that processing has not applied yet.
+
+    Only webhooks: events this run backfilled are pending too, but they are what the
+    run found missing, and the discrepancy they close is real.
+    """
+    events = StripeEvent.__table__
+    found: set[str] = set()
+    for part in chunked(ids):
+        stmt = (
+            select(events.c.object_id)
+            .where(
+                in_list(conn, events.c.object_id, part),
+                events.c.status.in_([s.value for s in QUEUED_STATUSES]),
+                events.c.source == "webhook",
+            )
+            .distinct()
         )
         found.update(conn.execute(stmt).scalars())
     return found
@@ -269,6 +300,9 @@ def compare_chunk(
         remote, local, how="left", left_index=True, right_index=True, suffixes=("", "_local")
     )
     in_local = merged.index.isin(local.index)
+    flight = in_flight_ids(conn, keys)
+    in_flight = merged.index.isin(list(flight))
+    stats.skipped_in_flight += int(in_flight.sum())
 
     def repair_of(key: str) -> Repair:
         return Repair(
@@ -277,7 +311,7 @@ def compare_chunk(
 
     findings: dict[str, list[Finding]] = {}
     owns = merged["_owns"].astype(bool).to_numpy()
-    for key in merged.index[~in_local & owns]:
+    for key in merged.index[~in_local & owns & ~in_flight]:
         findings.setdefault(key, []).append(
             Finding(
                 resource.object_type,
@@ -288,7 +322,7 @@ def compare_chunk(
                 _without_personal(resource, projected[key][0].values),
             )
         )
-    for key in merged.index[~in_local & ~owns]:
+    for key in merged.index[~in_local & ~owns & ~in_flight]:
         # the owner's listing (earlier in the run) reported the object missing; this
         # listing's facts (a charge's refunds) complete the repaired row after it
         spool.add([], repair_of(key))
@@ -296,7 +330,7 @@ def compare_chunk(
     version = pd.to_numeric(merged["_version"], errors="coerce")
     newer_locally = in_local & (version > observed_at).to_numpy()
     stats.skipped_newer_locally += int(newer_locally.sum())
-    comparable = in_local & ~newer_locally
+    comparable = in_local & ~newer_locally & ~in_flight
     stub = merged["_stub"].astype(bool).to_numpy()
     for f in resource.reconciled:
         r, loc = merged[f], merged[f"{f}_local"]
