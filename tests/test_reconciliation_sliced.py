@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
+from stripe_pipeline.reconcile.prelist import SPOOL_KEEP_SECONDS, spool_name, sweep_spools
 from stripe_pipeline.reconcile.run import RunConfig, run_reconciliation
 from stripe_pipeline.stripe_api.client import StripeApi
 from tests.support.fake_stripe_data import DataSet, load_templates
@@ -296,3 +297,22 @@ def test_old_days_leave_the_whole_catalog_listings_to_recent_days() -> None:
     assert {"price", "product", "coupon", "promotion_code"}.isdisjoint(old)
     assert {"payment", "subscription", "invoice", "customer"} <= set(old)
     assert day_object_types(list(OBJECT_TYPES), now - 86_400, now=now) == OBJECT_TYPES
+
+
+def test_spools_of_runs_never_resumed_are_swept_after_a_week(
+    engine: Engine, tmp_path: Path
+) -> None:
+    old = time.time() - SPOOL_KEEP_SECONDS - 60
+    stale = tmp_path / spool_name(engine, "reconciliation:window:1-2")
+    current = tmp_path / spool_name(engine, "reconciliation:window:3-4")
+    recent = tmp_path / spool_name(engine, "reconciliation:window:5-6")
+    other_db = tmp_path / "0123456789ab-reconciliation-window-1-2"
+    for path in (stale, current, recent, other_db):
+        path.mkdir()
+        (path / "000.jsonl").write_bytes(b"{}\n")
+    for path in (stale, current, other_db):
+        os.utime(path, (old, old))
+    swept = sweep_spools(tmp_path, engine, keep=current.name)
+    assert swept == [stale]
+    assert not stale.exists()
+    assert current.exists() and recent.exists() and other_db.exists()

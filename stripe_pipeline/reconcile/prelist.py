@@ -229,6 +229,26 @@ def spool_root() -> Path:
     return Path(configured) if configured else Path(tempfile.gettempdir()) / "stripe-pipeline"
 
 
+# a failed run's spool files wait this long for a rerun to resume them; after that a
+# rerun lists again, and the files of runs nobody reran stop filling the disk
+SPOOL_KEEP_SECONDS = 7 * 86400
+
+
+def sweep_spools(root: Path, engine: Engine, keep: str, now: float | None = None) -> list[Path]:
+    """Delete this database's spool directories untouched for ``SPOOL_KEEP_SECONDS``
+    (except ``keep``, the run starting now); returns what was deleted."""
+    prefix = spool_name(engine, "")
+    cutoff = (time.time() if now is None else now) - SPOOL_KEEP_SECONDS
+    swept = []
+    for path in root.glob(f"{prefix}*") if root.is_dir() else ():
+        if path.name != keep and path.is_dir() and path.stat().st_mtime < cutoff:
+            shutil.rmtree(path, ignore_errors=True)
+            swept.append(path)
+    if swept:
+        log.info("deleted %s spool directories of runs never resumed", len(swept))
+    return swept
+
+
 def spool_name(engine: Engine, run_key: str) -> str:
     """A directory per database and run key: two deployments on one host never share."""
     url = engine.url.render_as_string(hide_password=True)
@@ -247,7 +267,9 @@ def prelist(
 ) -> Prelisted:
     """Start listing every planned listing at once, each into its spool file, in a
     background thread; resumes ``run_key``. Read with :meth:`Prelisted.objects`."""
-    directory = (root or spool_root()) / spool_name(engine, run_key)
+    root = root or spool_root()
+    directory = root / spool_name(engine, run_key)
+    sweep_spools(root, engine, keep=directory.name)
     directory.mkdir(parents=True, exist_ok=True)
     progress = DatabaseListingProgress(engine)
     records = progress.load(run_key, SPOOL_RECORD)
