@@ -31,8 +31,13 @@ def _listings(resource: Resource) -> str:
         text = f"`GET {listing.path}{'?' + params if params else ''}`"
         if listing.per_customer:
             text += " per customer"
-        if listing.per_parent is not None:
-            text += f" per {listing.per_parent.parent}"
+        spec = listing.per_parent
+        if spec is not None:
+            if spec.param:
+                text = text[:-1] + f"{'&' if params else '?'}{spec.param}=`"
+            text += f" per {spec.parent}"
+            if spec.where:
+                text += " (" + ", ".join(f"{k}={v}" for k, v in spec.where.items()) + ")"
         if listing.owns is not None:
             text += " (refines rows it does not own)"
         if listing.embedded is not None:
