@@ -170,7 +170,7 @@ def conn(pg_conn):
 # the twin it had (6,000 fixture invoice events through apply_events on PostgreSQL, 5
 # runs each: median 2,900/s in Python, 2,780/s in SQL), so that twin was dropped. Tax
 # rates, early fraud warnings and reviews are a handful a month; an account has a
-# payout a day, and ``balance.available`` writes no row at all.
+# payout a day.
 PYTHON_ONLY = {
     "apply_subscription_event",
     "apply_customer_source_event",
@@ -188,7 +188,6 @@ PYTHON_ONLY = {
     "apply_early_fraud_warning_event",
     "apply_review_event",
     "apply_payout_event",
-    "note_balance_available",
 }
 
 

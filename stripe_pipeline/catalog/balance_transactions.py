@@ -10,8 +10,10 @@ list ``/v1/balance_transactions?payout=po_...``, the only place that says which 
 carried a transaction (the object itself does not name it). A transaction processing
 does not know yet is fetched by id (``/v1/balance_transactions/{id}``).
 
-``balance.available`` carries the balance (amounts per currency), not transactions:
-it is recorded as processed with a note, and changes no row.
+``balance.available`` carries the balance (amounts per currency), not transactions,
+so no route names it on purpose: the event is kept in ``stripe_events`` with status
+``ignored`` (never a dead letter), and the transactions that changed the balance come
+from the listings.
 
 Amounts are signed integers of minor units (a refund or a fee is negative); ``fee`` is
 the sum of ``fee_details``; ``net`` = ``amount`` - ``fee``. ``exchange_rate`` is set
@@ -49,7 +51,6 @@ from stripe_pipeline.db.models import StripeBalanceTransaction
 N, K = Policy.NEWEST, Policy.NEWEST_KNOWN
 TABLE = StripeBalanceTransaction.__tablename__
 READER = "balance_transaction"
-BALANCE_NOTE = "balance.available carries the balance, not transactions: no row changes"
 
 COLUMNS = (
     Column("type", K, audit=True),
@@ -157,18 +158,12 @@ def read_balance_transaction(ctx: EventContext) -> Iterable[RowWrite]:
     return [balance_transaction_row(ctx.obj, livemode=ctx.livemode)]
 
 
-def note_balance_available(ctx: EventContext) -> Iterable[RowWrite]:
-    """``balance.available``: kept (processed, with a note), nothing stored from it."""
-    ctx.notes.append(BALANCE_NOTE)
-    return []
-
-
 RESOURCE = Resource(
     object_type="balance_transaction",
     table=StripeBalanceTransaction.__table__,
     key="stripe_balance_transaction_id",
     columns=COLUMNS,
-    routes=(Route(("balance.available",), note_balance_available, frozenset({"balance"})),),
+    routes=(),  # Stripe sends no balance transaction events (see above)
     readers=(Route((READER,), read_balance_transaction, frozenset({"balance_transaction"})),),
     listings=(
         Listing("balance_transactions", "/v1/balance_transactions", read_as=READER),

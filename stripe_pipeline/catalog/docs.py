@@ -37,7 +37,7 @@ def _listings(resource: Resource) -> str:
                 text = text[:-1] + f"{'&' if params else '?'}{spec.param}=`"
             text += f" per {spec.parent}"
             if spec.where:
-                text += " (" + ", ".join(f"{k}={v}" for k, v in spec.where.items()) + ")"
+                text += " (" + ", ".join(f"{k}={_json(v)}" for k, v in spec.where.items()) + ")"
         if listing.owns is not None:
             text += " (refines rows it does not own)"
         if listing.embedded is not None:
@@ -46,6 +46,11 @@ def _listings(resource: Resource) -> str:
             text += " (all, every run)"
         parts.append(text)
     return "<br>".join(parts) or "none"
+
+
+def _json(value: object) -> str:
+    """A filter value as Stripe's JSON spells it (``true``, not ``True``)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _references(resource: Resource) -> str:
@@ -76,7 +81,7 @@ def resource_table(catalog: Catalog = CATALOG) -> str:
         "|---|---|---|---|---|",
     ]
     for r in catalog.resources:
-        events = ", ".join(_events(catalog, r))
+        events = ", ".join(_events(catalog, r)) or "none (listed and fetched only)"
         lines.append(
             f"| {r.object_type} | `{r.table_name}` | {events} | {_listings(r)} | {_references(r)} |"
         )
