@@ -8,7 +8,8 @@ on most lists and answers 404 for a deleted customer. This front, a small thread
 WSGI server in the test process, gives the pipeline's real ``StripeApi`` client one
 base URL that behaves like Stripe where reconciliation depends on it:
 
-- objects localstripe cannot keep (disputes) live in the front's own store, and the
+- objects localstripe cannot keep (disputes, balance transactions, payouts) live in
+  the front's own store, and the
   events the drill builds for what localstripe cannot emit are added to ``/v1/events``
   beside localstripe's own;
 - every list is Stripe's: newest first, ``limit`` (at most 100), ``starting_after`` /
@@ -19,7 +20,10 @@ base URL that behaves like Stripe where reconciliation depends on it:
   ``/v1/customers/{id}/payment_methods``); without a customer the list is empty;
 - a deleted customer answers ``{"id", "object": "customer", "deleted": true}`` by id,
   and 404 ``resource_missing`` where it is named as a parent (its payment methods);
-- unknown objects answer 404 with Stripe's error body (``resource_missing``).
+- unknown objects answer 404 with Stripe's error body (``resource_missing``);
+- ``GET /v1/balance_transactions?payout=po_...`` lists the transactions the drill said
+  the payout carried (``carry``): Stripe's transaction object does not name its
+  payout, and a payout it has not reconciled answers 400.
 
 Writes (``POST``/``DELETE``) go straight to localstripe; the front only remembers
 which customers were deleted through it.
@@ -42,7 +46,9 @@ from tests.support.localstripe_peer import LocalStripe, free_port
 
 # collections localstripe has no endpoint for: served from the front's store only (the
 # drill's traffic makes no invoice payments: that list is empty, and a fetch answers 404)
-OWN_ONLY = frozenset({"disputes", "invoice_payments", "promotion_codes"})
+OWN_ONLY = frozenset(
+    {"disputes", "invoice_payments", "promotion_codes", "balance_transactions", "payouts"}
+)
 # endpoints under a namespace: their collection is two path segments
 NAMESPACES = frozenset({"checkout", "radar"})
 # Stripe's prices API answers for plans too (a plan is a price with the same id);
@@ -95,6 +101,7 @@ class StripePeer:
         # collection -> id -> (sequence, object): fixture-built objects
         self._store: dict[str, dict[str, tuple[int, dict[str, Any]]]] = {}
         self._deleted: dict[str, str] = {}  # id -> object kind, deleted through the front
+        self._carried: dict[str, set[str]] = {}  # payout id -> balance transaction ids
         self._local = threading.local()  # one HTTP session per server thread
         self.requests: list[tuple[str, str]] = []  # (method, path) served, for assertions
         self.app = self._build_app()
@@ -131,6 +138,7 @@ class StripePeer:
         with self._lock:
             self._store.clear()
             self._deleted.clear()
+            self._carried.clear()
             self.requests.clear()
 
     def _http(self) -> requests.Session:
@@ -148,6 +156,11 @@ class StripePeer:
             seq = found[0] if found is not None else next(self._seq)
             self._store[collection][obj["id"]] = (seq, copy.deepcopy(obj))
         return obj
+
+    def carry(self, payout_id: str, transaction_ids: list[str]) -> None:
+        """The balance transactions an automatic payout carried, once Stripe reconciled it."""
+        with self._lock:
+            self._carried[payout_id] = set(transaction_ids)
 
     def add_event(self, event: dict[str, Any]) -> dict[str, Any]:
         """Log an event the drill built; ``/v1/events`` lists it beside localstripe's."""
@@ -261,6 +274,18 @@ class StripePeer:
         for key in [k for k in query if k.startswith("expand")]:
             query.pop(key)  # objects are served as they are (expanded where they embed)
         status = query.pop("status", None) if collection == "subscriptions" else None
+        carried: set[str] | None = None
+        if collection == "balance_transactions" and "payout" in query:
+            payout = query.pop("payout")
+            with self._lock:
+                carried = self._carried.get(payout)
+            if carried is None:
+                return stripe_error(
+                    400,
+                    "Balance transaction history can only be filtered on automatic "
+                    "payouts Stripe has reconciled.",
+                    param="payout",
+                )
         if collection == "payment_methods" and not query.get("customer"):
             items: list[dict[str, Any]] = []  # Stripe lists a customer's methods only
         else:
@@ -276,6 +301,8 @@ class StripePeer:
                 items = [s for s in items if s.get("status") == status]
         if created:
             items = [o for o in items if _created_matches(o.get("created"), created)]
+        if carried is not None:
+            items = [o for o in items if o.get("id") in carried]
         return jsonify(_page(f"/v1/{collection}", items, limit, starting_after, ending_before))
 
     def _merged(self, collection: str, filters: dict[str, Any]) -> list[dict[str, Any]]:
