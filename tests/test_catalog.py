@@ -127,6 +127,7 @@ def _full_objects(fx: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
         customer="cus_c1",
         payment_method="pm_c1",
         payment_method_details={"card": card},
+        balance_transaction="txn_c1",
     )
     legacy = obj(
         "charge",
@@ -154,6 +155,7 @@ def _full_objects(fx: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
         status="failed",
         reason="requested_by_customer",
         failure_reason="expired_or_canceled_card",
+        balance_transaction="txn_c1r",
     )
     dispute = obj(
         "dispute",

@@ -1,10 +1,13 @@
-"""A month of money, end to end: signed events, the nightly run, marts to the cent.
+"""Money to the bank: payments and refunds fetch their balance transactions; and a
+month of money end to end, signed events, the nightly run, marts to the cent.
 
-Peers: the real receiver (gunicorn, its own process) on each backend; Stripe's side is
-``tests/support/stripe_peer.py``, the drills' front over localstripe, because
-localstripe has no balance transactions, payouts or disputes: the front serves those
-collections from its own store, including ``/v1/balance_transactions?payout=``, with
-the pipeline's real rate-limited ``StripeApi`` client in between.
+The fetches use the in-memory Stripe (``MemoryApi``) as processing's object source.
+For the month, peers: the real receiver (gunicorn, its own process) on each backend;
+Stripe's side is ``tests/support/stripe_peer.py``, the drills' front over localstripe,
+because localstripe has no balance transactions, payouts or disputes: the front
+serves those collections from its own store, including
+``/v1/balance_transactions?payout=``, with the pipeline's real rate-limited
+``StripeApi`` client in between.
 
 The story (``tests/support/money_story.py``, built from Stripe's fixture objects):
 charges, a partial refund, a lost dispute with its fee, an adjustment, a USD charge
@@ -32,16 +35,81 @@ from stripe_pipeline.monitoring.escalation import run_check
 from stripe_pipeline.process.runner import process_pending
 from stripe_pipeline.reconcile.run import RunConfig, run_reconciliation
 from stripe_pipeline.stripe_api import StripeApi
+from stripe_pipeline.stripe_api.errors import NotFound
+from tests.support.events import apply_in_transaction, fetch_row, make_event
 from tests.support.localstripe_peer import start_localstripe
 from tests.support.model_rows import fetch_rows
 from tests.support.money_story import Month, build_month, expected
 from tests.support.receiver_process import start_receiver
+from tests.support.reconciliation_traffic import MemoryApi
 from tests.support.stripe_peer import StripePeer
-
-pytestmark = pytest.mark.slow
 
 SECRET = "whsec_money_test"
 MONEY_TYPES = ("payment", "refund", "dispute", "payout", "balance_transaction")
+
+
+class Objects:
+    """``ObjectSource`` over the in-memory Stripe: the API client's ``fetch_object``
+    without HTTP, recording the paths asked for."""
+
+    def __init__(self, api: MemoryApi) -> None:
+        self.api, self.paths = api, []
+
+    def fetch_object(self, path: str) -> dict[str, Any] | None:
+        self.paths.append(path)
+        try:
+            return self.api.get(path)
+        except NotFound:
+            return None
+
+
+def test_a_charge_and_a_refund_fetch_their_balance_transactions(
+    engine: Engine, stripe_fixtures: dict
+) -> None:
+    fx = stripe_fixtures
+    now = int(time.time())
+    month = build_month(fx, now)
+    txns = {t["id"]: t for t in month.objects["balance_transactions"]}
+    source = Objects(MemoryApi({"balance_transactions": list(txns.values())}))
+    [charge] = [c for c in month.objects["charges"] if c["id"] == "ch_m2"]
+    [refund] = month.objects["refunds"]
+    expanded = {**charge, "id": "ch_m1", "balance_transaction": txns["txn_m1"]}
+    events = [
+        make_event("charge.succeeded", charge, now - 60),  # names txn_m2 by id
+        make_event("refund.created", refund, now - 50),  # names txn_m2r by id
+        make_event("charge.succeeded", expanded, now - 40),  # expanded: txn_m1
+    ]
+    result = apply_in_transaction(engine, events, object_source=source)
+    assert set(result.outcomes.values()) == {"processed"}, result.failures
+    assert sorted(source.paths) == [
+        "/v1/balance_transactions/txn_m1",
+        "/v1/balance_transactions/txn_m2",
+        "/v1/balance_transactions/txn_m2r",
+    ]
+    assert fetch_row(engine, "stripe_payments", "ch_m2")["balance_transaction_id"] == "txn_m2"
+    assert fetch_row(engine, "stripe_refunds", "re_m1")["balance_transaction_id"] == "txn_m2r"
+    fee = fetch_row(engine, "stripe_balance_transactions", "txn_m2")
+    assert (fee["amount_minor"], fee["fee_minor"], fee["net_minor"]) == (5000, 175, 4825)
+    assert (fee["source_id"], fee["source_type"], fee["reporting_category"]) == (
+        "ch_m2",
+        "charge",
+        "charge",
+    )
+    back = fetch_row(engine, "stripe_balance_transactions", "txn_m2r")
+    assert (back["net_minor"], back["source_type"]) == (-2000, "refund")
+    # a stored transaction is not fetched again
+    again = apply_in_transaction(
+        engine, [make_event("charge.updated", charge, now - 30)], object_source=source
+    )
+    assert set(again.outcomes.values()) == {"processed"} and len(source.paths) == 3
+
+
+def test_balance_available_is_kept_as_ignored_not_a_dead_letter(
+    engine: Engine, stripe_fixtures: dict
+) -> None:
+    balance = {**stripe_fixtures["balance"], "livemode": False}
+    result = apply_in_transaction(engine, [make_event("balance.available", balance, 1)])
+    assert list(result.outcomes.values()) == ["ignored"] and not result.failures
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +183,7 @@ def _scalar(engine: Engine, sql: str) -> Any:
         return conn.execute(text(sql)).scalar()
 
 
+@pytest.mark.slow
 def test_a_month_of_money_reconciles_to_the_cent(
     database_url: str, peer: StripePeer, stripe_fixtures: dict
 ) -> None:

@@ -281,6 +281,8 @@ class StripePayment(EventVersionMixin, Base):
     failure_message: Mapped[str | None] = mapped_column(Text)
     decline_code: Mapped[str | None] = mapped_column(String(255))
     description: Mapped[str | None] = mapped_column(Text)
+    # the latest charge's balance transaction (its fee and net): 0018_money
+    balance_transaction_id: Mapped[str | None] = mapped_column(String(255))
 
     __table_args__ = (
         Index("ix_stripe_payments_customer_id", "customer_id"),
@@ -301,6 +303,8 @@ class StripeRefund(EventVersionMixin, Base):
     status: Mapped[str] = mapped_column(String(64), nullable=False)
     reason: Mapped[str | None] = mapped_column(String(255))
     failure_reason: Mapped[str | None] = mapped_column(String(255))
+    # the refund's balance transaction: 0018_money
+    balance_transaction_id: Mapped[str | None] = mapped_column(String(255))
 
     __table_args__ = (Index("ix_stripe_refunds_payment_intent_id", "payment_intent_id"),)
 

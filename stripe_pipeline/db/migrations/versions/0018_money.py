@@ -3,7 +3,8 @@
 New domain tables, built from payout events, from the balance transactions payments,
 refunds and disputes name, and from the nightly listings (``stripe_pipeline/catalog``):
 every movement of the Stripe balance with its fee and net, and the payouts that carry
-the balance to the bank. New tables only: nothing existing is rewritten.
+the balance to the bank. Payments and refunds get a nullable column naming their
+balance transaction; no existing value is rewritten.
 
 Revision ID: 0018_money
 Revises: 0015_billing
@@ -60,6 +61,9 @@ INDEXES = (
 )
 
 
+LINKED = ("stripe_payments", "stripe_refunds")
+
+
 def upgrade() -> None:
     _keyed_table(
         "stripe_balance_transactions",
@@ -100,9 +104,14 @@ def upgrade() -> None:
     )
     for name, table, columns in INDEXES:
         op.create_index(name, table, columns)
+    # payments and refunds name their balance transaction (fetched when not stored)
+    for table in LINKED:
+        op.add_column(table, _s("balance_transaction_id"))
 
 
 def downgrade() -> None:
+    for table in LINKED:
+        op.drop_column(table, "balance_transaction_id")
     for name, table, _ in INDEXES:
         op.drop_index(name, table_name=table)
     op.drop_table("stripe_payouts")
