@@ -34,6 +34,7 @@ from stripe_pipeline.catalog.model import (
     Route,
     RowWrite,
     SqlWrite,
+    event_fact,
 )
 from stripe_pipeline.catalog.readers import (
     amount,
@@ -68,8 +69,13 @@ COLUMNS = (
     Column("amount_refunded_minor", G, audit=True),
     Column("currency", K, audit=True),
     Column("description", K, personal=True),
-    # the latest charge's (its fee and net live there); a PaymentIntent never says
-    Column("balance_transaction_id", K),
+    # the latest charge's (its fee and net live there), from charge events
+    event_fact(
+        "balance_transaction_id",
+        K,
+        "from charge events: a PaymentIntent never names it, and a payment whose charge "
+        "sent no event is tied to its transaction by the transaction's source",
+    ),
     Column("stripe_created", K),
     Column("livemode", N),
 )
@@ -378,12 +384,7 @@ RESOURCE = Resource(
             read_as="charge.updated",
             states=charge_states_its_payment,
             owns=charge_owns_its_payment,
-            refines=(
-                "charge_id",
-                "amount_refunded_minor",
-                "card_fingerprint",
-                "balance_transaction_id",
-            ),
+            refines=("charge_id", "amount_refunded_minor", "card_fingerprint"),
         ),
     ),
     fetch=(
