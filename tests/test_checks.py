@@ -295,8 +295,8 @@ SCENARIOS = {
     ),
     "payouts_unbalanced": Scenario(health.payouts_unbalanced, _unbalanced_break, _unbalanced_fix),
     "payouts_failed": Scenario(health.payouts_failed, _payout_failed_break, _payout_failed_fix),
-    "payment_balance_transactions_missing": Scenario(
-        health.payment_balance_transactions_missing, _txn_missing_break, _txn_missing_fix
+    "payment_fees_missing": Scenario(
+        health.payment_fees_missing, _txn_missing_break, _txn_missing_fix
     ),
 }
 

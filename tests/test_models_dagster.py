@@ -59,7 +59,7 @@ def test_materializing_models_records_rows_and_runs_checks(fresh_sqlite_url: str
         "payments_missing_currency",
         "payouts_unbalanced",
         "payouts_failed",
-        "payment_balance_transactions_missing",
+        "payment_fees_missing",
     }
     # the seeded payouts balance to the cent; none failed
     assert evaluations["payouts_unbalanced"].passed

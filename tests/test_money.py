@@ -259,7 +259,7 @@ def test_a_month_of_money_reconciles_to_the_cent(
         balanced, closed = run_check(engine, health.payouts_unbalanced)
         assert balanced.passed and closed.action == "closed"
         assert closed.ticket_id == opened.ticket_id
-        missing, _ = run_check(engine, health.payment_balance_transactions_missing)
+        missing, _ = run_check(engine, health.payment_fees_missing)
         assert missing.passed, missing.summary
 
         marts = _marts(engine)

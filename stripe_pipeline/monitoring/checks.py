@@ -411,18 +411,17 @@ def payouts_failed(conn: Connection, limits: Thresholds, now: datetime) -> Check
     )
 
 
-def payment_balance_transactions_missing(
-    conn: Connection, limits: Thresholds, now: datetime
-) -> CheckOutcome:
+def payment_fees_missing(conn: Connection, limits: Thresholds, now: datetime) -> CheckOutcome:
     """After the nightly run, every captured charge and effective refund it covered has
-    its balance transaction here; one missing means fees and payouts are incomplete."""
+    its balance transaction (its fee and net) here; one missing means fees, net and
+    payouts are incomplete."""
     r = RECONCILIATION_RUNS.c
     window_end = conn.execute(
         select(func.max(r.window_end)).where(r.status == "succeeded")
     ).scalar_one_or_none()
     if window_end is None:
         return CheckOutcome(
-            name="payment_balance_transactions_missing",
+            name="payment_fees_missing",
             passed=True,
             summary="no nightly run yet: nothing to hold balance transactions to",
             severity="error",
@@ -447,7 +446,7 @@ def payment_balance_transactions_missing(
         ).scalars()
     )
     return CheckOutcome(
-        name="payment_balance_transactions_missing",
+        name="payment_fees_missing",
         passed=not missing,
         summary=(
             f"{len(missing)} charge(s) or refund(s) without their balance transaction "
@@ -478,5 +477,5 @@ TABLE_CHECKS: tuple[CheckFunction, ...] = (
     open_discrepancies,
     payouts_unbalanced,
     payouts_failed,
-    payment_balance_transactions_missing,
+    payment_fees_missing,
 )

@@ -39,7 +39,7 @@ WIRING = (
     CheckWiring("support_tickets_summary", health.ticket_volume_spike),
     CheckWiring("payout_reconciliation", health.payouts_unbalanced),
     CheckWiring("payout_reconciliation", health.payouts_failed),
-    CheckWiring("balance_daily", health.payment_balance_transactions_missing),
+    CheckWiring("balance_daily", health.payment_fees_missing),
     CheckWiring("stg_stripe__payments", health.payments_missing_currency, blocking=True),
     CheckWiring(
         "stg_stripe__subscription_items", health.subscription_items_unpriced, blocking=True
