@@ -23,11 +23,13 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, text
 
+from stripe_pipeline.catalog.balance_transactions import exchange_rate
 from stripe_pipeline.db.engine import make_engine
 from stripe_pipeline.model import load_project, run_project
 from stripe_pipeline.monitoring import checks as health
@@ -102,6 +104,18 @@ def test_a_charge_and_a_refund_fetch_their_balance_transactions(
         engine, [make_event("charge.updated", charge, now - 30)], object_source=source
     )
     assert set(again.outcomes.values()) == {"processed"} and len(source.paths) == 3
+
+
+def test_exchange_rates_are_exact_decimals_the_column_can_hold() -> None:
+    assert exchange_rate(0.9234) == Decimal("0.9234")
+    assert exchange_rate("1.0712345678901234") == Decimal("1.071234567890")  # 12 places
+    assert exchange_rate(16250) == Decimal("16250")  # USD settled in IDR
+    assert exchange_rate(None) is None
+    for bad in (0, -1.5, 1e13, "abc", "NaN"):
+        with pytest.raises(ValueError):
+            exchange_rate(bad)
+    with pytest.raises(TypeError):
+        exchange_rate(True)
 
 
 def test_balance_available_is_kept_as_ignored_not_a_dead_letter(

@@ -104,16 +104,26 @@ def source_type(source: Any) -> str | None:
     return None
 
 
+# the column is NUMERIC(24, 12): rates are kept to 12 places, below 10**12
+RATE_PLACES = Decimal("1e-12")
+RATE_BOUND = Decimal(10**12)
+
+
 def exchange_rate(value: Any) -> Decimal | None:
-    """Stripe's rate as the exact decimal its JSON number spells (never a float)."""
+    """Stripe's rate as the exact decimal its JSON number spells (never a float), to
+    the 12 places the column keeps (so a stored rate compares equal to a listed one);
+    one the column cannot hold is a shape error of its own object, not the batch's."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise TypeError(f"expected an exchange rate, got {type(value).__name__}")
-    found = Decimal(str(value))
-    if not found.is_finite() or found <= 0:
-        raise ValueError(f"not an exchange rate: {value!r}")
-    return found
+    try:
+        found = Decimal(str(value))
+    except ArithmeticError:
+        raise ValueError(f"not an exchange rate: {str(value)[:40]!r}") from None
+    if not found.is_finite() or not 0 < found < RATE_BOUND:
+        raise ValueError(f"not an exchange rate: {str(value)[:40]!r}")
+    return found.quantize(RATE_PLACES)
 
 
 def _signed(txn: Mapping[str, Any], key: str) -> int:
