@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Boolean, DateTime, Engine, Float, Integer, String, Text, update
+from sqlalchemy import Boolean, DateTime, Engine, Float, Integer, Numeric, String, Text, update
 from sqlalchemy.types import JSON
 
 from stripe_pipeline.catalog import CATALOG
@@ -27,7 +27,7 @@ from tests.support.events import apply_in_transaction, make_event, queued
 from tests.support.reconciliation_traffic import MemoryApi
 
 ROOT = Path(__file__).resolve().parents[1]
-MISSING_LOCALLY = 36
+MISSING_LOCALLY = 39
 BOOKKEEPING = {"id", "created_at", "updated_at", "amount", *GUARD_COLUMNS}
 
 
@@ -127,6 +127,7 @@ def _full_objects(fx: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
         customer="cus_c1",
         payment_method="pm_c1",
         payment_method_details={"card": card},
+        balance_transaction="txn_c1",
     )
     legacy = obj(
         "charge",
@@ -154,6 +155,7 @@ def _full_objects(fx: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
         status="failed",
         reason="requested_by_customer",
         failure_reason="expired_or_canceled_card",
+        balance_transaction="txn_c1r",
     )
     dispute = obj(
         "dispute",
@@ -417,6 +419,47 @@ def _full_objects(fx: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
         fx, "issfr_c1", charge="ch_c1", payment_intent="pi_c1", created=NOW - 600
     )
     review = bo.review(fx, "prv_c1", charge="ch_c1", payment_intent="pi_c1", created=NOW - 600)
+    # a charge settled in another currency, and the automatic payout that carried it
+    # (paid out is its own transaction, whose source names the payout)
+    charge_txn = obj(
+        "balance_transaction",
+        "txn_c1",
+        amount=1380,
+        fee=70,
+        net=1310,
+        currency="eur",
+        exchange_rate=0.92,
+        source="ch_c1",
+        available_on=NOW + 86400,
+        description="order 1",
+    )
+    payout = obj(
+        "payout",
+        "po_c1",
+        amount=1310,
+        currency="eur",
+        status="failed",
+        arrival_date=NOW + 2 * 86400,
+        automatic=True,
+        balance_transaction="txn_c2",
+        failure_balance_transaction="txn_c3",
+        failure_code="account_closed",
+        failure_message="The bank account has been closed.",
+        reconciliation_status="completed",
+    )
+    payout_txn = obj(
+        "balance_transaction",
+        "txn_c2",
+        amount=-1310,
+        fee=0,
+        net=-1310,
+        currency="eur",
+        source="po_c1",
+        type="payout",
+        reporting_category="payout",
+        available_on=NOW + 86400,
+        description="STRIPE PAYOUT",
+    )
     return {
         "customers": [customer],
         "payment_methods": [method],
@@ -437,6 +480,8 @@ def _full_objects(fx: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
         "setup_intents": [setup, failed_setup],
         "radar/early_fraud_warnings": [warning],
         "reviews": [review],
+        "payouts": [payout],
+        "balance_transactions": [charge_txn, payout_txn],
     }
 
 
@@ -458,7 +503,7 @@ def _corrupted(column: Any, value: Any) -> Any:
         return not value
     if isinstance(column.type, DateTime):
         return value.replace(year=value.year - 1)
-    if isinstance(column.type, Integer | Float):
+    if isinstance(column.type, Integer | Float | Numeric):
         return value + 1
     if isinstance(column.type, JSON):
         return {"corrupted": True} if not isinstance(value, dict) else [{"corrupted": True}]
@@ -473,13 +518,15 @@ def test_reconciliation_compares_every_reconciled_column(
     engine: Engine, stripe_fixtures: dict
 ) -> None:
     api = MemoryApi(_full_objects(stripe_fixtures))
+    api.payout_transactions["po_c1"] = {"txn_c1", "txn_c2"}
     closed = _closed_review(stripe_fixtures)
     api.add("reviews", closed)  # not listed: known locally from its event
     apply_in_transaction(engine, [make_event("review.closed", closed, NOW - 300)])
     first = run_reconciliation(engine, api, RunConfig(backfill=False))
     # 13 payment and invoice objects (the PI owns ch_c1), a product, a price, 2 coupons, a
     # promotion code, 2 discounts; totals, invoice lines, a rate, 2 credit notes and 2 of
-    # their lines, 3 checkout sessions, 2 setup intents, a warning, a review
+    # their lines, 3 checkout sessions, 2 setup intents, a warning, a review; a payout and
+    # 2 balance transactions (each once, though also listed in the payout's list)
     assert first.counts["compare"]["found"]["missing_locally"] == MISSING_LOCALLY
     clean = run_reconciliation(engine, api, RunConfig(backfill=False))
     assert clean.counts["compare"]["found"] == {}, "a clean copy must compare equal"
@@ -570,6 +617,7 @@ def test_parsers_write_exactly_the_declared_columns(resource, stripe_fixtures: d
                 "setup_intent": "setup_intents",
                 "radar.early_fraud_warning": "radar/early_fraud_warnings",
                 "review": "reviews",
+                "payout": "payouts",
             }.get(kind)
             obj = objects[listing][0] if listing else {"id": "card_1", "object": "card"}
             ctx_event = make_event(event_type, obj, NOW)
@@ -585,6 +633,7 @@ def test_parsers_write_exactly_the_declared_columns(resource, stripe_fixtures: d
             **objects["credit_notes"][0]["lines"]["data"][0],
             "credit_note": "cn_c1",
         },
+        "balance_transaction": objects["balance_transactions"][0],
     }
     for reader in resource.readers:
         obj = listed_lines[sorted(reader.objects)[0]]

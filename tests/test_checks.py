@@ -198,6 +198,83 @@ def _interval_fix(c: Connection) -> None:
     c.execute(update(T["stripe_subscriptions"]).values(items=[item]))
 
 
+def _txn(txn: str, net: int, **extra: object) -> dict:
+    return {
+        "stripe_balance_transaction_id": txn,
+        "type": "charge",
+        "reporting_category": "charge",
+        "amount_minor": net + 30,
+        "fee_minor": 30,
+        "net_minor": net,
+        "currency": "usd",
+        **extra,
+    }
+
+
+def _payout(status: str, **extra: object) -> dict:
+    return {
+        "stripe_payout_id": "po_1",
+        "amount_minor": 1000,
+        "currency": "usd",
+        "status": status,
+        "automatic": True,
+        "reconciliation_status": "completed",
+        "arrival_date": NOW - timedelta(days=1),
+        **extra,
+    }
+
+
+def _unbalanced_break(c: Connection) -> None:
+    add(c, "stripe_payouts", _payout("paid"))
+    add(c, "stripe_balance_transactions", _txn("txn_1", 700, payout_id="po_1"))
+
+
+def _unbalanced_fix(c: Connection) -> None:
+    # the transaction the payout also carried arrives (the nightly per-payout listing)
+    add(c, "stripe_balance_transactions", _txn("txn_2", 300, payout_id="po_1"))
+
+
+def _payout_failed_break(c: Connection) -> None:
+    add(
+        c,
+        "stripe_payouts",
+        _payout(
+            "failed",
+            failure_code="account_closed",
+            failure_message="The bank account has been closed.",
+        ),
+    )
+
+
+def _payout_failed_fix(c: Connection) -> None:
+    # a week later the failure is history (the next payout carries the money)
+    c.execute(update(T["stripe_payouts"]).values(arrival_date=NOW - timedelta(days=8)))
+
+
+def _txn_missing_break(c: Connection) -> None:
+    add(
+        c,
+        "reconciliation_runs",
+        {"status": "succeeded", "window_start": NOW - timedelta(days=1), "window_end": NOW},
+    )
+    add(
+        c,
+        "stripe_payments",
+        {
+            "payment_intent_id": "pi_fees",
+            "charge_id": "ch_fees",
+            "status": "succeeded",
+            "amount_minor": 1030,
+            "currency": "usd",
+            "stripe_created": int(NOW.timestamp()) - 3600,
+        },
+    )
+
+
+def _txn_missing_fix(c: Connection) -> None:
+    add(c, "stripe_balance_transactions", _txn("txn_fees", 1000, source_id="ch_fees"))
+
+
 SCENARIOS = {
     "events_pending_too_long": Scenario(
         health.events_pending_too_long, _pending_break, _pending_fix
@@ -215,6 +292,11 @@ SCENARIOS = {
     ),
     "subscription_items_unpriced": Scenario(
         health.subscription_items_unpriced, _interval_break, _interval_fix, needs_models=True
+    ),
+    "payouts_unbalanced": Scenario(health.payouts_unbalanced, _unbalanced_break, _unbalanced_fix),
+    "payouts_failed": Scenario(health.payouts_failed, _payout_failed_break, _payout_failed_fix),
+    "payment_fees_missing": Scenario(
+        health.payment_fees_missing, _txn_missing_break, _txn_missing_fix
     ),
 }
 
@@ -320,3 +402,37 @@ def test_check_tickets_do_not_feed_the_spike_check(engine: Engine) -> None:
             )
         assert conn.execute(select(func.count()).select_from(tickets)).scalar_one() == 20
     assert run_check(engine, health.ticket_volume_spike, now=NOW)[0].passed
+
+
+def test_failed_payout_ticket_is_critical_with_stripes_reason(engine: Engine) -> None:
+    with engine.begin() as conn:
+        _payout_failed_break(conn)
+    _, action = run_check(engine, health.payouts_failed, now=NOW)
+    assert action.action == "opened" and action.notify
+    [ticket] = tickets_for(engine, "check:payouts_failed")
+    assert ticket["priority"] == "critical"
+    assert "account_closed" in ticket["title"] and "po_1" in ticket["title"]
+    assert ticket["details"]["payout:po_1"] == (
+        "1000 usd: account_closed: The bank account has been closed."
+    )
+
+
+def test_manual_or_unreconciled_payouts_are_not_held_to_their_transactions(
+    engine: Engine,
+) -> None:
+    with engine.begin() as conn:
+        add(conn, "stripe_payouts", _payout("paid", automatic=False))
+        add(
+            conn,
+            "stripe_payouts",
+            _payout("paid", stripe_payout_id="po_2", reconciliation_status="in_progress"),
+        )
+    outcome, _ = run_check(engine, health.payouts_unbalanced, now=NOW)
+    assert outcome.passed and outcome.metadata["unbalanced_payouts"] == 0
+    with engine.begin() as conn:
+        add(conn, "stripe_payouts", _payout("paid", stripe_payout_id="po_3"))
+    outcome, _ = run_check(engine, health.payouts_unbalanced, now=NOW)
+    assert not outcome.passed
+    assert (
+        outcome.metadata["payout:po_3"] == "1000 usd paid, 0 in 0 transaction(s): difference 1000"
+    )

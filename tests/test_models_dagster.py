@@ -57,7 +57,13 @@ def test_materializing_models_records_rows_and_runs_checks(fresh_sqlite_url: str
         "events_dead_lettered",
         "disputes_evidence_due",
         "payments_missing_currency",
+        "payouts_unbalanced",
+        "payouts_failed",
+        "payment_fees_missing",
     }
+    # the seeded payouts balance to the cent; none failed
+    assert evaluations["payouts_unbalanced"].passed
+    assert evaluations["payouts_failed"].passed
     # seeded data has a dead letter and a dispute due in 48 h: both ticketed, once
     assert not evaluations["events_dead_lettered"].passed
     assert evaluations["payments_missing_currency"].passed

@@ -189,3 +189,37 @@ def test_readme_documents_every_column_of_the_billing_marts() -> None:
         table = table[: table.index("\n\n", table.index("|---|"))]
         documented = {c for c in PROJECT.models[name].columns if f"`{c}`" in table}
         assert documented == set(PROJECT.models[name].columns), name
+
+
+def test_balance_daily_fees_and_net(built: Engine) -> None:
+    rows = {(r["day"], r["currency"]): r for r in fetch_rows(built, "balance_daily")}
+    assert set(rows) == set(seed.EXPECTED_BALANCE_DAILY)
+    for key, expected in seed.EXPECTED_BALANCE_DAILY.items():
+        assert_matches(rows[key], expected, f"balance_daily{key}")
+
+
+def test_balance_change_from_activity_by_category(built: Engine) -> None:
+    rows = {
+        (r["day"], r["currency"], r["reporting_category"]): r
+        for r in fetch_rows(built, "balance_change_from_activity")
+    }
+    for key, expected in seed.EXPECTED_BALANCE_CHANGE.items():
+        assert key in rows, f"missing balance_change_from_activity row {key}"
+        assert_matches(rows[key], expected, f"balance_change_from_activity{key}")
+    # every transaction counted once: the categories of a day and currency add up
+    usd_day1 = [r for k, r in rows.items() if k[:2] == ("2026-03-01", "usd")]
+    assert sum(r["net_minor"] for r in usd_day1) == 5522
+
+
+def test_payout_reconciliation_balances_to_the_cent(built: Engine) -> None:
+    rows = {r["payout_id"]: r for r in fetch_rows(built, "payout_reconciliation")}
+    assert set(rows) == set(seed.EXPECTED_PAYOUTS)
+    for key, expected in seed.EXPECTED_PAYOUTS.items():
+        assert_matches(rows[key], expected, f"payout_reconciliation.{key}")
+    categories = {
+        (r["payout_id"], r["reporting_category"]): r
+        for r in fetch_rows(built, "payout_reconciliation_by_category")
+    }
+    assert set(categories) == set(seed.EXPECTED_PAYOUT_CATEGORIES)
+    for key, expected in seed.EXPECTED_PAYOUT_CATEGORIES.items():
+        assert_matches(categories[key], expected, f"payout_reconciliation_by_category{key}")

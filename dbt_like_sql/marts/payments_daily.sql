@@ -1,6 +1,7 @@
 -- config: materialized=table
 -- Daily payments per currency: counts, success/failure ratio, gross, refunds,
--- disputes and net, in minor units and as decimals.
+-- disputes and what is left of the gross after them (before Stripe's fees: those are
+-- in balance_daily), in minor units and as decimals.
 WITH payments AS (
     SELECT
         created_day AS day,
@@ -74,9 +75,9 @@ SELECT
     refunded_minor,
     disputes_count,
     disputed_minor,
-    gross_minor - refunded_minor - disputed_minor AS net_minor,
+    gross_minor - refunded_minor - disputed_minor AS net_before_fees_minor,
     {{ to_major('gross_minor', 'currency') }} AS gross,
     {{ to_major('refunded_minor', 'currency') }} AS refunded,
     {{ to_major('disputed_minor', 'currency') }} AS disputed,
-    {{ to_major('gross_minor - refunded_minor - disputed_minor', 'currency') }} AS net
+    {{ to_major('gross_minor - refunded_minor - disputed_minor', 'currency') }} AS net_before_fees
 FROM totals

@@ -10,6 +10,7 @@ processing and reconciliation.
 from __future__ import annotations
 
 from stripe_pipeline.catalog import (
+    balance_transactions,
     checkout_sessions,
     coupons,
     credit_note_lines,
@@ -24,6 +25,7 @@ from stripe_pipeline.catalog import (
     invoices,
     payment_methods,
     payments,
+    payouts,
     prices,
     products,
     promotion_codes,
@@ -59,6 +61,8 @@ CATALOG = Catalog(
         setup_intents.RESOURCE,
         early_fraud_warnings.RESOURCE,
         reviews.RESOURCE,
+        payouts.RESOURCE,
+        balance_transactions.RESOURCE,
     )
 )
 

@@ -31,8 +31,13 @@ def _listings(resource: Resource) -> str:
         text = f"`GET {listing.path}{'?' + params if params else ''}`"
         if listing.per_customer:
             text += " per customer"
-        if listing.per_parent is not None:
-            text += f" per {listing.per_parent.parent}"
+        spec = listing.per_parent
+        if spec is not None:
+            if spec.param:
+                text = text[:-1] + f"{'&' if params else '?'}{spec.param}=`"
+            text += f" per {spec.parent}"
+            if spec.where:
+                text += " (" + ", ".join(f"{k}={_json(v)}" for k, v in spec.where.items()) + ")"
         if listing.owns is not None:
             text += " (refines rows it does not own)"
         if listing.embedded is not None:
@@ -41,6 +46,11 @@ def _listings(resource: Resource) -> str:
             text += " (all, every run)"
         parts.append(text)
     return "<br>".join(parts) or "none"
+
+
+def _json(value: object) -> str:
+    """A filter value as Stripe's JSON spells it (``true``, not ``True``)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _references(resource: Resource) -> str:
@@ -71,7 +81,7 @@ def resource_table(catalog: Catalog = CATALOG) -> str:
         "|---|---|---|---|---|",
     ]
     for r in catalog.resources:
-        events = ", ".join(_events(catalog, r))
+        events = ", ".join(_events(catalog, r)) or "none (listed and fetched only)"
         lines.append(
             f"| {r.object_type} | `{r.table_name}` | {events} | {_listings(r)} | {_references(r)} |"
         )

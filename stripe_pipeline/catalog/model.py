@@ -305,11 +305,18 @@ class PerParent:
     longer holds is gone from Stripe (as a 404 would say). ``field``: the child
     object's field that names its parent, set to the parent it was listed under
     (credit note lines never carry it, invoice lines only since 2022).
+
+    ``param``: the parent's id goes in this query parameter instead of ``{id}`` in the
+    path (``/v1/balance_transactions?payout=po_...``). ``where``: only parents whose
+    stored row holds these values are listed (Stripe lists a payout's transactions only
+    for automatic payouts it has reconciled).
     """
 
     parent: str
     column: str
     field: str
+    param: str = ""
+    where: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,10 +29,12 @@ from stripe_pipeline.catalog.model import (
     Fetch,
     Listing,
     Policy,
+    Reference,
     Resource,
     Route,
     RowWrite,
     SqlWrite,
+    event_fact,
 )
 from stripe_pipeline.catalog.readers import (
     amount,
@@ -67,6 +69,13 @@ COLUMNS = (
     Column("amount_refunded_minor", G, audit=True),
     Column("currency", K, audit=True),
     Column("description", K, personal=True),
+    # the latest charge's (its fee and net live there), from charge events
+    event_fact(
+        "balance_transaction_id",
+        K,
+        "from charge events: a PaymentIntent never names it, and a payment whose charge "
+        "sent no event is tied to its transaction by the transaction's source",
+    ),
     Column("stripe_created", K),
     Column("livemode", N),
 )
@@ -113,6 +122,7 @@ def payment_from_payment_intent(pi: dict[str, Any], *, livemode: bool) -> RowWri
         "amount_refunded_minor": amount(dig(last_charge, "amount_refunded")),
         "currency": currency(pi.get("currency")),
         "description": text(pi.get("description")),
+        "balance_transaction_id": None,
         "stripe_created": integer(pi.get("created")),
         "livemode": livemode,
     }
@@ -168,6 +178,7 @@ def payment_from_charge(charge: dict[str, Any], *, livemode: bool) -> RowWrite:
         "amount_refunded_minor": amount(charge.get("amount_refunded")),
         "currency": currency(charge.get("currency")),
         "description": text(charge.get("description")) if legacy else None,
+        "balance_transaction_id": ref_id(charge.get("balance_transaction")),
         "stripe_created": integer(charge.get("created")) if legacy else None,
         "livemode": livemode,
     }
@@ -263,6 +274,7 @@ PAYMENT_INTENT_TWIN = SqlWrite(
         "amount_refunded_minor": q.amount(q.field(_PI_LAST_CHARGE, "amount_refunded")),
         "currency": q.currency(q.field("o", "currency")),
         "description": q.text(q.field("o", "description")),
+        "balance_transaction_id": q.constant("NULL::text"),
         "stripe_created": q.integer(q.field("o", "created")),
         "livemode": q.livemode(),
     },
@@ -329,6 +341,7 @@ CHARGE_PAYMENT = SqlWrite(
         "amount_refunded_minor": q.amount(q.field("o", "amount_refunded")),
         "currency": q.currency(q.field("o", "currency")),
         "description": q.only_if(_CH_LEGACY, _CH_DESCRIPTION),
+        "balance_transaction_id": q.ref_id(q.field("o", "balance_transaction")),
         "stripe_created": q.only_if(_CH_LEGACY, _CH_CREATED),
         "livemode": q.livemode(),
     },
@@ -380,6 +393,8 @@ RESOURCE = Resource(
         Fetch("/v1/charges/{id}", "charge.updated", prefix="py_"),
     ),
     docs="https://docs.stripe.com/api/payment_intents/object",
+    # the charge's fee and net: fetched when the charge event did not expand it
+    references=(Reference("balance_transaction", lambda row: (row["balance_transaction_id"],)),),
     insert_defaults={"amount_refunded_minor": 0},
     follows={"card_fingerprint": "charge_id"},
 )

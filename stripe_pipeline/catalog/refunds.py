@@ -25,6 +25,7 @@ from stripe_pipeline.catalog.model import (
     Listing,
     PeerFailed,
     Policy,
+    Reference,
     Resource,
     Route,
     RowWrite,
@@ -54,6 +55,7 @@ COLUMNS = (
     Column("status", N, audit=True),
     Column("reason", N, audit=True),
     Column("failure_reason", N, audit=True),
+    Column("balance_transaction_id", K),
     Column("stripe_created", K),
     Column("livemode", N),
 )
@@ -86,6 +88,7 @@ def refund_row(
         "status": text(refund.get("status")) or "succeeded",
         "reason": text(refund.get("reason")),
         "failure_reason": text(refund.get("failure_reason")),
+        "balance_transaction_id": ref_id(refund.get("balance_transaction")),
         "stripe_created": integer(refund.get("created")),
         "livemode": livemode(refund) if "livemode" in refund else event_livemode,
     }
@@ -163,6 +166,7 @@ def _refund_values(refund: str, charge: str | None) -> dict[str, q.Expr]:
         "status": q.either(q.text(q.field(refund, "status")), q.constant("'succeeded'::text")),
         "reason": q.text(q.field(refund, "reason")),
         "failure_reason": q.text(q.field(refund, "failure_reason")),
+        "balance_transaction_id": q.ref_id(q.field(refund, "balance_transaction")),
         "stripe_created": q.integer(q.field(refund, "created")),
         # ``livemode(refund)`` when the refund says, else the event's
         "livemode": q.Expr(
@@ -229,4 +233,5 @@ RESOURCE = Resource(
     listings=(Listing("refunds", "/v1/refunds", read_as="refund.updated"),),
     fetch=(Fetch("/v1/refunds/{id}", "refund.updated"),),
     docs="https://docs.stripe.com/api/refunds/object",
+    references=(Reference("balance_transaction", lambda row: (row["balance_transaction_id"],)),),
 )

@@ -13,6 +13,7 @@ changes nothing.
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
@@ -24,6 +25,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    Numeric,
     SmallInteger,
     String,
     Text,
@@ -280,6 +282,8 @@ class StripePayment(EventVersionMixin, Base):
     failure_message: Mapped[str | None] = mapped_column(Text)
     decline_code: Mapped[str | None] = mapped_column(String(255))
     description: Mapped[str | None] = mapped_column(Text)
+    # the latest charge's balance transaction (its fee and net): 0016_money
+    balance_transaction_id: Mapped[str | None] = mapped_column(String(255))
 
     __table_args__ = (
         Index("ix_stripe_payments_customer_id", "customer_id"),
@@ -300,6 +304,8 @@ class StripeRefund(EventVersionMixin, Base):
     status: Mapped[str] = mapped_column(String(64), nullable=False)
     reason: Mapped[str | None] = mapped_column(String(255))
     failure_reason: Mapped[str | None] = mapped_column(String(255))
+    # the refund's balance transaction: 0016_money
+    balance_transaction_id: Mapped[str | None] = mapped_column(String(255))
 
     __table_args__ = (Index("ix_stripe_refunds_payment_intent_id", "payment_intent_id"),)
 
@@ -1047,3 +1053,69 @@ class StripeReview(EventVersionMixin, Base):
     closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (Index("ix_stripe_reviews_charge_id", "charge_id"),)
+
+
+# --- money to the bank: balance transactions and payouts (0016_money) ---
+
+
+class StripeBalanceTransaction(EventVersionMixin, Base):
+    """One movement of the Stripe balance: a charge, refund, dispute, fee, adjustment or
+    payout, with Stripe's fee and the net in the settlement currency.
+
+    ``payout_id`` is known only from an automatic payout's transaction list (Stripe's
+    balance transaction object does not name its payout) or, for the payout's own
+    transaction, from its source.
+    """
+
+    __tablename__ = "stripe_balance_transactions"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    stripe_balance_transaction_id: Mapped[str] = mapped_column(
+        String(255), nullable=False, unique=True
+    )
+    type: Mapped[str | None] = mapped_column(String(64))
+    reporting_category: Mapped[str | None] = mapped_column(String(64))
+    amount_minor: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    fee_minor: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    net_minor: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    currency: Mapped[str] = mapped_column(String(3), nullable=False)
+    amount = derived_amount("amount_minor")
+    # settlement currency per unit of the charge's (presentment) currency; exact decimal
+    exchange_rate: Mapped[Decimal | None] = mapped_column(Numeric(24, 12))
+    source_id: Mapped[str | None] = mapped_column(String(255))
+    source_type: Mapped[str | None] = mapped_column(String(64))
+    payout_id: Mapped[str | None] = mapped_column(String(255))
+    available_on: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str | None] = mapped_column(String(32))
+    description: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        Index("ix_stripe_balance_transactions_payout_id", "payout_id"),
+        Index("ix_stripe_balance_transactions_source_id", "source_id"),
+    )
+
+
+class StripePayout(EventVersionMixin, Base):
+    """Money sent from the Stripe balance to a bank account or card."""
+
+    __tablename__ = "stripe_payouts"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    stripe_payout_id: Mapped[str] = mapped_column(String(255), nullable=False, unique=True)
+    amount_minor: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    currency: Mapped[str] = mapped_column(String(3), nullable=False)
+    amount = derived_amount("amount_minor")
+    status: Mapped[str] = mapped_column(String(32), nullable=False)
+    arrival_date: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    automatic: Mapped[bool | None] = mapped_column(Boolean)
+    method: Mapped[str | None] = mapped_column(String(32))
+    destination_id: Mapped[str | None] = mapped_column(String(255))
+    destination_type: Mapped[str | None] = mapped_column(String(32))
+    failure_code: Mapped[str | None] = mapped_column(String(255))
+    failure_message: Mapped[str | None] = mapped_column(Text)
+    reconciliation_status: Mapped[str | None] = mapped_column(String(32))
+    balance_transaction_id: Mapped[str | None] = mapped_column(String(255))
+    failure_balance_transaction_id: Mapped[str | None] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_stripe_payouts_status_arrival_date", "status", "arrival_date"),)

@@ -13,7 +13,8 @@ WSGI server in the demo's (or the test's) process, gives the pipeline's real
 ``StripeApi`` client one base URL that behaves like Stripe where reconciliation
 depends on it:
 
-- objects localstripe cannot keep (disputes, the fixture-built objects of the demo)
+- objects localstripe cannot keep (disputes, balance transactions, payouts, the
+  fixture-built objects of the demo)
   live in the front's own store and win over localstripe's copy of the same id, and
   the events built for what localstripe cannot emit are added to ``/v1/events``
   beside localstripe's own; with a ``state_file`` the store survives a restart;
@@ -29,7 +30,10 @@ depends on it:
   null), as Stripe's refunds of PaymentIntent charges do;
 - a stored object's embedded list is served as its sub-resource
   (``/v1/invoices/{id}/lines`` of a fixture-built invoice), paged like any list;
-- unknown objects answer 404 with Stripe's error body (``resource_missing``).
+- unknown objects answer 404 with Stripe's error body (``resource_missing``);
+- ``GET /v1/balance_transactions?payout=po_...`` lists the transactions the caller said
+  the payout carried (``carry``): Stripe's transaction object does not name its
+  payout, and a payout it has not reconciled answers 400.
 
 Writes (``POST``/``DELETE``) go straight to localstripe; the front only remembers
 which customers were deleted through it.
@@ -54,7 +58,9 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 
 # collections localstripe has no endpoint for: served from the front's store only (the
 # drill's traffic makes no invoice payments: that list is empty, and a fetch answers 404)
-OWN_ONLY = frozenset({"disputes", "invoice_payments", "promotion_codes"})
+OWN_ONLY = frozenset(
+    {"disputes", "invoice_payments", "promotion_codes", "balance_transactions", "payouts"}
+)
 # endpoints under a namespace: their collection is two path segments
 NAMESPACES = frozenset({"checkout", "radar"})
 # Stripe's prices API answers for plans too (a plan is a price with the same id);
@@ -117,6 +123,7 @@ class StripePeer:
         # collection -> id -> (sequence, object): fixture-built objects
         self._store: dict[str, dict[str, tuple[int, dict[str, Any]]]] = {}
         self._deleted: dict[str, str] = {}  # id -> object kind, deleted through the front
+        self._carried: dict[str, set[str]] = {}  # payout id -> balance transaction ids
         self._load()
         self._seq = itertools.count(
             1 + max((seq for objs in self._store.values() for seq, _ in objs.values()), default=-1)
@@ -160,6 +167,7 @@ class StripePeer:
         with self._lock:
             self._store.clear()
             self._deleted.clear()
+            self._carried.clear()
             self.requests.clear()
             self._save()
 
@@ -204,6 +212,11 @@ class StripePeer:
             self._store[collection][obj["id"]] = (seq, copy.deepcopy(obj))
             self._save()
         return obj
+
+    def carry(self, payout_id: str, transaction_ids: list[str]) -> None:
+        """The balance transactions an automatic payout carried, once Stripe reconciled it."""
+        with self._lock:
+            self._carried[payout_id] = set(transaction_ids)
 
     def add_event(self, event: dict[str, Any]) -> dict[str, Any]:
         """Log an event the drill built; ``/v1/events`` lists it beside localstripe's."""
@@ -322,6 +335,18 @@ class StripePeer:
         for key in [k for k in query if k.startswith("expand")]:
             query.pop(key)  # objects are served as they are (expanded where they embed)
         status = query.pop("status", None) if collection == "subscriptions" else None
+        carried: set[str] | None = None
+        if collection == "balance_transactions" and "payout" in query:
+            payout = query.pop("payout")
+            with self._lock:
+                carried = self._carried.get(payout)
+            if carried is None:
+                return stripe_error(
+                    400,
+                    "Balance transaction history can only be filtered on automatic "
+                    "payouts Stripe has reconciled.",
+                    param="payout",
+                )
         if collection == "payment_methods" and not query.get("customer"):
             items: list[dict[str, Any]] = []  # Stripe lists a customer's methods only
         else:
@@ -337,6 +362,8 @@ class StripePeer:
                 items = [s for s in items if s.get("status") == status]
         if created:
             items = [o for o in items if _created_matches(o.get("created"), created)]
+        if carried is not None:
+            items = [o for o in items if o.get("id") in carried]
         page = _page(f"/v1/{collection}", items, limit, starting_after, ending_before)
         if collection == "refunds":
             page["data"] = [self._with_payment_intent(refund) for refund in page["data"]]

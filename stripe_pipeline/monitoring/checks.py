@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, and_, case, func, inspect, or_, select, text
+from sqlalchemy import Connection, and_, case, func, inspect, literal_column, or_, select, text
 
 from stripe_pipeline.db.models import metadata
 from stripe_pipeline.db.statuses import EventStatus
@@ -20,6 +20,10 @@ from stripe_pipeline.db.statuses import EventStatus
 EVENTS = metadata.tables["stripe_events"]
 PAYMENTS = metadata.tables["stripe_payments"]
 DISPUTES = metadata.tables["stripe_disputes"]
+REFUNDS = metadata.tables["stripe_refunds"]
+PAYOUTS = metadata.tables["stripe_payouts"]
+BALANCE_TRANSACTIONS = metadata.tables["stripe_balance_transactions"]
+RECONCILIATION_RUNS = metadata.tables["reconciliation_runs"]
 TICKETS = metadata.tables["payment_support_tickets"]
 
 NEEDS_RESPONSE = ("needs_response", "warning_needs_response")
@@ -47,6 +51,7 @@ class Thresholds:
     ticket_spike_min_count: int = 10
     webhook_silence_hours: float = 6.0
     discrepancy_max: int = 0
+    payout_failed_days: float = 7.0
 
 
 @dataclass(frozen=True)
@@ -333,6 +338,139 @@ def subscription_items_unpriced(
     )
 
 
+def _listed(items: list[str], limit: int = 10) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
+
+
+def payouts_unbalanced(conn: Connection, limits: Thresholds, now: datetime) -> CheckOutcome:
+    """A paid automatic payout Stripe has reconciled whose balance transactions do not
+    sum to its amount: a transaction it carried is missing here (or wrong)."""
+    t = BALANCE_TRANSACTIONS.c
+    carried = (
+        select(t.payout_id, func.sum(t.net_minor).label("net"), func.count().label("n"))
+        .where(t.payout_id.is_not(None), t.type != "payout")
+        .group_by(t.payout_id)
+        .subquery()
+    )
+    p = PAYOUTS.c
+    net = func.coalesce(carried.c.net, 0)
+    rows = conn.execute(
+        select(p.stripe_payout_id, p.currency, p.amount_minor, net, func.coalesce(carried.c.n, 0))
+        .select_from(PAYOUTS.outerjoin(carried, carried.c.payout_id == p.stripe_payout_id))
+        .where(
+            p.status == "paid",
+            p.automatic.is_(True),
+            p.reconciliation_status == "completed",
+            p.amount_minor != net,
+        )
+        .order_by(p.stripe_payout_id)
+    ).all()
+    meta: Metadata = {"unbalanced_payouts": len(rows)}
+    for payout_id, currency, amount, total, count in rows[:10]:
+        meta[f"payout:{payout_id}"] = (
+            f"{amount} {currency} paid, {int(total)} in {count} transaction(s): "
+            f"difference {amount - int(total)}"
+        )
+    return CheckOutcome(
+        name="payouts_unbalanced",
+        passed=not rows,
+        summary=(
+            f"{len(rows)} paid payout(s) not equal to their balance transactions"
+            + (f": {_listed([r[0] for r in rows])}" if rows else "")
+        ),
+        severity="error",
+        priority="high",
+        metadata=meta,
+    )
+
+
+def payouts_failed(conn: Connection, limits: Thresholds, now: datetime) -> CheckOutcome:
+    """A payout that failed in the last days: the money is back in the Stripe balance
+    and the bank details need attention (critical, with Stripe's reason)."""
+    p = PAYOUTS.c
+    since = now - timedelta(days=limits.payout_failed_days)
+    rows = conn.execute(
+        select(p.stripe_payout_id, p.amount_minor, p.currency, p.failure_code, p.failure_message)
+        .where(
+            p.status == "failed",
+            or_(p.arrival_date >= since, p.arrival_date.is_(None)),
+        )
+        .order_by(p.stripe_payout_id)
+    ).all()
+    meta: Metadata = {"failed_payouts": len(rows), "window_days": limits.payout_failed_days}
+    for payout_id, amount, currency, code, message in rows[:10]:
+        meta[f"payout:{payout_id}"] = f"{amount} {currency}: {code or 'no code'}: {message or ''}"
+    reasons = sorted({str(r[3] or "unknown") for r in rows})
+    return CheckOutcome(
+        name="payouts_failed",
+        passed=not rows,
+        summary=(
+            f"{len(rows)} payout(s) failed"
+            + (f" ({', '.join(reasons)}): {_listed([r[0] for r in rows])}" if rows else "")
+        ),
+        severity="error",
+        priority="critical",
+        metadata=meta,
+    )
+
+
+def payment_fees_missing(conn: Connection, limits: Thresholds, now: datetime) -> CheckOutcome:
+    """After the nightly run, every captured charge and effective refund it covered has
+    its balance transaction (its fee and net) here; one missing means fees, net and
+    payouts are incomplete."""
+    r = RECONCILIATION_RUNS.c
+    window_end = conn.execute(
+        select(func.max(r.window_end)).where(r.status == "succeeded")
+    ).scalar_one_or_none()
+    if window_end is None:
+        return CheckOutcome(
+            name="payment_fees_missing",
+            passed=True,
+            summary="no nightly run yet: nothing to hold balance transactions to",
+            severity="error",
+            priority="high",
+            metadata={"missing": 0},
+        )
+    until = int(utc(window_end).timestamp())
+    t = BALANCE_TRANSACTIONS.c
+    pay = PAYMENTS.c
+    charges = select(pay.charge_id.label("source_id")).where(
+        pay.status == "succeeded", pay.charge_id.is_not(None), pay.stripe_created <= until
+    )
+    ref = REFUNDS.c
+    refunds = select(ref.stripe_refund_id.label("source_id")).where(
+        ref.status.in_(("succeeded", "pending")), ref.stripe_created <= until
+    )
+    sources = charges.union_all(refunds).subquery()
+    known = select(literal_column("1")).where(t.source_id == sources.c.source_id).exists()
+    missing = list(
+        conn.execute(
+            select(sources.c.source_id).where(~known).order_by(sources.c.source_id)
+        ).scalars()
+    )
+    return CheckOutcome(
+        name="payment_fees_missing",
+        passed=not missing,
+        summary=(
+            f"{len(missing)} charge(s) or refund(s) without their balance transaction "
+            "after the nightly run" + (f": {_listed(missing)}" if missing else "")
+        ),
+        severity="error",
+        priority="high",
+        metadata={"missing": len(missing), "run_window_end": until},
+    )
+
+
+def run_all(
+    conn: Connection, limits: Thresholds | None = None, now: datetime | None = None
+) -> list[CheckOutcome]:
+    """Every table-level check (not the model-level ones), for scripts and tests."""
+    limits = limits or Thresholds()
+    now = now or datetime.now(UTC)
+    return [check(conn, limits, now) for check in TABLE_CHECKS]
+
+
 TABLE_CHECKS: tuple[CheckFunction, ...] = (
     events_pending_too_long,
     events_dead_lettered,
@@ -341,4 +479,7 @@ TABLE_CHECKS: tuple[CheckFunction, ...] = (
     ticket_volume_spike,
     webhook_silence,
     open_discrepancies,
+    payouts_unbalanced,
+    payouts_failed,
+    payment_fees_missing,
 )

@@ -371,7 +371,7 @@ def _object_rows(
     catalog: Catalog, read_as: str, obj: dict[str, Any], event: QueuedEvent
 ) -> list[RowWrite]:
     """A fetched object's rows as its ``read_as`` parser writes them, unversioned."""
-    route = catalog.route_for(read_as)
+    route = catalog.reader_for(read_as)  # a reader: objects no event carries alone
     kind = obj.get("object")
     if route is None or (kind is not None and kind not in route.objects):
         raise ValueError(f"a {str(kind)[:40]!r} object cannot be read as {read_as}")

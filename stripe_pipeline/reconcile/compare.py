@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -291,7 +291,13 @@ def compare_chunk(
     if not projected:
         return
     keys = list(projected)
+    # listed already by an earlier listing of this run (a payout's transaction, also
+    # listed by window): reported missing once, repaired with this listing's facts too
+    again = seen_ids(conn, resource.object_type, keys) if len(resource.listings) > 1 else set()
     _stage_seen(conn, resource.object_type, keys)
+    for tag, where in _parent_filters(catalog, resource):
+        matching = [k for k, (p, _) in projected.items() if _holds(p.values, where)]
+        _stage_seen(conn, tag, matching)
     stats.compared[resource.object_type] += len(keys)
 
     remote = _remote_frame(resource, [p for p, _ in projected.values()])
@@ -312,6 +318,9 @@ def compare_chunk(
     findings: dict[str, list[Finding]] = {}
     owns = merged["_owns"].astype(bool).to_numpy()
     for key in merged.index[~in_local & owns & ~in_flight]:
+        if key in again:
+            spool.add([], repair_of(key))
+            continue
         findings.setdefault(key, []).append(
             Finding(
                 resource.object_type,
@@ -625,22 +634,55 @@ def listed_customers(conn: Connection, window: Window) -> list[str]:
     return sorted(ids)
 
 
+def _filter_tag(listing: Listing) -> str:
+    """The seen-table type under which a run stages the parents ``listing`` lists."""
+    return f"{listing.per_parent.parent}?{listing.name}"  # type: ignore[union-attr]
+
+
+def _parent_filters(catalog: Catalog, resource: Resource) -> list[tuple[str, Mapping[str, Any]]]:
+    """(tag, values) of each per-parent listing that lists children of only some of
+    ``resource``'s objects (``PerParent.where``)."""
+    return [
+        (_filter_tag(listing), listing.per_parent.where)
+        for _, listing in catalog.listings.values()
+        if listing.per_parent is not None
+        and listing.per_parent.where
+        and listing.per_parent.parent == resource.object_type
+    ]
+
+
+def _holds(values: Mapping[str, Any], where: Mapping[str, Any]) -> bool:
+    return all(values.get(name) == value for name, value in where.items())
+
+
 def listed_parents(
-    conn: Connection, catalog: Catalog, parent_type: str, window: Window
+    conn: Connection, catalog: Catalog, listing: Listing, window: Window
 ) -> list[str]:
     """Parents whose children a per-parent listing lists: those listed or fetched this
-    run, and the local ones created in the window (every local one on a full run)."""
+    run, and the local ones created in the window (every local one on a full run).
+
+    With ``PerParent.where``, only parents holding those values: as Stripe stated them
+    this run (an automatic payout it has just reconciled), else as stored.
+    """
+    spec = listing.per_parent
+    assert spec is not None
     seen = _seen_table()
-    ids = set(
-        conn.execute(select(seen.c.object_id).where(seen.c.object_type == parent_type)).scalars()
-    )
-    parent = catalog.by_type[parent_type]
+
+    def staged(object_type: str) -> set[str]:
+        stmt = select(seen.c.object_id).where(seen.c.object_type == object_type)
+        return set(conn.execute(stmt).scalars())
+
+    listed = staged(spec.parent)
+    parent = catalog.by_type[spec.parent]
     table = parent.table
     query = select(table.c[parent.key])
     if window.start is not None:
         query = query.where(table.c.stripe_created.between(window.start, window.end))
-    ids.update(conn.execute(query).scalars())
-    return sorted(ids)
+    if not spec.where:
+        return sorted(listed | set(conn.execute(query).scalars()))
+    query = query.where(*(table.c[name] == value for name, value in spec.where.items()))
+    local = set(conn.execute(query).scalars()) - listed
+    return sorted(staged(_filter_tag(listing)) | local)
 
 
 def compare_resource(
@@ -679,7 +721,7 @@ def compare_resource(
             customers = listed_customers(conn, window)
             objects = _per_customer(api, listing, customers, pages)
         elif listing.per_parent is not None:
-            parents = listed_parents(conn, catalog, listing.per_parent.parent, window)
+            parents = listed_parents(conn, catalog, listing, window)
             children = (listing.per_parent.column, parents)
             objects = _per_parent(api, listing, parents, pages)
         else:
@@ -703,6 +745,10 @@ def compare_resource(
         for chunk_time, chunk in _chunks(objects, size, observed_at):
             compare_chunk(conn, catalog, resource, source, chunk, chunk_time, spool, stats)
             conn.commit()  # release read snapshots; the temp table survives commits
+    if any(listing.per_parent is None for listing in resource.listings):
+        # a windowed listing states the resource too (balance transactions, also
+        # listed per payout): unseen rows are those of the window, each fetched by id
+        children = None
     budget = [max_fetches]
     for rows in unseen_local_rows(
         conn, resource, window, chunk_size=chunk_size, customers=customers, parents=children
@@ -772,8 +818,9 @@ def _per_parent(
         return
     for parent in parents:
         path = listing.path.replace("{id}", parent)
+        params = {**listing.params, spec.param: parent} if spec.param else dict(listing.params)
         try:
-            for child in api.list_all(path, params=dict(listing.params) or None):
+            for child in api.list_all(path, params=params or None):
                 yield {**child, spec.field: parent}
         except NotFound:
             continue

@@ -310,18 +310,23 @@ class DrillTraffic:
         self.emit(event_type, dispute, api_version=CURRENT_API_VERSION)
 
     def balance_transaction(self, dispute: dict[str, Any], amount: int, fee: int) -> dict:
-        return {
-            "id": f"txn_{dispute['id'][3:]}{len(dispute['balance_transactions'])}",
-            "object": "balance_transaction",
-            "amount": amount,
-            "currency": dispute["currency"],
-            "fee": fee,
-            "net": amount - fee,
-            "created": int(time.time()),
-            "type": "adjustment",
-            "reporting_category": "dispute" if amount < 0 else "dispute_reversal",
-            "status": "available",
-        }
+        """A dispute's transaction, as its events embed it and Stripe lists it."""
+        return self.peer.put(
+            "balance_transactions",
+            {
+                "id": f"txn_{dispute['id'][3:]}{len(dispute['balance_transactions'])}",
+                "object": "balance_transaction",
+                "amount": amount,
+                "currency": dispute["currency"],
+                "fee": fee,
+                "net": amount - fee,
+                "created": int(time.time()),
+                "type": "adjustment",
+                "reporting_category": "dispute" if amount < 0 else "dispute_reversal",
+                "status": "available",
+                "source": dispute["id"],
+            },
+        )
 
     # --- subscriptions and later changes ------------------------------------------------
 

@@ -43,6 +43,7 @@ def seed_all(engine: Engine, now: datetime | None = None) -> datetime:
         seed_billing(conn)
         seed_checkout(conn)
         seed_radar(conn)
+        seed_money(conn)
     return now
 
 
@@ -110,9 +111,9 @@ EXPECTED_PAYMENTS_DAILY = {
         "refunded_minor": 1500,
         "disputes_count": 0,
         "disputed_minor": 0,
-        "net_minor": 6000,
+        "net_before_fees_minor": 6000,
         "gross": 75.0,
-        "net": 60.0,
+        "net_before_fees": 60.0,
     },
     ("2026-03-01", "jpy"): {
         "payments_count": 2,
@@ -123,9 +124,9 @@ EXPECTED_PAYMENTS_DAILY = {
         "gross_minor": 12000,
         "refunds_count": 0,
         "refunded_minor": 0,
-        "net_minor": 12000,
+        "net_before_fees_minor": 12000,
         "gross": 12000.0,
-        "net": 12000.0,
+        "net_before_fees": 12000.0,
     },
     ("2026-03-02", "usd"): {
         "payments_count": 0,
@@ -135,8 +136,8 @@ EXPECTED_PAYMENTS_DAILY = {
         "gross_minor": 0,
         "disputes_count": 1,
         "disputed_minor": 3000,
-        "net_minor": -3000,
-        "net": -30.0,
+        "net_before_fees_minor": -3000,
+        "net_before_fees": -30.0,
     },
 }
 
@@ -897,3 +898,145 @@ def seed_radar(conn: Connection) -> None:
           "opened_reason": "rule", "closed_reason": "refunded_as_fraud",
           "closed_at": DAY2, "stripe_created": epoch(DAY1)}],
     )  # fmt: skip
+
+
+def _txn(
+    txn: str, kind: str, category: str, amount: int, fee: int, currency: str, **extra: Any
+) -> dict[str, Any]:
+    row = {
+        "stripe_balance_transaction_id": txn,
+        "type": kind,
+        "reporting_category": category,
+        "amount_minor": amount,
+        "fee_minor": fee,
+        "net_minor": amount - fee,
+        "currency": currency,
+        "status": "available",
+        "stripe_created": epoch(DAY1),
+    }
+    row.update(extra)
+    return row
+
+
+def seed_money(conn: Connection) -> None:
+    """A USD account that also settles EUR and JPY: two USD charges, a partial refund
+    and an adjustment on DAY1, paid out on DAY2 with a lost dispute; a USD charge
+    settled in EUR (rate 0.92) and a JPY charge, each paid out alone; a payout Stripe
+    has not reconciled yet."""
+    day2 = {"stripe_created": epoch(DAY2)}
+    insert_rows(
+        conn,
+        "stripe_balance_transactions",
+        [
+            _txn("txn_ch1", "charge", "charge", 5000, 175, "usd", source_id="ch_usd_1"),
+            _txn("txn_ch2", "charge", "charge", 2500, 103, "usd", source_id="ch_usd_2"),
+            _txn("txn_re1", "refund", "refund", -1500, 0, "usd", source_id="re_1"),
+            _txn("txn_adj", "adjustment", "adjustment", -200, 0, "usd"),
+            _txn("txn_dp", "adjustment", "dispute", -3000, 1500, "usd", **day2),
+            _txn("txn_po_usd", "payout", "payout", -5522, 0, "usd", **day2),
+            _txn(
+                "txn_eur",
+                "charge",
+                "charge",
+                920,
+                57,
+                "eur",
+                exchange_rate="0.92",
+                source_id="ch_e",
+            ),
+            _txn("txn_po_eur", "payout", "payout", -863, 0, "eur", **day2),
+            _txn("txn_jpy", "charge", "charge", 12000, 432, "jpy", source_id="ch_jpy_1"),
+            _txn("txn_po_jpy", "payout", "payout", -11568, 0, "jpy", **day2),
+        ],
+    )
+    carried = {
+        "po_usd": ("txn_ch1", "txn_ch2", "txn_re1", "txn_adj", "txn_po_usd"),
+        "po_eur": ("txn_eur", "txn_po_eur"),
+        "po_jpy": ("txn_jpy", "txn_po_jpy"),
+    }
+    t = T["stripe_balance_transactions"]
+    for payout, txns in carried.items():
+        conn.execute(
+            t.update().where(t.c.stripe_balance_transaction_id.in_(txns)).values(payout_id=payout)
+        )
+
+    def payout(po: str, amount: int, currency: str, **extra: Any) -> dict[str, Any]:
+        row = {
+            "stripe_payout_id": po,
+            "amount_minor": amount,
+            "currency": currency,
+            "status": "paid",
+            "automatic": True,
+            "reconciliation_status": "completed",
+            "arrival_date": DAY2 + timedelta(days=2),
+            "stripe_created": epoch(DAY2),
+        }
+        row.update(extra)
+        return row
+
+    insert_rows(
+        conn,
+        "stripe_payouts",
+        [
+            payout("po_usd", 5522, "usd"),
+            payout("po_eur", 863, "eur"),
+            payout("po_jpy", 11568, "jpy"),
+            payout("po_next", 2500, "usd", status="pending", reconciliation_status="in_progress"),
+        ],
+    )
+
+
+# hand-computed from seed_money: fees 2.9% + 30 (175, 103), 57 on the EUR settlement of
+# a 10.00 USD charge at 0.92 (920), 432 on 12000 JPY; the dispute fee 15.00
+EXPECTED_BALANCE_DAILY = {
+    ("2026-03-01", "usd"): {
+        "transactions_count": 4,
+        "amount_minor": 5000 + 2500 - 1500 - 200,
+        "fee_minor": 278,
+        "net_minor": 5522,
+        "net": 55.22,
+    },
+    ("2026-03-01", "eur"): {"transactions_count": 1, "fee_minor": 57, "net_minor": 863},
+    ("2026-03-01", "jpy"): {"amount_minor": 12000, "fee_minor": 432, "net": 11568},
+    ("2026-03-02", "usd"): {
+        "transactions_count": 1,
+        "amount_minor": -3000,
+        "fee_minor": 1500,
+        "net_minor": -4500,
+        "fee": 15.0,
+    },
+}
+EXPECTED_BALANCE_CHANGE = {
+    ("2026-03-01", "usd", "charge"): {
+        "transactions_count": 2,
+        "gross_minor": 7500,
+        "fee_minor": 278,
+    },
+    ("2026-03-01", "usd", "refund"): {"gross_minor": -1500, "net_minor": -1500},
+    ("2026-03-01", "usd", "adjustment"): {"net_minor": -200, "net": -2.0},
+    ("2026-03-02", "usd", "dispute"): {"gross_minor": -3000, "fee_minor": 1500, "net_minor": -4500},
+    ("2026-03-02", "usd", "payout"): {"net_minor": -5522},
+    ("2026-03-02", "jpy", "payout"): {"net_minor": -11568, "net": -11568.0},
+}
+EXPECTED_PAYOUTS = {
+    "po_usd": {
+        "payout_amount_minor": 5522,
+        "transactions_count": 4,
+        "gross_minor": 5800,
+        "fee_minor": 278,
+        "transactions_net_minor": 5522,
+        "difference_minor": 0,
+        "is_balanced": 1,
+        "payout_amount": 55.22,
+    },
+    "po_eur": {"transactions_net_minor": 863, "difference_minor": 0, "payout_amount": 8.63},
+    "po_jpy": {"transactions_net_minor": 11568, "difference_minor": 0, "payout_amount": 11568.0},
+    "po_next": {"transactions_count": 0, "difference_minor": 2500, "is_balanced": 0},
+}
+EXPECTED_PAYOUT_CATEGORIES = {
+    ("po_usd", "charge"): {"transactions_count": 2, "gross_minor": 7500, "net_minor": 7222},
+    ("po_usd", "refund"): {"net_minor": -1500},
+    ("po_usd", "adjustment"): {"net_minor": -200},
+    ("po_eur", "charge"): {"gross_minor": 920, "fee_minor": 57, "net": 8.63},
+    ("po_jpy", "charge"): {"fee_minor": 432, "net_minor": 11568, "net": 11568.0},
+}

@@ -132,8 +132,10 @@ class MemoryApi:
     deleted customers are not listed but answer ``{"deleted": true}`` by id, and
     listing their payment methods answers 404; anything unknown answers 404
     (:class:`NotFound`). ``list_payment_intent_invoice_payments`` answers processing's
-    invoice payment lookup as the real client does. ``expand`` is implied: objects are
-    held as Stripe returns them expanded (a subscription's discounts).
+    invoice payment lookup as the real client does. A payout's balance transactions
+    (``/v1/balance_transactions?payout=``) are those named in ``payout_transactions``.
+    ``expand`` is implied: objects are held as Stripe returns them expanded (a
+    subscription's discounts).
     """
 
     def __init__(self, data: dict[str, list[dict[str, Any]]] | None = None) -> None:
@@ -144,6 +146,8 @@ class MemoryApi:
         self.calls = 0
         self.fail_on: str | None = None
         self.deleted: dict[str, str] = {}  # id -> object kind, answered as deleted
+        # payout id -> ids of the balance transactions it carried (``?payout=``)
+        self.payout_transactions: dict[str, set[str]] = {}
 
     @staticmethod
     def _path(resource: str) -> str:
@@ -177,6 +181,12 @@ class MemoryApi:
             items = [o for o in items if o.get("status") != "canceled"]
         if path == "/v1/invoice_payments":
             items = [o for o in items if _invoice_payment_matches(o, params)]
+        if path == "/v1/balance_transactions" and "payout" in params:
+            # Stripe's transaction object does not name its payout: the list does
+            carried = self.payout_transactions.get(params["payout"])
+            if carried is None:
+                raise NotFound(f"{path}?payout={params['payout']}")
+            items = [o for o in items if o.get("id") in carried]
         return items
 
     def list_all(

@@ -37,6 +37,9 @@ WIRING = (
     CheckWiring("disputes_summary", health.disputes_evidence_due),
     CheckWiring("payments_daily", health.payment_failure_ratio),
     CheckWiring("support_tickets_summary", health.ticket_volume_spike),
+    CheckWiring("payout_reconciliation", health.payouts_unbalanced),
+    CheckWiring("payout_reconciliation", health.payouts_failed),
+    CheckWiring("balance_daily", health.payment_fees_missing),
     CheckWiring("stg_stripe__payments", health.payments_missing_currency, blocking=True),
     CheckWiring(
         "stg_stripe__subscription_items", health.subscription_items_unpriced, blocking=True

@@ -35,6 +35,7 @@ class MonitoringResource(ConfigurableResource):
     ticket_spike_min_count: int = _DEFAULTS.ticket_spike_min_count
     webhook_silence_hours: float = _DEFAULTS.webhook_silence_hours
     discrepancy_max: int = _DEFAULTS.discrepancy_max
+    payout_failed_days: float = _DEFAULTS.payout_failed_days
     notify_urls: str = ""
 
     @classmethod

@@ -90,12 +90,23 @@ BILLING_TABLES: dict[str, str] = {
     "stripe_early_fraud_warnings": "Radar early fraud warnings (read by the fraud rules).",
     "stripe_reviews": "Radar reviews, open and closed (read by the fraud rules).",
 }
-_DESCRIPTIONS = {**DOMAIN_TABLES, **BILLING_TABLES}
+# payouts and the balance transactions they carry: their own group, where a finance
+# user finds them beside nothing else
+MONEY_GROUP = "stripe_money"
+MONEY_TABLES: dict[str, str] = {
+    "stripe_payouts": "Payouts to the bank: amount, status, arrival date, failure code and "
+    "message, reconciliation status.",
+    "stripe_balance_transactions": "Every movement of the Stripe balance: amount, Stripe's "
+    "fee and net in the settlement currency, its source and the payout that carried it.",
+}
+_DESCRIPTIONS = {**DOMAIN_TABLES, **BILLING_TABLES, **MONEY_TABLES}
 
 
 def _group(table: str) -> str:
     if table in COMMERCE_TABLES:
         return COMMERCE_GROUP
+    if table in MONEY_TABLES:
+        return MONEY_GROUP
     return BILLING_GROUP if table in BILLING_TABLES else DOMAIN_GROUP
 
 
