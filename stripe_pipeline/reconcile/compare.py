@@ -803,11 +803,15 @@ def _per_parent(
     none. With ``pages`` (``StripeApi.list_page``), many parents are listed at once."""
     spec = listing.per_parent
     assert spec is not None
+
+    def params_of(parent: str) -> dict[str, Any]:  # a parent named in the path or the query
+        return {**listing.params, spec.param: parent} if spec.param else dict(listing.params)
+
     if pages is not None:
         requests = (
             ListingRequest(
                 listing.path.replace("{id}", p),
-                params=dict(listing.params),
+                params=params_of(p),
                 created_filter=False,
                 key=p,
             )
@@ -818,7 +822,7 @@ def _per_parent(
         return
     for parent in parents:
         path = listing.path.replace("{id}", parent)
-        params = {**listing.params, spec.param: parent} if spec.param else dict(listing.params)
+        params = params_of(parent)
         try:
             for child in api.list_all(path, params=params or None):
                 yield {**child, spec.field: parent}
