@@ -83,9 +83,12 @@ def backfill_events(
                 select(EVENTS.c.stripe_event_id).where(EVENTS.c.stripe_event_id.in_(ids))
             ).scalars()
         )
-        conn.commit()  # end the read: the inserts below start with a write (SQLite lock)
         missing = [e for e in envelopes if e.stripe_event_id not in stored]
         missing = scrub_erased_envelopes(conn, missing)  # erased customers stay erased
+        # end the reads: the inserts below start with a write, so on SQLite they wait for
+        # the lock (the lister saves its progress meanwhile) instead of failing at once
+        # on a snapshot another writer made stale
+        conn.commit()
         result.already_stored += len(stored)
         if missing:
             result.inserted += insert_events(conn, missing, source=SOURCE)
