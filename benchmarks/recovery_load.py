@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import os
-import socket
 import sys
 import time
 import uuid
@@ -31,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import requests
 from sqlalchemy import create_engine, insert, text
 
+from benchmarks.shared import PG_ADMIN, free_port
 from stripe_pipeline.db import migrate
 from stripe_pipeline.db.engine import make_engine
 from stripe_pipeline.db.models import (
@@ -41,10 +40,6 @@ from stripe_pipeline.db.models import (
 from stripe_pipeline.recover.limits import AttemptLimits
 from stripe_pipeline.recover.retry import run_due_retries
 from stripe_pipeline.stripe_api import StripeApi
-
-PG_ADMIN = os.environ.get(
-    "STRIPE_PIPELINE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 
 
 def _serve(port: int) -> None:
@@ -70,12 +65,6 @@ def _serve(port: int) -> None:
     app.router.add_get("/_stats", stats)
     app.router.add_post("/_reset", reset)
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def max_per_window(times: list[float], window: float = 1.0) -> int:
@@ -154,7 +143,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=8)
     args = parser.parse_args()
 
-    port = _free_port()
+    port = free_port()
     server = multiprocessing.Process(target=_serve, args=(port,), daemon=True)
     server.start()
     base = f"http://127.0.0.1:{port}"

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
 import threading
 import time
 from collections import deque
@@ -35,6 +34,7 @@ from tests.support.fake_stripe_data import (
     load_templates,
     render_page,
 )
+from tests.support.ports import free_port
 
 WINDOW = 1.0
 
@@ -205,12 +205,6 @@ def _endpoint_path(path: str) -> str:
 
 def _error(kind: str, message: str, code: str | None) -> bytes:
     return json.dumps({"error": {"type": kind, "message": message, "code": code}}).encode()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class FakeStripeServer:

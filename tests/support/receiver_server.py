@@ -15,7 +15,6 @@ import itertools
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from sqlalchemy import Engine, text
 
 from stripe_pipeline.db.engine import make_engine
 from stripe_pipeline.land.signature import sign
+from tests.support.ports import free_port
 from tests.support.tcp_proxy import TcpProxy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,12 +46,6 @@ def fresh_source() -> str:
     """A loopback source address no other test uses (its own rate-limit bucket)."""
     n = next(_addresses)
     return f"127.0.{n // 250 + 1}.{n % 250 + 2}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_event(event_id: str | None = None, **overrides: Any) -> dict[str, Any]:
