@@ -37,6 +37,7 @@ from datetime import datetime
 from itertools import islice
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import (
     Connection,
@@ -206,14 +207,18 @@ def _local_rows(conn: Connection, resource: Resource, keys: list[str]) -> pd.Dat
     table = resource.table
     fields = resource.reconciled
     columns = [table.c[resource.key], *(table.c[f] for f in fields), table.c.last_event_created]
+    names = ["_key", *fields, "_version"]
+    # ``local_value`` of every field, its column types looked up once per chunk
+    instants = [f for f in fields if isinstance(table.c[f].type, DateTime)]
     records: list[dict[str, Any]] = []
     for part in chunked(keys, 10_000 if conn.dialect.name == "postgresql" else IN_CHUNK):
         stmt = select(*columns).where(in_list(conn, table.c[resource.key], part))
         for row in conn.execute(stmt):
-            m = row._mapping
-            rec = {f: local_value(resource, f, m[f]) for f in fields}
-            rec["_key"] = m[resource.key]
-            rec["_version"] = m["last_event_created"]
+            rec = dict(zip(names, row, strict=True))
+            for f in instants:
+                value = rec[f]
+                if isinstance(value, datetime):
+                    rec[f] = to_unix(value)
             records.append(rec)
     frame = pd.DataFrame.from_records(records, columns=["_key", "_version", *fields])
     return frame.astype(object).set_index("_key")
@@ -343,7 +348,7 @@ def compare_chunk(
     stub = merged["_stub"].astype(bool).to_numpy()
     for f in resource.reconciled:
         r, loc = merged[f], merged[f"{f}_local"]
-        equal = [same_value(_plain(a), _plain(b)) for a, b in zip(r, loc, strict=True)]
+        equal = _same_values(r.to_numpy(), loc.to_numpy())
         if f == resource.deleted_marker:  # deleted in Stripe, deleted here: any time agrees
             equal = [e or (s and b is not None) for e, s, b in zip(equal, stub, loc, strict=True)]
         has = merged[f"_has_{f}"].astype(bool).to_numpy()
@@ -409,6 +414,21 @@ def _as_stored(
         (replace(w, values={c: row[c] for c in w.values}), obj)
         for (w, obj), row in zip(parsed, scrubbed, strict=True)
     ]
+
+
+def _same_values(remote: np.ndarray, local: np.ndarray) -> np.ndarray:
+    """``same_value(_plain(a), _plain(b))`` of each pair (object arrays), which stays
+    the definition: pairs equal as Python values are equal by it too, so one
+    vectorized ``==`` settles most of them and only the rest are compared one by one."""
+    try:
+        equal = np.asarray(remote == local, dtype=bool)
+    except (TypeError, ValueError):  # a value without a plain truth for ==
+        equal = np.zeros(len(remote), dtype=bool)
+    if equal.shape != remote.shape:
+        equal = np.zeros(len(remote), dtype=bool)
+    for i in np.flatnonzero(~equal):
+        equal[i] = same_value(_plain(remote[i]), _plain(local[i]))
+    return equal
 
 
 def _plain(value: Any) -> Any:

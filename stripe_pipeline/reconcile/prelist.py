@@ -5,9 +5,11 @@ objects/s against Stripe (a call takes ~300 ms) while the account allows 100 cal
 Here every windowed listing of every compared resource, and ``/v1/events``, go
 through one :class:`~stripe_pipeline.stripe_api.listing.SlicedLister` at once (time
 slices split where the data is dense, each object listed once, a failed page retried
-alone) and land in one spool file per listing. Comparison then reads the files in the
-catalog's order: the listing path does no comparison work, and memory stays at the
-lister's pages in flight plus one comparison chunk, whatever N is.
+alone) and land in one spool file per listing. Comparison reads the files in the
+catalog's order, each as it is written (a page is readable once it is flushed), so it
+overlaps the listing instead of starting after it: the listing path does no comparison
+work, and memory stays at the lister's pages in flight plus one comparison chunk,
+whatever N is.
 
 Resume: the spool files live in a directory named by the run's key, and the lister's
 progress (``stripe_listing_slices``) records with each checkpoint how far each file
@@ -119,10 +121,11 @@ def run_key_of(planned: Sequence[PlannedListing]) -> str:
 class Prelisted:
     """The spooled objects of a run's listings, listed by a background thread.
 
-    :meth:`objects` waits until its listing is complete (every slice listed), so the
-    caller compares one listing while the others are still being listed: comparison
-    never holds the listing back. :meth:`finish` waits for all of them and raises what
-    the listing failed with; :meth:`cancel` stops it.
+    :meth:`objects` follows its listing's file as pages are written and ends when the
+    listing is complete (every slice listed), so the caller compares while the
+    listings are still running: comparison never holds the listing back, and finishes
+    soon after it. :meth:`finish` waits for all of them and raises what the listing
+    failed with; :meth:`cancel` stops it.
     """
 
     def __init__(
@@ -134,6 +137,9 @@ class Prelisted:
         self.observed_at = observed_at
         self.stats: dict[str, Any] = {}
         self._done = {name: threading.Event() for name in files}
+        # per file: how far whole pages are flushed (readable while it is written)
+        self._readable = dict.fromkeys(files, 0)
+        self._changed = threading.Condition()
         self._stop = threading.Event()
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
@@ -149,16 +155,37 @@ class Prelisted:
 
     def objects(self, name: str) -> Iterator[dict[str, Any]]:
         """The listing's objects inside its window (endpoints without a created filter
-        are listed whole), in the order they were written; waits for the listing."""
-        self.wait(name)
+        are listed whole), in the order they were written: those of flushed pages as
+        soon as they are, ending when the listing is complete (raises if it failed).
+        The order is the file's whatever the timing, so results do not depend on it."""
         window = self.windows[name]
+        position = 0
         with open(self.files[name], "rb") as f:
-            for line in f:
-                obj = orjson.loads(line)
-                created = obj.get("created")
-                if isinstance(created, int) and not window.contains(created):
-                    continue
-                yield obj
+            while True:
+                end, complete = self._readable_past(name, position)
+                f.seek(position)
+                while position < end:
+                    line = f.readline()
+                    position += len(line)
+                    obj = orjson.loads(line)
+                    created = obj.get("created")
+                    if isinstance(created, int) and not window.contains(created):
+                        continue
+                    yield obj
+                if complete:
+                    return
+
+    def _readable_past(self, name: str, position: int) -> tuple[int, bool]:
+        """(how far the file is readable, whether the listing is complete), once there
+        is more than ``position`` to read or the listing is complete."""
+        done = self._done[name]
+        with self._changed:
+            self._changed.wait_for(lambda: done.is_set() or self._readable[name] > position)
+        if not done.is_set():
+            return self._readable[name], False
+        if self._error is not None:
+            raise ListingAborted(f"listing {name!r} did not complete") from self._error
+        return os.path.getsize(self.files[name]), True  # flushed whole
 
     def finish(self) -> dict[str, Any]:
         """Wait for every listing; their stats (raises what the listing failed with)."""
@@ -178,13 +205,23 @@ class Prelisted:
         """Delete the files (after the run's results are committed)."""
         shutil.rmtree(self.directory, ignore_errors=True)
 
+    def _flushed(self, name: str, length: int) -> None:
+        """Whole pages of ``name`` are in its file up to ``length``: readers may go on."""
+        with self._changed:
+            self._readable[name] = length
+            self._changed.notify_all()
+
     def _finished(self, name: str) -> None:
-        self._done[name].set()
+        with self._changed:
+            self._done[name].set()
+            self._changed.notify_all()
 
     def _failed(self, exc: BaseException) -> None:
-        self._error = exc
-        for done in self._done.values():
-            done.set()
+        with self._changed:
+            self._error = exc
+            for done in self._done.values():
+                done.set()
+            self._changed.notify_all()
 
 
 class ListingAborted(RuntimeError):
@@ -302,6 +339,8 @@ def prelist(
         raise
     spool_progress = _SpoolProgress(progress, outputs)
     spool_progress.lengths = [recorded.get(i, 0) for i in range(len(planned))]
+    for i, p in enumerate(planned):  # pages a resumed run wrote before are readable
+        prelisted._flushed(p.name, spool_progress.lengths[i])
     spool_progress.observed_at = observed_at
     lister = SlicedLister(
         fetch_page,
@@ -338,9 +377,11 @@ def _list_into_files(
             out = outputs[i]
             out.write(b"".join(orjson.dumps(obj) + b"\n" for obj in page.objects))
             spool_progress.lengths[i] = out.tell()
+            out.flush()  # the page is readable: comparison follows the file
             if page.listing_done:
-                out.flush()
                 prelisted._finished(planned[i].name)
+            else:
+                prelisted._flushed(planned[i].name, spool_progress.lengths[i])
             if prelisted._stop.is_set():
                 raise ListingAborted("cancelled")
         lister.checkpoint()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from itertools import islice
 from typing import Any
 
@@ -59,6 +59,12 @@ class ObjectFindings:
     repair: Repair | None = None
 
 
+def _shallow(record: Finding | Repair) -> dict[str, Any]:
+    """A record's fields as written (``asdict`` would deep-copy a repair's whole Stripe
+    object only for it to be serialized)."""
+    return {f.name: getattr(record, f.name) for f in fields(record)}
+
+
 class Spool:
     """Append an object's findings while comparing; read them back in chunks.
 
@@ -93,8 +99,8 @@ class Spool:
 
     def add(self, findings: list[Finding], repair: Repair | None = None) -> None:
         doc = {
-            "f": [asdict(f) for f in findings],
-            "r": asdict(repair) if repair is not None else None,
+            "f": [_shallow(f) for f in findings],
+            "r": _shallow(repair) if repair is not None else None,
         }
         self._file.write(json.dumps(doc, default=str) + "\n")
         self.findings += len(findings)
