@@ -283,6 +283,14 @@ def load_check_overrides(env: Mapping[str, str] | None = None) -> dict[str, str]
     }
 
 
+def load_spool_dir(env: Mapping[str, str] | None = None) -> Path | None:
+    """``STRIPE_PIPELINE_SPOOL_DIR``: where reconciliation spools listings; None: the
+    temp directory."""
+    env = os.environ if env is None else env
+    configured = (env.get("STRIPE_PIPELINE_SPOOL_DIR") or "").strip()
+    return Path(configured) if configured else None
+
+
 DEFAULT_RECONCILIATION_CRON = "0 2 * * *"
 
 

@@ -22,6 +22,14 @@ class EventStatus(StrEnum):
     DEAD_LETTER = "dead_letter"
 
 
+class EventSource(StrEnum):
+    """``stripe_events.source``: who landed the event. Stripe's own delivery is what
+    monitoring watches for silence and what reconciliation treats as in flight."""
+
+    WEBHOOK = "webhook"
+    RECONCILIATION = "reconciliation"  # backfilled from /v1/events
+
+
 # still in the queue (a claim may take them)
 QUEUED_STATUSES = (EventStatus.PENDING, EventStatus.RETRY, EventStatus.PROCESSING)
 # done with, for good or ill: what a replay may put back to pending

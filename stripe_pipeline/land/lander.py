@@ -29,6 +29,7 @@ import threading
 from sqlalchemy import Engine
 from sqlalchemy.exc import DataError, SQLAlchemyError
 
+from stripe_pipeline.db.statuses import EventSource
 from stripe_pipeline.land.envelope import EventEnvelope
 from stripe_pipeline.land.store import DELIVERIES, EVENTS, Delivery, insert_event, record_deliveries
 
@@ -77,7 +78,9 @@ class EventLander:
     def _land_portable(self, envelope: EventEnvelope, delivery: Delivery) -> bool:
         try:
             with self.engine.begin() as conn:
-                is_new = insert_event(conn, envelope, source="webhook", endpoint=delivery.endpoint)
+                is_new = insert_event(
+                    conn, envelope, source=EventSource.WEBHOOK.value, endpoint=delivery.endpoint
+                )
                 record_deliveries(conn, [_with_outcome(delivery, is_new)])
             return is_new
         except DataError as exc:

@@ -14,6 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 
 from stripe_pipeline.db.models import StripeEvent, WebhookDelivery
+from stripe_pipeline.db.statuses import EventSource
 from stripe_pipeline.land.envelope import EventEnvelope
 
 EVENTS = StripeEvent.__table__
@@ -82,7 +83,7 @@ def insert_event(
     conn: Connection,
     envelope: EventEnvelope,
     *,
-    source: str = "webhook",
+    source: str = EventSource.WEBHOOK.value,
     endpoint: str | None = None,
 ) -> bool:
     """Insert one event as ``pending``; False when it was already stored."""

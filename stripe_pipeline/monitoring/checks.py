@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Connection, and_, case, func, inspect, literal_column, or_, select, text
 
 from stripe_pipeline.db.models import metadata
-from stripe_pipeline.db.statuses import EventStatus
+from stripe_pipeline.db.statuses import EventSource, EventStatus
 
 EVENTS = metadata.tables["stripe_events"]
 PAYMENTS = metadata.tables["stripe_payments"]
@@ -254,7 +254,9 @@ def webhook_silence(conn: Connection, limits: Thresholds, now: datetime) -> Chec
     """
     last = utc(
         conn.execute(
-            select(func.max(EVENTS.c.received_at)).where(EVENTS.c.source == "webhook")
+            select(func.max(EVENTS.c.received_at)).where(
+                EVENTS.c.source == EventSource.WEBHOOK.value
+            )
         ).scalar()
     )
     hours = round((now - last).total_seconds() / 3600.0, 2) if last else None

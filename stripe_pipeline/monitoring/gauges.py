@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Connection, case, func, or_, select
 
 from stripe_pipeline.db.models import TICKET_PRIORITIES, metadata
-from stripe_pipeline.db.statuses import UNFINISHED_STATUSES, EventStatus
+from stripe_pipeline.db.statuses import UNFINISHED_STATUSES, EventSource, EventStatus
 from stripe_pipeline.monitoring.checks import (
     NEEDS_RESPONSE,
     Thresholds,
@@ -96,7 +96,9 @@ def _event_gauges(conn: Connection, now: datetime, windows: GaugeWindows) -> lis
     ).one()
     last_webhook = utc(
         conn.execute(
-            select(func.max(EVENTS.c.received_at)).where(EVENTS.c.source == "webhook")
+            select(func.max(EVENTS.c.received_at)).where(
+                EVENTS.c.source == EventSource.WEBHOOK.value
+            )
         ).scalar()
     )
     gauges = [

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from stripe_pipeline.db.models import StripeEvent
+from stripe_pipeline.db.statuses import EventSource
 from stripe_pipeline.land.envelope import MalformedEvent, envelope_from_event
 from stripe_pipeline.land.store import insert_events
 from stripe_pipeline.privacy.guard import scrub_erased_envelopes
@@ -26,7 +27,6 @@ from stripe_pipeline.reconcile.window import Window
 
 EVENTS = StripeEvent.__table__
 PAGE = 100
-SOURCE = "reconciliation"
 
 
 @dataclass(slots=True)
@@ -91,6 +91,6 @@ def backfill_events(
         conn.commit()
         result.already_stored += len(stored)
         if missing:
-            result.inserted += insert_events(conn, missing, source=SOURCE)
+            result.inserted += insert_events(conn, missing, source=EventSource.RECONCILIATION.value)
             conn.commit()
     return result

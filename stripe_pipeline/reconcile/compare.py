@@ -55,7 +55,7 @@ from sqlalchemy import table as sql_table
 from stripe_pipeline.catalog.model import Catalog, Fetch, Listing, Resource, RowWrite, same_value
 from stripe_pipeline.db.lists import IN_CHUNK, chunked, in_list
 from stripe_pipeline.db.models import StripeEvent
-from stripe_pipeline.db.statuses import QUEUED_STATUSES
+from stripe_pipeline.db.statuses import QUEUED_STATUSES, EventSource
 from stripe_pipeline.privacy.guard import scrub_erased
 from stripe_pipeline.reconcile.api import ListingApi, NotFound, list_window
 from stripe_pipeline.reconcile.parse import (
@@ -179,7 +179,7 @@ def in_flight_ids(conn: Connection, ids: list[str]) -> set[str]:
             .where(
                 in_list(conn, events.c.object_id, part),
                 events.c.status.in_([s.value for s in QUEUED_STATUSES]),
-                events.c.source == "webhook",
+                events.c.source == EventSource.WEBHOOK.value,
             )
             .distinct()
         )

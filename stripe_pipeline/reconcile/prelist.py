@@ -41,6 +41,7 @@ import stripe
 from sqlalchemy import Engine
 
 from stripe_pipeline.catalog.model import Listing, Resource
+from stripe_pipeline.config import load_spool_dir
 from stripe_pipeline.reconcile.window import Window
 from stripe_pipeline.stripe_api.listing import (
     DatabaseListingProgress,
@@ -262,8 +263,7 @@ class _SpoolProgress:
 
 def spool_root() -> Path:
     """Where listings are spooled: ``STRIPE_PIPELINE_SPOOL_DIR`` or the temp directory."""
-    configured = os.environ.get("STRIPE_PIPELINE_SPOOL_DIR")
-    return Path(configured) if configured else Path(tempfile.gettempdir()) / "stripe-pipeline"
+    return load_spool_dir() or Path(tempfile.gettempdir()) / "stripe-pipeline"
 
 
 # a failed run's spool files wait this long for a rerun to resume them; after that a
