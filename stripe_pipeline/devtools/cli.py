@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from stripe_pipeline.commands.common import positive_int
+
 
 def _port(value: str) -> int:
     port = int(value)
@@ -18,13 +20,6 @@ def _seconds(value: str) -> float:
     if seconds < 0:
         raise argparse.ArgumentTypeError("must be >= 0")
     return seconds
-
-
-def _count(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError("must be >= 1")
-    return number
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
@@ -68,7 +63,7 @@ def add_dev_command(commands: argparse._SubParsersAction) -> None:
         help="the Stripe API the pipeline uses: a front over localstripe (default 8421)",
     )
     dev.add_argument(
-        "--customers", type=_count, default=6, help="customers in the first burst (default 6)"
+        "--customers", type=positive_int, default=6, help="customers in the first burst (default 6)"
     )
     dev.add_argument("--no-traffic", action="store_true", help="start everything, send nothing")
     dev.add_argument(

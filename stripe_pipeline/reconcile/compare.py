@@ -686,13 +686,7 @@ def listed_parents(
     """
     spec = listing.per_parent
     assert spec is not None
-    seen = _seen_table()
-
-    def staged(object_type: str) -> set[str]:
-        stmt = select(seen.c.object_id).where(seen.c.object_type == object_type)
-        return set(conn.execute(stmt).scalars())
-
-    listed = staged(spec.parent)
+    listed = set(listed_ids(conn, spec.parent))
     parent = catalog.by_type[spec.parent]
     table = parent.table
     query = select(table.c[parent.key])
@@ -702,7 +696,7 @@ def listed_parents(
         return sorted(listed | set(conn.execute(query).scalars()))
     query = query.where(*(table.c[name] == value for name, value in spec.where.items()))
     local = set(conn.execute(query).scalars()) - listed
-    return sorted(staged(_filter_tag(listing)) | local)
+    return sorted(set(listed_ids(conn, _filter_tag(listing))) | local)
 
 
 def compare_resource(
