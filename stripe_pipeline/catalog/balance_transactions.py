@@ -44,11 +44,11 @@ from stripe_pipeline.catalog.model import (
     SqlWrite,
 )
 from stripe_pipeline.catalog.readers import (
-    currency,
     integer,
     list_data,
     object_id,
     ref_id,
+    required_currency,
     text,
     unix_time,
 )
@@ -153,7 +153,7 @@ def balance_transaction_row(txn: dict[str, Any], *, livemode: bool) -> RowWrite:
         "amount_minor": _signed(txn, "amount"),
         "fee_minor": _signed(txn, "fee"),
         "net_minor": _signed(txn, "net"),
-        "currency": currency(txn.get("currency")),
+        "currency": required_currency(txn),
         "exchange_rate": exchange_rate(txn.get("exchange_rate")),
         "source_id": source,
         "source_type": source_type(txn.get("source")),
@@ -164,8 +164,6 @@ def balance_transaction_row(txn: dict[str, Any], *, livemode: bool) -> RowWrite:
         "stripe_created": integer(txn.get("created")),
         "livemode": livemode,
     }
-    if values["currency"] is None:
-        raise ValueError("balance transaction without a currency")
     return RowWrite(TABLE, object_id(txn), values)
 
 

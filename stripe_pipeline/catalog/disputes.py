@@ -34,6 +34,7 @@ from stripe_pipeline.catalog.readers import (
     integer,
     ref_id,
     required_amount,
+    required_currency,
     text,
     unix_time,
 )
@@ -120,9 +121,7 @@ def dispute_row(dispute: dict[str, Any], *, event_type: str, created: int, livem
     if payment_intent_id is None:
         raise ValueError("dispute without a charge or PaymentIntent")
     disputed = required_amount(dispute, "amount")
-    code = currency(dispute.get("currency"))
-    if code is None:
-        raise ValueError("dispute without a currency")
+    code = required_currency(dispute)
     status = text(dispute.get("status"))
     if not status:
         raise ValueError("dispute without a status")

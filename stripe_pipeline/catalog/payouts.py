@@ -28,11 +28,11 @@ from stripe_pipeline.catalog.model import (
 )
 from stripe_pipeline.catalog.readers import (
     boolean,
-    currency,
     integer,
     object_id,
     ref_id,
     required_amount,
+    required_currency,
     text,
     unix_time,
 )
@@ -69,7 +69,7 @@ def apply_payout_event(ctx: EventContext) -> Iterable[RowWrite]:
         raise ValueError("payout without a status")
     values = {
         "amount_minor": required_amount(payout, "amount"),
-        "currency": currency(payout.get("currency")),
+        "currency": required_currency(payout),
         "status": status,
         "arrival_date": unix_time(payout.get("arrival_date")),
         "automatic": boolean(payout.get("automatic")),
@@ -85,8 +85,6 @@ def apply_payout_event(ctx: EventContext) -> Iterable[RowWrite]:
         "stripe_created": integer(payout.get("created")),
         "livemode": ctx.livemode,
     }
-    if values["currency"] is None:
-        raise ValueError("payout without a currency")
     return [RowWrite(TABLE, object_id(payout), values)]
 
 

@@ -133,6 +133,14 @@ def currency(value: Any) -> str | None:
     return value.lower()
 
 
+def required_currency(obj: dict[str, Any]) -> str:
+    """The object's currency: money without one cannot be stored or summed."""
+    found = currency(obj.get("currency"))
+    if found is None:
+        raise ValueError(f"{obj.get('object', 'object')} without a currency")
+    return found
+
+
 def text(value: Any) -> str | None:
     if value is None or isinstance(value, str):
         return value

@@ -33,13 +33,13 @@ from stripe_pipeline.catalog.model import (
 )
 from stripe_pipeline.catalog.payments import payment_from_charge
 from stripe_pipeline.catalog.readers import (
-    currency,
     integer,
     list_data,
     livemode,
     object_id,
     ref_id,
     required_amount,
+    required_currency,
     text,
 )
 from stripe_pipeline.db.models import StripeRefund
@@ -83,7 +83,7 @@ def refund_row(
         "payment_intent_id": payment_intent_id,
         "charge_id": charge_id,
         "amount_minor": required_amount(refund, "amount"),
-        "currency": currency(refund.get("currency")),
+        "currency": required_currency(refund),
         # refunds of API versions before 2016-07-06 had no status: they had succeeded
         "status": text(refund.get("status")) or "succeeded",
         "reason": text(refund.get("reason")),
@@ -92,8 +92,6 @@ def refund_row(
         "stripe_created": integer(refund.get("created")),
         "livemode": livemode(refund) if "livemode" in refund else event_livemode,
     }
-    if values["currency"] is None:
-        raise ValueError("refund without a currency")
     return RowWrite(TABLE, object_id(refund), values)
 
 
