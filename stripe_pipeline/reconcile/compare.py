@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -699,6 +699,80 @@ def listed_parents(
     return sorted(set(listed_ids(conn, _filter_tag(listing))) | local)
 
 
+def leading_prelisted(resource: Resource, prelisted: Prelisted) -> list[Listing]:
+    """The listings of ``resource`` that can be compared before the rest of the run:
+    prelisted, and before any listing that is not (a resource's listings keep their
+    order: its owner's listing first)."""
+    leading = []
+    for listing in resource.listings:
+        if not prelisted.has(listing_name(resource, listing)):
+            break
+        leading.append(listing)
+    return leading
+
+
+def compare_prelisted(
+    conn: Connection,
+    catalog: Catalog,
+    resources: Sequence[Resource],
+    prelisted: Prelisted,
+    spool: Spool,
+    stats: CompareStats,
+    *,
+    chunk_size: int = SPOOLED_CHUNK,
+) -> set[str]:
+    """Compare the listings read ahead as their objects arrive, taking each chunk from
+    the listing with the most waiting: the listings run in parallel and finish about
+    together, so comparing them in the catalog's order would wait on the first while
+    the others pile up. Returns the listings compared (``listing_name``).
+
+    Only what does not depend on the order: each resource's leading prelisted
+    listings (``leading_prelisted``), one chunk at a time, so a resource's listings
+    are still compared in their order. Listings per customer or per parent, and the
+    local rows no listing returned, follow in the catalog's order (``compare_resource``).
+    """
+    queue: dict[Resource, list[Listing]] = {}
+    for resource in resources:
+        leading = leading_prelisted(resource, prelisted)
+        if leading:
+            queue[resource] = leading
+    readers = {
+        resource: prelisted.reader(listing_name(resource, listings[0]))
+        for resource, listings in queue.items()
+    }
+    compared: set[str] = set()
+    try:
+        while readers:
+            for resource, reader in list(readers.items()):
+                if reader.exhausted():  # this listing is done: the resource's next one
+                    reader.close()
+                    compared.add(reader.name)
+                    queue[resource].pop(0)
+                    del readers[resource]
+                    if queue[resource]:
+                        readers[resource] = prelisted.reader(
+                            listing_name(resource, queue[resource][0])
+                        )
+            if not readers:
+                break
+            resource, reader = max(readers.items(), key=lambda item: item[1].ready())
+            if not reader.ready():
+                prelisted.wait_for_any(readers.values(), timeout=1.0)
+                continue
+            listing = queue[resource][0]
+            objects = list(_as_listed(reader.take(chunk_size), listing, stats))
+            if objects:
+                source = Source(listing.name, listing.read_as, listing)
+                compare_chunk(
+                    conn, catalog, resource, source, objects, prelisted.observed_at, spool, stats
+                )
+                conn.commit()  # release read snapshots; the temp table survives commits
+    finally:
+        for reader in readers.values():
+            reader.close()
+    return compared
+
+
 def compare_resource(
     conn: Connection,
     api: ListingApi,
@@ -712,8 +786,11 @@ def compare_resource(
     chunk_size: int = CHUNK,
     max_fetches: int = MAX_FETCHES,
     prelisted: Prelisted | None = None,
+    compared: Collection[str] = (),
 ) -> None:
     """Every listing of one resource, then the local rows no listing returned.
+
+    ``compared``: listings (``listing_name``) that ``compare_prelisted`` compared already.
 
     A resource whose listings are all ``full`` is compared whole, whatever the window.
     A listing of carried objects (``Listing.embedded``) is windowed on the carriers.
@@ -726,6 +803,8 @@ def compare_resource(
     customers: list[str] | None = None
     children: tuple[str, list[str]] | None = None
     for listing in resource.listings:
+        if listing_name(resource, listing) in compared:
+            continue
         source = Source(listing.name, listing.read_as, listing)
         observed_at: int | None = None
         if prelisted is not None and prelisted.has(listing_name(resource, listing)):
@@ -747,12 +826,7 @@ def compare_resource(
                 server_filter=server_filter and listing.created_filter,
                 params=dict(listing.params),
             )
-        if listing.embedded is not None:
-            objects = _carried_by(objects, listing)
-        if listing.states is not None:
-            objects = (o for o in _counting(objects, stats, listing.name) if listing.states(o))
-        else:
-            objects = _counting(objects, stats, listing.name)
+        objects = _as_listed(objects, listing, stats)
         # objects read back from a spool are whole Stripe objects (several KB as dicts):
         # smaller chunks keep memory flat, at a few more queries
         size = min(chunk_size, SPOOLED_CHUNK) if observed_at is not None else chunk_size
@@ -842,6 +916,18 @@ def _per_parent(
                 yield {**child, spec.field: parent}
         except NotFound:
             continue
+
+
+def _as_listed(
+    objects: Iterable[dict[str, Any]], listing: Listing, stats: CompareStats
+) -> Iterator[dict[str, Any]]:
+    """A listing's objects as compared: carried ones taken out of their carriers,
+    counted, and only those the listing states (``Listing.states``)."""
+    if listing.embedded is not None:
+        objects = _carried_by(objects, listing)
+    if listing.states is not None:
+        return (o for o in _counting(objects, stats, listing.name) if listing.states(o))
+    return _counting(objects, stats, listing.name)
 
 
 def _counting(items: Iterable[dict[str, Any]], stats: CompareStats, name: str):

@@ -24,25 +24,28 @@ Listings that depend on what was listed (per customer, per parent) and fakes wit
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 import orjson
 import stripe
 from sqlalchemy import Engine
 
-from stripe_pipeline.catalog.model import Listing, Resource
 from stripe_pipeline.config import load_spool_dir
 from stripe_pipeline.reconcile.window import Window
+from stripe_pipeline.stripe_api.client import ClientSpec
 from stripe_pipeline.stripe_api.listing import (
     DatabaseListingProgress,
     FetchPage,
@@ -50,6 +53,9 @@ from stripe_pipeline.stripe_api.listing import (
     SlicedLister,
     SliceRecord,
 )
+
+if TYPE_CHECKING:  # the listing process needs none of the catalog
+    from stripe_pipeline.catalog.model import Listing, Resource
 
 log = logging.getLogger(__name__)
 
@@ -139,54 +145,51 @@ class Prelisted:
         self.stats: dict[str, Any] = {}
         self._done = {name: threading.Event() for name in files}
         # per file: how far whole pages are flushed (readable while it is written)
-        self._readable = dict.fromkeys(files, 0)
+        self._flushed_to = dict.fromkeys(files, 0)
         self._changed = threading.Condition()
         self._stop = threading.Event()
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
+        self._on_stop: Callable[[], None] | None = None  # asks a listing process to stop
+        # True when another process lists: its API calls are not this process's client's
+        self.elsewhere = False
 
     def has(self, name: str) -> bool:
         return name in self.files
-
-    def wait(self, name: str) -> None:
-        """Until the listing ``name`` is complete; raises if the listing failed."""
-        self._done[name].wait()
-        if self._error is not None:
-            raise ListingAborted(f"listing {name!r} did not complete") from self._error
 
     def objects(self, name: str) -> Iterator[dict[str, Any]]:
         """The listing's objects inside its window (endpoints without a created filter
         are listed whole), in the order they were written: those of flushed pages as
         soon as they are, ending when the listing is complete (raises if it failed).
         The order is the file's whatever the timing, so results do not depend on it."""
-        window = self.windows[name]
-        position = 0
-        with open(self.files[name], "rb") as f:
-            while True:
-                end, complete = self._readable_past(name, position)
-                f.seek(position)
-                while position < end:
-                    line = f.readline()
-                    position += len(line)
-                    obj = orjson.loads(line)
-                    created = obj.get("created")
-                    if isinstance(created, int) and not window.contains(created):
-                        continue
-                    yield obj
-                if complete:
-                    return
+        with self.reader(name) as reader:
+            while not reader.exhausted():
+                self.wait_for_any([reader])
+                yield from reader.take(READ_BATCH)
 
-    def _readable_past(self, name: str, position: int) -> tuple[int, bool]:
-        """(how far the file is readable, whether the listing is complete), once there
-        is more than ``position`` to read or the listing is complete."""
-        done = self._done[name]
+    def reader(self, name: str) -> SpoolReader:
+        """A reader of one listing that never waits (to read several as they fill)."""
+        return SpoolReader(self, name)
+
+    def wait_for_any(self, readers: Iterable[SpoolReader], timeout: float | None = None) -> None:
+        """Until one of ``readers`` has objects to take or is exhausted."""
+        readers = list(readers)
         with self._changed:
-            self._changed.wait_for(lambda: done.is_set() or self._readable[name] > position)
-        if not done.is_set():
-            return self._readable[name], False
-        if self._error is not None:
+            self._changed.wait_for(
+                lambda: any(r.ready() or r.exhausted() for r in readers), timeout
+            )
+
+    def _readable(self, name: str) -> tuple[int, bool]:
+        """(how far the file is readable, whether the listing is complete); raises if
+        the listing failed."""
+        with self._changed:
+            complete = self._done[name].is_set()
+            end = self._flushed_to[name]
+        if complete and self._error is not None:
             raise ListingAborted(f"listing {name!r} did not complete") from self._error
-        return os.path.getsize(self.files[name]), True  # flushed whole
+        if complete:
+            end = os.path.getsize(self.files[name])  # flushed whole
+        return end, complete
 
     def finish(self) -> dict[str, Any]:
         """Wait for every listing; their stats (raises what the listing failed with)."""
@@ -199,6 +202,8 @@ class Prelisted:
     def cancel(self) -> None:
         """Stop listing (the run failed elsewhere); what was recorded stays for a resume."""
         self._stop.set()
+        if self._on_stop is not None:
+            self._on_stop()
         if self._thread is not None:
             self._thread.join()
 
@@ -206,27 +211,88 @@ class Prelisted:
         """Delete the files (after the run's results are committed)."""
         shutil.rmtree(self.directory, ignore_errors=True)
 
-    def _flushed(self, name: str, length: int) -> None:
+    # --- what the listing reports (ListingSink) ---
+
+    def flushed(self, name: str, length: int) -> None:
         """Whole pages of ``name`` are in its file up to ``length``: readers may go on."""
         with self._changed:
-            self._readable[name] = length
+            self._flushed_to[name] = length
             self._changed.notify_all()
 
-    def _finished(self, name: str) -> None:
+    def finished(self, name: str) -> None:
         with self._changed:
             self._done[name].set()
             self._changed.notify_all()
 
-    def _failed(self, exc: BaseException) -> None:
+    def failed(self, exc: BaseException) -> None:
         with self._changed:
             self._error = exc
             for done in self._done.values():
                 done.set()
             self._changed.notify_all()
 
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def listed(self, stats: dict[str, Any]) -> None:
+        self.stats = stats
+
 
 class ListingAborted(RuntimeError):
     """A listing the run waited for failed (``__cause__``) or was cancelled."""
+
+
+# objects read at once by ``Prelisted.objects``
+READ_BATCH = 500
+
+
+class SpoolReader:
+    """One listing's spool file, read as far as it is flushed: :meth:`take` never
+    waits, so a caller can follow several listings and compare whichever has objects
+    ready (``Prelisted.wait_for_any`` waits for one). Objects come in the file's
+    order, outside the listing's window skipped."""
+
+    def __init__(self, prelisted: Prelisted, name: str) -> None:
+        self.name = name
+        self._prelisted = prelisted
+        self._window = prelisted.windows[name]
+        self._file = open(prelisted.files[name], "rb")  # noqa: SIM115  (closed by close())
+        self._position = 0
+
+    def ready(self) -> int:
+        """Bytes flushed and not read yet (raises if the listing failed)."""
+        end, _complete = self._prelisted._readable(self.name)
+        return max(0, end - self._position)
+
+    def exhausted(self) -> bool:
+        """The listing is complete and every object of it was taken."""
+        end, complete = self._prelisted._readable(self.name)
+        return complete and self._position >= end
+
+    def take(self, limit: int) -> list[dict[str, Any]]:
+        """Up to ``limit`` objects of what is flushed (none when nothing is)."""
+        end, _complete = self._prelisted._readable(self.name)
+        objects: list[dict[str, Any]] = []
+        f = self._file
+        f.seek(self._position)
+        while self._position < end and len(objects) < limit:
+            line = f.readline()
+            self._position += len(line)
+            obj = orjson.loads(line)
+            created = obj.get("created")
+            if isinstance(created, int) and not self._window.contains(created):
+                continue
+            objects.append(obj)
+        return objects
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> SpoolReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class _SpoolProgress:
@@ -292,6 +358,18 @@ def spool_name(engine: Engine, run_key: str) -> str:
     return f"{hashlib.sha256(url.encode()).hexdigest()[:12]}-{run_key.replace(':', '-')}"
 
 
+@dataclass(frozen=True, slots=True)
+class SpoolSetup:
+    """The spool files of a run, ready to be appended to: each truncated to what the
+    progress store recorded (a page written but never recorded goes)."""
+
+    run_key: str
+    files: list[Path]
+    lengths: list[int]  # per file: its recorded length
+    observed_at: int
+    complete: list[bool]  # per file: every slice of its listing was done before
+
+
 def prelist(
     engine: Engine,
     fetch_page: FetchPage,
@@ -301,77 +379,112 @@ def prelist(
     root: Path | None = None,
     workers: int = 40,
     lister_options: dict[str, Any] | None = None,
+    client: ClientSpec | None = None,
 ) -> Prelisted:
-    """Start listing every planned listing at once, each into its spool file, in a
-    background thread; resumes ``run_key``. Read with :meth:`Prelisted.objects`."""
+    """Start listing every planned listing at once, each into its spool file; resumes
+    ``run_key``. Read with :meth:`Prelisted.objects`.
+
+    With ``client`` (``StripeApi.spec()``) the listing runs in a process of its own
+    (``listing_process``), so its HTTP and decoding never compete with comparison
+    for this process's interpreter lock; without it, in a thread calling
+    ``fetch_page``.
+    """
     root = root or spool_root()
     directory = root / spool_name(engine, run_key)
     sweep_spools(root, engine, keep=directory.name)
+    setup = prepare_spool(engine, directory, planned, run_key)
+    prelisted = Prelisted(
+        directory,
+        {p.name: f for p, f in zip(planned, setup.files, strict=True)},
+        {p.name: p.window for p in planned},
+        setup.observed_at,
+    )
+    for p, length, complete in zip(planned, setup.lengths, setup.complete, strict=True):
+        prelisted.flushed(p.name, length)  # pages a resumed run wrote before are readable
+        if complete:
+            prelisted.finished(p.name)
+    options = {"workers": workers, **(lister_options or {})}
+    database_url = _shareable_url(engine)
+    if client is not None and database_url is not None:
+        _start_process(prelisted, client, database_url, planned, setup, options)
+    else:
+        _start_thread(prelisted, engine, fetch_page, planned, setup, options)
+    return prelisted
+
+
+def prepare_spool(
+    engine: Engine, directory: Path, planned: Sequence[PlannedListing], run_key: str
+) -> SpoolSetup:
+    """The run's spool directory, resumed where the progress store says (or started
+    afresh when the files it recorded are not on this host)."""
     directory.mkdir(parents=True, exist_ok=True)
     progress = DatabaseListingProgress(engine)
     records = progress.load(run_key, SPOOL_RECORD)
     recorded = {r.slice_no: r.objects for r in records if r.slice_no >= 0}
     # a resumed run observed its first objects when it first started
     observed_at = next((r.gte for r in records if r.slice_no == -1), None) or int(time.time())
+    files = [directory / f"{i:03d}.jsonl" for i in range(len(planned))]
     if recorded and not all(
-        (directory / f"{i:03d}.jsonl").exists()
-        and (directory / f"{i:03d}.jsonl").stat().st_size >= length
+        i < len(files) and files[i].exists() and files[i].stat().st_size >= length
         for i, length in recorded.items()
     ):
         log.warning("listing %s: spool files missing here, listing everything again", run_key)
         progress.forget(run_key)
         recorded, observed_at = {}, int(time.time())
-    files = {p.name: directory / f"{i:03d}.jsonl" for i, p in enumerate(planned)}
-    prelisted = Prelisted(directory, files, {p.name: p.window for p in planned}, observed_at)
-    outputs: list[BinaryIO] = []
-    try:
-        for i, p in enumerate(planned):
-            out = open(files[p.name], "ab" if i in recorded else "wb")  # noqa: SIM115
-            out.truncate(recorded.get(i, 0))  # a page written but never recorded goes
-            out.seek(0, os.SEEK_END)
-            outputs.append(out)
-            slices = progress.load(run_key, p.request.listing_key) if recorded else []
-            if slices and all(r.done for r in slices):  # completed before a crash
-                prelisted._finished(p.name)
-    except BaseException:
-        for out in outputs:
-            out.close()
-        raise
-    spool_progress = _SpoolProgress(progress, outputs)
-    spool_progress.lengths = [recorded.get(i, 0) for i in range(len(planned))]
-    for i, p in enumerate(planned):  # pages a resumed run wrote before are readable
-        prelisted._flushed(p.name, spool_progress.lengths[i])
-    spool_progress.observed_at = observed_at
-    lister = SlicedLister(
-        fetch_page,
-        workers=workers,
-        progress=spool_progress,
-        run_key=run_key,
-        **(lister_options or {}),
-    )
-    thread = threading.Thread(
-        target=_list_into_files,
-        args=(lister, planned, outputs, spool_progress, prelisted),
-        name=f"prelist-{run_key}",
-        daemon=True,
-    )
-    prelisted._thread = thread
-    thread.start()
-    return prelisted
+    complete = []
+    for i, p in enumerate(planned):
+        with open(files[i], "ab" if i in recorded else "wb") as out:
+            out.truncate(recorded.get(i, 0))
+        slices = progress.load(run_key, p.request.listing_key) if recorded else []
+        complete.append(bool(slices) and all(r.done for r in slices))  # done before a crash
+    lengths = [recorded.get(i, 0) for i in range(len(planned))]
+    return SpoolSetup(run_key, files, lengths, observed_at, complete)
 
 
-def _list_into_files(
-    lister: SlicedLister,
+def _shareable_url(engine: Engine) -> str | None:
+    """The app database's URL for another process (None: an in-memory database)."""
+    if engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:"):
+        return None
+    return engine.url.render_as_string(hide_password=False)
+
+
+class ListingSink(Protocol):
+    """Where the listing reports: a :class:`Prelisted` in this process, or the pipe
+    to the run's process (``listing_process``)."""
+
+    def flushed(self, name: str, length: int) -> None: ...
+
+    def finished(self, name: str) -> None: ...
+
+    def failed(self, exc: BaseException) -> None: ...
+
+    def stopping(self) -> bool: ...
+
+    def listed(self, stats: dict[str, Any]) -> None: ...
+
+
+def list_into_files(
+    engine: Engine,
+    fetch_page: FetchPage,
     planned: Sequence[PlannedListing],
-    outputs: list[BinaryIO],
-    spool_progress: _SpoolProgress,
-    prelisted: Prelisted,
+    setup: SpoolSetup,
+    sink: ListingSink,
+    options: dict[str, Any],
 ) -> None:
-    """The background thread: pages into files; a listing's file is flushed, then
-    announced complete."""
-    index = {p.request.listing_key: i for i, p in enumerate(planned)}
+    """List into the spool files, reporting each flushed page to ``sink``; a
+    listing's file is flushed, then announced complete. Reports a failure, never
+    raises it."""
     started = time.perf_counter()
+    outputs: list[BinaryIO] = []
+    lister: SlicedLister | None = None
     try:
+        for f in setup.files:
+            outputs.append(open(f, "ab"))  # noqa: SIM115  (closed below)
+        spool_progress = _SpoolProgress(DatabaseListingProgress(engine), outputs)
+        spool_progress.lengths = list(setup.lengths)
+        spool_progress.observed_at = setup.observed_at
+        lister = SlicedLister(fetch_page, progress=spool_progress, run_key=setup.run_key, **options)
+        index = {p.request.listing_key: i for i, p in enumerate(planned)}
         for page in lister.pages(p.request for p in planned):
             i = index[page.key]
             out = outputs[i]
@@ -379,25 +492,142 @@ def _list_into_files(
             spool_progress.lengths[i] = out.tell()
             out.flush()  # the page is readable: comparison follows the file
             if page.listing_done:
-                prelisted._finished(planned[i].name)
+                sink.finished(planned[i].name)
             else:
-                prelisted._flushed(planned[i].name, spool_progress.lengths[i])
-            if prelisted._stop.is_set():
+                sink.flushed(planned[i].name, spool_progress.lengths[i])
+            if sink.stopping():
                 raise ListingAborted("cancelled")
         lister.checkpoint()
         for out, p in zip(outputs, planned, strict=True):  # those a resume found complete
             out.flush()
-            prelisted._finished(p.name)
+            sink.finished(p.name)
     except BaseException as exc:
-        prelisted._failed(exc)
+        sink.failed(exc)
     finally:
         for out in outputs:
             out.close()
-        prelisted.stats = {
-            **lister.stats.as_dict(),
+        stats = {
+            **(lister.stats.as_dict() if lister is not None else {}),
             "seconds": round(time.perf_counter() - started, 3),
         }
-        log.info("listed %s listings ahead: %s", len(planned), prelisted.stats)
+        log.info("listed %s listings ahead: %s", len(planned), stats)
+        sink.listed(stats)
+
+
+def _start_thread(
+    prelisted: Prelisted,
+    engine: Engine,
+    fetch_page: FetchPage,
+    planned: Sequence[PlannedListing],
+    setup: SpoolSetup,
+    options: dict[str, Any],
+) -> None:
+    thread = threading.Thread(
+        target=list_into_files,
+        args=(engine, fetch_page, planned, setup, prelisted, options),
+        name=f"prelist-{setup.run_key}",
+        daemon=True,
+    )
+    prelisted._thread = thread
+    thread.start()
+
+
+class ListingProcessError(RuntimeError):
+    """What the listing process failed with: its type and message (the exception
+    itself stayed in that process)."""
+
+
+# how long a cancelled listing process has to stop before it is killed
+STOP_SECONDS = 10.0
+
+
+def _start_process(
+    prelisted: Prelisted,
+    client: ClientSpec,
+    database_url: str,
+    planned: Sequence[PlannedListing],
+    setup: SpoolSetup,
+    options: dict[str, Any],
+) -> None:
+    """Run the listing in ``python -m stripe_pipeline.reconcile.listing_process``.
+
+    The job goes on its stdin (it holds the API key: never on the command line);
+    the process answers one JSON line per flushed page on its stdout, which a thread
+    here hands to ``prelisted``. Closing its stdin asks it to stop; a process that
+    dies (killed, out of memory) fails the listings it had not completed.
+    """
+    job = {
+        "client": client.to_json(),
+        "database_url": database_url,
+        "listings": [{"name": p.name, "request": _request_doc(p.request)} for p in planned],
+        "setup": {
+            "run_key": setup.run_key,
+            "files": [str(f) for f in setup.files],
+            "lengths": setup.lengths,
+            "observed_at": setup.observed_at,
+            "complete": setup.complete,
+        },
+        "options": options,
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stripe_pipeline.reconcile.listing_process"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    with contextlib.suppress(OSError):  # it died at once: the reader below says how
+        proc.stdin.write(orjson.dumps(job) + b"\n")
+        proc.stdin.flush()
+
+    def follow() -> None:
+        reported = False
+        for line in proc.stdout:  # type: ignore[union-attr]
+            message = orjson.loads(line)
+            if "flushed" in message:
+                prelisted.flushed(message["flushed"], message["length"])
+            elif "finished" in message:
+                prelisted.finished(message["finished"])
+            elif "failed" in message:
+                reported = True
+                prelisted.failed(ListingProcessError(message["failed"]))
+            elif "listed" in message:
+                prelisted.listed(message["listed"])
+        code = proc.wait()
+        if not reported and not all(done.is_set() for done in prelisted._done.values()):
+            prelisted.failed(
+                ListingProcessError(
+                    f"the listing process ended (exit code {code}) before its listings completed"
+                )
+            )
+
+    def stop() -> None:
+        with contextlib.suppress(OSError):
+            proc.stdin.close()  # type: ignore[union-attr]
+        try:
+            proc.wait(STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+    thread = threading.Thread(target=follow, name=f"prelist-{setup.run_key}", daemon=True)
+    prelisted._thread = thread
+    prelisted._on_stop = stop
+    prelisted.elsewhere = True
+    thread.start()
+
+
+def _request_doc(request: ListingRequest) -> dict[str, Any]:
+    return {
+        "path": request.path,
+        "start": request.start,
+        "end": request.end,
+        "params": dict(request.params),
+        "created_filter": request.created_filter,
+        "key": request.key,
+    }
+
+
+def request_from_doc(doc: dict[str, Any]) -> ListingRequest:
+    return ListingRequest(**doc)
 
 
 def forget(engine: Engine, prelisted: Prelisted | None, run_key: str | None) -> None:

@@ -30,7 +30,9 @@ from stripe_pipeline.reconcile.backfill import backfill_events
 from stripe_pipeline.reconcile.compare import (
     CHUNK,
     MAX_FETCHES,
+    SPOOLED_CHUNK,
     CompareStats,
+    compare_prelisted,
     compare_resource,
     create_seen_table,
     drop_seen_table,
@@ -96,6 +98,9 @@ class RunConfig:
     # threads; False: one page at a time, listing after listing (the old path)
     parallel_listing: bool = True
     listing_workers: int = 40
+    # list in a process of its own when the client can be rebuilt there (its limit
+    # shared through the database), so that listing and comparison each have a core
+    listing_process: bool = True
     # take over a "running" run with the same listings (killed): resume its listing
     resume: bool = False
 
@@ -272,6 +277,7 @@ def run_reconciliation(
                 planned,
                 run_key=listing_key,  # type: ignore[arg-type]
                 workers=config.listing_workers,
+                client=api.spec() if config.listing_process and hasattr(api, "spec") else None,
             )
         with engine.connect() as conn:
             try:
@@ -299,10 +305,21 @@ def run_reconciliation(
                     stats,
                     limit=config.max_fetches,
                 )
+                resources = [r for r in catalog.resources if r.object_type in config.object_types]
+                compared: set[str] = set()
+                if prelisted is not None:
+                    stage = "comparing listed objects"
+                    compared = compare_prelisted(
+                        conn,
+                        catalog,
+                        resources,
+                        prelisted,
+                        spool,
+                        stats,
+                        chunk_size=min(config.chunk_size, SPOOLED_CHUNK),
+                    )
                 # the catalog's order: a customer's listing before its payment methods
-                for resource in catalog.resources:
-                    if resource.object_type not in config.object_types:
-                        continue
+                for resource in resources:
                     stage = f"comparing {resource.object_type} objects"
                     compare_resource(
                         conn,
@@ -316,11 +333,12 @@ def run_reconciliation(
                         chunk_size=config.chunk_size,
                         max_fetches=config.max_fetches,
                         prelisted=prelisted,
+                        compared=compared,
                     )
                 if prelisted is not None:  # every listing was read: its stats
                     counts["listing"] = prelisted.finish()
                 counts["compare"] = stats.as_dict()
-                counts["api_calls"] = api.calls - calls_before
+                counts["api_calls"] = api.calls - calls_before + _calls_elsewhere(prelisted)
                 lap("listing and comparing")
                 stage = "writing results"
                 conn.commit()
@@ -356,7 +374,7 @@ def run_reconciliation(
             prelisted.cancel()
             if isinstance(exc, ListingAborted):  # what compare waited for failed
                 stage, exc = "listing", _listing_cause(exc)
-        counts["api_calls"] = api.calls - calls_before
+        counts["api_calls"] = api.calls - calls_before + _calls_elsewhere(prelisted)
         error = f"failed while {stage}: {describe(exc)}"
         log.error("reconciliation run %s %s", run_id, error)
         with engine.begin() as conn:
@@ -373,6 +391,13 @@ def run_reconciliation(
     except Exception:
         log.warning("could not forget the listing progress of run %s", run_id, exc_info=True)
     return RunResult(run_id, "succeeded", window_start, window_end, counts)
+
+
+def _calls_elsewhere(prelisted: Prelisted | None) -> int:
+    """The API calls a listing process made (this process's client did not count them)."""
+    if prelisted is None or not prelisted.elsewhere:
+        return 0
+    return int(prelisted.stats.get("calls", 0))
 
 
 def _listing_cause(exc: Exception) -> Exception:

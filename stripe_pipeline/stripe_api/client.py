@@ -28,6 +28,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -37,10 +38,12 @@ import urllib3
 from sqlalchemy import Engine
 
 from stripe_pipeline.audit import AuditEntry, record
+from stripe_pipeline.db.engine import make_engine
 from stripe_pipeline.stripe_api.errors import NotFound
 from stripe_pipeline.stripe_api.ratelimit import (
     ENDPOINT_RATE,
     Lane,
+    LimiterSpec,
     RateLimiter,
     parse_retry_after,
 )
@@ -152,6 +155,29 @@ def _error_outcome(exc: stripe.StripeError) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True, slots=True)
+class ClientSpec:
+    """What another process needs to build the same client: the key, the shared rate
+    limit and the audit database. Handed over on a pipe (the listing process's stdin),
+    never on a command line or in a log: it holds the key (and the database URLs may
+    hold a password), so its repr shows neither."""
+
+    api_key: str = field(repr=False)
+    api_base: str | None
+    max_network_retries: int
+    timeout: float
+    limiter: LimiterSpec
+    audit_url: str | None = field(repr=False)
+    actor: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> ClientSpec:
+        return cls(**{**doc, "limiter": LimiterSpec(**doc["limiter"])})
+
+
 class StripeApi:
     """Rate-limited, retrying, audited access to the Stripe API (or a local fake).
 
@@ -203,6 +229,8 @@ class StripeApi:
         self._pool = urllib3.PoolManager(maxsize=64, retries=False)
         self._timeout = urllib3.Timeout(connect=min(timeout, 10.0), read=timeout)
         self.max_network_retries = max_network_retries
+        self.timeout = timeout
+        self._api_key = api_key
         self.audit_engine = audit_engine
         self.actor = actor
         self._audit_lock = threading.Lock()
@@ -210,6 +238,50 @@ class StripeApi:
 
     def __repr__(self) -> str:  # never show the key
         return f"StripeApi(api_base={self.api_base!r}, rps={self.requests_per_second})"
+
+    def spec(self) -> ClientSpec | None:
+        """How another process builds this client (same key, limit and audit); None
+        when it cannot share them: a limit kept in this process, or an in-memory
+        database."""
+        limiter = self.limiter.spec()
+        audit_url = None
+        if self.audit_engine is not None:
+            url = self.audit_engine.url
+            if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+                return None
+            audit_url = url.render_as_string(hide_password=False)
+        if limiter is None:
+            return None
+        return ClientSpec(
+            self._api_key,
+            self.api_base,
+            self.max_network_retries,
+            self.timeout,
+            limiter,
+            audit_url,
+            self.actor,
+        )
+
+    @classmethod
+    def from_spec(cls, spec: ClientSpec) -> StripeApi:
+        """The client :meth:`spec` describes, in this process; close with :meth:`close`."""
+        audit = make_engine(spec.audit_url) if spec.audit_url is not None else None
+        return cls(
+            spec.api_key,
+            api_base=spec.api_base,
+            max_network_retries=spec.max_network_retries,
+            limiter=RateLimiter.from_spec(spec.limiter),
+            audit_engine=audit,
+            actor=spec.actor,
+            timeout=spec.timeout,
+        )
+
+    def close(self) -> None:
+        """Write what is buffered and release the limiter (a client built by :meth:`from_spec`)."""
+        self.flush_audit()
+        self.limiter.close()
+        if self.audit_engine is not None:
+            self.audit_engine.dispose()
 
     @property
     def calls(self) -> int:

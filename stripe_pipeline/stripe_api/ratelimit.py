@@ -292,6 +292,12 @@ class _DatabaseStore:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = _own_engine(engine)
+        # where another process finds the same buckets (None: an in-memory database)
+        self.url: str | None = (
+            None
+            if engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:")
+            else engine.url.render_as_string(hide_password=False)
+        )
 
     def ensure(self, bucket: str, rate: float) -> None:
         with self._transaction() as conn:
@@ -384,6 +390,21 @@ def database_store(engine: Engine) -> LimitStore:
 
 
 # --- the limiter callers use ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LimiterSpec:
+    """What another process needs to take its requests from the same shared budget
+    (JSON-friendly: it crosses to a listing process on its stdin, never on a command
+    line). ``database_url`` may hold a password: never log it."""
+
+    database_url: str = field(repr=False)
+    account: str
+    account_rate: float
+    endpoint_rate: float
+    endpoint_rates: dict[str, float]
+    headroom: float
+    endpoint_headroom: float
 
 
 class ClockOffset:
@@ -510,6 +531,40 @@ class RateLimiter:
             account=account_bucket(api_key),
             account_rate=account_rate or default_rate_for_key(api_key),
             **options,
+        )
+
+    def spec(self) -> LimiterSpec | None:
+        """How another process joins this limit; None when it cannot (a budget kept in
+        this process's memory, or in an in-memory database, is not shared)."""
+        url = getattr(self.store, "url", None)
+        if url is None:
+            return None
+        return LimiterSpec(
+            url,
+            self.account,
+            self.account_rate,
+            self.endpoint_rate,
+            dict(self.endpoint_rates),
+            self.headroom,
+            self.endpoint_headroom,
+        )
+
+    @classmethod
+    def from_spec(cls, spec: LimiterSpec) -> RateLimiter:
+        """The same shared limit, in this process (see :meth:`spec`)."""
+        engine = create_engine(spec.database_url)
+        try:
+            store = database_store(engine)
+        finally:
+            engine.dispose()  # the store keeps an engine of its own
+        return cls(
+            store,
+            account=spec.account,
+            account_rate=spec.account_rate,
+            endpoint_rate=spec.endpoint_rate,
+            endpoint_rates=spec.endpoint_rates,
+            headroom=spec.headroom,
+            endpoint_headroom=spec.endpoint_headroom,
         )
 
     def _endpoint_bucket(self, endpoint: str) -> str:

@@ -1,0 +1,129 @@
+"""A run's listings in a process of their own (see ``prelist``): the other end of the pipe.
+
+Why a process: at the API's limit a run receives ~100 pages a second, and fetching,
+decoding and spooling them costs most of a core of Python; in the process that
+compares, they would share one interpreter lock with the comparison and hold both
+back. Here they run beside it, on another core.
+
+Reads one JSON job on stdin (the client's spec with the API key, the database URL, the
+listings and the spool files as ``prelist.prepare_spool`` left them), lists into the
+files through the same shared rate limit and progress store, and writes one JSON line
+per event on stdout: ``{"flushed": name, "length": n}``, ``{"finished": name}``,
+``{"failed": "Type: message"}``, then ``{"listed": stats}``. The end of stdin asks it
+to stop (the run failed elsewhere, or its process died): it stops at the next page,
+its progress recorded for a resume.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import orjson
+
+from stripe_pipeline.db.engine import make_engine
+from stripe_pipeline.reconcile.prelist import (
+    PlannedListing,
+    SpoolSetup,
+    list_into_files,
+    request_from_doc,
+)
+from stripe_pipeline.reconcile.window import Window
+from stripe_pipeline.stripe_api.client import ClientSpec, StripeApi
+
+log = logging.getLogger(__name__)
+
+
+class PipeSink:
+    """Reports to the run's process, one JSON line each; stops when its stdin ends."""
+
+    def __init__(self, out: BinaryIO, stdin_fd: int) -> None:
+        self._out = out
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        threading.Thread(target=self._watch, args=(stdin_fd,), daemon=True).start()
+
+    def _watch(self, fd: int) -> None:
+        # the raw descriptor, not sys.stdin: a daemon thread blocked inside a buffered
+        # reader would hold its lock while the interpreter shuts down
+        while os.read(fd, 4096):
+            pass
+        self._stop.set()
+
+    def _send(self, message: dict[str, Any]) -> None:
+        with self._lock:
+            try:
+                self._out.write(orjson.dumps(message) + b"\n")
+                self._out.flush()
+            except OSError:  # the run's process is gone: nobody reads the files any more
+                self._stop.set()
+
+    def flushed(self, name: str, length: int) -> None:
+        self._send({"flushed": name, "length": length})
+
+    def finished(self, name: str) -> None:
+        self._send({"finished": name})
+
+    def failed(self, exc: BaseException) -> None:
+        self._send({"failed": describe(exc)})
+
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def listed(self, stats: dict[str, Any]) -> None:
+        self._send({"listed": stats})
+
+
+def describe(exc: BaseException) -> str:
+    """The failure and what caused it, as the run's error shows it."""
+    text = f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"
+    cause = exc.__cause__
+    if cause is not None:
+        text += f" (caused by {type(cause).__name__}: {' '.join(str(cause).split())[:300]})"
+    return text
+
+
+def run(job: dict[str, Any], out: BinaryIO, stdin_fd: int) -> None:
+    sink = PipeSink(out, stdin_fd)
+    api = StripeApi.from_spec(ClientSpec.from_json(job["client"]))
+    engine = make_engine(job["database_url"])
+    try:
+        planned = [
+            PlannedListing(doc["name"], request_from_doc(doc["request"]), Window(None, 0))
+            for doc in job["listings"]
+        ]
+        s = job["setup"]
+        setup = SpoolSetup(
+            s["run_key"],
+            [Path(f) for f in s["files"]],
+            s["lengths"],
+            s["observed_at"],
+            s["complete"],
+        )
+        list_into_files(engine, api.list_page, planned, setup, sink, job["options"])
+    finally:
+        api.close()
+        engine.dispose()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    # the protocol owns stdout: anything else printed here goes to stderr
+    out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    fd = sys.stdin.fileno()
+    line = b""
+    while not line.endswith(b"\n"):  # the job, read raw: nothing is left in a buffer
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return  # the run's process went away before sending it
+        line += chunk
+    run(orjson.loads(line), out, fd)
+
+
+if __name__ == "__main__":
+    main()
