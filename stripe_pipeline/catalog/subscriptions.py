@@ -165,12 +165,11 @@ def apply_subscription_event(ctx: EventContext) -> Iterable[RowWrite]:
         "stripe_created": integer(sub.get("created")),
         "livemode": ctx.livemode,
     }
+    # the subscription first, and lazily: reconciliation reads only this row
+    yield RowWrite(TABLE, object_id(sub), values)
     prices = [item.get("price") or item.get("plan") for item in _raw_items(sub)]
-    return [
-        RowWrite(TABLE, object_id(sub), values),
-        *embedded_price_rows(prices, created=ctx.created, livemode=ctx.livemode),
-        *embedded_discount_rows(sub, created=ctx.created, livemode=ctx.livemode),
-    ]
+    yield from embedded_price_rows(prices, created=ctx.created, livemode=ctx.livemode)
+    yield from embedded_discount_rows(sub, created=ctx.created, livemode=ctx.livemode)
 
 
 RESOURCE = Resource(

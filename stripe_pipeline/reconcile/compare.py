@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -57,6 +57,7 @@ from stripe_pipeline.db.lists import IN_CHUNK, chunked, in_list
 from stripe_pipeline.db.models import StripeEvent
 from stripe_pipeline.db.statuses import QUEUED_STATUSES, EventSource
 from stripe_pipeline.privacy.guard import scrub_erased
+from stripe_pipeline.privacy.personal import PERSONAL_COLUMNS
 from stripe_pipeline.reconcile.api import ListingApi, NotFound, list_window
 from stripe_pipeline.reconcile.parse import (
     Projection,
@@ -210,18 +211,17 @@ def _local_rows(conn: Connection, resource: Resource, keys: list[str]) -> pd.Dat
     names = ["_key", *fields, "_version"]
     # ``local_value`` of every field, its column types looked up once per chunk
     instants = [f for f in fields if isinstance(table.c[f].type, DateTime)]
-    records: list[dict[str, Any]] = []
+    rows: list[Any] = []
     for part in chunked(keys, 10_000 if conn.dialect.name == "postgresql" else IN_CHUNK):
         stmt = select(*columns).where(in_list(conn, table.c[resource.key], part))
-        for row in conn.execute(stmt):
-            rec = dict(zip(names, row, strict=True))
-            for f in instants:
-                value = rec[f]
-                if isinstance(value, datetime):
-                    rec[f] = to_unix(value)
-            records.append(rec)
-    frame = pd.DataFrame.from_records(records, columns=["_key", "_version", *fields])
-    return frame.astype(object).set_index("_key")
+        rows.extend(conn.execute(stmt).all())
+    # built by column, not row by row (a chunk's rows are thousands), as Python values
+    # (object columns: no inference turning an int column with a None into floats)
+    data = dict(zip(names, zip(*rows, strict=True) if rows else [()] * len(names), strict=True))
+    for f in instants:  # ``local_value``: instants as Unix seconds
+        data[f] = tuple(to_unix(v) if isinstance(v, datetime) else v for v in data[f])
+    frame = pd.DataFrame({n: data[n] for n in ["_key", "_version", *fields]}, dtype=object)
+    return frame.set_index("_key")
 
 
 def _chunks(
@@ -406,6 +406,8 @@ def _as_stored(
 ) -> list[tuple[RowWrite, dict[str, Any]]]:
     """The rows as they would be stored: an erased customer's personal columns blank,
     whatever Stripe still says (otherwise every night would find them "changed")."""
+    if resource.table_name not in PERSONAL_COLUMNS:
+        return parsed  # nothing to blank: skip copying every row
     rows = [{**w.values, resource.key: w.key} for w, _ in parsed]
     scrubbed = scrub_erased(conn, resource.table_name, rows)
     if scrubbed is rows:
@@ -720,6 +722,7 @@ def compare_prelisted(
     stats: CompareStats,
     *,
     chunk_size: int = SPOOLED_CHUNK,
+    after_chunk: Callable[[Connection], None] | None = None,
 ) -> set[str]:
     """Compare the listings read ahead as their objects arrive, taking each chunk from
     the listing with the most waiting: the listings run in parallel and finish about
@@ -730,6 +733,8 @@ def compare_prelisted(
     listings (``leading_prelisted``), one chunk at a time, so a resource's listings
     are still compared in their order. Listings per customer or per parent, and the
     local rows no listing returned, follow in the catalog's order (``compare_resource``).
+    ``after_chunk(conn)`` runs after each chunk is committed (the run writes its
+    confirmations there).
     """
     queue: dict[Resource, list[Listing]] = {}
     for resource in resources:
@@ -767,6 +772,8 @@ def compare_prelisted(
                     conn, catalog, resource, source, objects, prelisted.observed_at, spool, stats
                 )
                 conn.commit()  # release read snapshots; the temp table survives commits
+                if after_chunk is not None:
+                    after_chunk(conn)
     finally:
         for reader in readers.values():
             reader.close()

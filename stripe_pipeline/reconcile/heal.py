@@ -415,6 +415,10 @@ def confirm_unchanged(conn: Connection, catalog: Catalog, run_id: int, spool: Sp
     run's backfill) would still win the tie on its event id and replace a state the run
     had just found right. Values are not touched: no audit row. A row changed by an
     event of the observation second or later keeps its version.
+
+    Takes the confirmations not written yet, so a run writes them chunk by chunk as it
+    compares (the database works beside the comparison instead of at the end): they
+    are facts of the observation time, true whether or not the run then commits.
     """
     confirmed = 0
     version = {"last_event_rank": ORDINARY, "last_event_id": repair_event_id(run_id)}

@@ -81,6 +81,7 @@ class Spool:
         self.findings = 0
         self.repairs = 0
         self.confirmed = 0
+        self._taken = 0  # where the confirmations not taken yet begin
 
     def confirm(self, object_type: str, keys: list[str], observed_at: int) -> None:
         """Objects of one chunk that Stripe stated as stored, at ``observed_at``."""
@@ -89,10 +90,12 @@ class Spool:
             self.confirmed += len(keys)
 
     def confirmations(self) -> Iterator[tuple[str, int, list[str]]]:
-        """(object type, observed at, keys), chunk by chunk as confirmed."""
+        """(object type, observed at, keys), chunk by chunk as confirmed: those not
+        taken by an earlier call (a run writes them as it goes)."""
         self._confirmed.flush()
-        self._confirmed.seek(0)
-        for line in self._confirmed:
+        self._confirmed.seek(self._taken)
+        while line := self._confirmed.readline():
+            self._taken = self._confirmed.tell()
             object_type, observed_at, keys = json.loads(line)
             yield object_type, observed_at, keys
         self._confirmed.seek(0, 2)

@@ -153,24 +153,33 @@ def plan_grants(
     given a later slot (that would idle the account meanwhile); a payment that cannot
     go this round marks the account so that bulk asks stand back until it has gone.
     """
-    delays: list[float | None] = []
+    delays: list[float | None] = [None] * len(asks)
     retry_in = math.inf
-    for ask in asks:
-        endpoint = endpoints[ask.bucket]
-        account_ready = max(now, account.tat - burst, account.cooldown_until)
-        if not ask.priority:
-            account_ready = max(account_ready, account.priority_until)
-        endpoint_ready = max(endpoint.tat - burst, endpoint.cooldown_until)
-        slot = max(account_ready, endpoint_ready)
-        if endpoint_ready > account_ready + burst or slot > now + horizon:
-            delays.append(None)
-            retry_in = min(retry_in, max(slot - now - horizon, endpoint_ready - now))
-            if ask.priority:
-                account.priority_until = max(account.priority_until, slot + grace)
-            continue
-        delays.append(slot - now)
-        account.tat = max(account.tat, slot) + 1.0 / account.rate
-        endpoint.tat = max(endpoint.tat, slot) + 1.0 / endpoint.rate
+    # passes over the asks left, in order, while the account's time goes on: an
+    # endpoint skipped because it was busy at the account's next slot may be free at
+    # a later one of the same horizon (one pass gave an endpoint one slot per round)
+    progress = True
+    while progress:
+        progress = False
+        retry_in = math.inf
+        for i, ask in enumerate(asks):
+            if delays[i] is not None:
+                continue
+            endpoint = endpoints[ask.bucket]
+            account_ready = max(now, account.tat - burst, account.cooldown_until)
+            if not ask.priority:
+                account_ready = max(account_ready, account.priority_until)
+            endpoint_ready = max(endpoint.tat - burst, endpoint.cooldown_until)
+            slot = max(account_ready, endpoint_ready)
+            if endpoint_ready > account_ready + burst or slot > now + horizon:
+                retry_in = min(retry_in, max(slot - now - horizon, endpoint_ready - now))
+                if ask.priority:
+                    account.priority_until = max(account.priority_until, slot + grace)
+                continue
+            delays[i] = slot - now
+            account.tat = max(account.tat, slot) + 1.0 / account.rate
+            endpoint.tat = max(endpoint.tat, slot) + 1.0 / endpoint.rate
+            progress = True
     return Reservation(delays, horizon if retry_in == math.inf else max(retry_in, 0.001), now)
 
 
@@ -657,9 +666,12 @@ class RateLimiter:
                 self.stats.grants += granted
                 if reservation is None or not any(self._waiting.values()):
                     continue
-                # ask again when this round's slots are running out, or when the
-                # ones left waiting could go (a payment arriving wakes us earlier)
-                wait = reservation.retry_in if granted == 0 else latest - self.horizon_seconds / 2
+                # ask again when this round's slots are running out, or as soon as one
+                # left waiting could go (a payment arriving wakes us earlier): a round
+                # late for an endpoint's slot loses that time for good
+                wait = reservation.retry_in
+                if granted:
+                    wait = min(wait, latest - self.horizon_seconds / 2)
                 wait -= received - now  # time already spent since the store's "now"
                 if wait > 0:
                     self._cond.wait(min(wait, self.max_poll_seconds))
