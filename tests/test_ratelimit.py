@@ -101,6 +101,20 @@ def test_one_round_reserves_a_horizon_of_slots_for_what_waits() -> None:
     assert granted == pytest.approx([0.0, 0.01, 0.02, 0.03, 0.04, 0.05])
 
 
+def test_one_round_gives_an_endpoint_every_slot_it_can_use_in_the_horizon() -> None:
+    """Asks of one endpoint queued behind each other: the first goes now; the others
+    are placed where the endpoint is free again within the horizon, after the other
+    endpoint's asks, instead of waiting a round each (a round late for an endpoint's
+    slot loses that time for good)."""
+    clock = [1000.0]
+    store = memory_store(clock, 100, {"a": 50, "b": 50})
+    asks = [Ask("a"), Ask("a"), Ask("b")]
+    r = store.reserve("acct", asks, horizon=0.05, burst=0.0, grace=0)
+    assert r.delays == pytest.approx([0.0, 0.02, 0.01])  # one pass left the second "a" out
+    # the account and each endpoint still keep their pace
+    assert store.reserve("acct", [Ask("a")], horizon=0.0, burst=0.0, grace=0).delays == [None]
+
+
 def test_a_busy_endpoint_is_skipped_not_given_a_late_slot() -> None:
     clock = [1000.0]
     store = memory_store(clock, 100, {"slow": 1, "fast": 100})

@@ -21,6 +21,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -38,6 +39,9 @@ from stripe_pipeline.stripe_api.client import ClientSpec, StripeApi
 
 log = logging.getLogger(__name__)
 
+# asked to stop (or left alone by its run's process), it exits after this at the latest
+STOP_GRACE_SECONDS = 2.0
+
 
 class PipeSink:
     """Reports to the run's process, one JSON line each; stops when its stdin ends."""
@@ -53,7 +57,11 @@ class PipeSink:
         # reader would hold its lock while the interpreter shuts down
         while os.read(fd, 4096):
             pass
-        self._stop.set()
+        self._stop.set()  # stops at the next page, its progress recorded
+        # a listing held up (a request waiting on a slow answer) is not waited for:
+        # what it had recorded is what a resume takes over
+        time.sleep(STOP_GRACE_SECONDS)
+        os._exit(3)
 
     def _send(self, message: dict[str, Any]) -> None:
         with self._lock:

@@ -509,6 +509,7 @@ def list_into_files(
         stats = {
             **(lister.stats.as_dict() if lister is not None else {}),
             "seconds": round(time.perf_counter() - started, 3),
+            "pid": os.getpid(),  # which process listed (the run's own, or its listing process)
         }
         log.info("listed %s listings ahead: %s", len(planned), stats)
         sink.listed(stats)
@@ -593,6 +594,8 @@ def _start_process(
             elif "listed" in message:
                 prelisted.listed(message["listed"])
         code = proc.wait()
+        with contextlib.suppress(OSError):
+            proc.stdin.close()  # type: ignore[union-attr]
         if not reported and not all(done.is_set() for done in prelisted._done.values()):
             prelisted.failed(
                 ListingProcessError(
