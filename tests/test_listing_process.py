@@ -247,8 +247,9 @@ def test_comparison_takes_what_any_listing_has_ready_first(
         comparing.start()
         # every refund, and the customers listed so far, while customers are still going
         _wait_for(
-            lambda: stats.compared["refund"] == COUNTS["refunds"]
-            and stats.compared["customer"] == 20
+            lambda: (
+                stats.compared["refund"] == COUNTS["refunds"] and stats.compared["customer"] == 20
+            )
         )
         time.sleep(0.2)
         assert comparing.is_alive()  # the customers' listing is not complete: it waits
