@@ -399,7 +399,7 @@ class SlicedLister:
         fetch_page: FetchPage,
         *,
         workers: int = 40,
-        max_slices_per_listing: int = 8,
+        max_slices_per_listing: int = 12,
         max_live_slices: int | None = None,
         min_split_objects: int = 200,
         start_credits: int = 2,
