@@ -5,11 +5,13 @@ objects/s against Stripe (a call takes ~300 ms) while the account allows 100 cal
 Here every windowed listing of every compared resource, and ``/v1/events``, go
 through one :class:`~stripe_pipeline.stripe_api.listing.SlicedLister` at once (time
 slices split where the data is dense, each object listed once, a failed page retried
-alone) and land in one spool file per listing. Comparison reads the files in the
-catalog's order, each as it is written (a page is readable once it is flushed), so it
-overlaps the listing instead of starting after it: the listing path does no comparison
-work, and memory stays at the lister's pages in flight plus one comparison chunk,
-whatever N is.
+alone) and land in one spool file per listing, written by a process of its own
+(``listing_process``) when the client can be rebuilt there, else by a thread.
+Comparison reads the files as they are written (a page is readable once it is
+flushed), a chunk at a time from whichever has the most waiting
+(``compare.compare_prelisted``), so it overlaps the listing instead of starting after
+it: the listing path does no comparison work, and memory stays at the lister's pages
+in flight plus one comparison chunk, whatever N is.
 
 Resume: the spool files live in a directory named by the run's key, and the lister's
 progress (``stripe_listing_slices``) records with each checkpoint how far each file
@@ -126,13 +128,15 @@ def run_key_of(planned: Sequence[PlannedListing]) -> str:
 
 
 class Prelisted:
-    """The spooled objects of a run's listings, listed by a background thread.
+    """The spooled objects of a run's listings, listed by a listing process or a
+    background thread, which report each flushed page here (``ListingSink``).
 
-    :meth:`objects` follows its listing's file as pages are written and ends when the
-    listing is complete (every slice listed), so the caller compares while the
-    listings are still running: comparison never holds the listing back, and finishes
-    soon after it. :meth:`finish` waits for all of them and raises what the listing
-    failed with; :meth:`cancel` stops it.
+    :meth:`objects` follows one listing's file as pages are written and ends when the
+    listing is complete (every slice listed); :meth:`reader` and :meth:`wait_for_any`
+    follow several at once. So the caller compares while the listings are still
+    running: comparison never holds the listing back, and finishes soon after it.
+    :meth:`finish` waits for all of them and raises what the listing failed with;
+    :meth:`cancel` stops it.
     """
 
     def __init__(
