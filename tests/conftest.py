@@ -133,6 +133,14 @@ def _empty(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 FIXTURES3 = Path(__file__).with_name("data") / "fixtures3.json"
 
 
+@pytest.fixture
+def spool_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Where this test's reconciliation runs spool their listings (its own folder)."""
+    path = tmp_path / "spool"
+    monkeypatch.setenv("STRIPE_PIPELINE_SPOOL_DIR", str(path))
+    return path
+
+
 @pytest.fixture(scope="session")
 def stripe_fixtures() -> dict:
     """Stripe's own example objects (current API shapes), from ../shared."""

@@ -27,7 +27,7 @@ from stripe_pipeline.stripe_api.client import StripeApi
 from tests.support.fake_stripe_data import DataSet, load_templates
 from tests.support.fake_stripe_server import FakeStripeServer
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("spool_dir")]
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = 1_700_000_000, 1_700_000_000 + 30 * 86_400
@@ -45,13 +45,6 @@ TABLES = {
 @pytest.fixture(scope="module")
 def data() -> DataSet:
     return DataSet.generate(COUNTS, start=START, end=END, templates=load_templates())
-
-
-@pytest.fixture(autouse=True)
-def spool_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "spool"
-    monkeypatch.setenv("STRIPE_PIPELINE_SPOOL_DIR", str(path))
-    return path
 
 
 def _config(**options) -> RunConfig:
