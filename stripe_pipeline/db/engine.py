@@ -63,6 +63,16 @@ def normalize_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+def shareable_url(engine: Engine) -> str | None:
+    """The engine's URL for another process to open the same database (it may hold a
+    password: never log it); None for an in-memory SQLite database, which no other
+    process can see."""
+    url = engine.url
+    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+        return None
+    return url.render_as_string(hide_password=False)
+
+
 def make_engine(url: str, *, pool_size: int = 5, echo: bool = False) -> Engine:
     """Create an engine; for a SQLite file, create its folder and set the pragmas."""
     url = normalize_url(url)

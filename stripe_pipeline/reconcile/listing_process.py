@@ -31,6 +31,7 @@ from stripe_pipeline.db.engine import make_engine
 from stripe_pipeline.reconcile.prelist import (
     PlannedListing,
     SpoolSetup,
+    describe,
     list_into_files,
     request_from_doc,
 )
@@ -78,7 +79,7 @@ class PipeSink:
         self._send({"finished": name})
 
     def failed(self, exc: BaseException) -> None:
-        self._send({"failed": describe(exc)})
+        self._send({"failed": described(exc)})
 
     def stopping(self) -> bool:
         return self._stop.is_set()
@@ -87,13 +88,10 @@ class PipeSink:
         self._send({"listed": stats})
 
 
-def describe(exc: BaseException) -> str:
-    """The failure and what caused it, as the run's error shows it."""
-    text = f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"
+def described(exc: BaseException) -> str:
+    """The failure and what caused it (the run's process sees only this text)."""
     cause = exc.__cause__
-    if cause is not None:
-        text += f" (caused by {type(cause).__name__}: {' '.join(str(cause).split())[:300]})"
-    return text
+    return describe(exc) + (f" (caused by {describe(cause)})" if cause is not None else "")
 
 
 def run(job: dict[str, Any], out: BinaryIO, stdin_fd: int) -> None:

@@ -46,6 +46,7 @@ import stripe
 from sqlalchemy import Engine
 
 from stripe_pipeline.config import load_spool_dir
+from stripe_pipeline.db.engine import shareable_url
 from stripe_pipeline.reconcile.window import Window
 from stripe_pipeline.stripe_api.client import ClientSpec
 from stripe_pipeline.stripe_api.listing import (
@@ -155,8 +156,11 @@ class Prelisted:
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
         self._on_stop: Callable[[], None] | None = None  # asks a listing process to stop
-        # True when another process lists: its API calls are not this process's client's
-        self.elsewhere = False
+
+    @property
+    def elsewhere(self) -> bool:
+        """Another process lists: its API calls are not this process's client's."""
+        return self._on_stop is not None
 
     def has(self, name: str) -> bool:
         return name in self.files
@@ -408,7 +412,7 @@ def prelist(
         if complete:
             prelisted.finished(p.name)
     options = {"workers": workers, **(lister_options or {})}
-    database_url = _shareable_url(engine)
+    database_url = shareable_url(engine)
     if client is not None and database_url is not None:
         _start_process(prelisted, client, database_url, planned, setup, options)
     else:
@@ -443,13 +447,6 @@ def prepare_spool(
         complete.append(bool(slices) and all(r.done for r in slices))  # done before a crash
     lengths = [recorded.get(i, 0) for i in range(len(planned))]
     return SpoolSetup(run_key, files, lengths, observed_at, complete)
-
-
-def _shareable_url(engine: Engine) -> str | None:
-    """The app database's URL for another process (None: an in-memory database)."""
-    if engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:"):
-        return None
-    return engine.url.render_as_string(hide_password=False)
 
 
 class ListingSink(Protocol):
@@ -537,6 +534,12 @@ def _start_thread(
     thread.start()
 
 
+def describe(exc: BaseException) -> str:
+    """A failure as a run's error shows it: its type and its message on one line."""
+    message = " ".join(str(exc).split())[:500]
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
 class ListingProcessError(RuntimeError):
     """What the listing process failed with: its type and message (the exception
     itself stayed in that process)."""
@@ -618,7 +621,6 @@ def _start_process(
     thread = threading.Thread(target=follow, name=f"prelist-{setup.run_key}", daemon=True)
     prelisted._thread = thread
     prelisted._on_stop = stop
-    prelisted.elsewhere = True
     thread.start()
 
 

@@ -43,6 +43,7 @@ from stripe_pipeline.reconcile.prelist import (
     ListingAborted,
     Prelisted,
     can_prelist,
+    describe,
     forget,
     plan_listings,
     prelist,
@@ -129,11 +130,6 @@ class ReconciliationFailed(RuntimeError):
         self.run_id = run_id
         self.stage = stage
         super().__init__(f"reconciliation run {run_id} failed while {stage}: {describe(cause)}")
-
-
-def describe(exc: BaseException) -> str:
-    message = " ".join(str(exc).split())[:500]
-    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
 def plan_windows(conn: Connection, config: RunConfig, now: int) -> dict[str, Window]:

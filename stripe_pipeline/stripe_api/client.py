@@ -38,7 +38,7 @@ import urllib3
 from sqlalchemy import Engine
 
 from stripe_pipeline.audit import AuditEntry, record
-from stripe_pipeline.db.engine import make_engine
+from stripe_pipeline.db.engine import make_engine, shareable_url
 from stripe_pipeline.stripe_api.errors import NotFound
 from stripe_pipeline.stripe_api.ratelimit import (
     ENDPOINT_RATE,
@@ -244,13 +244,8 @@ class StripeApi:
         when it cannot share them: a limit kept in this process, or an in-memory
         database."""
         limiter = self.limiter.spec()
-        audit_url = None
-        if self.audit_engine is not None:
-            url = self.audit_engine.url
-            if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
-                return None
-            audit_url = url.render_as_string(hide_password=False)
-        if limiter is None:
+        audit_url = shareable_url(self.audit_engine) if self.audit_engine is not None else None
+        if limiter is None or (self.audit_engine is not None and audit_url is None):
             return None
         return ClientSpec(
             self._api_key,

@@ -56,6 +56,8 @@ from typing import Any, Protocol
 
 from sqlalchemy import Engine, create_engine, event, text
 
+from stripe_pipeline.db.engine import shareable_url
+
 # pace below the limits: slots spaced exactly 1/N apart reach the server with jitter,
 # and two that bunch up would put N + 1 into one second there. With the burst and the
 # lateness below a second holds at most ceil(1.03 * paced rate) sends: 98 of 100 for
@@ -302,11 +304,7 @@ class _DatabaseStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = _own_engine(engine)
         # where another process finds the same buckets (None: an in-memory database)
-        self.url: str | None = (
-            None
-            if engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:")
-            else engine.url.render_as_string(hide_password=False)
-        )
+        self.url = shareable_url(engine)
 
     def ensure(self, bucket: str, rate: float) -> None:
         with self._transaction() as conn:
