@@ -88,6 +88,50 @@ def test_automation_builds_missing_models_then_waits_for_upstream_updates() -> N
     assert third.total_requested == 0  # requested once; nothing changed upstream since
 
 
+def test_a_mart_waits_for_a_staging_model_held_back_by_its_source() -> None:
+    """A staging view whose source table is being written is not requested; a mart
+    reading that view must not be built on the same tick (it would fail with "no such
+    table"), and both are built once the source is written."""
+    from dagster import (
+        AssetMaterialization,
+        DagsterEventType,
+        DagsterRun,
+        DagsterRunStatus,
+        Definitions,
+        evaluate_automation_conditions,
+    )
+
+    # no public call plans a materialization without executing a job: the event a
+    # run logs when it starts writing an asset is reported by hand
+    from dagster._core.events import AssetMaterializationPlannedData, DagsterEvent
+
+    full = Definitions.merge(defs, Definitions(resources={"database": DatabaseResource()}))
+    instance = DagsterInstance.ephemeral()
+    writing = instance.add_run(
+        DagsterRun(job_name="process_events", status=DagsterRunStatus.STARTED)
+    )
+    instance.report_dagster_event(
+        DagsterEvent(
+            event_type_value=DagsterEventType.ASSET_MATERIALIZATION_PLANNED.value,
+            job_name="process_events",
+            event_specific_data=AssetMaterializationPlannedData(AssetKey("stripe_subscriptions")),
+        ),
+        run_id=writing.run_id,
+    )
+    first = evaluate_automation_conditions(defs=full, instance=instance)
+    second = evaluate_automation_conditions(defs=full, instance=instance, cursor=first.cursor)
+    built = {name for name in PROJECT.models if second.get_num_requested(AssetKey(name))}
+    held = set(PROJECT.models) - built
+    assert {"stg_stripe__subscription_items", "mrr_by_product_price"} <= held
+    assert "payments_daily" in built  # nothing else waits
+    for name in built:
+        instance.report_runless_asset_event(AssetMaterialization(name))
+    instance.report_runless_asset_event(AssetMaterialization("stripe_subscriptions"))
+    instance.report_run_failed(instance.get_run_by_id(writing.run_id))
+    third = evaluate_automation_conditions(defs=full, instance=instance, cursor=second.cursor)
+    assert {name for name in PROJECT.models if third.get_num_requested(AssetKey(name))} == held
+
+
 def test_model_runs_queue_in_their_own_lane() -> None:
     """Automation and manual rebuilds carry the models tag that deploy/dagster*.yaml limit,
     so a slow rebuild never takes the run slot event processing needs."""

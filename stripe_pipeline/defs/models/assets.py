@@ -69,7 +69,7 @@ def model_asset(model: Model, project: Project) -> AssetsDefinition:
             "materialized": model.materialized,
             "dagster/column_schema": schema,
         },
-        automation_condition=model_refresh(),
+        automation_condition=model_refresh(project.models),
     )
     def build(context: AssetExecutionContext, database: DatabaseResource) -> MaterializeResult:
         result = materialize(database.get_engine(), project, model)
