@@ -719,6 +719,43 @@ def test_deletions_found_by_fetching_are_repaired(engine: Engine, stripe_fixture
     assert again.counts["compare"]["fetched"] == {"payment_method": 1, "refund": 1}
 
 
+def test_rows_no_listing_returned_are_fetched_for_every_resource_at_once(
+    engine: Engine, stripe_fixtures: dict
+) -> None:
+    """Unseen rows of different resources are fetched in one round trip, not one
+    resource after another (at a few hundred ms per call, a round per resource adds up
+    over the catalog). The double's ``get`` waits until both fetches are in flight: it
+    stands in for Stripe's latency, which no in-memory peer has."""
+    import threading
+
+    class Concurrent(MemoryApi):
+        def __init__(self, data: dict) -> None:
+            super().__init__(data)
+            self.together: threading.Barrier | None = None
+
+        def get(self, path: str) -> dict:
+            if self.together is not None:
+                self.together.wait()  # BrokenBarrierError when fetched one at a time
+            return super().get(path)
+
+    api = Concurrent(_full_objects(stripe_fixtures))
+    run_reconciliation(engine, api, RunConfig(backfill=False))
+    api.remove("re_c1")
+    api.remove("dp_c1")
+    api.together = threading.Barrier(2, timeout=10)
+    result = run_reconciliation(engine, api, RunConfig(backfill=False))
+    assert result.counts["compare"]["fetched"] == {"refund": 1, "dispute": 1}
+    with engine.connect() as conn:
+        found = conn.exec_driver_sql(
+            "SELECT object_type, object_id, kind FROM reconciliation_discrepancies "
+            "WHERE status IN ('open', 'ticketed') ORDER BY object_id"
+        ).all()
+    assert found == [
+        ("dispute", "dp_c1", "missing_in_stripe"),
+        ("refund", "re_c1", "missing_in_stripe"),
+    ]
+
+
 def test_joined_routes_run_every_part_and_keep_sql_only_when_all_have_one() -> None:
     from dataclasses import replace
 

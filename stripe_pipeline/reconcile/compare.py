@@ -31,7 +31,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from itertools import islice
@@ -517,66 +517,113 @@ def unseen_local_rows(
             after = rows[-1][resource.key]
 
 
-def confirm_unseen(
-    conn: Connection,
-    api: ListingApi,
-    catalog: Catalog,
-    resource: Resource,
-    rows: list[dict[str, Any]],
-    spool: Spool,
-    stats: CompareStats,
-    budget: list[int],
-    *,
-    listed_completely: bool = False,
-) -> None:
-    """Fetch each unseen local object by id: compare what Stripe says, or report it
-    missing when Stripe answers 404 (a 404 of a deletable row repairs it as deleted).
+@dataclass(slots=True)
+class _Fetching:
+    resource: Resource
+    row: dict[str, Any]
+    fetch: Fetch
+    local: dict[str, Any]
+    answer: Future[tuple[dict[str, Any] | None, int]]
 
-    ``listed_completely``: the rows are children of parents whose complete lists the
-    run read (``Listing.per_parent``); without a fetch, their absence is Stripe's 404.
+
+class UnseenFetches:
+    """Local rows no listing returned, fetched by id while the run goes on.
+
+    Each is fetched: Stripe's answer is compared, a 404 reported missing (or, for a
+    deletable row, repaired as deleted). A resource's fetches start as soon as its
+    listings are compared (``submit``), while the run compares the others, and every
+    resource's fetches share one pool: one round trip for all of them, not one per
+    resource. ``drain`` compares the answers, in the order they were asked for; call it
+    before anything that reads what they write (a listing per customer lists the
+    customers fetched too) and at the end. ``close`` when the run is over.
     """
-    fetched: dict[str, list[dict[str, Any]]] = {}
-    wanted: list[tuple[dict[str, Any], Fetch, dict[str, Any]]] = []
-    for row in rows:
-        key = row[resource.key]
-        fetch = resource.fetch_for(key, row)
-        local = {f: _plain(local_value(resource, f, row[f])) for f in resource.reconciled}
-        if fetch is None and listed_completely:
-            _gone(resource, key, row, local, spool, stats)
-            continue
-        if fetch is None or budget[0] <= 0:
-            _missing(resource, key, local, spool, stats)
-            continue
-        budget[0] -= 1
-        stats.fetched[resource.object_type] += 1
-        wanted.append((row, fetch, local))
 
-    def get(item: tuple[dict[str, Any], Fetch, dict[str, Any]]) -> dict[str, Any] | None:
-        row, fetch, _ = item
+    def __init__(
+        self,
+        api: ListingApi,
+        catalog: Catalog,
+        spool: Spool,
+        stats: CompareStats,
+        *,
+        max_fetches: int = MAX_FETCHES,
+        threads: int = FETCH_THREADS,
+    ) -> None:
+        self.api = api
+        self.catalog = catalog
+        self.spool = spool
+        self.stats = stats
+        self.max_fetches = max_fetches
+        self._budget: Counter = Counter()  # object type -> fetches asked for
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="fetch-by-id")
+        self._pending: list[_Fetching] = []
+
+    def submit(
+        self,
+        conn: Connection,
+        resource: Resource,
+        window: Window,
+        *,
+        chunk_size: int = CHUNK,
+        customers: list[str] | None = None,
+        parents: tuple[str, list[str]] | None = None,
+    ) -> None:
+        """Ask for the resource's unseen rows (``unseen_local_rows``); past ``max_fetches``
+        a row is reported missing without the fetch. Rows of per-parent listings
+        (``parents``) need no fetch when Stripe has no fetch by id for them: the run
+        read their parents' complete lists, so their absence is Stripe's 404."""
+        for rows in unseen_local_rows(
+            conn, resource, window, chunk_size=chunk_size, customers=customers, parents=parents
+        ):
+            for row in rows:
+                key = row[resource.key]
+                fetch = resource.fetch_for(key, row)
+                local = {f: _plain(local_value(resource, f, row[f])) for f in resource.reconciled}
+                if fetch is None and parents is not None:
+                    _gone(resource, key, row, local, self.spool, self.stats)
+                elif fetch is None or self._budget[resource.object_type] >= self.max_fetches:
+                    _missing(resource, key, local, self.spool, self.stats)
+                else:
+                    self._budget[resource.object_type] += 1
+                    self.stats.fetched[resource.object_type] += 1
+                    answer = self._pool.submit(self._get, resource, fetch, key, row)
+                    self._pending.append(_Fetching(resource, row, fetch, local, answer))
+            conn.commit()  # release read snapshots between pages
+
+    def _get(
+        self, resource: Resource, fetch: Fetch, key: str, row: dict[str, Any]
+    ) -> tuple[dict[str, Any] | None, int]:
         try:
-            obj = api.get(fetch.url(row[resource.key], row))
+            obj = self.api.get(fetch.url(key, row))
             if fetch.embedded is not None:  # fetched through the object that carries it
-                obj = _carried(catalog, resource, fetch, obj, row[resource.key])
+                obj = _carried(self.catalog, resource, fetch, obj, key)
         except NotFound:
-            return None
-        return obj
+            return None, int(time.time())
+        return obj, int(time.time())
 
-    # fetched at once (each a round trip of a few hundred ms), handled in row order
-    if len(wanted) > 1:
-        with ThreadPoolExecutor(min(FETCH_THREADS, len(wanted))) as pool:
-            answers = list(pool.map(get, wanted))
-    else:
-        answers = [get(item) for item in wanted]
-    for (row, fetch, local), obj in zip(wanted, answers, strict=True):
-        if obj is None:
-            _gone(resource, row[resource.key], row, local, spool, stats)
-        else:
-            fetched.setdefault(fetch.read_as, []).append(obj)
-    observed_at = int(time.time())
-    for read_as, objects in fetched.items():
-        compare_chunk(
-            conn, catalog, resource, Source("fetch", read_as), objects, observed_at, spool, stats
-        )
+    def drain(self, conn: Connection) -> None:
+        """Compare every answer asked for so far (waiting for those still in flight)."""
+        pending, self._pending = self._pending, []
+        groups: dict[tuple[Resource, str], list[dict[str, Any]]] = {}
+        observed: dict[tuple[Resource, str], int] = {}
+        for item in pending:
+            obj, at = item.answer.result()
+            if obj is None:
+                key = item.row[item.resource.key]
+                _gone(item.resource, key, item.row, item.local, self.spool, self.stats)
+                continue
+            group = (item.resource, item.fetch.read_as)
+            groups.setdefault(group, []).append(obj)
+            observed[group] = max(observed.get(group, at), at)
+        for (resource, read_as), objects in groups.items():
+            source = Source("fetch", read_as)
+            for at, chunk in _chunks(objects, SPOOLED_CHUNK, observed[(resource, read_as)]):
+                compare_chunk(
+                    conn, self.catalog, resource, source, chunk, at, self.spool, self.stats
+                )
+                conn.commit()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _carried(
@@ -723,6 +770,7 @@ def compare_prelisted(
     *,
     chunk_size: int = SPOOLED_CHUNK,
     after_chunk: Callable[[Connection], None] | None = None,
+    listed: Callable[[Connection, Resource], None] | None = None,
 ) -> set[str]:
     """Compare the listings read ahead as their objects arrive, taking each chunk from
     the listing with the most waiting: the listings run in parallel and finish about
@@ -734,7 +782,9 @@ def compare_prelisted(
     are still compared in their order. Listings per customer or per parent, and the
     local rows no listing returned, follow in the catalog's order (``compare_resource``).
     ``after_chunk(conn)`` runs after each chunk is committed (the run writes its
-    confirmations there).
+    confirmations there); ``listed(conn, resource)`` once every listing of a resource
+    is compared, while the others are still listed (the run asks for its unseen rows
+    there, so their fetches overlap the listing).
     """
     queue: dict[Resource, list[Listing]] = {}
     for resource in resources:
@@ -758,6 +808,10 @@ def compare_prelisted(
                         readers[resource] = prelisted.reader(
                             listing_name(resource, queue[resource][0])
                         )
+                    elif listed is not None and all(
+                        listing_name(resource, listing) in compared for listing in resource.listings
+                    ):
+                        listed(conn, resource)
             if not readers:
                 break
             resource, reader = max(readers.items(), key=lambda item: item[1].ready())
@@ -788,16 +842,19 @@ def compare_resource(
     window: Window,
     spool: Spool,
     stats: CompareStats,
+    fetches: UnseenFetches,
     *,
     server_filter: bool = True,
     chunk_size: int = CHUNK,
-    max_fetches: int = MAX_FETCHES,
     prelisted: Prelisted | None = None,
     compared: Collection[str] = (),
+    unseen_asked: bool = False,
 ) -> None:
-    """Every listing of one resource, then the local rows no listing returned.
+    """Every listing of one resource, then the local rows no listing returned (asked
+    of ``fetches``, whose answers the caller drains).
 
-    ``compared``: listings (``listing_name``) that ``compare_prelisted`` compared already.
+    ``compared``: listings (``listing_name``) that ``compare_prelisted`` compared already;
+    ``unseen_asked``: the unseen rows were asked for already (``fetch_unseen``).
 
     A resource whose listings are all ``full`` is compared whole, whatever the window.
     A listing of carried objects (``Listing.embedded``) is windowed on the carriers.
@@ -805,8 +862,7 @@ def compare_resource(
     with ``prelisted``, per-customer and per-parent listings run many at once as well.
     """
     pages = getattr(api, "list_page", None) if prelisted is not None else None
-    if resource.listings and all(listing.full for listing in resource.listings):
-        window = Window(None, window.end)
+    window = resource_window(resource, window)
     customers: list[str] | None = None
     children: tuple[str, list[str]] | None = None
     for listing in resource.listings:
@@ -818,9 +874,11 @@ def compare_resource(
             objects: Iterable[dict[str, Any]] = prelisted.objects(listing_name(resource, listing))
             observed_at = prelisted.observed_at
         elif listing.per_customer:
+            fetches.drain(conn)  # the customers fetched by id are listed too
             customers = listed_customers(conn, window)
             objects = _per_customer(api, listing, customers, pages)
         elif listing.per_parent is not None:
+            fetches.drain(conn)  # the parents fetched by id are listed too
             parents = listed_parents(conn, catalog, listing, window)
             children = (listing.per_parent.column, parents)
             objects = _per_parent(api, listing, parents, pages)
@@ -840,26 +898,22 @@ def compare_resource(
         for chunk_time, chunk in _chunks(objects, size, observed_at):
             compare_chunk(conn, catalog, resource, source, chunk, chunk_time, spool, stats)
             conn.commit()  # release read snapshots; the temp table survives commits
+    if unseen_asked:
+        return
     if any(listing.per_parent is None for listing in resource.listings):
         # a windowed listing states the resource too (balance transactions, also
         # listed per payout): unseen rows are those of the window, each fetched by id
         children = None
-    budget = [max_fetches]
-    for rows in unseen_local_rows(
+    fetches.submit(
         conn, resource, window, chunk_size=chunk_size, customers=customers, parents=children
-    ):
-        confirm_unseen(
-            conn,
-            api,
-            catalog,
-            resource,
-            rows,
-            spool,
-            stats,
-            budget,
-            listed_completely=children is not None,
-        )
-        conn.commit()
+    )
+
+
+def resource_window(resource: Resource, window: Window) -> Window:
+    """The window a resource is compared over: whole when its listings are all ``full``."""
+    if resource.listings and all(listing.full for listing in resource.listings):
+        return Window(None, window.end)
+    return window
 
 
 def _per_customer(

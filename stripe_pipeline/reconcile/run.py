@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, insert, select, text, update
 
 from stripe_pipeline.catalog import CATALOG
-from stripe_pipeline.catalog.model import Catalog
+from stripe_pipeline.catalog.model import Catalog, Resource
 from stripe_pipeline.db.models import ReconciliationRun
 from stripe_pipeline.reconcile import heal
 from stripe_pipeline.reconcile.api import ListingApi
@@ -33,11 +33,13 @@ from stripe_pipeline.reconcile.compare import (
     MAX_FETCHES,
     SPOOLED_CHUNK,
     CompareStats,
+    UnseenFetches,
     compare_prelisted,
     compare_resource,
     create_seen_table,
     drop_seen_table,
     refresh_stale,
+    resource_window,
 )
 from stripe_pipeline.reconcile.prelist import (
     ListingAborted,
@@ -319,35 +321,54 @@ def run_reconciliation(
                     confirmed += heal.confirm_unchanged(c, catalog, run_id, spool)
                     c.commit()
 
-                if prelisted is not None:
-                    stage = "comparing listed objects"
-                    compared = compare_prelisted(
-                        conn,
-                        catalog,
-                        resources,
-                        prelisted,
-                        spool,
-                        stats,
-                        chunk_size=min(config.chunk_size, SPOOLED_CHUNK),
-                        after_chunk=confirm,
-                    )
-                # the catalog's order: a customer's listing before its payment methods
-                for resource in resources:
-                    stage = f"comparing {resource.object_type} objects"
-                    compare_resource(
-                        conn,
-                        api,
-                        catalog,
+                fetches = UnseenFetches(api, catalog, spool, stats, max_fetches=config.max_fetches)
+                asked: set[Resource] = set()
+
+                def ask_unseen(c: Connection, resource: Resource) -> None:
+                    fetches.submit(
+                        c,
                         resource,
-                        windows[resource.object_type],
-                        spool,
-                        stats,
-                        server_filter=config.server_filter,
+                        resource_window(resource, windows[resource.object_type]),
                         chunk_size=config.chunk_size,
-                        max_fetches=config.max_fetches,
-                        prelisted=prelisted,
-                        compared=compared,
                     )
+                    asked.add(resource)
+
+                try:
+                    if prelisted is not None:
+                        stage = "comparing listed objects"
+                        compared = compare_prelisted(
+                            conn,
+                            catalog,
+                            resources,
+                            prelisted,
+                            spool,
+                            stats,
+                            chunk_size=min(config.chunk_size, SPOOLED_CHUNK),
+                            after_chunk=confirm,
+                            listed=ask_unseen,
+                        )
+                    # the catalog's order: a customer's listing before its payment methods
+                    for resource in resources:
+                        stage = f"comparing {resource.object_type} objects"
+                        compare_resource(
+                            conn,
+                            api,
+                            catalog,
+                            resource,
+                            windows[resource.object_type],
+                            spool,
+                            stats,
+                            fetches,
+                            server_filter=config.server_filter,
+                            chunk_size=config.chunk_size,
+                            prelisted=prelisted,
+                            compared=compared,
+                            unseen_asked=resource in asked,
+                        )
+                    stage = "comparing objects fetched by id"
+                    fetches.drain(conn)
+                finally:
+                    fetches.close()
                 if prelisted is not None:  # every listing was read: its stats
                     counts["listing"] = prelisted.finish()
                 counts["compare"] = stats.as_dict()
