@@ -854,7 +854,8 @@ def compare_resource(
     of ``fetches``, whose answers the caller drains).
 
     ``compared``: listings (``listing_name``) that ``compare_prelisted`` compared already;
-    ``unseen_asked``: the unseen rows were asked for already (``fetch_unseen``).
+    ``unseen_asked``: its unseen rows were asked for already (``compare_prelisted``'s
+    ``listed``, once its listings were compared).
 
     A resource whose listings are all ``full`` is compared whole, whatever the window.
     A listing of carried objects (``Listing.embedded``) is windowed on the carriers.
