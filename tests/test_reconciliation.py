@@ -264,6 +264,34 @@ def test_failed_run_writes_nothing_and_says_why(engine: Engine, memory_api: Memo
     assert scalar(engine, "SELECT DISTINCT status FROM stripe_payments") == "processing"
 
 
+def test_a_failed_fetch_by_id_fails_the_run_and_writes_nothing(
+    engine: Engine, memory_api: MemoryApi
+) -> None:
+    """Fetches by id run beside the comparison; one that fails (a connection lost after
+    the client's retries) fails the run as a listing would: said, nothing written."""
+    ok = run_reconciliation(engine, memory_api, RunConfig(backfill=False))
+    memory_api.remove("re_m1")  # no longer listed: fetched by id, and the API is gone
+
+    def unreachable(path: str) -> dict:
+        raise ConnectionError(f"GET {path}: connection refused")
+
+    memory_api.get = unreachable  # type: ignore[method-assign]
+    with pytest.raises(ReconciliationFailed, match="fetching refund re_m1 by id: ConnectionError"):
+        run_reconciliation(engine, memory_api, RunConfig(backfill=False), now=NOW + 60)
+    failed = rows(
+        engine, "SELECT status, error FROM reconciliation_runs WHERE id > :i", i=ok.run_id
+    )
+    assert failed[0][0] == "failed" and "connection refused" in failed[0][1]
+    assert (
+        scalar(
+            engine,
+            "SELECT count(*) FROM reconciliation_discrepancies WHERE run_id > :i",
+            i=ok.run_id,
+        )
+        == 0
+    )
+
+
 def test_a_second_run_waits_for_the_first(engine: Engine, memory_api: MemoryApi) -> None:
     with engine.begin() as conn:
         conn.execute(text("INSERT INTO reconciliation_runs (status) VALUES ('running')"))

@@ -66,7 +66,7 @@ from stripe_pipeline.reconcile.parse import (
     refined_by,
     row_from_api_object,
 )
-from stripe_pipeline.reconcile.prelist import Prelisted, list_each, listing_name
+from stripe_pipeline.reconcile.prelist import Prelisted, describe, list_each, listing_name
 from stripe_pipeline.reconcile.spool import Finding, Repair, Spool
 from stripe_pipeline.reconcile.window import Window, to_unix
 from stripe_pipeline.stripe_api.listing import FetchPage, ListingRequest
@@ -517,6 +517,10 @@ def unseen_local_rows(
             after = rows[-1][resource.key]
 
 
+class FetchFailed(RuntimeError):
+    """A fetch by id failed (past the client's retries); names the object."""
+
+
 @dataclass(slots=True)
 class _Fetching:
     resource: Resource
@@ -606,7 +610,13 @@ class UnseenFetches:
         groups: dict[tuple[Resource, str], list[dict[str, Any]]] = {}
         observed: dict[tuple[Resource, str], int] = {}
         for item in pending:
-            obj, at = item.answer.result()
+            try:
+                obj, at = item.answer.result()
+            except Exception as exc:  # the run fails on it: say which fetch it was
+                key = item.row[item.resource.key]
+                raise FetchFailed(
+                    f"fetching {item.resource.object_type} {key} by id: {describe(exc)}"
+                ) from exc
             if obj is None:
                 key = item.row[item.resource.key]
                 _gone(item.resource, key, item.row, item.local, self.spool, self.stats)
