@@ -756,6 +756,37 @@ def test_rows_no_listing_returned_are_fetched_for_every_resource_at_once(
     ]
 
 
+def test_fetched_answers_held_are_bounded(
+    engine: Engine, stripe_fixtures: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past ``MAX_PENDING_FETCHES`` answers waiting, they are compared before more are
+    asked for (memory stays that of one resource's fetches); nothing is lost."""
+    from stripe_pipeline.reconcile import compare
+
+    monkeypatch.setattr(compare, "MAX_PENDING_FETCHES", 1)
+    held: list[int] = []  # answers waiting at each drain
+    drain = compare.UnseenFetches.drain
+
+    def counting(self: compare.UnseenFetches, conn: object) -> None:
+        held.append(len(self._pending))
+        drain(self, conn)
+
+    monkeypatch.setattr(compare.UnseenFetches, "drain", counting)
+    api = MemoryApi(_full_objects(stripe_fixtures))
+    run_reconciliation(engine, api, RunConfig(backfill=False))
+    for object_id in ("re_c1", "dp_c1"):
+        api.remove(object_id)
+    result = run_reconciliation(engine, api, RunConfig(backfill=False))
+    assert result.counts["compare"]["fetched"] == {"refund": 1, "dispute": 1}
+    with engine.connect() as conn:
+        found = conn.exec_driver_sql(
+            "SELECT object_id FROM reconciliation_discrepancies "
+            "WHERE kind = 'missing_in_stripe' ORDER BY object_id"
+        ).scalars()
+        assert list(found) == ["dp_c1", "re_c1"]
+    assert max(held) == 1
+
+
 def test_joined_routes_run_every_part_and_keep_sql_only_when_all_have_one() -> None:
     from dataclasses import replace
 

@@ -81,6 +81,9 @@ SEEN = "reconciliation_seen"
 MAX_FETCHES = 2_000
 # objects fetched by id at once (they wait on the shared rate limit like any call)
 FETCH_THREADS = 16
+# answers held at most before they are compared (whole Stripe objects, a few KB each):
+# memory as when each resource's fetches were compared before the next resource's
+MAX_PENDING_FETCHES = 2_000
 # Fields whose difference is not staleness: Stripe never changes an object's currency,
 # so a mismatch means a corrupted row or a parser bug, which a person must look at.
 NOT_STALENESS = frozenset({"currency"})
@@ -539,7 +542,8 @@ class UnseenFetches:
     resource's fetches share one pool: one round trip for all of them, not one per
     resource. ``drain`` compares the answers, in the order they were asked for; call it
     before anything that reads what they write (a listing per customer lists the
-    customers fetched too) and at the end. ``close`` when the run is over.
+    customers fetched too) and at the end; it also runs when ``MAX_PENDING_FETCHES``
+    answers are held. ``close`` when the run is over.
     """
 
     def __init__(
@@ -587,6 +591,8 @@ class UnseenFetches:
                 elif fetch is None or self._budget[resource.object_type] >= self.max_fetches:
                     _missing(resource, key, local, self.spool, self.stats)
                 else:
+                    if len(self._pending) >= MAX_PENDING_FETCHES:
+                        self.drain(conn)
                     self._budget[resource.object_type] += 1
                     self.stats.fetched[resource.object_type] += 1
                     answer = self._pool.submit(self._get, resource, fetch, key, row)
