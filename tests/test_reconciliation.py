@@ -270,6 +270,7 @@ def test_a_failed_fetch_by_id_fails_the_run_and_writes_nothing(
     """Fetches by id run beside the comparison; one that fails (a connection lost after
     the client's retries) fails the run as a listing would: said, nothing written."""
     ok = run_reconciliation(engine, memory_api, RunConfig(backfill=False))
+    marks = rows(engine, "SELECT resource, last_window_end FROM reconciliation_watermarks")
     memory_api.remove("re_m1")  # no longer listed: fetched by id, and the API is gone
 
     def unreachable(path: str) -> dict:
@@ -282,6 +283,7 @@ def test_a_failed_fetch_by_id_fails_the_run_and_writes_nothing(
         engine, "SELECT status, error FROM reconciliation_runs WHERE id > :i", i=ok.run_id
     )
     assert failed[0][0] == "failed" and "connection refused" in failed[0][1]
+    assert rows(engine, "SELECT resource, last_window_end FROM reconciliation_watermarks") == marks
     assert (
         scalar(
             engine,
