@@ -527,6 +527,7 @@ class FetchFailed(RuntimeError):
 @dataclass(slots=True)
 class _Fetching:
     resource: Resource
+    key: str
     row: dict[str, Any]
     fetch: Fetch
     local: dict[str, Any]
@@ -543,7 +544,8 @@ class UnseenFetches:
     resource. ``drain`` compares the answers, in the order they were asked for; call it
     before anything that reads what they write (a listing per customer lists the
     customers fetched too) and at the end; it also runs when ``MAX_PENDING_FETCHES``
-    answers are held. ``close`` when the run is over.
+    answers are held. ``close`` when the run is over. ``asked``: the resources whose
+    unseen rows were asked for (once each).
     """
 
     def __init__(
@@ -562,6 +564,7 @@ class UnseenFetches:
         self.stats = stats
         self.max_fetches = max_fetches
         self._budget: Counter = Counter()  # object type -> fetches asked for
+        self.asked: set[Resource] = set()
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="fetch-by-id")
         self._pending: list[_Fetching] = []
 
@@ -579,6 +582,7 @@ class UnseenFetches:
         a row is reported missing without the fetch. Rows of per-parent listings
         (``parents``) need no fetch when Stripe has no fetch by id for them: the run
         read their parents' complete lists, so their absence is Stripe's 404."""
+        self.asked.add(resource)
         for rows in unseen_local_rows(
             conn, resource, window, chunk_size=chunk_size, customers=customers, parents=parents
         ):
@@ -596,7 +600,7 @@ class UnseenFetches:
                     self._budget[resource.object_type] += 1
                     self.stats.fetched[resource.object_type] += 1
                     answer = self._pool.submit(self._get, resource, fetch, key, row)
-                    self._pending.append(_Fetching(resource, row, fetch, local, answer))
+                    self._pending.append(_Fetching(resource, key, row, fetch, local, answer))
             conn.commit()  # release read snapshots between pages
 
     def _get(
@@ -619,13 +623,11 @@ class UnseenFetches:
             try:
                 obj, at = item.answer.result()
             except Exception as exc:  # the run fails on it: say which fetch it was
-                key = item.row[item.resource.key]
                 raise FetchFailed(
-                    f"fetching {item.resource.object_type} {key} by id: {describe(exc)}"
+                    f"fetching {item.resource.object_type} {item.key} by id: {describe(exc)}"
                 ) from exc
             if obj is None:
-                key = item.row[item.resource.key]
-                _gone(item.resource, key, item.row, item.local, self.spool, self.stats)
+                _gone(item.resource, item.key, item.row, item.local, self.spool, self.stats)
                 continue
             group = (item.resource, item.fetch.read_as)
             groups.setdefault(group, []).append(obj)
@@ -864,14 +866,12 @@ def compare_resource(
     chunk_size: int = CHUNK,
     prelisted: Prelisted | None = None,
     compared: Collection[str] = (),
-    unseen_asked: bool = False,
 ) -> None:
     """Every listing of one resource, then the local rows no listing returned (asked
     of ``fetches``, whose answers the caller drains).
 
-    ``compared``: listings (``listing_name``) that ``compare_prelisted`` compared already;
-    ``unseen_asked``: its unseen rows were asked for already (``compare_prelisted``'s
-    ``listed``, once its listings were compared).
+    ``compared``: listings (``listing_name``) that ``compare_prelisted`` compared already
+    (its unseen rows may have been asked for then: ``fetches.asked``).
 
     A resource whose listings are all ``full`` is compared whole, whatever the window.
     A listing of carried objects (``Listing.embedded``) is windowed on the carriers.
@@ -915,7 +915,7 @@ def compare_resource(
         for chunk_time, chunk in _chunks(objects, size, observed_at):
             compare_chunk(conn, catalog, resource, source, chunk, chunk_time, spool, stats)
             conn.commit()  # release read snapshots; the temp table survives commits
-    if unseen_asked:
+    if resource in fetches.asked:
         return
     if any(listing.per_parent is None for listing in resource.listings):
         # a windowed listing states the resource too (balance transactions, also

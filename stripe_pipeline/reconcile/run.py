@@ -322,7 +322,6 @@ def run_reconciliation(
                     c.commit()
 
                 fetches = UnseenFetches(api, catalog, spool, stats, max_fetches=config.max_fetches)
-                asked: set[Resource] = set()
 
                 def ask_unseen(c: Connection, resource: Resource) -> None:
                     fetches.submit(
@@ -331,7 +330,6 @@ def run_reconciliation(
                         resource_window(resource, windows[resource.object_type]),
                         chunk_size=config.chunk_size,
                     )
-                    asked.add(resource)
 
                 try:
                     if prelisted is not None:
@@ -363,7 +361,6 @@ def run_reconciliation(
                             chunk_size=config.chunk_size,
                             prelisted=prelisted,
                             compared=compared,
-                            unseen_asked=resource in asked,
                         )
                     stage = "comparing objects fetched by id"
                     fetches.drain(conn)
