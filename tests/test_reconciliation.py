@@ -240,6 +240,22 @@ def test_what_cannot_be_repaired_is_ticketed_once_and_closed_when_gone(
     assert rows(engine, "SELECT DISTINCT status FROM payment_support_tickets") == [("resolved",)]
 
 
+def _failed_without_writing(engine: Engine, ok_run: int, marks: list, error: str) -> None:
+    """The run after ``ok_run`` failed saying ``error``, moved no watermark (still
+    ``marks``) and recorded no discrepancy."""
+    failed = rows(engine, "SELECT status, error FROM reconciliation_runs WHERE id > :i", i=ok_run)
+    assert failed[0][0] == "failed" and error in failed[0][1]
+    assert rows(engine, "SELECT resource, last_window_end FROM reconciliation_watermarks") == marks
+    assert (
+        scalar(
+            engine,
+            "SELECT count(*) FROM reconciliation_discrepancies WHERE run_id > :i",
+            i=ok_run,
+        )
+        == 0
+    )
+
+
 def test_failed_run_writes_nothing_and_says_why(engine: Engine, memory_api: MemoryApi) -> None:
     ok = run_reconciliation(engine, memory_api, RunConfig(backfill=False))
     marks = rows(engine, "SELECT resource, last_window_end FROM reconciliation_watermarks")
@@ -248,19 +264,7 @@ def test_failed_run_writes_nothing_and_says_why(engine: Engine, memory_api: Memo
     memory_api.fail_on = "invoices"  # payments, refunds, ... compared; then the API is gone
     with pytest.raises(ReconciliationFailed, match="comparing invoice objects: ConnectionError"):
         run_reconciliation(engine, memory_api, RunConfig(backfill=False), now=NOW + 60)
-    failed = rows(
-        engine, "SELECT status, error FROM reconciliation_runs WHERE id > :i", i=ok.run_id
-    )
-    assert failed[0][0] == "failed" and "connection refused" in failed[0][1]
-    assert rows(engine, "SELECT resource, last_window_end FROM reconciliation_watermarks") == marks
-    assert (
-        scalar(
-            engine,
-            "SELECT count(*) FROM reconciliation_discrepancies WHERE run_id > :i",
-            i=ok.run_id,
-        )
-        == 0
-    )
+    _failed_without_writing(engine, ok.run_id, marks, "connection refused")
     assert scalar(engine, "SELECT DISTINCT status FROM stripe_payments") == "processing"
 
 
@@ -279,19 +283,7 @@ def test_a_failed_fetch_by_id_fails_the_run_and_writes_nothing(
     memory_api.get = unreachable  # type: ignore[method-assign]
     with pytest.raises(ReconciliationFailed, match="fetching refund re_m1 by id: ConnectionError"):
         run_reconciliation(engine, memory_api, RunConfig(backfill=False), now=NOW + 60)
-    failed = rows(
-        engine, "SELECT status, error FROM reconciliation_runs WHERE id > :i", i=ok.run_id
-    )
-    assert failed[0][0] == "failed" and "connection refused" in failed[0][1]
-    assert rows(engine, "SELECT resource, last_window_end FROM reconciliation_watermarks") == marks
-    assert (
-        scalar(
-            engine,
-            "SELECT count(*) FROM reconciliation_discrepancies WHERE run_id > :i",
-            i=ok.run_id,
-        )
-        == 0
-    )
+    _failed_without_writing(engine, ok.run_id, marks, "connection refused")
 
 
 def test_a_second_run_waits_for_the_first(engine: Engine, memory_api: MemoryApi) -> None:
