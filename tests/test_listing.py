@@ -170,8 +170,20 @@ def test_every_object_is_listed_exactly_once(times: list[int], fail_every: int) 
     data = charges(times)
     api = FakeApi(data, fail_every=fail_every)
     lst = lister(api)
-    listed = Counter(o["id"] for o in lst.list("charges", START, END))
+    listed: Counter = Counter()
+    covered: list[tuple[int, int]] = []
+    for page in lst.pages([ListingRequest.resource("charges", START, END)]):
+        listed.update(o["id"] for o in page.objects)
+        assert (page.covered is not None) == page.final
+        if page.covered is not None:  # a range said whole holds nothing still to come
+            gte, lte = page.covered
+            assert ids_in_window(data, "charges", gte, lte).keys() <= listed.keys()
+            covered.append(page.covered)
     assert listed == ids_in_window(data, "charges", START, END)
+    # the slices' ranges are disjoint and tile the window
+    covered.sort()
+    assert covered[0][0] == START and covered[-1][1] == END
+    assert all(a[1] + 1 == b[0] for a, b in pairwise(covered))
     n = sum(listed.values())
     stats = lst.stats
     assert stats.objects == n
@@ -317,6 +329,8 @@ def test_a_run_stopped_midway_resumes_from_its_progress() -> None:
     second = lister(api, progress=progress, run_key="run-1")
     for page in second.pages([request]):
         seen.update(o["id"] for o in page.objects)
+        if page.covered is not None:  # a resumed slice says no more than both runs listed
+            assert ids_in_window(data, "charges", *page.covered).keys() <= seen.keys()
     assert seen == ids_in_window(data, "charges", START, END)  # each exactly once
     assert second.stats.skipped_slices == len(done_before)
     for _path, query in api.queries:  # completed slices were not listed again

@@ -292,3 +292,109 @@ def test_confirmations_are_taken_once_each() -> None:
         spool.confirm("refund", ["re_1"], 101)
         assert list(spool.confirmations()) == [("refund", 101, ["re_1"])]
         assert spool.confirmed == 3
+
+
+class _RecordingGets:
+    """``get`` for ``UnseenFetches``: Stripe answers 404 for every id (the rows are
+    gone), and each call records whether the listing was still going when it came."""
+
+    def __init__(self, listing_done: threading.Event) -> None:
+        self.listing_done = listing_done
+        self.calls: list[tuple[str, bool]] = []
+
+    def get(self, path: str) -> dict:
+        from stripe_pipeline.reconcile.api import NotFound
+
+        self.calls.append((path.rsplit("/", 1)[-1], self.listing_done.is_set()))
+        raise NotFound(path)
+
+
+def _local_refund(engine: Engine, refund_id: str, created: int) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO stripe_refunds (stripe_refund_id, payment_intent_id, amount_minor,"
+                " currency, status, stripe_created) VALUES (:id, 'pi_1', 100, 'usd',"
+                " 'succeeded', :created)"
+            ),
+            {"id": refund_id, "created": created},
+        )
+
+
+def test_rows_unseen_in_a_range_read_whole_are_fetched_while_the_rest_is_listed(
+    engine: Engine, data: DataSet, tmp_path: Path
+) -> None:
+    """Once the listing has read a created range whole (its slices done) and comparison
+    has taken those objects, a local row created there that was not listed is fetched
+    by id at once, not after the whole window: at a few hundred ms a call, the fetches
+    then overlap the listing instead of trailing it. A row of the range still listed
+    waits for the end, and no row is fetched twice."""
+    half = START + 10 * 86_400
+    _local_refund(engine, "re_gone_early", START + 100)
+    _local_refund(engine, "re_gone_late", END - 100)
+    prelisted, lines = _spool(tmp_path, data)
+    refunds = "refund/refunds"
+    older = [line for line in lines[refunds] if orjson.loads(line)["created"] <= half]
+    newer = [line for line in lines[refunds] if orjson.loads(line)["created"] > half]
+    resource = CATALOG.by_type["refund"]
+    done = threading.Event()
+    api = _RecordingGets(done)
+    stats, spool = CompareStats(), Spool()
+    fetches = compare.UnseenFetches(api, CATALOG, spool, stats)
+    asked: list[list[tuple[int, int]]] = []
+
+    def covered(c, r, ranges) -> None:
+        asked.append(ranges)
+        fetches.submit(c, r, Window(START, END), ranges=ranges)
+
+    with engine.connect() as conn:
+        create_seen_table(conn)
+        conn.commit()
+        comparing = threading.Thread(
+            target=compare_prelisted,
+            args=(conn, CATALOG, [resource], prelisted, spool, stats),
+            kwargs={
+                "listed": lambda c, r: fetches.submit(c, r, Window(START, END)),
+                "covered": covered,
+            },
+        )
+        comparing.start()
+        # a slice ends below 1/16 of the window: not worth a query of its own yet
+        _append(prelisted, refunds, older[:5])
+        prelisted.flushed(refunds, prelisted.files[refunds].stat().st_size, (half - 3600, half))
+        time.sleep(0.3)
+        assert asked == [] and api.calls == []
+        # the older half is read whole: its unseen row is fetched while listing goes on
+        _append(prelisted, refunds, older[5:])
+        prelisted.flushed(refunds, prelisted.files[refunds].stat().st_size, (START, half - 3601))
+        _wait_for(lambda: len(api.calls) == 1)
+        assert api.calls == [("re_gone_early", False)]
+        assert asked == [[(START, half)]]
+        _append(prelisted, refunds, newer)
+        done.set()
+        prelisted.finished(refunds)
+        comparing.join(30)
+        assert not comparing.is_alive()
+        fetches.drain(conn)
+        fetches.close()
+        drop_seen_table(conn)
+        conn.commit()
+    spool.close()
+    # the late row when the listing was done; the early one not again
+    assert api.calls == [("re_gone_early", False), ("re_gone_late", True)]
+    assert stats.found["missing_in_stripe"] == 2
+    assert stats.fetched == {"refund": 2}
+
+
+def test_only_ranges_of_the_objects_own_created_time_settle_what_was_not_listed() -> None:
+    from stripe_pipeline.reconcile.compare import _ranges_decide_unseen, merge_ranges
+
+    refund, payment = CATALOG.by_type["refund"], CATALOG.by_type["payment"]
+    assert _ranges_decide_unseen(refund, refund.listings)
+    assert _ranges_decide_unseen(payment, payment.listings)  # asked once both are read
+    assert not _ranges_decide_unseen(payment, payment.listings[:1])  # one not prelisted
+    discount = CATALOG.by_type["discount"]  # windowed on the objects that carry them
+    assert not _ranges_decide_unseen(discount, discount.listings)
+    card = CATALOG.by_type["payment_method"]  # listed per customer, no created filter
+    assert not _ranges_decide_unseen(card, card.listings)
+    assert merge_ranges([(5, 9), (1, 3), (4, 4), (20, 30), (25, 26)]) == [(1, 9), (20, 30)]

@@ -66,10 +66,17 @@ from stripe_pipeline.reconcile.parse import (
     refined_by,
     row_from_api_object,
 )
-from stripe_pipeline.reconcile.prelist import Prelisted, describe, list_each, listing_name
+from stripe_pipeline.reconcile.prelist import (
+    Prelisted,
+    SpoolReader,
+    describe,
+    list_each,
+    listing_name,
+)
 from stripe_pipeline.reconcile.spool import Finding, Repair, Spool
 from stripe_pipeline.reconcile.window import Window, to_unix
 from stripe_pipeline.stripe_api.listing import FetchPage, ListingRequest
+from stripe_pipeline.stripe_api.slicing import STRIPE_EPOCH
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +91,10 @@ FETCH_THREADS = 16
 # answers held at most before they are compared (whole Stripe objects, a few KB each):
 # memory as when each resource's fetches were compared before the next resource's
 MAX_PENDING_FETCHES = 2_000
+# a resource's unseen rows are asked for as its listing reads created ranges whole, in
+# batches of at least 1/EARLY_ASKS of its window (each is a query over its table), so
+# their fetches overlap the listing instead of trailing it; the rest when it is done
+EARLY_ASKS = 16
 # Fields whose difference is not staleness: Stripe never changes an object's currency,
 # so a mismatch means a corrupted row or a parser bug, which a person must look at.
 NOT_STALENESS = frozenset({"currency"})
@@ -458,10 +469,12 @@ def unseen_local_rows(
     chunk_size: int = CHUNK,
     customers: list[str] | None = None,
     parents: tuple[str, list[str]] | None = None,
+    ranges: Sequence[tuple[int, int]] = (),
 ) -> Iterator[list[dict[str, Any]]]:
     """Local rows no listing returned: created in the window (or, for a per-customer
     listing, attached to a listed customer; for a per-parent listing, ``(column,
-    ids)``, children of a listed parent), deleted rows excepted.
+    ids)``, children of a listed parent), deleted rows excepted. ``ranges``: only
+    those created in these ``(gte, lte)`` seconds of the window.
 
     Read by key in pages, each its own short query: the caller fetches objects and
     commits between pages, which an open cursor would not survive.
@@ -485,6 +498,8 @@ def unseen_local_rows(
         )
     else:
         conditions.append(table.c.stripe_created.between(window.start, window.end))
+    if ranges:
+        conditions.append(or_(*(table.c.stripe_created.between(a, b) for a, b in ranges)))
     if resource.deleted_marker is not None:
         conditions.append(table.c[resource.deleted_marker].is_(None))
     seen_table = _seen_table()
@@ -545,7 +560,9 @@ class UnseenFetches:
     before anything that reads what they write (a listing per customer lists the
     customers fetched too) and at the end; it also runs when ``MAX_PENDING_FETCHES``
     answers are held. ``close`` when the run is over. ``asked``: the resources whose
-    unseen rows were asked for (once each).
+    unseen rows were asked for (once each), all of them; before that, ``submit`` with
+    ``ranges`` asks for those created in ranges the listing has read whole (an
+    object is fetched once, however many asks find it unseen).
     """
 
     def __init__(
@@ -565,6 +582,7 @@ class UnseenFetches:
         self.max_fetches = max_fetches
         self._budget: Counter = Counter()  # object type -> fetches asked for
         self.asked: set[Resource] = set()
+        self._keys: dict[str, set[str]] = {}  # object type -> keys asked for
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="fetch-by-id")
         self._pending: list[_Fetching] = []
 
@@ -577,18 +595,34 @@ class UnseenFetches:
         chunk_size: int = CHUNK,
         customers: list[str] | None = None,
         parents: tuple[str, list[str]] | None = None,
+        ranges: Sequence[tuple[int, int]] = (),
     ) -> None:
         """Ask for the resource's unseen rows (``unseen_local_rows``); past ``max_fetches``
         a row is reported missing without the fetch. Rows of per-parent listings
         (``parents``) need no fetch when Stripe has no fetch by id for them: the run
-        read their parents' complete lists, so their absence is Stripe's 404."""
-        self.asked.add(resource)
+        read their parents' complete lists, so their absence is Stripe's 404.
+        With ``ranges``, only those created there (and the resource is not done)."""
+        if not ranges:
+            self.asked.add(resource)
+        keys = self._keys.setdefault(resource.object_type, set())
         for rows in unseen_local_rows(
-            conn, resource, window, chunk_size=chunk_size, customers=customers, parents=parents
+            conn,
+            resource,
+            window,
+            chunk_size=chunk_size,
+            customers=customers,
+            parents=parents,
+            ranges=ranges,
         ):
             for row in rows:
                 key = row[resource.key]
+                if key in keys:  # an earlier ask is fetching it
+                    continue
                 fetch = resource.fetch_for(key, row)
+                if ranges:  # an early ask only starts fetches; the last ask reports the rest
+                    if fetch is None or self._budget[resource.object_type] >= self.max_fetches:
+                        continue
+                    keys.add(key)  # at most max_fetches of them
                 local = {f: _plain(local_value(resource, f, row[f])) for f in resource.reconciled}
                 if fetch is None and parents is not None:
                     _gone(resource, key, row, local, self.spool, self.stats)
@@ -789,6 +823,7 @@ def compare_prelisted(
     chunk_size: int = SPOOLED_CHUNK,
     after_chunk: Callable[[Connection], None] | None = None,
     listed: Callable[[Connection, Resource], None] | None = None,
+    covered: Callable[[Connection, Resource, list[tuple[int, int]]], None] | None = None,
 ) -> set[str]:
     """Compare the listings read ahead as their objects arrive, taking each chunk from
     the listing with the most waiting: the listings run in parallel and finish about
@@ -802,7 +837,10 @@ def compare_prelisted(
     ``after_chunk(conn)`` runs after each chunk is committed (the run writes its
     confirmations there); ``listed(conn, resource)`` once every listing of a resource
     is compared, while the others are still listed (the run asks for its unseen rows
-    there, so their fetches overlap the listing).
+    there, so their fetches overlap the listing); before that, ``covered(conn,
+    resource, ranges)`` with created ranges its listings have read whole
+    (``_ReadWhole``), so that the fetches of the rows created there start while the
+    rest of the window is listed.
     """
     queue: dict[Resource, list[Listing]] = {}
     for resource in resources:
@@ -813,6 +851,20 @@ def compare_prelisted(
         resource: prelisted.reader(listing_name(resource, listings[0]))
         for resource, listings in queue.items()
     }
+    read_whole = {
+        resource: _ReadWhole(prelisted.windows[listing_name(resource, listings[0])])
+        for resource, listings in queue.items()
+        if covered is not None and _ranges_decide_unseen(resource, listings)
+    }
+
+    def ask_covered(resource: Resource, reader: SpoolReader) -> None:
+        tracker = read_whole.get(resource)
+        if tracker is None or len(queue[resource]) != 1:  # an earlier listing is not read
+            return
+        ranges = tracker.take(reader.covered())
+        if ranges:
+            covered(conn, resource, ranges)  # type: ignore[misc]
+
     compared: set[str] = set()
     try:
         while readers:
@@ -834,6 +886,8 @@ def compare_prelisted(
                 break
             resource, reader = max(readers.items(), key=lambda item: item[1].ready())
             if not reader.ready():
+                for waiting, its_reader in readers.items():
+                    ask_covered(waiting, its_reader)
                 prelisted.wait_for_any(readers.values(), timeout=1.0)
                 continue
             listing = queue[resource][0]
@@ -846,10 +900,48 @@ def compare_prelisted(
                 conn.commit()  # release read snapshots; the temp table survives commits
                 if after_chunk is not None:
                     after_chunk(conn)
+            ask_covered(resource, reader)
     finally:
         for reader in readers.values():
             reader.close()
     return compared
+
+
+def _ranges_decide_unseen(resource: Resource, prelisted_listings: Sequence[Listing]) -> bool:
+    """Whether a created range its listings read whole settles which of the resource's
+    rows created there were not listed: every listing prelisted, windowed on the
+    objects' own ``created`` (not on a carrier's)."""
+    return list(prelisted_listings) == list(resource.listings) and all(
+        listing.created_filter and listing.embedded is None for listing in resource.listings
+    )
+
+
+class _ReadWhole:
+    """The created ranges a listing has read whole, handed out in batches that span at
+    least ``1/EARLY_ASKS`` of its window: each batch is one query for unseen rows."""
+
+    def __init__(self, window: Window) -> None:
+        start = STRIPE_EPOCH if window.start is None else window.start
+        self.step = max(1, (window.end - start + 1) // EARLY_ASKS)
+        self.taken = 0  # ranges handed out so far (the reader reports them in order)
+
+    def take(self, covered: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        fresh = covered[self.taken :]
+        if not fresh or sum(b - a + 1 for a, b in fresh) < self.step:
+            return []
+        self.taken = len(covered)
+        return merge_ranges(fresh)
+
+
+def merge_ranges(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Inclusive ``(gte, lte)`` ranges, overlapping or adjacent ones joined."""
+    merged: list[tuple[int, int]] = []
+    for a, b in sorted(ranges):
+        if merged and a <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+        else:
+            merged.append((a, b))
+    return merged
 
 
 def compare_resource(

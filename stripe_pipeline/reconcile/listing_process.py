@@ -8,8 +8,9 @@ back. Here they run beside it, on another core.
 Reads one JSON job on stdin (the client's spec with the API key, the database URL, the
 listings and the spool files as ``prelist.prepare_spool`` left them), lists into the
 files through the same shared rate limit and progress store, and writes one JSON line
-per event on stdout: ``{"flushed": name, "length": n}``, ``{"finished": name}``,
-``{"failed": "Type: message"}``, then ``{"listed": stats}``. The end of stdin asks it
+per event on stdout: ``{"flushed": name, "length": n}`` (with ``"covered": [gte, lte]``
+when the page ended a slice), ``{"finished": name}``, ``{"failed": "Type: message"}``,
+then ``{"listed": stats}``. The end of stdin asks it
 to stop (the run failed elsewhere, or its process died): it stops at the next page,
 its progress recorded for a resume.
 """
@@ -72,8 +73,11 @@ class PipeSink:
             except OSError:  # the run's process is gone: nobody reads the files any more
                 self._stop.set()
 
-    def flushed(self, name: str, length: int) -> None:
-        self._send({"flushed": name, "length": length})
+    def flushed(self, name: str, length: int, covered: tuple[int, int] | None = None) -> None:
+        message: dict[str, Any] = {"flushed": name, "length": length}
+        if covered is not None:
+            message["covered"] = covered
+        self._send(message)
 
     def finished(self, name: str) -> None:
         self._send({"finished": name})

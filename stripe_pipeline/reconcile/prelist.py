@@ -151,6 +151,9 @@ class Prelisted:
         self._done = {name: threading.Event() for name in files}
         # per file: how far whole pages are flushed (readable while it is written)
         self._flushed_to = dict.fromkeys(files, 0)
+        # per file: (length, gte, lte) of each slice done: once the file is read to
+        # ``length``, every object of the listing created in [gte, lte] was read
+        self._covered: dict[str, list[tuple[int, int, int]]] = {name: [] for name in files}
         self._changed = threading.Condition()
         self._stop = threading.Event()
         self._error: BaseException | None = None
@@ -221,11 +224,20 @@ class Prelisted:
 
     # --- what the listing reports (ListingSink) ---
 
-    def flushed(self, name: str, length: int) -> None:
-        """Whole pages of ``name`` are in its file up to ``length``: readers may go on."""
+    def flushed(self, name: str, length: int, covered: tuple[int, int] | None = None) -> None:
+        """Whole pages of ``name`` are in its file up to ``length``: readers may go on.
+        ``covered``: the page ended a slice, which listed these created seconds whole."""
         with self._changed:
             self._flushed_to[name] = length
+            if covered is not None:
+                self._covered[name].append((length, *covered))
             self._changed.notify_all()
+
+    def covered(self, name: str, read_to: int) -> list[tuple[int, int]]:
+        """The created ranges of ``name`` listed whole by slices whose pages all lie
+        before ``read_to`` in its file (a resumed run reports only its own slices)."""
+        with self._changed:
+            return [(gte, lte) for length, gte, lte in self._covered[name] if length <= read_to]
 
     def finished(self, name: str) -> None:
         with self._changed:
@@ -271,6 +283,10 @@ class SpoolReader:
         """Bytes flushed and not read yet (raises if the listing failed)."""
         end, _complete = self._prelisted._readable(self.name)
         return max(0, end - self._position)
+
+    def covered(self) -> list[tuple[int, int]]:
+        """The created ranges whose objects this reader has all taken (``Prelisted.covered``)."""
+        return self._prelisted.covered(self.name, self._position)
 
     def exhausted(self) -> bool:
         """The listing is complete and every object of it was taken."""
@@ -453,7 +469,7 @@ class ListingSink(Protocol):
     """Where the listing reports: a :class:`Prelisted` in this process, or the pipe
     to the run's process (``listing_process``)."""
 
-    def flushed(self, name: str, length: int) -> None: ...
+    def flushed(self, name: str, length: int, covered: tuple[int, int] | None = None) -> None: ...
 
     def finished(self, name: str) -> None: ...
 
@@ -495,7 +511,7 @@ def list_into_files(
             if page.listing_done:
                 sink.finished(planned[i].name)
             else:
-                sink.flushed(planned[i].name, spool_progress.lengths[i])
+                sink.flushed(planned[i].name, spool_progress.lengths[i], page.covered)
             if sink.stopping():
                 raise ListingAborted("cancelled")
         lister.checkpoint()
@@ -592,7 +608,10 @@ def _start_process(
         for line in proc.stdout:  # type: ignore[union-attr]
             message = orjson.loads(line)
             if "flushed" in message:
-                prelisted.flushed(message["flushed"], message["length"])
+                covered = message.get("covered")
+                prelisted.flushed(
+                    message["flushed"], message["length"], tuple(covered) if covered else None
+                )
             elif "finished" in message:
                 prelisted.finished(message["finished"])
             elif "failed" in message:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -323,12 +324,15 @@ def run_reconciliation(
 
                 fetches = UnseenFetches(api, catalog, spool, stats, max_fetches=config.max_fetches)
 
-                def ask_unseen(c: Connection, resource: Resource) -> None:
+                def ask_unseen(
+                    c: Connection, resource: Resource, ranges: Sequence[tuple[int, int]] = ()
+                ) -> None:
                     fetches.submit(
                         c,
                         resource,
                         resource_window(resource, windows[resource.object_type]),
                         chunk_size=config.chunk_size,
+                        ranges=ranges,
                     )
 
                 try:
@@ -344,6 +348,7 @@ def run_reconciliation(
                             chunk_size=min(config.chunk_size, SPOOLED_CHUNK),
                             after_chunk=confirm,
                             listed=ask_unseen,
+                            covered=ask_unseen,
                         )
                     # the catalog's order: a customer's listing before its payment methods
                     for resource in resources:

@@ -134,6 +134,10 @@ class ListedPage:
     # the last page of its listing in this run: every slice of it is done (a listing
     # that a resumed run found complete yields no page at all)
     listing_done: bool = False
+    # on a slice's last page, the created seconds ``(gte, lte)`` it listed whole: with
+    # the pages before it, every object of the listing created in that range is out
+    # (None otherwise, and for listings without a created filter)
+    covered: tuple[int, int] | None = None
 
 
 @dataclass
@@ -306,6 +310,13 @@ class _Task:
     objects: int = 0
     pages: int = 0
     estimate: float = math.inf  # objects expected still in the slice (unknown: first)
+    # the newest second this slice has listed since this run took it: splits cut off
+    # older parts and paging lowers its ``lte``, so done, it covered ``[gte, top]``
+    top: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.top is None:
+            self.top = self.slice.lte
 
 
 _STOP = object()
@@ -538,7 +549,9 @@ class SlicedLister:
             run.done(task)
             records = [_record(task, task.slice, done=True)]
         else:
-            nxt = _Task(listing, task.slice_no, outcome.continuation, task.objects, task.pages)
+            nxt = _Task(
+                listing, task.slice_no, outcome.continuation, task.objects, task.pages, top=task.top
+            )
             nxt.estimate = _estimate(created, outcome.continuation)
             run.submit(nxt, new=False)
             records = [_record(task, outcome.continuation, done=False)]
@@ -552,8 +565,12 @@ class SlicedLister:
             self.stats.objects += len(objects)
             self.stats.splits += bool(outcome.split_off)
             self.stats.slices += len(outcome.split_off)
+        done = outcome.continuation is None
+        covered = None
+        if done and task.slice.gte is not None and task.top is not None:
+            covered = (task.slice.gte, task.top)
         listed = ListedPage(
-            listing.key, objects, task.slice_no, outcome.continuation is None, listing.live == 0
+            listing.key, objects, task.slice_no, done, listing.live == 0, covered=covered
         )
         return listed, records
 
