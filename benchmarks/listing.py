@@ -91,13 +91,14 @@ def child_new(args: dict[str, Any]) -> dict[str, Any]:
     """List every resource of the window with the new lister; count and checksum ids."""
     from stripe_pipeline.db.engine import make_engine
     from stripe_pipeline.stripe_api.client import StripeApi
-    from stripe_pipeline.stripe_api.listing import ListingRequest, SlicedLister
+    from stripe_pipeline.stripe_api.listing import ListingRequest, SlicedLister, paced_by
     from stripe_pipeline.stripe_api.ratelimit import RateLimiter
 
     engine = make_engine(args["database_url"])
     limiter = RateLimiter.shared(engine, API_KEY)
     api = StripeApi(API_KEY, api_base=args["api_base"], limiter=limiter)
-    lister = SlicedLister(api.list_page, workers=args["workers"])
+    # as a reconciliation run lists: slices follow the limit and the latency
+    lister = SlicedLister(api.list_page, workers=args["workers"], **paced_by(limiter))
     requests = [
         ListingRequest.resource(r, args["start"], args["end"], params=PARAMS.get(r))
         for r in args["resources"]
@@ -502,7 +503,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--latency", type=float, default=0.3, help="seconds per fake call")
     parser.add_argument("--sqlite", action="store_true", help="share the limit via SQLite")
-    parser.add_argument("--workers", type=int, default=40)
+    parser.add_argument("--workers", type=int, default=96)
     parser.add_argument("--baseline-seconds", type=float, default=60.0)
     parser.add_argument("--cpu-pages", type=int, default=300)
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)

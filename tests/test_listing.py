@@ -9,6 +9,7 @@ distributions quickly; ``test_listing_http.py`` runs the real client over HTTP.
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from itertools import pairwise
 
@@ -342,3 +343,39 @@ def test_a_run_stopped_midway_resumes_from_its_progress() -> None:
     assert third_api.requests == 0
     progress.forget("run-1")
     assert progress.load("run-1", request.listing_key) == []
+
+
+class _SlowApi(FakeApi):
+    """The in-process fake with a fixed latency per call (the API's round trip, which
+    no in-process peer has), counting the calls in flight at once."""
+
+    def __init__(self, data: DataSet, latency: float) -> None:
+        super().__init__(data)
+        self.latency = latency
+        self.in_flight = 0
+        self.peak = 0
+
+    def __call__(self, path: str, params: dict) -> dict:
+        with self._lock:
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+        try:
+            time.sleep(self.latency)
+            return super().__call__(path, params)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+
+@pytest.mark.parametrize(("latency", "fewest", "most"), [(0.04, 2, 4), (0.2, 6, 9)])
+def test_with_the_rates_known_slices_follow_the_latency(
+    latency: float, fewest: int, most: int
+) -> None:
+    """Pages in flight = rate x latency: at 25 calls/s an endpoint keeps ~3 slices busy
+    at 40 ms and ~8 at 200 ms (x1.25, +1), whatever the ceiling (32 here), so a slow API
+    gets the slices it needs and a fast one no partial pages it does not."""
+    data = charges([int(t) for t in np.random.default_rng(5).integers(START, END, 6_000)])
+    api = _SlowApi(data, latency)
+    lst = lister(api, workers=64, max_slices_per_listing=32, rates=(100.0, 25.0))
+    assert sum(1 for _ in lst.list("charges", START, END)) == 6_000
+    assert fewest <= api.peak <= most

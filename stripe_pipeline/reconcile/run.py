@@ -64,6 +64,7 @@ from stripe_pipeline.reconcile.window import (
     read_watermarks,
     to_unix,
 )
+from stripe_pipeline.stripe_api.listing import paced_by
 
 log = logging.getLogger(__name__)
 
@@ -99,10 +100,12 @@ class RunConfig:
     triggered_by: str | None = None
     actor: str = "reconciliation"
     catalog: Catalog = CATALOG
-    # listings read ahead in parallel (``prelist``) when the client can, with this many
-    # threads; False: one page at a time, listing after listing (the old path)
+    # listings read ahead in parallel (``prelist``) when the client can, with at most
+    # this many threads (pages in flight follow the client's limit and the API's
+    # latency: ``SlicedLister`` with ``rates``); False: one page at a time, listing
+    # after listing (the old path)
     parallel_listing: bool = True
-    listing_workers: int = 40
+    listing_workers: int = 96
     # list in a process of its own when the client can be rebuilt there (its limit
     # shared through the database), so that listing and comparison each have a core
     listing_process: bool = True
@@ -279,6 +282,7 @@ def run_reconciliation(
                 run_key=listing_key,  # type: ignore[arg-type]
                 workers=config.listing_workers,
                 client=api.spec() if config.listing_process and hasattr(api, "spec") else None,
+                lister_options=paced_by(getattr(api, "limiter", None)),
             )
         with engine.connect() as conn:
             try:

@@ -74,6 +74,9 @@ log = logging.getLogger(__name__)
 
 _SLICES = StripeListingSlice.__table__
 MAX_KEY = 500
+# slices kept per request/s of budget: the latency seen, with this margin for calls
+# slower than the fastest (see SlicedLister)
+LATENCY_MARGIN = 1.25
 FetchPage = Callable[[str, dict[str, Any]], Mapping[str, Any]]
 
 
@@ -402,9 +405,18 @@ class SlicedLister:
 
     ``fetch_page(path, params) -> page dict`` does one rate-limited call
     (``StripeApi.list_page``, or an in-process fake in tests). ``workers`` threads
-    fetch; a listing is cut into at most ``max_slices_per_listing`` live slices (about
-    what one endpoint's limit keeps busy: 25 calls/s x 0.3 s latency is ~8 in flight),
-    all listings together into at most ``max_live_slices``.
+    fetch; a listing is cut into at most ``max_slices_per_listing`` live slices, all
+    listings together into at most ``max_live_slices``.
+
+    With ``rates`` (the account's and an endpoint's requests/s, as the client's limiter
+    paces them) the slices follow the API's latency instead (Little's law): pages in
+    flight = rate x latency, so an endpoint keeps ``endpoint rate x latency x
+    LATENCY_MARGIN`` slices busy and all listings together the account's share, with
+    ``workers`` and ``max_slices_per_listing`` as the ceilings. The latency is the
+    fastest call seen so far (the first pages go out before the limit queues anyone).
+    At 300 ms that is ~11 slices per listing (25/s) and ~40 in all (100/s); at 700 ms
+    ~23 and ~90: a fixed 12 held one run to half the budget there, and slices beyond
+    what the limit lets through only add a partial page each.
     """
 
     def __init__(
@@ -424,6 +436,7 @@ class SlicedLister:
         run_key: str | None = None,
         checkpoint_seconds: float = 1.0,
         sleep: Callable[[float], None] = time.sleep,
+        rates: tuple[float, float] | None = None,
     ) -> None:
         if (progress is None) != (run_key is None):
             raise ValueError("progress and run_key go together")
@@ -443,6 +456,8 @@ class SlicedLister:
         self.run_key = run_key
         self.checkpoint_seconds = checkpoint_seconds
         self._sleep = sleep
+        self.rates = (float(rates[0]), float(rates[1])) if rates else None  # JSON: a list
+        self._latency = math.inf  # the fastest call so far, in seconds
         self.stats = ListingStats()
         self._stats_lock = threading.Lock()
         self._unsaved: list[SliceRecord] = []  # consumed pages not yet written
@@ -584,13 +599,23 @@ class SlicedLister:
         every listing finish at about the same time, instead of the largest finishing
         alone at the end, held to its own endpoint's limit.
         """
+        cap = self._in_flight(1, self.max_slices_per_listing)
         finite = [other.remaining for other in active if math.isfinite(other.remaining)]
         if not math.isfinite(listing.remaining) or not finite:
-            return self.max_slices_per_listing  # sizes not known yet: ramp up
+            return cap  # sizes not known yet: ramp up
         unknown = len(active) - len(finite)
         total = sum(finite) + unknown * max(finite)
         share = listing.remaining / total if total > 0 else 1.0
-        return max(1, min(self.max_slices_per_listing, round(self.workers * share)))
+        return max(1, min(cap, round(self._in_flight(0, self.workers) * share)))
+
+    def _in_flight(self, which: int, ceiling: int) -> int:
+        """Pages worth having in flight for ``rates[which]`` (0: the account, 1: an
+        endpoint) at the latency seen; ``ceiling`` without rates or before any answer."""
+        latency = self._latency
+        if self.rates is None or not math.isfinite(latency):
+            return ceiling
+        wanted = math.ceil(self.rates[which] * latency * LATENCY_MARGIN) + 1
+        return max(2, min(ceiling, wanted))
 
     def _start(self, request: ListingRequest) -> list[_Task]:
         """The tasks a listing begins with: its first slice, or what a run left unfinished."""
@@ -630,7 +655,13 @@ class SlicedLister:
             with self._stats_lock:
                 self.stats.calls += 1
             try:
-                return self.fetch_page(request.path, params)
+                sent = time.monotonic()
+                page = self.fetch_page(request.path, params)
+                took = time.monotonic() - sent
+                if took < self._latency:
+                    with self._stats_lock:
+                        self._latency = min(self._latency, took)
+                return page
             except Exception as exc:
                 if attempt == self.max_attempts or not self.retryable(exc):
                     raise
@@ -657,6 +688,24 @@ class SlicedLister:
             latest[(r.listing, r.slice_no)] = r
         self.progress.save(self.run_key, list(latest.values()), conn)
         self._unsaved.clear()
+
+
+class Paced(Protocol):
+    """What the lister needs of a rate limiter (``ratelimit.RateLimiter``)."""
+
+    account_rate: float
+    endpoint_rate: float
+
+
+def paced_by(limiter: Paced | None) -> dict[str, Any]:
+    """``SlicedLister`` options for a client paced by ``limiter``: slices follow its
+    rates and the API's latency, up to 32 per listing (~1.3 s calls at 25/s)."""
+    if limiter is None:
+        return {}
+    return {
+        "rates": (limiter.account_rate, limiter.endpoint_rate),
+        "max_slices_per_listing": 32,
+    }
 
 
 def _estimate(created: list[int], s: Slice) -> float:
