@@ -226,7 +226,9 @@ class StripeApi:
             "Stripe-Version": API_VERSION,
             "User-Agent": f"stripe-pipeline (Stripe/v1 PythonBindings/{stripe.VERSION})",
         }
-        self._pool = urllib3.PoolManager(maxsize=64, retries=False)
+        # connections kept per host: as many as a run's listing has calls in flight
+        # (``RunConfig.listing_workers``); past it urllib3 opens and drops extra ones
+        self._pool = urllib3.PoolManager(maxsize=128, retries=False)
         self._timeout = urllib3.Timeout(connect=min(timeout, 10.0), read=timeout)
         self.max_network_retries = max_network_retries
         self.timeout = timeout
