@@ -346,36 +346,42 @@ def test_a_run_stopped_midway_resumes_from_its_progress() -> None:
 
 
 class _SlowApi(FakeApi):
-    """The in-process fake with a fixed latency per call (the API's round trip, which
-    no in-process peer has), counting the calls in flight at once."""
+    """The in-process fake with a fixed latency per endpoint (the API's round trip,
+    which no in-process peer has), counting each endpoint's calls in flight at once."""
 
-    def __init__(self, data: DataSet, latency: float) -> None:
+    def __init__(self, data: DataSet, latency: dict[str, float]) -> None:
         super().__init__(data)
         self.latency = latency
-        self.in_flight = 0
-        self.peak = 0
+        self.in_flight: Counter = Counter()
+        self.peak: Counter = Counter()
 
     def __call__(self, path: str, params: dict) -> dict:
         with self._lock:
-            self.in_flight += 1
-            self.peak = max(self.peak, self.in_flight)
+            self.in_flight[path] += 1
+            self.peak[path] = max(self.peak[path], self.in_flight[path])
         try:
-            time.sleep(self.latency)
+            time.sleep(self.latency[path])
             return super().__call__(path, params)
         finally:
             with self._lock:
-                self.in_flight -= 1
+                self.in_flight[path] -= 1
 
 
-@pytest.mark.parametrize(("latency", "fewest", "most"), [(0.04, 2, 4), (0.2, 6, 9)])
-def test_with_the_rates_known_slices_follow_the_latency(
-    latency: float, fewest: int, most: int
-) -> None:
-    """Pages in flight = rate x latency: at 25 calls/s an endpoint keeps ~3 slices busy
-    at 40 ms and ~8 at 200 ms (x1.25, +1), whatever the ceiling (32 here), so a slow API
-    gets the slices it needs and a fast one no partial pages it does not."""
-    data = charges([int(t) for t in np.random.default_rng(5).integers(START, END, 6_000)])
-    api = _SlowApi(data, latency)
+def test_with_the_rates_known_slices_follow_each_endpoints_latency() -> None:
+    """Pages in flight = rate x latency: at 25 calls/s an endpoint answering in 200 ms
+    keeps ~8 slices busy, one answering in 40 ms ~3 (x1.25, +1), whatever the ceiling
+    (32 here): a slow endpoint gets the slices it needs, a fast one no partial pages it
+    does not."""
+    rng = np.random.default_rng(5)
+    data = DataSet(
+        {
+            name: Resource(name, np.sort(rng.integers(START, END, 6_000)))
+            for name in ("charges", "refunds")
+        }
+    )
+    api = _SlowApi(data, {"/v1/charges": 0.2, "/v1/refunds": 0.04})
     lst = lister(api, workers=64, max_slices_per_listing=32, rates=(100.0, 25.0))
-    assert sum(1 for _ in lst.list("charges", START, END)) == 6_000
-    assert fewest <= api.peak <= most
+    requests = [ListingRequest.resource(name, START, END) for name in ("charges", "refunds")]
+    assert sum(1 for _ in lst.list_many(requests)) == 12_000
+    assert 6 <= api.peak["/v1/charges"] <= 9
+    assert 2 <= api.peak["/v1/refunds"] <= 4

@@ -290,6 +290,7 @@ class _Listing:
     next_no: int = 0
     credits: int = 0  # slices it may still split off (see SlicedLister)
     live: int = 0  # slices not done
+    latency: float = math.inf  # its fastest call so far, in seconds
     unknown: int = 0  # live slices not paged into yet (their size is unknown)
     known: float = 0.0  # objects expected in the others
 
@@ -412,8 +413,9 @@ class SlicedLister:
     paces them) the slices follow the API's latency instead (Little's law): pages in
     flight = rate x latency, so an endpoint keeps ``endpoint rate x latency x
     LATENCY_MARGIN`` slices busy and all listings together the account's share, with
-    ``workers`` and ``max_slices_per_listing`` as the ceilings. The latency is the
-    fastest call seen so far (the first pages go out before the limit queues anyone).
+    ``workers`` and ``max_slices_per_listing`` as the ceilings. A listing's latency is
+    its fastest call so far (its first page goes out before the limit queues anyone;
+    waiting calls only make it look slower, which errs towards more slices).
     At 300 ms that is ~11 slices per listing (25/s) and ~40 in all (100/s); at 700 ms
     ~23 and ~90: a fixed 12 held one run to half the budget there, and slices beyond
     what the limit lets through only add a partial page each.
@@ -457,7 +459,6 @@ class SlicedLister:
         self.checkpoint_seconds = checkpoint_seconds
         self._sleep = sleep
         self.rates = (float(rates[0]), float(rates[1])) if rates else None  # JSON: a list
-        self._latency = math.inf  # the fastest call so far, in seconds
         self.stats = ListingStats()
         self._stats_lock = threading.Lock()
         self._unsaved: list[SliceRecord] = []  # consumed pages not yet written
@@ -599,19 +600,21 @@ class SlicedLister:
         every listing finish at about the same time, instead of the largest finishing
         alone at the end, held to its own endpoint's limit.
         """
-        cap = self._in_flight(1, self.max_slices_per_listing)
+        cap = self._in_flight(listing, 1, self.max_slices_per_listing)
         finite = [other.remaining for other in active if math.isfinite(other.remaining)]
         if not math.isfinite(listing.remaining) or not finite:
             return cap  # sizes not known yet: ramp up
         unknown = len(active) - len(finite)
         total = sum(finite) + unknown * max(finite)
         share = listing.remaining / total if total > 0 else 1.0
-        return max(1, min(cap, round(self._in_flight(0, self.workers) * share)))
+        return max(1, min(cap, round(self._in_flight(listing, 0, self.workers) * share)))
 
-    def _in_flight(self, which: int, ceiling: int) -> int:
+    def _in_flight(self, listing: _Listing, which: int, ceiling: int) -> int:
         """Pages worth having in flight for ``rates[which]`` (0: the account, 1: an
-        endpoint) at the latency seen; ``ceiling`` without rates or before any answer."""
-        latency = self._latency
+        endpoint) at the listing's latency; ``ceiling`` without rates or before its
+        first answer. Each listing its own: an empty page comes back faster than a
+        page of 100 objects, and a slow endpoint needs more slices than a fast one."""
+        latency = listing.latency
         if self.rates is None or not math.isfinite(latency):
             return ceiling
         wanted = math.ceil(self.rates[which] * latency * LATENCY_MARGIN) + 1
@@ -658,9 +661,10 @@ class SlicedLister:
                 sent = time.monotonic()
                 page = self.fetch_page(request.path, params)
                 took = time.monotonic() - sent
-                if took < self._latency:
+                listing = task.listing
+                if took < listing.latency:
                     with self._stats_lock:
-                        self._latency = min(self._latency, took)
+                        listing.latency = min(listing.latency, took)
                 return page
             except Exception as exc:
                 if attempt == self.max_attempts or not self.retryable(exc):
