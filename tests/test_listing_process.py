@@ -345,7 +345,7 @@ def test_rows_unseen_in_a_range_read_whole_are_fetched_while_the_rest_is_listed(
 
     def covered(c, r, ranges) -> None:
         asked.append(ranges)
-        fetches.submit(c, r, Window(START, END), ranges=ranges)
+        fetches.submit(c, r, compare.Unlisted(Window(START, END), ranges=ranges))
 
     with engine.connect() as conn:
         create_seen_table(conn)
@@ -354,7 +354,7 @@ def test_rows_unseen_in_a_range_read_whole_are_fetched_while_the_rest_is_listed(
             target=compare_prelisted,
             args=(conn, CATALOG, [resource], prelisted, spool, stats),
             kwargs={
-                "listed": lambda c, r: fetches.submit(c, r, Window(START, END)),
+                "listed": lambda c, r: fetches.submit(c, r, compare.Unlisted(Window(START, END))),
                 "covered": covered,
             },
         )

@@ -461,24 +461,29 @@ def _plain(value: Any) -> Any:
     return value
 
 
+@dataclass(frozen=True, slots=True)
+class Unlisted:
+    """Which of a resource's local rows a run expected its listings to return: those
+    created in ``window`` (or, for a per-customer listing, attached to one of
+    ``customers``; for a per-parent listing, ``parents`` = ``(column, ids)``, children
+    of a listed parent). ``ranges``: only those created in these ``(gte, lte)``
+    seconds of the window (ranges the listing has read whole)."""
+
+    window: Window
+    customers: list[str] | None = None
+    parents: tuple[str, list[str]] | None = None
+    ranges: Sequence[tuple[int, int]] = ()
+
+
 def unseen_local_rows(
-    conn: Connection,
-    resource: Resource,
-    window: Window,
-    *,
-    chunk_size: int = CHUNK,
-    customers: list[str] | None = None,
-    parents: tuple[str, list[str]] | None = None,
-    ranges: Sequence[tuple[int, int]] = (),
+    conn: Connection, resource: Resource, unlisted: Unlisted, *, chunk_size: int = CHUNK
 ) -> Iterator[list[dict[str, Any]]]:
-    """Local rows no listing returned: created in the window (or, for a per-customer
-    listing, attached to a listed customer; for a per-parent listing, ``(column,
-    ids)``, children of a listed parent), deleted rows excepted. ``ranges``: only
-    those created in these ``(gte, lte)`` seconds of the window.
+    """The rows of ``unlisted`` no listing returned, deleted rows excepted.
 
     Read by key in pages, each its own short query: the caller fetches objects and
     commits between pages, which an open cursor would not survive.
     """
+    window, customers, parents = unlisted.window, unlisted.customers, unlisted.parents
     table = resource.table
     key_column = table.c[resource.key]
     conditions = []
@@ -498,8 +503,8 @@ def unseen_local_rows(
         )
     else:
         conditions.append(table.c.stripe_created.between(window.start, window.end))
-    if ranges:
-        conditions.append(or_(*(table.c.stripe_created.between(a, b) for a, b in ranges)))
+    if unlisted.ranges:
+        conditions.append(or_(*(table.c.stripe_created.between(a, b) for a, b in unlisted.ranges)))
     if resource.deleted_marker is not None:
         conditions.append(table.c[resource.deleted_marker].is_(None))
     seen_table = _seen_table()
@@ -587,46 +592,34 @@ class UnseenFetches:
         self._pending: list[_Fetching] = []
 
     def submit(
-        self,
-        conn: Connection,
-        resource: Resource,
-        window: Window,
-        *,
-        chunk_size: int = CHUNK,
-        customers: list[str] | None = None,
-        parents: tuple[str, list[str]] | None = None,
-        ranges: Sequence[tuple[int, int]] = (),
+        self, conn: Connection, resource: Resource, unlisted: Unlisted, *, chunk_size: int = CHUNK
     ) -> None:
         """Ask for the resource's unseen rows (``unseen_local_rows``); past ``max_fetches``
         a row is reported missing without the fetch. Rows of per-parent listings
         (``parents``) need no fetch when Stripe has no fetch by id for them: the run
         read their parents' complete lists, so their absence is Stripe's 404.
         With ``ranges``, only those created there (and the resource is not done)."""
-        if not ranges:
+        early = bool(unlisted.ranges)
+        if not early:
             self.asked.add(resource)
         keys = self._keys.setdefault(resource.object_type, set())
-        for rows in unseen_local_rows(
-            conn,
-            resource,
-            window,
-            chunk_size=chunk_size,
-            customers=customers,
-            parents=parents,
-            ranges=ranges,
-        ):
+        for rows in unseen_local_rows(conn, resource, unlisted, chunk_size=chunk_size):
             for row in rows:
                 key = row[resource.key]
                 if key in keys:  # an earlier ask is fetching it
                     continue
                 fetch = resource.fetch_for(key, row)
-                if ranges:  # an early ask only starts fetches; the last ask reports the rest
-                    if fetch is None or self._budget[resource.object_type] >= self.max_fetches:
+                fetching = (
+                    fetch is not None and self._budget[resource.object_type] < self.max_fetches
+                )
+                if early:  # an early ask only starts fetches; the last ask reports the rest
+                    if not fetching:
                         continue
                     keys.add(key)  # at most max_fetches of them
                 local = {f: _plain(local_value(resource, f, row[f])) for f in resource.reconciled}
-                if fetch is None and parents is not None:
+                if fetch is None and unlisted.parents is not None:
                     _gone(resource, key, row, local, self.spool, self.stats)
-                elif fetch is None or self._budget[resource.object_type] >= self.max_fetches:
+                elif not fetching:
                     _missing(resource, key, local, self.spool, self.stats)
                 else:
                     if len(self._pending) >= MAX_PENDING_FETCHES:
@@ -1013,9 +1006,7 @@ def compare_resource(
         # a windowed listing states the resource too (balance transactions, also
         # listed per payout): unseen rows are those of the window, each fetched by id
         children = None
-    fetches.submit(
-        conn, resource, window, chunk_size=chunk_size, customers=customers, parents=children
-    )
+    fetches.submit(conn, resource, Unlisted(window, customers, children), chunk_size=chunk_size)
 
 
 def resource_window(resource: Resource, window: Window) -> Window:

@@ -34,6 +34,7 @@ from stripe_pipeline.reconcile.compare import (
     MAX_FETCHES,
     SPOOLED_CHUNK,
     CompareStats,
+    Unlisted,
     UnseenFetches,
     compare_prelisted,
     compare_resource,
@@ -331,13 +332,9 @@ def run_reconciliation(
                 def ask_unseen(
                     c: Connection, resource: Resource, ranges: Sequence[tuple[int, int]] = ()
                 ) -> None:
-                    fetches.submit(
-                        c,
-                        resource,
-                        resource_window(resource, windows[resource.object_type]),
-                        chunk_size=config.chunk_size,
-                        ranges=ranges,
-                    )
+                    window = resource_window(resource, windows[resource.object_type])
+                    unlisted = Unlisted(window, ranges=ranges)
+                    fetches.submit(c, resource, unlisted, chunk_size=config.chunk_size)
 
                 try:
                     if prelisted is not None:
