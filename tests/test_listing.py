@@ -33,6 +33,8 @@ from stripe_pipeline.stripe_api.slicing import (
     after_page,
     first_slice,
     page_params,
+    plan_from_counts,
+    planned_slices,
 )
 from tests.support.fake_stripe_data import DataSet, Resource, list_page
 
@@ -140,6 +142,44 @@ def test_inconsistent_pages_are_refused() -> None:
         after_page(Slice(0, 10), [50], "c", True, new_slices=1)  # outside the slice
 
 
+def test_a_plan_groups_seconds_into_pages_and_a_crowded_second_alone() -> None:
+    counts = [(10, 40), (11, 40), (12, 30), (20, 500), (21, 1), (30, 96), (31, 2)]
+    assert plan_from_counts(counts, per_slice=96) == [
+        (10, 80),  # 80 + 30 would pass 96: the next run starts at 12
+        (12, 30),
+        (20, 500),  # more than a page in one second: a run of its own
+        (21, 1),
+        (30, 96),
+        (31, 2),
+    ]
+    assert plan_from_counts([]) == []
+
+
+def test_planned_slices_tile_the_window_whatever_the_plan() -> None:
+    plan = [(5, 7), (12, 30), (20, 500), (21, 1), (99, 4), (150, 9)]
+    parts = planned_slices(Slice(10, 100), plan)
+    assert [s for s, _n in parts] == [
+        Slice(10, 11),  # the run starting before the window joins its first slice
+        Slice(12, 19),
+        Slice(20, 20),
+        Slice(21, 98),
+        Slice(99, 100),  # the last slice reaches the window's end; runs past it go
+    ]
+    assert [n for _s, n in parts] == [7, 30, 500, 1, 4]
+    assert planned_slices(Slice(10, 100), []) == [(Slice(10, 100), 0)]
+    # the first run reaches down to the window's start, the last up to its end
+    assert planned_slices(Slice(10, 100), [(50, 3), (60, 4)]) == [
+        (Slice(10, 59), 3),
+        (Slice(60, 100), 4),
+    ]
+    with pytest.raises(ValueError):
+        planned_slices(Slice(10, 100), [(50, 1), (20, 1)])  # not in order
+    with pytest.raises(ValueError):
+        planned_slices(Slice(10, 100), [(5, 1), (5, 1)])
+    with pytest.raises(ValueError):
+        planned_slices(Slice(10, 100, "ch_1"), plan)  # a slice paged into already
+
+
 # --- exactly once, whatever the distribution ---------------------------------------------
 
 
@@ -162,18 +202,43 @@ def creation_times(draw) -> list[int]:
     return [int(t) for t in times]
 
 
+def hinted_plan(times: list[int], hint: str, rng: np.random.Generator) -> list[tuple[int, int]]:
+    """A plan from counts that are right, or wrong as a local table's can be."""
+    if hint == "none":
+        return []
+    sample = np.array(times, dtype=np.int64)
+    if hint == "partial":  # the table lacks some objects and has others Stripe has not
+        kept = sample[rng.random(len(sample)) < 0.7]
+        sample = np.concatenate([kept, rng.integers(START - 100, END + 100, len(sample) // 5)])
+    elif hint == "foreign":  # counts that have nothing to do with the objects
+        sample = rng.integers(START - 1_000, END + 1_000, rng.integers(0, 400))
+    seconds, counts = np.unique(np.sort(sample), return_counts=True)
+    return plan_from_counts(zip(seconds.tolist(), counts.tolist(), strict=True))
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(times=creation_times(), fail_every=st.sampled_from([0, 0, 3, 7]))
-@example(times=[START] * 500, fail_every=0)
-@example(times=[], fail_every=0)
-@example(times=[END] * 101, fail_every=2)
-def test_every_object_is_listed_exactly_once(times: list[int], fail_every: int) -> None:
+@given(
+    times=creation_times(),
+    fail_every=st.sampled_from([0, 0, 3, 7]),
+    hint=st.sampled_from(["none", "none", "exact", "partial", "foreign"]),
+    seed=st.integers(0, 2**32 - 1),
+)
+@example(times=[START] * 500, fail_every=0, hint="none", seed=0)
+@example(times=[START] * 500, fail_every=0, hint="exact", seed=0)
+@example(times=[], fail_every=0, hint="none", seed=0)
+@example(times=[END] * 101, fail_every=2, hint="none", seed=0)
+def test_every_object_is_listed_exactly_once(
+    times: list[int], fail_every: int, hint: str, seed: int
+) -> None:
+    """Whatever the distribution, the failures, and the plan the caller hints (none,
+    right, partly wrong, or unrelated to the objects)."""
     data = charges(times)
     api = FakeApi(data, fail_every=fail_every)
     lst = lister(api)
+    plan = hinted_plan(times, hint, np.random.default_rng(seed))
     listed: Counter = Counter()
     covered: list[tuple[int, int]] = []
-    for page in lst.pages([ListingRequest.resource("charges", START, END)]):
+    for page in lst.pages([ListingRequest.resource("charges", START, END, plan=plan)]):
         listed.update(o["id"] for o in page.objects)
         assert (page.covered is not None) == page.final
         if page.covered is not None:  # a range said whole holds nothing still to come
@@ -188,8 +253,10 @@ def test_every_object_is_listed_exactly_once(times: list[int], fail_every: int) 
     n = sum(listed.values())
     stats = lst.stats
     assert stats.objects == n
-    # each split costs at most one call (the first page's fan-out, one per part)
-    assert stats.pages <= 2 * (n // 100) + lst.start_credits + 1
+    # each split costs at most one call (the first page's fan-out, one per part), each
+    # planned slice one more (a page that may be empty or partial)
+    planned = len(planned_slices(Slice(START, END), plan)) if plan else 1
+    assert stats.pages <= 2 * (n // 100) + lst.start_credits + planned
     assert stats.calls == stats.pages + stats.retries
 
 
@@ -210,6 +277,24 @@ def test_uniform_data_costs_close_to_the_minimum() -> None:
     assert sum(1 for _ in lst.list("charges", START, END)) == 30_000
     assert lst.stats.pages <= 1.1 * 300
     assert lst.stats.slices >= 8  # it did go parallel
+
+
+def test_a_right_plan_lists_a_page_per_slice_with_no_split_and_no_round_trip_lost() -> None:
+    times = [int(t) for t in np.random.default_rng(2).integers(START, END, 30_000)]
+    times += [START + 3600] * 500  # a crowded second: its slice pages on with the cursor
+    data = charges(times)
+    seconds, counts = np.unique(np.sort(times), return_counts=True)
+    plan = plan_from_counts(zip(seconds.tolist(), counts.tolist(), strict=True))
+    api = _SlowApi(data, {"/v1/charges": 0.01})
+    lst = lister(api, workers=8, max_slices_per_listing=8)
+    request = ListingRequest.resource("charges", START, END, plan=plan)
+    assert sum(1 for _ in lst.list_many([request])) == 30_500
+    stats = lst.stats
+    assert stats.splits == 0 and stats.slices == len(plan)  # every slice as planned
+    assert stats.pages == len(plan) + 4  # one page each; the crowded second five
+    assert stats.pages <= 1.05 * 305
+    # the first calls all went out at once, before any answer came back
+    assert api.peak["/v1/charges"] >= 8
 
 
 def test_many_resources_params_and_per_customer_listings_at_once() -> None:
@@ -311,10 +396,15 @@ def test_a_slow_consumer_holds_the_fetchers_back() -> None:
 # --- resume ----------------------------------------------------------------------------
 
 
-def test_a_run_stopped_midway_resumes_from_its_progress() -> None:
-    data = charges([int(t) for t in np.random.default_rng(3).integers(START, END, 5_000)])
+@pytest.mark.parametrize("planned", [False, True], ids=["adaptive", "planned"])
+def test_a_run_stopped_midway_resumes_from_its_progress(planned: bool) -> None:
+    """Planned slices are all recorded before the first page: those not started when
+    the run died are listed by the next one, which lists without the plan."""
+    times = [int(t) for t in np.random.default_rng(3).integers(START, END, 5_000)]
+    data = charges(times)
     progress = MemoryListingProgress()
-    request = ListingRequest.resource("charges", START, END)
+    plan = hinted_plan(times, "exact", np.random.default_rng(0)) if planned else []
+    request = ListingRequest.resource("charges", START, END, plan=plan)
     seen: Counter = Counter()
     first = lister(FakeApi(data), progress=progress, run_key="run-1")
     finals = 0
@@ -326,9 +416,12 @@ def test_a_run_stopped_midway_resumes_from_its_progress() -> None:
             break  # the run dies once two slices are complete
     done_before = [r for r in progress.load("run-1", request.listing_key) if r.done]
     assert done_before, "some slices completed before the stop"
+    if planned:  # every planned slice was recorded, most not started
+        records = progress.load("run-1", request.listing_key)
+        assert len(records) >= len(plan) > len(done_before) + 20
     api = FakeApi(data)
     second = lister(api, progress=progress, run_key="run-1")
-    for page in second.pages([request]):
+    for page in second.pages([ListingRequest.resource("charges", START, END)]):
         seen.update(o["id"] for o in page.objects)
         if page.covered is not None:  # a resumed slice says no more than both runs listed
             assert ids_in_window(data, "charges", *page.covered).keys() <= seen.keys()

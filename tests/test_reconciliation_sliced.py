@@ -74,6 +74,7 @@ def test_one_run_lists_every_resource_at_once_and_repairs_each_object_once(
         first = run_reconciliation(engine, api, _config(listing_workers=8), now=END + 60)
         log = list(fake.log)
         second = run_reconciliation(engine, api, _config(listing_workers=8), now=END + 60)
+        second_log = fake.log[len(log) :]
 
     expected = {TYPES[name]: n for name, n in COUNTS.items()}
     assert first.counts["listing"]["objects"] == sum(COUNTS.values())
@@ -81,6 +82,12 @@ def test_one_run_lists_every_resource_at_once_and_repairs_each_object_once(
     assert first.counts["heal"]["repaired_objects"] == sum(COUNTS.values())
     assert _local_counts(engine) == expected  # each object stored once
     assert second.counts["compare"]["found"] == {}  # repaired rows equal what Stripe says
+    # the second run cut its windows where the local rows lie: every slice as planned,
+    # one page each, no split, ~1.04 calls per 100 objects
+    listed = second.counts["listing"]
+    assert listed["splits"] == 0 and listed["pages"] == listed["slices"]
+    assert listed["slices"] >= sum(math.ceil(n / 96) for n in COUNTS.values())
+    assert len(second_log) == listed["calls"] <= sum(math.ceil(n / 90) for n in COUNTS.values())
     # listed in parallel, every endpoint at once, within twice the minimum of calls
     minimum = sum(math.ceil(n / 100) for n in COUNTS.values())
     assert minimum <= len(log) <= 2 * minimum + 4 * len(COUNTS)

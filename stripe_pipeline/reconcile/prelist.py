@@ -651,11 +651,13 @@ def _request_doc(request: ListingRequest) -> dict[str, Any]:
         "params": dict(request.params),
         "created_filter": request.created_filter,
         "key": request.key,
+        "plan": request.plan,
     }
 
 
 def request_from_doc(doc: dict[str, Any]) -> ListingRequest:
-    return ListingRequest(**doc)
+    plan = tuple((int(lo), int(n)) for lo, n in doc.get("plan", ()))
+    return ListingRequest(**{**doc, "plan": plan})
 
 
 def forget(engine: Engine, prelisted: Prelisted | None, run_key: str | None) -> None:

@@ -43,6 +43,7 @@ from stripe_pipeline.reconcile.compare import (
     refresh_stale,
     resource_window,
 )
+from stripe_pipeline.reconcile.local_plan import with_local_plans
 from stripe_pipeline.reconcile.prelist import (
     ListingAborted,
     Prelisted,
@@ -242,6 +243,7 @@ def run_reconciliation(
                 r for r in config.catalog.resources if r.object_type in config.object_types
             ]
             planned = plan_listings(resources, windows, events=windows.get(EVENTS))
+            planned = with_local_plans(conn, resources, planned)
         listing_key = run_key_of(planned) if planned else None
         _refuse_concurrent_run(conn, window_start, window_end, listing_key, config.resume)
         run_doc = {"windows": _windows_doc(windows), "listing_key": listing_key}

@@ -68,6 +68,7 @@ from stripe_pipeline.stripe_api.slicing import (
     expected_objects,
     first_slice,
     page_params,
+    planned_slices,
 )
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,10 @@ class ListingRequest:
     such as ``/v1/customers/{id}/payment_methods``): paged with the cursor alone.
     ``key`` names the listing in results and in the progress store; the default is
     the path, the parameters and the window, so the same request resumes the same run.
+    ``plan``: where the caller knows its objects lie, ``(first second, objects)`` runs of
+    about a page (``slicing.plan_from_counts``): the window starts cut there instead of
+    as one slice. It is a hint, not part of the key: a resumed run goes on from what
+    was recorded.
     """
 
     path: str
@@ -100,6 +105,7 @@ class ListingRequest:
     params: Mapping[str, Any] = field(default_factory=dict)
     created_filter: bool = True
     key: str = ""
+    plan: tuple[tuple[int, int], ...] = ()
 
     @classmethod
     def resource(
@@ -110,9 +116,10 @@ class ListingRequest:
         *,
         params: Mapping[str, Any] | None = None,
         key: str = "",
+        plan: Sequence[tuple[int, int]] = (),
     ) -> ListingRequest:
         """A top-level resource by name (``charges``, ``subscriptions``...)."""
-        return cls(resource_path(name), start, end, dict(params or {}), key=key)
+        return cls(resource_path(name), start, end, dict(params or {}), key=key, plan=tuple(plan))
 
     @property
     def listing_key(self) -> str:
@@ -293,6 +300,9 @@ class _Listing:
     latency: float = math.inf  # its fastest call so far, in seconds
     unknown: int = 0  # live slices not paged into yet (their size is unknown)
     known: float = 0.0  # objects expected in the others
+    # planned slices not started yet, the next one last (see SlicedLister._start)
+    pending: list[_Task] = field(default_factory=list)
+    planned: float = 0.0  # objects expected in them
 
     def count(self, task: _Task, sign: int) -> None:
         if math.isinf(task.estimate):
@@ -303,7 +313,7 @@ class _Listing:
     @property
     def remaining(self) -> float:
         """Objects expected still to list (infinite while a slice is unknown)."""
-        return math.inf if self.unknown else self.known
+        return math.inf if self.unknown else self.known + self.planned
 
 
 @dataclass(slots=True)
@@ -419,6 +429,12 @@ class SlicedLister:
     At 300 ms that is ~11 slices per listing (25/s) and ~40 in all (100/s); at 700 ms
     ~23 and ~90: a fixed 12 held one run to half the budget there, and slices beyond
     what the limit lets through only add a partial page each.
+
+    A request with a ``plan`` starts from the planned slices instead of one: all are
+    recorded at once (for a resume), and they are started as the listing has room
+    (``start_credits + 1`` at first, then as above), without spending credits. Measured
+    at 10k-20k objects (reconciliation, where the local table is the plan): calls
+    1.12-1.2x the minimum down to 1.05-1.08x, and 20-30 % less time.
     """
 
     def __init__(
@@ -576,6 +592,12 @@ class SlicedLister:
             listing.next_no += 1
             run.submit(child, new=True)
             records.append(_record(child, child.slice, done=False))
+        if listing.pending:  # planned slices start as room frees (never none left live)
+            room = min(
+                self._target(listing, run.active) - listing.live, self.max_live_slices - run.live
+            )
+            for planned in self._take_planned(listing, max(room, 1 if listing.live == 0 else 0)):
+                run.submit(planned, new=True)
         with self._stats_lock:
             self.stats.pages += 1
             self.stats.objects += len(objects)
@@ -585,9 +607,8 @@ class SlicedLister:
         covered = None
         if done and task.slice.gte is not None and task.top is not None:
             covered = (task.slice.gte, task.top)
-        listed = ListedPage(
-            listing.key, objects, task.slice_no, done, listing.live == 0, covered=covered
-        )
+        finished = listing.live == 0 and not listing.pending
+        listed = ListedPage(listing.key, objects, task.slice_no, done, finished, covered=covered)
         return listed, records
 
     # --- internals -------------------------------------------------------------------
@@ -628,6 +649,8 @@ class SlicedLister:
         records = self.progress.load(self.run_key, listing.key) if self.progress else []
         if not records:
             s = first_slice(request.start, request.end, created_filter=request.created_filter)
+            if request.plan and s.gte is not None:
+                return self._start_planned(listing, s)
             task = _Task(listing, 0, s)
             listing.next_no = 1
             with self._stats_lock:
@@ -643,6 +666,28 @@ class SlicedLister:
             self.stats.resumed_slices += len(tasks)
             self.stats.skipped_slices += len(records) - len(tasks)
         return tasks
+
+    def _start_planned(self, listing: _Listing, first: Slice) -> list[_Task]:
+        """A listing cut where its request's plan says: every planned slice is recorded
+        now (a run that dies resumes them like any other), and they start a few at a
+        time as the listing has room, those of several pages first (their pages follow
+        one another), then newest first."""
+        parts = planned_slices(first, listing.request.plan)
+        tasks = [_Task(listing, no, part, estimate=float(n)) for no, (part, n) in enumerate(parts)]
+        listing.next_no = len(tasks)
+        self._unsaved.extend(_record(t, t.slice, done=False) for t in tasks)
+        tasks.sort(key=lambda t: (math.ceil(t.estimate / PAGE_SIZE), t.slice.gte or 0))
+        listing.pending = tasks
+        listing.planned = sum(t.estimate for t in tasks)
+        return self._take_planned(listing, self.start_credits + 1)
+
+    def _take_planned(self, listing: _Listing, n: int) -> list[_Task]:
+        """Up to ``n`` of the listing's planned slices, to start now."""
+        taken = [listing.pending.pop() for _ in range(min(max(n, 0), len(listing.pending)))]
+        listing.planned -= sum(t.estimate for t in taken)
+        with self._stats_lock:
+            self.stats.slices += len(taken)
+        return taken
 
     def _worker(self, work: _WorkQueue, results: queue.SimpleQueue[Any]) -> None:
         while (task := work.get()) is not _STOP:

@@ -31,6 +31,13 @@ seconds left), so slices that are nearly done are paged to their end instead of
 being cut into two partial pages. The estimate is made again on every page, so a
 dense burst below a sparse stretch is split as soon as it is reached.
 
+A listing may also start from a *plan*: where the caller already knows how its objects
+are spread (reconciliation knows the local table, which holds nearly what Stripe
+has), ``plan_from_counts`` groups the seconds into runs of about a page, and
+``planned_slices`` cuts the window there. Every slice then starts at once, most end
+after one page, and none waits a round trip to learn the density; a slice the plan
+underestimated is paged and split as above.
+
 Results: the slices of a listing are disjoint and cover its window, so the objects
 listed are exactly the window's, each once, whatever order the pages come back in.
 The *order* in which objects reach a consumer is not defined; key them by id.
@@ -39,7 +46,7 @@ The *order* in which objects reach a consumer is not defined; key them by id.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -146,6 +153,59 @@ def after_page(
     bounds = [s.gte + i * seconds // parts for i in range(parts + 1)]
     older = tuple(Slice(lo, hi - 1) for lo, hi in itertools.pairwise(bounds[:-1]))
     return PageOutcome(Slice(bounds[-2], oldest, last_id), older)
+
+
+# objects a planned slice is given: a page, less room for those the caller's counts lack
+# (a slice holding 101 costs a second call, with a round trip of its own)
+PLANNED_FILL = 96
+
+
+def plan_from_counts(
+    counts: Iterable[tuple[int, int]], per_slice: int = PLANNED_FILL
+) -> list[tuple[int, int]]:
+    """Seconds in ascending order with their object counts, grouped into runs of at most
+    ``per_slice`` objects (a second holding more is a run of its own): ``(first second,
+    objects)`` per run, the plan ``planned_slices`` cuts a window by."""
+    plan: list[tuple[int, int]] = []
+    lo: int | None = None
+    n = 0
+    for second, count in counts:
+        if lo is not None and n + count > per_slice:
+            plan.append((lo, n))
+            lo, n = None, 0
+        if lo is None:
+            lo = int(second)
+        n += int(count)
+    if lo is not None:
+        plan.append((lo, n))
+    return plan
+
+
+def planned_slices(first: Slice, plan: Sequence[tuple[int, int]]) -> list[tuple[Slice, int]]:
+    """``first`` cut where ``plan`` says (runs as ``plan_from_counts`` makes them), each
+    slice with the objects expected in it. The slices tile ``first`` exactly whatever
+    the plan holds: the first slice starts at ``first.gte`` with the runs that start
+    there or before, runs that start after ``first`` are dropped, and the last slice
+    reaches ``first.lte`` (no slice is spent on a stretch before the first run)."""
+    if first.gte is None or first.lte is None or first.cursor is not None:
+        raise ValueError("only a fresh slice with created bounds can follow a plan")
+    parts: list[list[int]] = []
+    previous: int | None = None
+    for lo, n in plan:
+        if previous is not None and lo <= previous:
+            raise ValueError("a plan's runs must be in ascending order of their first second")
+        previous = lo
+        if lo > first.lte:
+            break
+        if not parts:  # the first run reaches down to the window's start
+            parts.append([first.gte, int(n)])
+        elif lo > first.gte:
+            parts.append([int(lo), int(n)])
+        else:
+            parts[-1][1] += int(n)
+    parts = parts or [[first.gte, 0]]
+    ends = [lo - 1 for lo, _n in parts[1:]] + [first.lte]
+    return [(Slice(lo, hi), n) for (lo, n), hi in zip(parts, ends, strict=True)]
 
 
 def expected_objects(created: Sequence[int], rest: Slice) -> float:
