@@ -300,7 +300,7 @@ class _Listing:
     latency: float = math.inf  # its fastest call so far, in seconds
     unknown: int = 0  # live slices not paged into yet (their size is unknown)
     known: float = 0.0  # objects expected in the others
-    # planned slices not started yet, the next one last (see SlicedLister._start)
+    # planned slices not started yet, the next one last (see SlicedLister._start_planned)
     pending: list[_Task] = field(default_factory=list)
     planned: float = 0.0  # objects expected in them
 
@@ -434,7 +434,7 @@ class SlicedLister:
     recorded at once (for a resume), and they are started as the listing has room
     (``start_credits + 1`` at first, then as above), without spending credits. Measured
     at 10k-20k objects (reconciliation, where the local table is the plan): calls
-    1.12-1.2x the minimum down to 1.05-1.08x, and 20-30 % less time.
+    1.12-1.2x the minimum down to 1.04-1.08x; A/B at 10k 3.6 s a run down to 3.1 s.
     """
 
     def __init__(
