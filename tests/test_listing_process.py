@@ -35,6 +35,7 @@ from stripe_pipeline.stripe_api.client import StripeApi
 from stripe_pipeline.stripe_api.ratelimit import RateLimiter
 from tests.support.fake_stripe_data import DataSet, load_templates
 from tests.support.fake_stripe_server import FakeStripeServer
+from tests.support.local_rows import insert_refunds
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("spool_dir")]
 
@@ -309,18 +310,6 @@ class _RecordingGets:
         raise NotFound(path)
 
 
-def _local_refund(engine: Engine, refund_id: str, created: int) -> None:
-    with engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO stripe_refunds (stripe_refund_id, payment_intent_id, amount_minor,"
-                " currency, status, stripe_created) VALUES (:id, 'pi_1', 100, 'usd',"
-                " 'succeeded', :created)"
-            ),
-            {"id": refund_id, "created": created},
-        )
-
-
 def test_rows_unseen_in_a_range_read_whole_are_fetched_while_the_rest_is_listed(
     engine: Engine, data: DataSet, tmp_path: Path
 ) -> None:
@@ -330,8 +319,7 @@ def test_rows_unseen_in_a_range_read_whole_are_fetched_while_the_rest_is_listed(
     then overlap the listing instead of trailing it. A row of the range still listed
     waits for the end, and no row is fetched twice."""
     half = START + 10 * 86_400
-    _local_refund(engine, "re_gone_early", START + 100)
-    _local_refund(engine, "re_gone_late", END - 100)
+    insert_refunds(engine, [("re_gone_early", START + 100), ("re_gone_late", END - 100)])
     prelisted, lines = _spool(tmp_path, data)
     refunds = "refund/refunds"
     older = [line for line in lines[refunds] if orjson.loads(line)["created"] <= half]

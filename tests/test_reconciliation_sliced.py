@@ -26,6 +26,7 @@ from stripe_pipeline.reconcile.run import RunConfig, run_reconciliation
 from stripe_pipeline.stripe_api.client import StripeApi
 from tests.support.fake_stripe_data import DataSet, load_templates
 from tests.support.fake_stripe_server import FakeStripeServer
+from tests.support.local_rows import insert_refunds
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("spool_dir")]
 
@@ -300,15 +301,7 @@ def test_listings_whose_objects_are_rows_are_planned_from_the_local_table(
     from stripe_pipeline.reconcile.window import Window
 
     seconds = [START + 10] * 150 + [START + 20 + i for i in range(100)] + [END + 5] * 3
-    with engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO stripe_refunds (stripe_refund_id, payment_intent_id, amount_minor,"
-                " currency, status, stripe_created) VALUES (:id, 'pi_1', 100, 'usd',"
-                " 'succeeded', :created)"
-            ),
-            [{"id": f"re_{i}", "created": t} for i, t in enumerate(seconds)],
-        )
+    insert_refunds(engine, [(f"re_{i}", t) for i, t in enumerate(seconds)])
     resources = [CATALOG.by_type[t] for t in ("refund", "payment", "discount")]
     window = Window(START, END)
     planned = plan_listings(
