@@ -285,8 +285,7 @@ def test_a_right_plan_lists_a_page_per_slice_from_the_first_call() -> None:
     times = [int(t) for t in np.random.default_rng(2).integers(START, END, 30_000)]
     times += [START + 3600] * 500  # a crowded second: its slice pages on with the cursor
     data = charges(times)
-    seconds, counts = np.unique(np.sort(times), return_counts=True)
-    plan = plan_from_counts(zip(seconds.tolist(), counts.tolist(), strict=True))
+    plan = hinted_plan(times, "exact", np.random.default_rng(0))
     api = _SlowApi(data, {"/v1/charges": 0.01})
     lst = lister(api, workers=8, max_slices_per_listing=8)
     request = ListingRequest.resource("charges", START, END, plan=plan)

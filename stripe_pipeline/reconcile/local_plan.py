@@ -89,7 +89,7 @@ def with_local_plans(
     out = []
     for p in planned:
         resource = owners.get(p.name)
-        if resource is None or p.window.start is None or not p.request.created_filter:
+        if resource is None or p.window.start is None:  # a full run's window has no start
             out.append(p)
             continue
         plan = tuple(plan_from_counts(local_counts(conn, resource, p.window, most=most)))
