@@ -102,6 +102,38 @@ def test_one_run_lists_every_resource_at_once_and_repairs_each_object_once(
     assert not any(spool_dir.glob("*/*.jsonl"))
 
 
+def test_a_second_run_lists_each_crowded_second_by_its_local_ids_at_once(
+    engine: Engine,
+) -> None:
+    """Skewed data: a second of each resource holds hundreds of objects, which Stripe
+    can only page by cursor. Once the tables hold them, the next run cuts each such
+    second by the ids of its rows: one page per slice, none waiting for another."""
+    counts = {"refunds": 700, "customers": 300}
+    data = DataSet.generate(counts, kind="skewed", start=START, end=END, templates=load_templates())
+    config = RunConfig(
+        object_types=("refund", "customer"),
+        backfill=False,
+        window_start=START,
+        window_end=END,
+        listing_workers=8,
+    )
+    with FakeStripeServer(data, latency=0.02, account_rate=10_000, endpoint_rate=10_000) as fake:
+        api = StripeApi("sk_test_crowded", api_base=fake.base_url, requests_per_second=10_000)
+        first = run_reconciliation(engine, api, config, now=END + 60)
+        before = len(fake.log)
+        second = run_reconciliation(engine, api, config, now=END + 60)
+        log = fake.log[before:]
+    assert first.counts["heal"]["repaired_objects"] == sum(counts.values())
+    assert second.counts["compare"]["found"] == {}
+    listed = second.counts["listing"]
+    assert listed["objects"] == sum(counts.values())
+    assert listed["splits"] == 0 and listed["pages"] == listed["slices"] == len(log)
+    # 500 refunds and 300 customers in one second each: 5 and 3 slices start after a
+    # cut (runs of 96), and no other page carries a cursor
+    assert sum("starting_after" in entry.params for entry in log) == 5 + 3
+    assert len(log) <= sum(math.ceil(n / 96) for n in counts.values()) + 2 * len(counts)
+
+
 def test_a_failed_listing_fails_the_run_and_keeps_its_progress(
     engine: Engine, data: DataSet, spool_dir: Path
 ) -> None:
@@ -292,32 +324,38 @@ def test_daily_partitions_run_in_parallel_and_repair_their_day(
 def test_listings_whose_objects_are_rows_are_planned_from_the_local_table(
     engine: Engine,
 ) -> None:
-    """Runs of at most 96 rows per created second, the window's whole range covered;
-    a carried listing (discounts), a resource's second listing (a PaymentIntent's
-    charges) and a listing with more rows than the limit go without a plan."""
+    """Runs of at most 96 rows per created second, the window's whole range covered,
+    and the crowded second cut by its ids (descending, in byte order); a carried
+    listing (discounts), a resource's second listing (a PaymentIntent's charges) and a
+    listing with more rows than the limit go without a plan."""
     from stripe_pipeline.catalog import CATALOG
     from stripe_pipeline.reconcile.local_plan import with_local_plans
     from stripe_pipeline.reconcile.prelist import plan_listings
     from stripe_pipeline.reconcile.window import Window
 
-    seconds = [START + 10] * 150 + [START + 20 + i for i in range(100)] + [END + 5] * 3
-    insert_refunds(engine, [(f"re_{i}", t) for i, t in enumerate(seconds)])
+    seconds = [START + 10] * 250 + [START + 20 + i for i in range(100)] + [END + 5] * 3
+    ids = [f"re_{i}" for i in range(len(seconds))]
+    insert_refunds(engine, list(zip(ids, seconds, strict=True)))
     resources = [CATALOG.by_type[t] for t in ("refund", "payment", "discount")]
     window = Window(START, END)
     planned = plan_listings(
         resources, dict.fromkeys(("refund", "payment", "discount"), window), events=None
     )
     with engine.connect() as conn:
-        plans = {p.name: p.request.plan for p in with_local_plans(conn, resources, planned)}
+        requests = {p.name: p.request for p in with_local_plans(conn, resources, planned)}
+        plans = {name: request.plan for name, request in requests.items()}
         capped = {
-            p.name: p.request.plan for p in with_local_plans(conn, resources, planned, most=249)
+            p.name: p.request.plan for p in with_local_plans(conn, resources, planned, most=349)
         }
     # the crowded second alone, then the 100 single seconds in runs of 96 and 4;
     # the rows created after the window are not counted
-    assert plans["refund/refunds"] == ((START + 10, 150), (START + 20, 96), (START + 116, 4))
+    assert plans["refund/refunds"] == ((START + 10, 250), (START + 20, 96), (START + 116, 4))
+    crowded = sorted(ids[:250], reverse=True)  # "re_99" before "re_249", as bytes go
+    assert requests["refund/refunds"].cuts == ((START + 10, (crowded[95], crowded[191])),)
+    assert all(not r.cuts for name, r in requests.items() if name != "refund/refunds")
     assert all(not plan for name, plan in plans.items() if name != "refund/refunds")
     assert "payment/charges" in plans and "discount/customer_discounts" in plans
-    assert capped["refund/refunds"] == ()  # 250 rows in the window, 249 allowed
+    assert capped["refund/refunds"] == ()  # 350 rows in the window, 349 allowed
 
 
 def test_old_days_leave_the_whole_catalog_listings_to_recent_days() -> None:

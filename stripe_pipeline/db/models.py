@@ -854,7 +854,8 @@ class StripeListingSlice(Base):
     """One time slice of a resumable listing run (``stripe_api/listing.py``).
 
     A run that dies is resumed by a run with the same ``run_key``: slices marked
-    ``done`` are not listed again, the others continue after ``cursor``.
+    ``done`` are not listed again, the others continue after ``cursor`` (and end at
+    the first of their ``stops``).
     """
 
     __tablename__ = "stripe_listing_slices"
@@ -868,6 +869,8 @@ class StripeListingSlice(Base):
     done: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
     objects: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
     pages: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    # the cuts a slice of a crowded second ends at, comma-separated (0017_listing_stops)
+    stops: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = _now()
 
 

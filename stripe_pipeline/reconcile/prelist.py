@@ -652,12 +652,14 @@ def _request_doc(request: ListingRequest) -> dict[str, Any]:
         "created_filter": request.created_filter,
         "key": request.key,
         "plan": request.plan,
+        "cuts": request.cuts,
     }
 
 
 def request_from_doc(doc: dict[str, Any]) -> ListingRequest:
     plan = tuple((int(lo), int(n)) for lo, n in doc.get("plan", ()))
-    return ListingRequest(**{**doc, "plan": plan})
+    cuts = tuple((int(second), tuple(ids)) for second, ids in doc.get("cuts", ()))
+    return ListingRequest(**{**doc, "plan": plan, "cuts": cuts})
 
 
 def forget(engine: Engine, prelisted: Prelisted | None, run_key: str | None) -> None:

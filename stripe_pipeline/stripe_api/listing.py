@@ -26,6 +26,11 @@ Guarantees:
   after a crash), or at once, in the caller's transaction, by ``checkpoint(conn)``:
   writing your results and the progress in one transaction makes a resumed run list
   each object exactly once.
+- A crowded second cut by ids (``ListingRequest.cuts``) is listed by one slice per cut
+  at once. Cuts that do not hold cost calls, not objects: the objects two slices both
+  list go out once (the ids are kept for the run), and a slice whose cut Stripe
+  refuses lists the second again from its top. Those ids are not recorded, so a run
+  resumed after such a refusal may list an object of that second twice.
 
 Usage::
 
@@ -50,7 +55,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from itertools import pairwise
 from typing import Any, Protocol
 
@@ -69,6 +74,7 @@ from stripe_pipeline.stripe_api.slicing import (
     first_slice,
     page_params,
     planned_slices,
+    stop_at,
 )
 
 log = logging.getLogger(__name__)
@@ -97,6 +103,10 @@ class ListingRequest:
     about a page (``slicing.plan_from_counts``): the window starts cut there instead of
     as one slice. It is a hint, not part of the key: a resumed run goes on from what
     was recorded.
+    ``cuts``: for crowded seconds of the plan, ``(second, ids)`` about a page apart in
+    the order Stripe is expected to list them (``slicing.cut_ids``): that second is
+    listed by as many slices at once, by cursor. A hint too: wrong ids cost calls,
+    never objects.
     """
 
     path: str
@@ -106,6 +116,7 @@ class ListingRequest:
     created_filter: bool = True
     key: str = ""
     plan: tuple[tuple[int, int], ...] = ()
+    cuts: tuple[tuple[int, tuple[str, ...]], ...] = ()
 
     @classmethod
     def resource(
@@ -117,9 +128,18 @@ class ListingRequest:
         params: Mapping[str, Any] | None = None,
         key: str = "",
         plan: Sequence[tuple[int, int]] = (),
+        cuts: Sequence[tuple[int, Sequence[str]]] = (),
     ) -> ListingRequest:
         """A top-level resource by name (``charges``, ``subscriptions``...)."""
-        return cls(resource_path(name), start, end, dict(params or {}), key=key, plan=tuple(plan))
+        return cls(
+            resource_path(name),
+            start,
+            end,
+            dict(params or {}),
+            key=key,
+            plan=tuple(plan),
+            cuts=tuple((int(second), tuple(ids)) for second, ids in cuts),
+        )
 
     @property
     def listing_key(self) -> str:
@@ -202,10 +222,11 @@ class SliceRecord:
     done: bool
     objects: int = 0
     pages: int = 0
+    stops: tuple[str, ...] = ()
 
     @property
     def slice(self) -> Slice:
-        return Slice(self.gte, self.lte, self.cursor)
+        return Slice(self.gte, self.lte, self.cursor, self.stops)
 
 
 class ListingProgress(Protocol):
@@ -257,11 +278,23 @@ class DatabaseListingProgress:
         t = _SLICES
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(t.c.slice_no, t.c.gte, t.c.lte, t.c.cursor, t.c.done, t.c.objects, t.c.pages)
+                select(
+                    t.c.slice_no,
+                    t.c.gte,
+                    t.c.lte,
+                    t.c.cursor,
+                    t.c.done,
+                    t.c.objects,
+                    t.c.pages,
+                    t.c.stops,
+                )
                 .where(t.c.run_key == run_key, t.c.listing == listing)
                 .order_by(t.c.slice_no)
             ).all()
-        return [SliceRecord(listing, *row) for row in rows]
+        return [
+            SliceRecord(listing, *row[:-1], stops=tuple(row.stops.split(",")) if row.stops else ())
+            for row in rows
+        ]
 
     def save(self, run_key: str, records: Sequence[SliceRecord], conn: Any = None) -> None:
         if not records:
@@ -277,10 +310,16 @@ class DatabaseListingProgress:
         stmt = dialect.insert(_SLICES)
         stmt = stmt.on_conflict_do_update(
             index_elements=["run_key", "listing", "slice_no"],
-            set_={c: stmt.excluded[c] for c in ("gte", "lte", "cursor", "done", "objects", "pages")}
+            set_={
+                c: stmt.excluded[c]
+                for c in ("gte", "lte", "cursor", "done", "objects", "pages", "stops")
+            }
             | {"updated_at": func.now()},
         )
-        conn.execute(stmt, [{"run_key": run_key, **asdict(r)} for r in records])
+        rows = [
+            {"run_key": run_key, **asdict(r), "stops": ",".join(r.stops) or None} for r in records
+        ]
+        conn.execute(stmt, rows)
 
     def forget(self, run_key: str) -> None:
         with self.engine.begin() as conn:
@@ -303,6 +342,13 @@ class _Listing:
     # planned slices not started yet, the next one last (see SlicedLister._start_planned)
     pending: list[_Task] = field(default_factory=list)
     planned: float = 0.0  # objects expected in them
+    # crowded seconds listed by cursor (``Slice.stops``): their slices not done, the
+    # ids they listed (a cut that does not hold may list some twice; they go out once),
+    # those listed whole from the top after a refused cut, and those said covered
+    crowded: dict[int, int] = field(default_factory=dict)
+    crowded_ids: set[str] = field(default_factory=set)
+    relisted: dict[int, int] = field(default_factory=dict)  # second -> its slice_no
+    whole: set[int] = field(default_factory=set)
 
     def count(self, task: _Task, sign: int) -> None:
         if math.isinf(task.estimate):
@@ -327,6 +373,7 @@ class _Task:
     # the newest second this slice has listed since this run took it: splits cut off
     # older parts and paging lowers its ``lte``, so done, it covered ``[gte, top]``
     top: int | None = None
+    crowded: int | None = None  # the crowded second it lists part of (see _Listing)
 
     def __post_init__(self) -> None:
         if self.top is None:
@@ -552,10 +599,15 @@ class SlicedLister:
         self, run: _Run, task: _Task, page: Mapping[str, Any]
     ) -> tuple[ListedPage, list[SliceRecord]]:
         """What a page means: the slice's next page, any split, the records to keep."""
+        if page is _REFUSED_CUT:
+            return self._refused_cut(run, task)
         objects = list(page.get("data") or [])
         created = [int(o["created"]) for o in objects] if task.slice.gte is not None else []
         _check_order(task, created)
         has_more = bool(page.get("has_more"))
+        stop = stop_at(task.slice, [o.get("id") for o in objects])
+        if stop is not None:  # the next run of a crowded second is another slice's
+            objects, created, has_more = objects[: stop + 1], created[: stop + 1], False
         listing = task.listing
         listing.count(task, -1)
         # what this slice still holds counts towards the listing's share
@@ -575,6 +627,9 @@ class SlicedLister:
             min_split_objects=self.min_split_objects,
         )
         listing.credits -= len(outcome.split_off)
+        if task.crowded is not None:  # a cut that did not hold lists some twice
+            objects = [o for o in objects if o.get("id") not in listing.crowded_ids]
+            listing.crowded_ids.update(o.get("id") for o in objects)
         task.objects += len(objects)
         task.pages += 1
         if outcome.continuation is None:
@@ -582,7 +637,13 @@ class SlicedLister:
             records = [_record(task, task.slice, done=True)]
         else:
             nxt = _Task(
-                listing, task.slice_no, outcome.continuation, task.objects, task.pages, top=task.top
+                listing,
+                task.slice_no,
+                outcome.continuation,
+                task.objects,
+                task.pages,
+                top=task.top,
+                crowded=task.crowded,
             )
             nxt.estimate = _estimate(created, outcome.continuation)
             run.submit(nxt, new=False)
@@ -592,12 +653,7 @@ class SlicedLister:
             listing.next_no += 1
             run.submit(child, new=True)
             records.append(_record(child, child.slice, done=False))
-        if listing.pending:  # planned slices start as room frees (never none left live)
-            room = min(
-                self._target(listing, run.active) - listing.live, self.max_live_slices - run.live
-            )
-            for planned in self._take_planned(listing, max(room, 1 if listing.live == 0 else 0)):
-                run.submit(planned, new=True)
+        self._start_pending(run, listing)
         with self._stats_lock:
             self.stats.pages += 1
             self.stats.objects += len(objects)
@@ -607,11 +663,47 @@ class SlicedLister:
         covered = None
         if done and task.slice.gte is not None and task.top is not None:
             covered = (task.slice.gte, task.top)
+            if task.crowded is not None:
+                whole = listing.relisted.get(task.crowded) == task.slice_no
+                covered = _crowded_covered(listing, task, covered, whole=whole)
         finished = listing.live == 0 and not listing.pending
         listed = ListedPage(listing.key, objects, task.slice_no, done, finished, covered=covered)
         return listed, records
 
+    def _refused_cut(self, run: _Run, task: _Task) -> tuple[ListedPage, list[SliceRecord]]:
+        """Stripe refused a slice's cut (an id it does not have, or has deleted): the
+        first such slice of its second lists the second whole from its top (objects
+        the others list go out once), any later one ends, as that one covers it."""
+        listing = task.listing
+        assert task.crowded is not None
+        with self._stats_lock:
+            self.stats.pages += 1
+        if task.crowded in listing.relisted:
+            task.slice = replace(task.slice, stops=())
+            run.done(task)
+            covered = _crowded_covered(listing, task, None)
+            self._start_pending(run, listing)
+            finished = listing.live == 0 and not listing.pending
+            listed = ListedPage(listing.key, [], task.slice_no, True, finished, covered=covered)
+            return listed, [_record(task, task.slice, done=True)]
+        log.info("%s: a cut of second %d was refused: listing it whole", listing.key, task.crowded)
+        listing.relisted[task.crowded] = task.slice_no
+        task.slice = Slice(task.slice.gte, task.slice.lte)
+        task.estimate = math.inf
+        run.submit(task, new=False)
+        listed = ListedPage(listing.key, [], task.slice_no, False)
+        return listed, [_record(task, task.slice, done=False)]
+
     # --- internals -------------------------------------------------------------------
+
+    def _start_pending(self, run: _Run, listing: _Listing) -> None:
+        """Planned slices start as the listing has room, and never leave it none live."""
+        if listing.pending:
+            room = min(
+                self._target(listing, run.active) - listing.live, self.max_live_slices - run.live
+            )
+            for planned in self._take_planned(listing, max(room, 1 if listing.live == 0 else 0)):
+                run.submit(planned, new=True)
 
     def _target(self, listing: _Listing, active: set[_Listing]) -> int:
         """How many slices ``listing`` should have: its share of the work left, of workers.
@@ -659,8 +751,13 @@ class SlicedLister:
             return [task]
         listing.next_no = max(r.slice_no for r in records) + 1
         tasks = [
-            _Task(listing, r.slice_no, r.slice, r.objects, r.pages) for r in records if not r.done
+            _Task(
+                listing, r.slice_no, r.slice, r.objects, r.pages, crowded=r.gte if r.stops else None
+            )
+            for r in records
+            if not r.done
         ]
+        _count_crowded(listing, tasks)
         with self._stats_lock:
             self.stats.slices += len(tasks)
             self.stats.resumed_slices += len(tasks)
@@ -672,8 +769,12 @@ class SlicedLister:
         now (a run that dies resumes them like any other), and they start a few at a
         time as the listing has room, those of several pages first (their pages follow
         one another), then newest first."""
-        parts = planned_slices(first, listing.request.plan)
-        tasks = [_Task(listing, no, part, estimate=float(n)) for no, (part, n) in enumerate(parts)]
+        parts = planned_slices(first, listing.request.plan, dict(listing.request.cuts))
+        tasks = [
+            _Task(listing, no, part, estimate=float(n), crowded=part.gte if part.stops else None)
+            for no, (part, n) in enumerate(parts)
+        ]
+        _count_crowded(listing, tasks)
         listing.next_no = len(tasks)
         self._unsaved.extend(_record(t, t.slice, done=False) for t in tasks)
         tasks.sort(key=lambda t: (math.ceil(t.estimate / PAGE_SIZE), t.slice.gte or 0))
@@ -718,6 +819,8 @@ class SlicedLister:
                         listing.latency = min(listing.latency, took)
                 return page
             except Exception as exc:
+                if task.slice.stops and task.slice.cursor and _refused(exc):
+                    return _REFUSED_CUT  # a cut Stripe does not know: see _refused_cut
                 if attempt == self.max_attempts or not self.retryable(exc):
                     raise
                 delay = min(self.backoff_cap_seconds, self.backoff_seconds * 2 ** (attempt - 1))
@@ -770,8 +873,47 @@ def _estimate(created: list[int], s: Slice) -> float:
 
 def _record(task: _Task, s: Slice, *, done: bool) -> SliceRecord:
     return SliceRecord(
-        task.listing.key, task.slice_no, s.gte, s.lte, s.cursor, done, task.objects, task.pages
+        task.listing.key,
+        task.slice_no,
+        s.gte,
+        s.lte,
+        s.cursor,
+        done,
+        task.objects,
+        task.pages,
+        s.stops,
     )
+
+
+# what ``_fetch`` answers for a slice whose cut Stripe refused
+_REFUSED_CUT: Mapping[str, Any] = {"data": [], "has_more": False}
+
+
+def _count_crowded(listing: _Listing, tasks: Iterable[_Task]) -> None:
+    for task in tasks:
+        if task.crowded is not None:
+            listing.crowded[task.crowded] = listing.crowded.get(task.crowded, 0) + 1
+
+
+def _crowded_covered(
+    listing: _Listing, task: _Task, covered: tuple[int, int] | None, *, whole: bool = False
+) -> tuple[int, int] | None:
+    """What a done slice of a crowded second says is listed whole: the newer seconds it
+    reached, and the crowded second itself, once, when every slice of it is done or
+    when this one listed it from its top (``whole``, after a refused cut)."""
+    second = task.crowded
+    assert second is not None
+    listing.crowded[second] -= 1
+    top = covered[1] if covered is not None else second
+    if (whole or listing.crowded[second] == 0) and second not in listing.whole:
+        listing.whole.add(second)
+        return (second, top)
+    return (second + 1, top) if top > second else None
+
+
+def _refused(exc: BaseException) -> bool:
+    """Stripe refusing a request (a ``starting_after`` it does not know), not failing it."""
+    return isinstance(exc, stripe.InvalidRequestError) and (exc.http_status or 400) < 500
 
 
 def _check_order(task: _Task, created: list[int]) -> None:

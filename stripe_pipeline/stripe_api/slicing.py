@@ -38,6 +38,18 @@ has), ``plan_from_counts`` groups the seconds into runs of about a page, and
 after one page, and none waits a round trip to learn the density; a slice the plan
 underestimated is paged and split as above.
 
+A second holding more than a page cannot be cut by time: Stripe pages it by cursor
+alone, one answer after another (500 objects in one second: five round trips in a
+row). Where the caller knows ids of that second (the local rows), the plan carries
+*cuts*: ids about a page apart, in the order the caller expects Stripe to list them.
+``planned_slices`` then gives the second one slice per cut, each starting after its
+cut (``starting_after``) and all of them ending at the first cut they meet
+(``Slice.stops``, see ``stop_at``): the cuts that exist in that second split it into
+runs listed each once, in parallel, whatever order Stripe really lists them in. A
+cut that does not hold (an id Stripe does not have, or has in another second) only
+makes some slice longer; the engine lists a slice whose cut Stripe refuses again from
+the top of the second and drops the objects listed twice.
+
 Results: the slices of a listing are disjoint and cover its window, so the objects
 listed are exactly the window's, each once, whatever order the pages come back in.
 The *order* in which objects reach a consumer is not defined; key them by id.
@@ -62,11 +74,14 @@ class Slice:
 
     ``gte``/``lte`` are None for listings without a ``created`` filter (per-customer
     sub-listings such as ``/v1/customers/{id}/payment_methods``): those are one slice.
+    ``stops``: the cuts of a crowded second (see the module docstring); the slice ends
+    with the first of them it lists. Such a slice is never split.
     """
 
     gte: int | None
     lte: int | None
     cursor: str | None = None
+    stops: tuple[str, ...] = ()
 
     @property
     def splittable_seconds(self) -> int:
@@ -143,9 +158,9 @@ def after_page(
         raise InconsistentPage(
             f"object created at {oldest} is outside the slice [{s.gte}, {s.lte}]"
         )
-    rest = Slice(s.gte, oldest, last_id)
+    rest = replace(s, lte=oldest, cursor=last_id)
     expected = expected_objects(created, rest)
-    if new_slices < 1 or oldest == s.gte or expected < min_split_objects:
+    if new_slices < 1 or oldest == s.gte or expected < min_split_objects or s.stops:
         return PageOutcome(rest)
     parts = min(new_slices + 1, rest.splittable_seconds, max(2, int(expected // PAGE_SIZE)))
     seconds = rest.splittable_seconds
@@ -181,12 +196,22 @@ def plan_from_counts(
     return plan
 
 
-def planned_slices(first: Slice, plan: Sequence[tuple[int, int]]) -> list[tuple[Slice, int]]:
+def planned_slices(
+    first: Slice,
+    plan: Sequence[tuple[int, int]],
+    cuts: Mapping[int, Sequence[str]] | None = None,
+) -> list[tuple[Slice, float]]:
     """``first`` cut where ``plan`` says (runs as ``plan_from_counts`` makes them), each
     slice with the objects expected in it. The slices tile ``first`` exactly whatever
     the plan holds: the first slice starts at ``first.gte`` with the runs that start
     there or before, runs that start after ``first`` are dropped, and the last slice
-    reaches ``first.lte`` (no slice is spent on a stretch before the first run)."""
+    reaches ``first.lte`` (no slice is spent on a stretch before the first run).
+
+    ``cuts``: for a run that is one crowded second, ids of it about a page apart
+    (``cut_ids``): that second becomes one slice from its top and one after each
+    cut, all stopping at the cuts (the newer seconds of the run's slice go with the
+    one from the top, which lists them first; older ones, only possible for the
+    window's first run, are a slice of their own)."""
     if first.gte is None or first.lte is None or first.cursor is not None:
         raise ValueError("only a fresh slice with created bounds can follow a plan")
     parts: list[list[int]] = []
@@ -205,7 +230,43 @@ def planned_slices(first: Slice, plan: Sequence[tuple[int, int]]) -> list[tuple[
             parts[-1][1] += int(n)
     parts = parts or [[first.gte, 0]]
     ends = [lo - 1 for lo, _n in parts[1:]] + [first.lte]
-    return [(Slice(lo, hi), n) for (lo, n), hi in zip(parts, ends, strict=True)]
+    slices: list[tuple[Slice, float]] = []
+    starts = {int(lo) for lo, _n in plan}
+    for (lo, n), hi in zip(parts, ends, strict=True):
+        second = _crowded_second(lo, hi, starts, cuts or {})
+        if second is None:
+            slices.append((Slice(lo, hi), n))
+            continue
+        stops = tuple(dict.fromkeys(cuts[second]))  # type: ignore[index]
+        if lo < second:
+            slices.append((Slice(lo, second - 1), 0))
+        share = n / (len(stops) + 1)
+        slices.append((Slice(second, hi, None, stops), share))
+        slices.extend((Slice(second, second, cut, stops), share) for cut in stops)
+    return slices
+
+
+def _crowded_second(
+    lo: int, hi: int, starts: set[int], cuts: Mapping[int, Sequence[str]]
+) -> int | None:
+    """The second of a planned slice that its cuts split, if any: the run's own first
+    second (the first slice may start below it, at the window's start)."""
+    inside = [second for second in cuts if lo <= second <= hi and second in starts and cuts[second]]
+    return inside[0] if len(inside) == 1 else None
+
+
+def cut_ids(ids: Sequence[str], per_slice: int = PLANNED_FILL) -> tuple[str, ...]:
+    """The cuts of a crowded second from its ids in the order Stripe is expected to
+    list them: every ``per_slice``-th, so that each run between two is one page."""
+    return tuple(ids[per_slice - 1 : len(ids) - 1 : per_slice])
+
+
+def stop_at(s: Slice, ids: Sequence[str]) -> int | None:
+    """Where a page of ``s`` ends it: the position of the first of its stops listed."""
+    if not s.stops:
+        return None
+    stops = set(s.stops)
+    return next((i for i, object_id in enumerate(ids) if object_id in stops), None)
 
 
 def expected_objects(created: Sequence[int], rest: Slice) -> float:
