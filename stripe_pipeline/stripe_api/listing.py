@@ -605,7 +605,7 @@ class SlicedLister:
         created = [int(o["created"]) for o in objects] if task.slice.gte is not None else []
         _check_order(task, created)
         has_more = bool(page.get("has_more"))
-        stop = stop_at(task.slice, [o.get("id") for o in objects])
+        stop = stop_at(task.slice, [o.get("id") for o in objects]) if task.slice.stops else None
         if stop is not None:  # the next run of a crowded second is another slice's
             objects, created, has_more = objects[: stop + 1], created[: stop + 1], False
         listing = task.listing
