@@ -202,6 +202,9 @@ def test_a_crowded_second_is_cut_by_ids_into_slices_that_end_at_each_others_cut(
     cuts = cut_ids(ids, per_slice=96)
     assert cuts == (ids[95], ids[191])  # runs of 96, 96 and 58
     assert cut_ids(ids[:96]) == () and cut_ids(ids[:192]) == (ids[95],)  # no empty run
+    usable = [i not in (95, 96) for i in range(250)]  # rows marked deleted are no cut
+    assert cut_ids(ids, 96, usable) == (ids[94], ids[190])
+    assert cut_ids(ids, 96, [False] * 250) == ()
     plan = [(5, 7), (20, 250), (40, 3)]
     parts = planned_slices(Slice(10, 100), plan, {20: cuts})
     assert parts == [

@@ -26,7 +26,7 @@ from stripe_pipeline.reconcile.run import RunConfig, run_reconciliation
 from stripe_pipeline.stripe_api.client import StripeApi
 from tests.support.fake_stripe_data import DataSet, load_templates
 from tests.support.fake_stripe_server import FakeStripeServer
-from tests.support.local_rows import insert_refunds
+from tests.support.local_rows import insert_customers, insert_refunds
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("spool_dir")]
 
@@ -356,6 +356,21 @@ def test_listings_whose_objects_are_rows_are_planned_from_the_local_table(
     assert all(not plan for name, plan in plans.items() if name != "refund/refunds")
     assert "payment/charges" in plans and "discount/customer_discounts" in plans
     assert capped["refund/refunds"] == ()  # 350 rows in the window, 349 allowed
+
+
+def test_a_row_marked_deleted_is_never_a_cut(engine: Engine) -> None:
+    """A deleted customer is no longer listed, and Stripe may refuse it as a cursor
+    (the second would be listed again whole): the cut moves to the last live row
+    before it, so no run passes a page."""
+    from stripe_pipeline.catalog import CATALOG
+    from stripe_pipeline.reconcile.local_plan import local_cuts
+
+    ids = [f"cus_{i:03d}" for i in range(200)]  # listed newest first: cus_199 first
+    deleted = {"cus_104", "cus_103"}  # the 96th and 97th in that order
+    insert_customers(engine, [(i, START + 10, i in deleted) for i in ids])
+    with engine.connect() as conn:
+        cuts = local_cuts(conn, CATALOG.by_type["customer"], [(START + 10, 200)])
+    assert cuts == [(START + 10, ("cus_105", "cus_009"))]
 
 
 def test_old_days_leave_the_whole_catalog_listings_to_recent_days() -> None:

@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, func, select, true
 
 from stripe_pipeline.catalog.model import Listing, Resource
 from stripe_pipeline.reconcile.prelist import PlannedListing, listing_name, prelistable
@@ -82,21 +82,28 @@ def local_cuts(
     conn: Connection, resource: Resource, counts: Sequence[tuple[int, int]]
 ) -> list[tuple[int, tuple[str, ...]]]:
     """For each second of ``counts`` holding more than a planned slice, ids of its rows
-    a slice apart (``slicing.cut_ids``), in the order Stripe is guessed to list them."""
+    a slice apart (``slicing.cut_ids``), in the order Stripe is guessed to list them;
+    none marked deleted (Stripe may refuse a cursor it no longer lists)."""
     crowded = [second for second, n in counts if n > PLANNED_FILL]
     if not crowded:
         return []
-    created = resource.table.c.stripe_created
-    key = resource.table.c[resource.key]
+    table = resource.table
+    created, key = table.c.stripe_created, table.c[resource.key]
+    marker = table.c[resource.deleted_marker] if resource.deleted_marker else None
+    live = marker.is_(None) if marker is not None else true()
     order = key.collate("C") if conn.dialect.name == "postgresql" else key
     rows = conn.execute(
-        select(created, key).where(created.in_(crowded)).order_by(created, order.desc())
+        select(created, key, live).where(created.in_(crowded)).order_by(created, order.desc())
     ).all()
-    ids: dict[int, list[str]] = {}
-    for second, object_id in rows:
-        ids.setdefault(int(second), []).append(str(object_id))
-    cuts = [(second, cut_ids(ids[second])) for second in sorted(ids)]
-    return [(second, found) for second, found in cuts if found]
+    rows_of: dict[int, list[tuple[str, bool]]] = {}
+    for second, object_id, usable in rows:
+        rows_of.setdefault(int(second), []).append((str(object_id), bool(usable)))
+    cuts = []
+    for second in sorted(rows_of):
+        ids, usable = zip(*rows_of[second], strict=True)
+        if found := cut_ids(ids, usable=usable):
+            cuts.append((second, found))
+    return cuts
 
 
 def with_local_plans(

@@ -255,10 +255,24 @@ def _crowded_second(
     return inside[0] if len(inside) == 1 else None
 
 
-def cut_ids(ids: Sequence[str], per_slice: int = PLANNED_FILL) -> tuple[str, ...]:
+def cut_ids(
+    ids: Sequence[str], per_slice: int = PLANNED_FILL, usable: Sequence[bool] | None = None
+) -> tuple[str, ...]:
     """The cuts of a crowded second from its ids in the order Stripe is expected to
-    list them: every ``per_slice``-th, so that each run between two is one page."""
-    return tuple(ids[per_slice - 1 : len(ids) - 1 : per_slice])
+    list them: every ``per_slice``-th, so that each run between two is one page.
+
+    ``usable``: which ids may be a cut (a row marked deleted may not: Stripe may no
+    longer know it, and a refused cut costs the whole second again); where the
+    ``per_slice``-th is not, the last usable one before it is the cut."""
+    cuts: list[str] = []
+    last_cut = last_usable = -1
+    for i in range(len(ids) - 1):  # a cut at the very end would start an empty slice
+        if usable is None or usable[i]:
+            last_usable = i
+        if i - last_cut >= per_slice and last_usable > last_cut:
+            cuts.append(ids[last_usable])
+            last_cut = last_usable
+    return tuple(cuts)
 
 
 def stop_at(s: Slice, ids: Sequence[str]) -> int | None:

@@ -19,3 +19,15 @@ def insert_refunds(engine: Engine, refunds: Sequence[tuple[str, int]]) -> None:
             ),
             [{"id": refund_id, "created": created} for refund_id, created in refunds],
         )
+
+
+def insert_customers(engine: Engine, customers: Sequence[tuple[str, int, bool]]) -> None:
+    """``stripe_customers`` rows ``(id, created, deleted)``."""
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO stripe_customers (stripe_customer_id, stripe_created, deleted_at)"
+                " VALUES (:id, :created, CASE WHEN :deleted THEN CURRENT_TIMESTAMP END)"
+            ),
+            [{"id": i, "created": c, "deleted": deleted} for i, c, deleted in customers],
+        )
