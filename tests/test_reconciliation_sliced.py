@@ -358,6 +358,37 @@ def test_listings_whose_objects_are_rows_are_planned_from_the_local_table(
     assert capped["refund/refunds"] == ()  # 350 rows in the window, 349 allowed
 
 
+def test_cuts_stripe_refuses_cost_calls_never_objects(engine: Engine) -> None:
+    """Local rows Stripe does not have, in the crowded second, become cuts; Stripe
+    answers 400 for them. The second is listed again whole, once, every object of it
+    goes out once, and the rows are found missing in Stripe, nothing else."""
+    data = DataSet.generate(
+        {"refunds": 600}, kind="skewed", start=START, end=END, templates=load_templates()
+    )
+    config = RunConfig(
+        object_types=("refund",),
+        backfill=False,
+        window_start=START,
+        window_end=END,
+        listing_workers=8,
+    )
+    crowded = START + (END - START) // 4  # where the skewed data puts 500 in one second
+    with FakeStripeServer(data, latency=0.02, account_rate=10_000, endpoint_rate=10_000) as fake:
+        api = StripeApi("sk_test_refused", api_base=fake.base_url, requests_per_second=10_000)
+        run_reconciliation(engine, api, config, now=END + 60)
+        # listed first in descending byte order: the first two cuts are among them
+        insert_refunds(engine, [(f"re_zz{i:03d}", crowded) for i in range(200)])
+        before = len(fake.log)
+        second = run_reconciliation(engine, api, config, now=END + 60)
+        log = fake.log[before:]
+    assert second.counts["compare"]["found"] == {"missing_in_stripe": 200}
+    assert second.counts["listing"]["objects"] == 600  # each once, the relisted second too
+    lists = [e for e in log if "limit" in e.params]
+    assert sum(e.status == 400 for e in lists) == 2  # the two cuts Stripe has not
+    of_second = [e for e in lists if e.params.get("created[gte]") == str(crowded)]
+    assert len(of_second) <= 8 + 5  # the slices, and the second once more: five pages
+
+
 def test_a_row_marked_deleted_is_never_a_cut(engine: Engine) -> None:
     """A deleted customer is no longer listed, and Stripe may refuse it as a cursor
     (the second would be listed again whole): the cut moves to the last live row
