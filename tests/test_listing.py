@@ -494,6 +494,31 @@ def test_a_slow_consumer_holds_the_fetchers_back() -> None:
     assert peak <= 8 + 1
 
 
+def test_refused_cuts_leave_the_listings_share_of_the_work_right(monkeypatch) -> None:
+    """White-box: a slice whose cut is refused gives back what it was expected to
+    hold, whether it lists the second again or ends, so the listing's share of the
+    workers (``remaining``) goes back to nothing when it is done."""
+    times = [START + 50] * 500 + list(range(START, START + 5_000, 13))
+    data = charges(times)
+    plan = hinted_plan(times, "exact", np.random.default_rng(0))
+    cuts = [(START + 50, ("ch_gone1", "ch_gone2", data.resources["charges"].object_id(400)))]
+    listings = set()
+    plan_page = SlicedLister._plan
+
+    def spy(self, run, task, page):
+        listings.add(task.listing)
+        return plan_page(self, run, task, page)
+
+    monkeypatch.setattr(SlicedLister, "_plan", spy)
+    api = FakeApi(data)
+    request = ListingRequest.resource("charges", START, END, plan=plan, cuts=cuts)
+    listed = Counter(o["id"] for _key, o in lister(api).list_many([request]))
+    assert listed == ids_in_window(data, "charges", START, END)
+    assert sum(1 for _p, q in api.queries if q.get("starting_after", "").startswith("ch_gone")) == 2
+    (listing,) = listings
+    assert listing.remaining == 0 and listing.live == 0
+
+
 # --- resume ----------------------------------------------------------------------------
 
 

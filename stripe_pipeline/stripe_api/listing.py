@@ -676,6 +676,7 @@ class SlicedLister:
         the others list go out once), any later one ends, as that one covers it."""
         listing = task.listing
         assert task.crowded is not None
+        listing.count(task, -1)
         with self._stats_lock:
             self.stats.pages += 1
         if task.crowded in listing.relisted:
