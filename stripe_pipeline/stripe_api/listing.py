@@ -55,7 +55,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from itertools import pairwise
 from typing import Any, Protocol
 
@@ -680,7 +680,6 @@ class SlicedLister:
         with self._stats_lock:
             self.stats.pages += 1
         if task.crowded in listing.relisted:
-            task.slice = replace(task.slice, stops=())
             run.done(task)
             covered = _crowded_covered(listing, task, None)
             self._start_pending(run, listing)

@@ -214,7 +214,9 @@ def planned_slices(
     window's first run, are a slice of their own)."""
     if first.gte is None or first.lte is None or first.cursor is not None:
         raise ValueError("only a fresh slice with created bounds can follow a plan")
-    parts: list[list[int]] = []
+    # per slice: its first second, the objects expected, and the first second of its
+    # own run when that lies in the window (a crowded second its cuts may split)
+    parts: list[list[Any]] = []
     previous: int | None = None
     for lo, n in plan:
         if previous is not None and lo <= previous:
@@ -222,37 +224,28 @@ def planned_slices(
         previous = lo
         if lo > first.lte:
             break
+        own = int(lo) if lo >= first.gte else None
         if not parts:  # the first run reaches down to the window's start
-            parts.append([first.gte, int(n)])
+            parts.append([first.gte, int(n), own])
         elif lo > first.gte:
-            parts.append([int(lo), int(n)])
+            parts.append([int(lo), int(n), own])
         else:
             parts[-1][1] += int(n)
-    parts = parts or [[first.gte, 0]]
-    ends = [lo - 1 for lo, _n in parts[1:]] + [first.lte]
+            parts[-1][2] = own
+    parts = parts or [[first.gte, 0, None]]
+    ends = [lo - 1 for lo, _n, _own in parts[1:]] + [first.lte]
     slices: list[tuple[Slice, float]] = []
-    starts = {int(lo) for lo, _n in plan}
-    for (lo, n), hi in zip(parts, ends, strict=True):
-        second = _crowded_second(lo, hi, starts, cuts or {})
-        if second is None:
+    for (lo, n, own), hi in zip(parts, ends, strict=True):
+        stops = tuple(dict.fromkeys((cuts or {}).get(own, ()))) if own is not None else ()
+        if not stops:
             slices.append((Slice(lo, hi), n))
             continue
-        stops = tuple(dict.fromkeys(cuts[second]))  # type: ignore[index]
-        if lo < second:
-            slices.append((Slice(lo, second - 1), 0))
+        if lo < own:
+            slices.append((Slice(lo, own - 1), 0))
         share = n / (len(stops) + 1)
-        slices.append((Slice(second, hi, None, stops), share))
-        slices.extend((Slice(second, second, cut, stops), share) for cut in stops)
+        slices.append((Slice(own, hi, None, stops), share))
+        slices.extend((Slice(own, own, cut, stops), share) for cut in stops)
     return slices
-
-
-def _crowded_second(
-    lo: int, hi: int, starts: set[int], cuts: Mapping[int, Sequence[str]]
-) -> int | None:
-    """The second of a planned slice that its cuts split, if any: the run's own first
-    second (the first slice may start below it, at the window's start)."""
-    inside = [second for second in cuts if lo <= second <= hi and second in starts and cuts[second]]
-    return inside[0] if len(inside) == 1 else None
 
 
 def cut_ids(
